@@ -1,0 +1,1 @@
+"""Kernel plumbing: namespaces, links, addresses, routes, sysctls, traffic control."""

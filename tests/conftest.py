@@ -1,0 +1,78 @@
+"""Shared fixtures: throwaway network namespaces that never touch the root namespace.
+
+Every kernel test works inside namespaces made here, pinned under a private temporary
+directory (not /run/netns), and removed in teardown whether or not the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pycni.net import netns
+
+MakeNetNS = Callable[..., str]
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests under tests/netns and tests/e2e need root: mark them, skip them politely."""
+    skip = pytest.mark.skip(reason="needs root (creates network namespaces)")
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "netns" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.root)
+            if not _is_root():
+                item.add_marker(skip)
+
+
+def _bring_lo_up(path: str) -> None:
+    from pyroute2 import IPRoute
+
+    with netns.enter(path), IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+@pytest.fixture
+def netns_dir() -> Iterator[Path]:
+    """A private directory where this test pins its namespaces."""
+    path = Path(tempfile.mkdtemp(prefix="pycni-ns-"))
+    try:
+        yield path
+    finally:
+        for entry in path.iterdir():
+            netns.remove(str(entry))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_netns(netns_dir: Path) -> MakeNetNS:
+    """Factory: ``make_netns("outside")`` makes a fresh netns (lo up unless told), returns its path."""
+
+    def make(name: str, *, lo_up: bool = True) -> str:
+        path = netns.create(str(netns_dir / name))
+        if lo_up:
+            _bring_lo_up(path)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def host_ns(make_netns: MakeNetNS) -> str:
+    """The sandbox "host": plugins and runtimes run in here, never in the root netns."""
+    return make_netns("host")
+
+
+@pytest.fixture
+def container_ns(make_netns: MakeNetNS) -> str:
+    """A container's network namespace (what CNI_NETNS points at); lo down, as a runtime makes it."""
+    return make_netns("container", lo_up=False)
