@@ -76,3 +76,21 @@ def host_ns(make_netns: MakeNetNS) -> str:
 def container_ns(make_netns: MakeNetNS) -> str:
     """A container's network namespace (what CNI_NETNS points at); lo down, as a runtime makes it."""
     return make_netns("container", lo_up=False)
+
+
+@pytest.fixture(scope="session")
+def cni_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin executables as `pycni install` writes them (pinned interpreter, -I -S)."""
+    from pycni.install import install
+
+    bin_dir = tmp_path_factory.mktemp("cni-bin")
+    install(bin_dir=str(bin_dir), conf_dir=None)
+    return bin_dir
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A private results cache (libcni layout) instead of /var/lib/cni."""
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path

@@ -1,0 +1,142 @@
+"""`pycni`: install the plugins and drive networks cnitool-style.
+
+    pycni install [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d]
+    pycni add|check|del NETWORK NETNS [--ifname eth0] [--container-id ID] [--args K=V;...]
+                                      [--cap-args JSON] [--cache-dir DIR]
+    pycni status NETWORK
+    pycni gc NETWORK [--valid CID:IFNAME ...]
+
+The conf dir and plugin path come from NETCONFPATH and CNI_PATH (as for cnitool) or flags.
+Errors print the plugin's error JSON on stdout and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pycni.cni import cache
+from pycni.cni.conf import find_conflist
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.invoke import Invoker, RuntimeConf
+from pycni.cni.skel import parse_cni_args
+
+__all__ = ["main"]
+
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+
+
+def _default_container_id(netns: str) -> str:
+    # cnitool's convention, so both tools address the same attachment for a netns.
+    return ("cnitool-" + hashlib.sha512(netns.encode()).hexdigest())[: len("cnitool-") + 20]
+
+
+def _add_network_args(sub: argparse.ArgumentParser, *, attachment: bool) -> None:
+    sub.add_argument("network", help="network name (the conflist's `name`)")
+    if attachment:
+        sub.add_argument("netns", help="path of the container's network namespace")
+        sub.add_argument("--ifname", default="eth0")
+        sub.add_argument("--container-id", default="")
+        sub.add_argument("--args", default="", help="CNI_ARGS, K=V;K2=V2")
+        sub.add_argument("--cap-args", default="", help="capability arguments as a JSON object")
+    sub.add_argument("--conf-dir", default=os.environ.get("NETCONFPATH", DEFAULT_CONF_DIR))
+    sub.add_argument("--cni-path", default=os.environ.get("CNI_PATH", DEFAULT_BIN_DIR))
+    sub.add_argument("--cache-dir", default=cache.DEFAULT_CACHE_DIR)
+    sub.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pycni", description=__doc__.split("\n")[0])
+    subs = parser.add_subparsers(dest="command", required=True)
+    inst = subs.add_parser("install", help="install plugin executables and default networks")
+    inst.add_argument("--bin-dir", default=DEFAULT_BIN_DIR)
+    inst.add_argument("--conf-dir", default=DEFAULT_CONF_DIR)
+    inst.add_argument("--no-conf", action="store_true", help="install executables only")
+    for verb in ("add", "check", "del"):
+        _add_network_args(subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True)
+    _add_network_args(subs.add_parser("status", help="STATUS of a network"), attachment=False)
+    gc = subs.add_parser("gc", help="remove attachments not in --valid")
+    _add_network_args(gc, attachment=False)
+    gc.add_argument("--valid", action="append", default=[], metavar="CID:IFNAME")
+    return parser
+
+
+def _runtime_conf(ns: argparse.Namespace) -> RuntimeConf:
+    cap_args: Any = {}
+    if ns.cap_args:
+        try:
+            cap_args = json.loads(ns.cap_args)
+        except ValueError as err:
+            raise CNIError(ErrorCode.DECODING_FAILURE, "--cap-args is not JSON", str(err)) from err
+        if not isinstance(cap_args, dict):
+            raise CNIError(ErrorCode.DECODING_FAILURE, "--cap-args must be a JSON object")
+    return RuntimeConf(
+        container_id=ns.container_id or _default_container_id(ns.netns),
+        netns=ns.netns,
+        ifname=ns.ifname,
+        cni_args=tuple(parse_cni_args(ns.args).items()),
+        capability_args=cap_args,
+    )
+
+
+def _valid_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        cid, sep, ifname = item.rpartition(":")
+        if not sep or not cid or not ifname:
+            raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "--valid takes CID:IFNAME", repr(item))
+        pairs.append((cid, ifname))
+    return pairs
+
+
+def _run_network_verb(ns: argparse.Namespace) -> int:
+    invoker = Invoker(
+        path=tuple(p for p in ns.cni_path.split(os.pathsep) if p), cache_dir=ns.cache_dir, timeout=ns.timeout
+    )
+    conflist = find_conflist(ns.conf_dir, ns.network)
+    if ns.command == "add":
+        result = invoker.add(conflist, _runtime_conf(ns))
+        print(json.dumps(result.to_dict(conflist.cni_version), indent=2))
+    elif ns.command == "check":
+        invoker.check(conflist, _runtime_conf(ns))
+    elif ns.command == "del":
+        invoker.delete(conflist, _runtime_conf(ns))
+    elif ns.command == "status":
+        invoker.status(conflist)
+    elif ns.command == "gc":
+        invoker.gc(conflist, _valid_pairs(ns.valid))
+    return 0
+
+
+def _install(ns: argparse.Namespace) -> int:
+    from pycni.install import install
+
+    report = install(bin_dir=ns.bin_dir, conf_dir=None if ns.no_conf else ns.conf_dir)
+    for path in report.executables:
+        print(f"installed {path}")
+    for path in report.confs_written:
+        print(f"wrote {path}")
+    for path in report.confs_kept:
+        print(f"kept {path} (exists)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    try:
+        if ns.command == "install":
+            return _install(ns)
+        return _run_network_verb(ns)
+    except CNIError as err:
+        print(err.to_json(), file=sys.stdout)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

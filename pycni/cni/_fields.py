@@ -1,0 +1,64 @@
+"""Typed reads from decoded JSON that name the bad field in their error (code 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pycni.cni.errors import CNIError, ErrorCode
+
+__all__ = ["bad", "opt_bool", "opt_int", "opt_map", "opt_str", "opt_str_list", "req_str"]
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object", list: "a list"}
+
+
+def bad(field: str, problem: str, code: ErrorCode = ErrorCode.INVALID_NETWORK_CONFIG) -> CNIError:
+    return CNIError(code, f"invalid {field}", problem)
+
+
+def _typed(doc: Mapping[str, Any], key: str, kind: type[T], where: str) -> T | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python; JSON true must not pass as a port number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad(f"{where}{key}", f"must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+    return value
+
+
+def opt_str(doc: Mapping[str, Any], key: str, where: str = "", default: str = "") -> str:
+    value = _typed(doc, key, str, where)
+    return default if value is None else value
+
+
+def req_str(doc: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = _typed(doc, key, str, where)
+    if not value:
+        raise bad(f"{where}{key}", "is required")
+    return value
+
+
+def opt_bool(doc: Mapping[str, Any], key: str, where: str = "", default: bool = False) -> bool:
+    value = _typed(doc, key, bool, where)
+    return default if value is None else value
+
+
+def opt_int(doc: Mapping[str, Any], key: str, where: str = "") -> int | None:
+    return _typed(doc, key, int, where)
+
+
+def opt_map(doc: Mapping[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    value = _typed(doc, key, dict, where)
+    return {} if value is None else value
+
+
+def opt_str_list(doc: Mapping[str, Any], key: str, where: str = "") -> tuple[str, ...]:
+    value = _typed(doc, key, list, where)
+    if value is None:
+        return ()
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise bad(f"{where}{key}[{i}]", f"must be a string, got {item!r}")
+    return tuple(value)

@@ -1,0 +1,81 @@
+"""`pycni install`: plugin executables pinned to this interpreter, and the default networks.
+
+CNI runtimes exec plugins with a bare environment, so each executable names its interpreter
+by absolute path and carries its own import path; ``-I -S`` keeps start-up free of site
+processing (every plugin call pays it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pycni.plugins import PLUGINS
+
+__all__ = ["CONF_SOURCE", "InstallReport", "install", "render_executable"]
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+CONF_SOURCE: Final = REPO_ROOT / "conf"
+
+
+def render_executable(name: str, *, interpreter: str = "", import_path: tuple[str, ...] = ()) -> str:
+    """The text of plugin executable ``name``; without an interpreter, the repo's portable form."""
+    if interpreter:
+        # One combined flag word: Linux hands everything after the interpreter path to it as a
+        # single argument, and python refuses "-I -S" ("Unknown option: - "); "-IS" is -I -S.
+        head = f"#!{interpreter} -IS\n"
+        head += f"import sys\nsys.path[:0] = {list(import_path)!r}\n"
+    else:
+        head = "#!/usr/bin/env python3\n"
+    return (
+        head
+        + f"# CNI plugin `{name}` (pycni). `pycni install` pins the interpreter and import path here.\n"
+        + "from pycni.plugins import launch\n\n"
+        + f'launch("{name}")\n'
+    )
+
+
+def _import_path() -> tuple[str, ...]:
+    roots = [str(REPO_ROOT), str(REPO_ROOT / "runtime"), sysconfig.get_paths()["purelib"]]
+    return tuple(dict.fromkeys(roots))
+
+
+def _write_executable(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)  # atomic: a runtime exec'ing the old file never sees half a file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallReport:
+    executables: tuple[str, ...]
+    confs_written: tuple[str, ...]
+    confs_kept: tuple[str, ...]
+
+
+def install(*, bin_dir: str, conf_dir: str | None, interpreter: str = sys.executable) -> InstallReport:
+    bin_path = Path(bin_dir)
+    bin_path.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in sorted(PLUGINS):
+        target = bin_path / name
+        _write_executable(target, render_executable(name, interpreter=interpreter, import_path=_import_path()))
+        written.append(str(target))
+    new_confs: list[str] = []
+    kept: list[str] = []
+    if conf_dir is not None:
+        Path(conf_dir).mkdir(parents=True, exist_ok=True)
+        for source in sorted(CONF_SOURCE.glob("*.conflist")):
+            target = Path(conf_dir) / source.name
+            if target.exists():
+                kept.append(str(target))  # never overwrite a user's edits
+                continue
+            shutil.copyfile(source, target)
+            new_confs.append(str(target))
+    return InstallReport(executables=tuple(written), confs_written=tuple(new_confs), confs_kept=tuple(kept))

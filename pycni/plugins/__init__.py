@@ -1,0 +1,32 @@
+"""Plugin registry and the entry point of the plugin executables.
+
+Each executable in ``plugins/`` calls ``launch(<type>)``. What skel must know before importing
+a plugin module (its versions, its CNI_ARGS keys) lives here, so VERSION and every input error
+are answered without importing pyroute2 or the plugin's logic.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pycni.cni.skel import PluginInfo
+
+__all__ = ["PLUGINS", "launch"]
+
+PLUGINS: Final[dict[str, PluginInfo]] = {
+    info.name: info
+    for info in (
+        # Bridge passes its env on to IPAM, so it accepts IPAM's CNI_ARGS key too.
+        PluginInfo(name="bridge", module="pycni.plugins.bridge", known_cni_args=frozenset({"MAC", "IP"})),
+        PluginInfo(name="host-local", module="pycni.plugins.host_local", known_cni_args=frozenset({"IP"})),
+        PluginInfo(name="loopback", module="pycni.plugins.loopback"),
+        PluginInfo(name="none", module="pycni.plugins.none"),
+    )
+}
+
+
+def launch(name: str) -> None:
+    """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout."""
+    from pycni.cni import skel
+
+    skel.main(PLUGINS[name])

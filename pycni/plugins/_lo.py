@@ -1,0 +1,56 @@
+"""Loopback handling shared by the `loopback` and `none` plugins."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.types import Interface, IPConfig, Result
+from pycni.net import addrs, links
+from pycni.net.ipr import IPR, open_ipr
+
+__all__ = ["LO", "loopback_result", "set_lo", "validate_lo_up"]
+
+LO = "lo"
+
+
+def _lo_index(ipr: IPR, netns_path: str) -> int:
+    link = links.get_link(ipr, LO)
+    if link is None:
+        raise CNIError(ErrorCode.INTERNAL, f"no loopback device in {netns_path}")
+    return link.index
+
+
+def set_lo(netns_path: str, *, up: bool) -> list[str]:
+    """Set lo up or down inside the netns; return its addresses (CIDR)."""
+    with open_ipr(netns_path) as ipr:
+        index = _lo_index(ipr, netns_path)
+        if not up:
+            links.set_down(ipr, index)
+            return []
+        stray = [c for c in addrs.list_addresses(ipr, index, all_scopes=True)
+                 if not ipaddress.ip_interface(c).is_loopback]
+        if stray:
+            raise CNIError(ErrorCode.INTERNAL, "lo carries non-loopback addresses", ", ".join(stray))
+        links.set_up(ipr, index)
+        # The kernel adds 127.0.0.1/8 and ::1/128 when lo comes up.
+        return addrs.list_addresses(ipr, index, all_scopes=True)
+
+
+def validate_lo_up(netns_path: str) -> None:
+    with open_ipr(netns_path) as ipr:
+        link = links.get_link(ipr, LO)
+        if link is None or not link.up:
+            raise CNIError(ErrorCode.INTERNAL, f"lo is not up in {netns_path}")
+
+
+def loopback_result(cni_version: str, netns_path: str, cidrs: list[str]) -> Result:
+    # The reference reports the first IPv4 and the first IPv6 loopback address.
+    first: dict[int, str] = {}
+    for cidr in cidrs:
+        first.setdefault(ipaddress.ip_interface(cidr).version, cidr)
+    return Result(
+        cni_version=cni_version,
+        interfaces=(Interface(name=LO, mac="00:00:00:00:00:00", sandbox=netns_path),),
+        ips=tuple(IPConfig(address=first[v], interface=0) for v in sorted(first)),
+    )

@@ -1,0 +1,291 @@
+"""`bridge`: Docker's ``--net=bridge`` as a CNI plugin.
+
+ADD, as a checklist under an undo stack (a failed ADD leaves nothing behind):
+IPAM (delegated) -> bridge -> veth pair -> bridge port -> container addressing -> gateway on the
+bridge + forwarding -> masquerade. DEL releases IPAM first, then removes what is keyed by
+(network, container id, ifname); everything already gone is success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pycni.cni.delegate import delegate, delegate_add
+from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.skel import CmdArgs
+from pycni.cni.types import Interface, IPConfig, Result, Route
+from pycni.firewall import AttachmentKey, Masquerade, select
+from pycni.lockfile import network_lock
+from pycni.net import addrs, links, sysctl
+from pycni.net.configure import configure_interface
+from pycni.net.ipr import IPR, open_ipr
+from pycni.plugins import bridge_check
+from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
+
+__all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth_name"]
+
+
+def host_veth_name(args: CmdArgs) -> str:
+    """Derived from the attachment, so DEL and a retried ADD find it without any state."""
+    digest = hashlib.sha256(f"{args.network}\0{args.container_id}\0{args.ifname}".encode())
+    return "veth" + digest.hexdigest()[:8]
+
+
+def _attachment(args: CmdArgs) -> AttachmentKey:
+    return AttachmentKey(network=args.network, container_id=args.container_id, ifname=args.ifname)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Built:
+    bridge: links.LinkInfo
+    veth: links.VethPair
+
+
+# ---------------------------------------------------------------------------- ADD steps
+
+
+def _create_veth(host: IPR, conf: BridgeConfig, args: CmdArgs) -> links.VethPair:
+    name = host_veth_name(args)
+    for attempt in range(2):
+        try:
+            return links.create_veth(
+                host, host_ifname=name, container_ifname=args.ifname, container_netns=args.netns,
+                mtu=conf.mtu, container_mac=conf.mac,
+            )
+        except links.HostVethNameTaken:
+            if attempt:
+                raise
+            # Our own name, so a leftover of a crashed ADD for this very attachment whose
+            # container end is gone or elsewhere: it carries nothing worth keeping.
+            links.delete_link(host, name)
+    raise AssertionError("unreachable")
+
+
+def _attach_port(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair) -> None:
+    index = veth.host.index
+    links.set_master(host, index, bridge.index)
+    links.set_bridge_port(host, index, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    if conf.vlan:
+        links.set_bridge_port_vlan(host, index, conf.vlan)
+    with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
+        sysctl.ensure(sysctl.conf_key("ipv6", veth.host.name, "accept_ra"), "0")
+    links.set_up(host, index)
+
+
+def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> Result:
+    if not conf.ipam_type:
+        return Result(cni_version=args.cni_version)  # ipam {}: layer 2 only
+    result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path)
+    undo.callback(_ipam_quiet_del, conf, args)
+    if conf.is_gateway and not result.ips:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"IPAM {conf.ipam_type} returned no address")
+    return result
+
+
+def _ipam_quiet_del(conf: BridgeConfig, args: CmdArgs) -> None:
+    try:
+        delegate(conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path)
+    except CNIError as err:
+        import sys
+
+        print(f"bridge: IPAM DEL during rollback failed: {err}", file=sys.stderr)
+
+
+def _gateway_ips(conf: BridgeConfig, ipam: Result) -> tuple[IPConfig, ...]:
+    """Each IP with interface 2 (the container end) and, if we are the gateway, a gateway."""
+    out = []
+    for ip in ipam.ips:
+        gateway = ip.gateway
+        if conf.is_gateway and not gateway:
+            gateway = str(ipaddress.ip_interface(ip.address).network.network_address + 1)
+        out.append(IPConfig(address=ip.address, gateway=gateway, interface=2))
+    return tuple(out)
+
+
+def _routes(conf: BridgeConfig, ipam: Result, ips: tuple[IPConfig, ...]) -> tuple[Route, ...]:
+    routes = list(ipam.routes)
+    if conf.is_default_gateway:
+        for ip in ips:
+            default = "0.0.0.0/0" if ip.family == 4 else "::/0"
+            if ip.gateway and not any(r.dst == default and r.gw for r in routes):
+                routes.append(Route(dst=default, gw=ip.gateway))
+    return tuple(routes)
+
+
+def _ensure_gateway_address(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ip: IPConfig) -> None:
+    assert ip.gateway is not None
+    prefix = ipaddress.ip_interface(ip.address).network.prefixlen
+    wanted = ipaddress.ip_interface(f"{ip.gateway}/{prefix}")
+    for cidr in addrs.list_addresses(host, bridge.index):
+        have = ipaddress.ip_interface(cidr)
+        if have == wanted:
+            return
+        if have.version == 4 and wanted.version == 4 and have.network.overlaps(wanted.network):
+            if not conf.force_address:
+                raise CNIError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f"{conf.bridge} already has an IP address different from {wanted}",
+                    f"it has {have}; set forceAddress to replace it",
+                )
+            addrs.delete_address(host, bridge.index, cidr)
+    addrs.add_address(host, bridge.index, str(wanted), nodad=True)
+
+
+def _setup_gateway(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ips: tuple[IPConfig, ...]) -> None:
+    for ip in ips:
+        if ip.gateway is None:
+            continue
+        _ensure_gateway_address(host, conf, bridge, ip)
+        key = "net.ipv4.ip_forward" if ip.family == 4 else "net.ipv6.conf.all.forwarding"
+        sysctl.ensure(key, "1")
+    # Pin the bridge MAC so it stops following the lowest port MAC as ports come and go.
+    links.set_mac(host, bridge.index, bridge.mac)
+
+
+def _setup_masquerade(conf: BridgeConfig, args: CmdArgs, ips: tuple[IPConfig, ...],
+                      undo: contextlib.ExitStack) -> None:
+    if not conf.ip_masq or not ips:
+        return
+    backend = select(conf.ip_masq_backend)
+    key = _attachment(args)
+    backend.setup_masquerade(
+        Masquerade(
+            key=key,
+            network_subnets=tuple(dict.fromkeys(ip.network for ip in ips)),
+            sources=tuple(ip.ip for ip in ips),
+        )
+    )
+    undo.callback(backend.teardown_masquerade, key)
+
+
+def _build_result(args: CmdArgs, conf: BridgeConfig, built: _Built, ipam: Result,
+                  ips: tuple[IPConfig, ...]) -> Result:
+    return Result(
+        cni_version=args.cni_version,
+        interfaces=(
+            Interface(name=built.bridge.name, mac=built.bridge.mac),
+            Interface(name=built.veth.host.name, mac=built.veth.host.mac),
+            Interface(name=built.veth.container.name, mac=built.veth.container.mac,
+                      mtu=built.veth.container.mtu, sandbox=args.netns),
+        ),
+        ips=ips,
+        routes=_routes(conf, ipam, ips),
+        dns=conf.dns if conf.dns else ipam.dns,
+    )
+
+
+@contextlib.contextmanager
+def _undo_on_failure() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as undo:
+        yield undo
+        undo.pop_all()  # success: keep everything
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = parse_bridge_config(args)
+    with open_ipr() as host, open_ipr(args.netns) as container, _undo_on_failure() as undo:
+        # IPAM first: a bad IPAM config or an exhausted pool fails before the kernel is touched.
+        ipam = _run_ipam(conf, args, undo)
+        ips = _gateway_ips(conf, ipam)
+        with network_lock("bridge", conf.bridge):
+            bridge = links.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
+                                         vlan_filtering=conf.vlan > 0)
+        veth = _create_veth(host, conf, args)
+        undo.callback(links.delete_link, host, veth.host.name)
+        _attach_port(host, conf, bridge, veth)
+        built = _Built(bridge=bridge, veth=veth)
+        result = _build_result(args, conf, built, ipam, ips)
+        configure_interface(container, netns_path=args.netns, link=veth.container, ips=ips,
+                            routes=result.routes, enable_dad=conf.enable_dad)
+        if conf.is_gateway:
+            with network_lock("bridge", conf.bridge):
+                _setup_gateway(host, conf, bridge, ips)
+        _setup_masquerade(conf, args, ips, undo)
+        return _refresh_macs(host, result)
+
+
+def _refresh_macs(host: IPR, result: Result) -> Result:
+    """Re-read the bridge MAC: joining the first port can change it before we pinned it."""
+    bridge = links.get_link(host, result.interfaces[0].name)
+    if bridge is None or bridge.mac == result.interfaces[0].mac:
+        return result
+    first = Interface(name=bridge.name, mac=bridge.mac)
+    return Result(cni_version=result.cni_version, interfaces=(first, *result.interfaces[1:]),
+                  ips=result.ips, routes=result.routes, dns=result.dns)
+
+
+# ---------------------------------------------------------------------------- DEL
+
+
+def _collect(errors: list[str], what: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except NetNSNotFound:
+        pass  # the container is gone: what lived in it is gone too
+    except CNIError as err:
+        errors.append(f"{what}: {err}")
+
+
+def _delete_container_end(args: CmdArgs) -> None:
+    if not args.netns:
+        return
+    with open_ipr(args.netns) as container:
+        links.delete_link(container, args.ifname)
+
+
+def _delete_host_end(args: CmdArgs) -> None:
+    with open_ipr() as host:
+        links.delete_link(host, host_veth_name(args))
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = parse_bridge_config(args)
+    errors: list[str] = []
+    if conf.ipam_type:
+        _collect(errors, "IPAM DEL", lambda: delegate(
+            conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path))
+    if conf.ip_masq:
+        _collect(errors, "masquerade", lambda: select(conf.ip_masq_backend).teardown_masquerade(
+            _attachment(args)))
+    _collect(errors, "container interface", lambda: _delete_container_end(args))
+    _collect(errors, "host veth", lambda: _delete_host_end(args))
+    if errors:
+        raise CNIError(ErrorCode.INTERNAL, "bridge DEL incomplete", "; ".join(errors))
+
+
+# ---------------------------------------------------------------------------- CHECK, STATUS, GC
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = parse_bridge_config(args)
+    if conf.ipam_type:
+        delegate(conf.ipam_type, command="CHECK", stdin=args.stdin, env=args.env, path=args.path)
+    problems = bridge_check.validate(args, conf, _attachment(args))
+    if problems:
+        raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = parse_bridge_config(args)
+    if conf.ip_masq:
+        reason = select(conf.ip_masq_backend).status()
+        if reason:
+            raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "masquerade backend unavailable", reason)
+    if conf.ipam_type:
+        delegate(conf.ipam_type, command="STATUS", stdin=args.stdin, env=args.env, path=args.path)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    conf = parse_bridge_config(args)
+    errors: list[str] = []
+    if conf.ip_masq:
+        errors += select(conf.ip_masq_backend).gc_masquerade(args.network, args.valid_attachments())
+    if conf.ipam_type:
+        _collect(errors, "IPAM GC", lambda: delegate(
+            conf.ipam_type, command="GC", stdin=args.stdin, env=args.env, path=args.path))
+    if errors:
+        raise CNIError(ErrorCode.INTERNAL, "bridge GC incomplete", "; ".join(errors))

@@ -1,0 +1,74 @@
+"""Helpers for tests that exec plugin executables or the `pycni` CLI inside a sandbox netns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pycni.net import netns
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO / "conf"
+
+
+@dataclass(frozen=True)
+class PluginRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def documents(self) -> list[Any]:
+        """Every JSON document on stdout (the protocol allows exactly one)."""
+        decoder = json.JSONDecoder()
+        text, pos, docs = self.stdout.strip(), 0, []
+        while pos < len(text):
+            doc, end = decoder.raw_decode(text, pos)
+            docs.append(doc)
+            pos = end
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+        return docs
+
+
+def exec_plugin(
+    binary: str | Path,
+    *,
+    command: str,
+    config: Mapping[str, Any] | bytes | None,
+    env: Mapping[str, str] | None = None,
+    run_in: str | None = None,
+    timeout: float = 30.0,
+) -> PluginRun:
+    """Exec a plugin as a runtime would, from inside ``run_in`` (the sandbox host netns)."""
+    full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, **(env or {})}
+    stdin = config if isinstance(config, bytes) else json.dumps(config or {}).encode()
+    if run_in is None:
+        proc = subprocess.run([str(binary)], input=stdin, env=full_env, capture_output=True,
+                              timeout=timeout, check=False)
+    else:
+        with netns.enter(run_in):
+            proc = subprocess.run([str(binary)], input=stdin, env=full_env, capture_output=True,
+                                  timeout=timeout, check=False)
+    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def run_cli(args: Sequence[str], *, run_in: str | None = None, env: Mapping[str, str] | None = None,
+            timeout: float = 60.0) -> PluginRun:
+    """Run ``pycni ARGS`` (the console script's module) from inside ``run_in``."""
+    argv = [sys.executable, "-m", "pycni.cli", *args]
+    full_env = {**os.environ, **(env or {})}
+    if run_in is None:
+        proc = subprocess.run(argv, env=full_env, capture_output=True, timeout=timeout, check=False)
+    else:
+        with netns.enter(run_in):
+            proc = subprocess.run(argv, env=full_env, capture_output=True, timeout=timeout, check=False)
+    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
