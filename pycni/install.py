@@ -23,7 +23,9 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 CONF_SOURCE: Final = REPO_ROOT / "conf"
 
 
-def render_executable(name: str, *, interpreter: str = "", import_path: tuple[str, ...] = ()) -> str:
+def render_executable(
+    name: str, *, interpreter: str = "", import_path: tuple[str, ...] = ()
+) -> str:
     """The text of plugin executable ``name``; without an interpreter, the repo's portable form."""
     if interpreter:
         # One combined flag word: Linux hands everything after the interpreter path to it as a
@@ -34,7 +36,8 @@ def render_executable(name: str, *, interpreter: str = "", import_path: tuple[st
         head = "#!/usr/bin/env python3\n"
     return (
         head
-        + f"# CNI plugin `{name}` (pycni). `pycni install` pins the interpreter and import path here.\n"
+        + f"# CNI plugin `{name}` (pycni). "
+        + "`pycni install` pins the interpreter and import path here.\n"
         + "from pycni.plugins import launch\n\n"
         + f'launch("{name}")\n'
     )
@@ -59,13 +62,17 @@ class InstallReport:
     confs_kept: tuple[str, ...]
 
 
-def install(*, bin_dir: str, conf_dir: str | None, interpreter: str = sys.executable) -> InstallReport:
+def install(
+    *, bin_dir: str, conf_dir: str | None, interpreter: str = sys.executable
+) -> InstallReport:
     bin_path = Path(bin_dir)
     bin_path.mkdir(parents=True, exist_ok=True)
     written = []
     for name in sorted(PLUGINS):
         target = bin_path / name
-        _write_executable(target, render_executable(name, interpreter=interpreter, import_path=_import_path()))
+        _write_executable(
+            target, render_executable(name, interpreter=interpreter, import_path=_import_path())
+        )
         written.append(str(target))
     new_confs: list[str] = []
     kept: list[str] = []
@@ -78,4 +85,6 @@ def install(*, bin_dir: str, conf_dir: str | None, interpreter: str = sys.execut
                 continue
             shutil.copyfile(source, target)
             new_confs.append(str(target))
-    return InstallReport(executables=tuple(written), confs_written=tuple(new_confs), confs_kept=tuple(kept))
+    return InstallReport(
+        executables=tuple(written), confs_written=tuple(new_confs), confs_kept=tuple(kept)
+    )

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def netns_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def make_netns(netns_dir: Path) -> MakeNetNS:
-    """Factory: ``make_netns("outside")`` makes a fresh netns (lo up unless told), returns its path."""
+    """Factory: ``make_netns("outside")`` makes a fresh netns (lo up unless told); its path."""
 
     def make(name: str, *, lo_up: bool = True) -> str:
         path = netns.create(str(netns_dir / name))
@@ -74,7 +75,7 @@ def host_ns(make_netns: MakeNetNS) -> str:
 
 @pytest.fixture
 def container_ns(make_netns: MakeNetNS) -> str:
-    """A container's network namespace (what CNI_NETNS points at); lo down, as a runtime makes it."""
+    """A container's netns (what CNI_NETNS points at); lo down, as a runtime makes it."""
     return make_netns("container", lo_up=False)
 
 
@@ -94,3 +95,15 @@ def cache_dir(tmp_path: Path) -> Path:
     path = tmp_path / "cache"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def sandbox(host_ns: str, make_netns: MakeNetNS, cni_bin: Path, tmp_path: Path) -> Any:
+    """A sandbox host with a private conf dir, results cache and IPAM data dir."""
+    from tests.e2e.bridge_support import Sandbox
+
+    dirs = {name: tmp_path / name for name in ("conf", "cache", "ipam")}
+    for path in dirs.values():
+        path.mkdir()
+    return Sandbox(host_ns=host_ns, conf_dir=dirs["conf"], cache_dir=dirs["cache"],
+                   data_dir=dirs["ipam"], bin_dir=cni_bin, make_netns=make_netns)

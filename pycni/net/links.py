@@ -100,7 +100,7 @@ class BridgeVlan:
     untagged: bool
 
 
-class HostVethNameTaken(CNIError):  # noqa: N818 - named like errors.LinkNotFound
+class HostVethNameTaken(CNIError):
     """The host-side veth name is in use: pick another name and retry."""
 
     def __init__(self, name: str) -> None:
@@ -108,7 +108,7 @@ class HostVethNameTaken(CNIError):  # noqa: N818 - named like errors.LinkNotFoun
         self.name = name
 
 
-class BridgeVlanUnsupported(CNIError):  # noqa: N818 - named like errors.LinkNotFound
+class BridgeVlanUnsupported(CNIError):
     """The kernel was built without CONFIG_BRIDGE_VLAN_FILTERING (netlink says EOPNOTSUPP)."""
 
     def __init__(self, operation: str) -> None:
@@ -119,7 +119,7 @@ class BridgeVlanUnsupported(CNIError):  # noqa: N818 - named like errors.LinkNot
         )
 
 
-class ContainerIfnameExists(CNIError):  # noqa: N818 - named like errors.LinkNotFound
+class ContainerIfnameExists(CNIError):
     """CNI_IFNAME already exists in the container: the spec says ADD must fail, not reuse it."""
 
     def __init__(self, name: str, netns_path: str) -> None:

@@ -17,8 +17,12 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
     info.name: info
     for info in (
         # Bridge passes its env on to IPAM, so it accepts IPAM's CNI_ARGS key too.
-        PluginInfo(name="bridge", module="pycni.plugins.bridge", known_cni_args=frozenset({"MAC", "IP"})),
-        PluginInfo(name="host-local", module="pycni.plugins.host_local", known_cni_args=frozenset({"IP"})),
+        PluginInfo(
+            name="bridge", module="pycni.plugins.bridge", known_cni_args=frozenset({"MAC", "IP"})
+        ),
+        PluginInfo(
+            name="host-local", module="pycni.plugins.host_local", known_cni_args=frozenset({"IP"})
+        ),
         PluginInfo(name="loopback", module="pycni.plugins.loopback"),
         PluginInfo(name="none", module="pycni.plugins.none"),
     )

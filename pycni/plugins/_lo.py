@@ -28,10 +28,15 @@ def set_lo(netns_path: str, *, up: bool) -> list[str]:
         if not up:
             links.set_down(ipr, index)
             return []
-        stray = [c for c in addrs.list_addresses(ipr, index, all_scopes=True)
-                 if not ipaddress.ip_interface(c).is_loopback]
+        stray = [
+            c
+            for c in addrs.list_addresses(ipr, index, all_scopes=True)
+            if not ipaddress.ip_interface(c).is_loopback
+        ]
         if stray:
-            raise CNIError(ErrorCode.INTERNAL, "lo carries non-loopback addresses", ", ".join(stray))
+            raise CNIError(
+                ErrorCode.INTERNAL, "lo carries non-loopback addresses", ", ".join(stray)
+            )
         links.set_up(ipr, index)
         # The kernel adds 127.0.0.1/8 and ::1/128 when lo comes up.
         return addrs.list_addresses(ipr, index, all_scopes=True)

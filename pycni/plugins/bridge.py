@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,8 +54,12 @@ def _create_veth(host: IPR, conf: BridgeConfig, args: CmdArgs) -> links.VethPair
     for attempt in range(2):
         try:
             return links.create_veth(
-                host, host_ifname=name, container_ifname=args.ifname, container_netns=args.netns,
-                mtu=conf.mtu, container_mac=conf.mac,
+                host,
+                host_ifname=name,
+                container_ifname=args.ifname,
+                container_netns=args.netns,
+                mtu=conf.mtu,
+                container_mac=conf.mac,
             )
         except links.HostVethNameTaken:
             if attempt:
@@ -65,7 +70,9 @@ def _create_veth(host: IPR, conf: BridgeConfig, args: CmdArgs) -> links.VethPair
     raise AssertionError("unreachable")
 
 
-def _attach_port(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair) -> None:
+def _attach_port(
+    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair
+) -> None:
     index = veth.host.index
     links.set_master(host, index, bridge.index)
     links.set_bridge_port(host, index, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
@@ -82,7 +89,9 @@ def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> 
     result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path)
     undo.callback(_ipam_quiet_del, conf, args)
     if conf.is_gateway and not result.ips:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"IPAM {conf.ipam_type} returned no address")
+        raise CNIError(
+            ErrorCode.INVALID_NETWORK_CONFIG, f"IPAM {conf.ipam_type} returned no address"
+        )
     return result
 
 
@@ -90,8 +99,6 @@ def _ipam_quiet_del(conf: BridgeConfig, args: CmdArgs) -> None:
     try:
         delegate(conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path)
     except CNIError as err:
-        import sys
-
         print(f"bridge: IPAM DEL during rollback failed: {err}", file=sys.stderr)
 
 
@@ -116,7 +123,9 @@ def _routes(conf: BridgeConfig, ipam: Result, ips: tuple[IPConfig, ...]) -> tupl
     return tuple(routes)
 
 
-def _ensure_gateway_address(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ip: IPConfig) -> None:
+def _ensure_gateway_address(
+    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ip: IPConfig
+) -> None:
     assert ip.gateway is not None
     prefix = ipaddress.ip_interface(ip.address).network.prefixlen
     wanted = ipaddress.ip_interface(f"{ip.gateway}/{prefix}")
@@ -135,7 +144,9 @@ def _ensure_gateway_address(host: IPR, conf: BridgeConfig, bridge: links.LinkInf
     addrs.add_address(host, bridge.index, str(wanted), nodad=True)
 
 
-def _setup_gateway(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ips: tuple[IPConfig, ...]) -> None:
+def _setup_gateway(
+    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ips: tuple[IPConfig, ...]
+) -> None:
     for ip in ips:
         if ip.gateway is None:
             continue
@@ -146,8 +157,9 @@ def _setup_gateway(host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ips: t
     links.set_mac(host, bridge.index, bridge.mac)
 
 
-def _setup_masquerade(conf: BridgeConfig, args: CmdArgs, ips: tuple[IPConfig, ...],
-                      undo: contextlib.ExitStack) -> None:
+def _setup_masquerade(
+    conf: BridgeConfig, args: CmdArgs, ips: tuple[IPConfig, ...], undo: contextlib.ExitStack
+) -> None:
     if not conf.ip_masq or not ips:
         return
     backend = select(conf.ip_masq_backend)
@@ -162,15 +174,20 @@ def _setup_masquerade(conf: BridgeConfig, args: CmdArgs, ips: tuple[IPConfig, ..
     undo.callback(backend.teardown_masquerade, key)
 
 
-def _build_result(args: CmdArgs, conf: BridgeConfig, built: _Built, ipam: Result,
-                  ips: tuple[IPConfig, ...]) -> Result:
+def _build_result(
+    args: CmdArgs, conf: BridgeConfig, built: _Built, ipam: Result, ips: tuple[IPConfig, ...]
+) -> Result:
     return Result(
         cni_version=args.cni_version,
         interfaces=(
             Interface(name=built.bridge.name, mac=built.bridge.mac),
             Interface(name=built.veth.host.name, mac=built.veth.host.mac),
-            Interface(name=built.veth.container.name, mac=built.veth.container.mac,
-                      mtu=built.veth.container.mtu, sandbox=args.netns),
+            Interface(
+                name=built.veth.container.name,
+                mac=built.veth.container.mac,
+                mtu=built.veth.container.mtu,
+                sandbox=args.netns,
+            ),
         ),
         ips=ips,
         routes=_routes(conf, ipam, ips),
@@ -192,15 +209,26 @@ def cmd_add(args: CmdArgs) -> Result:
         ipam = _run_ipam(conf, args, undo)
         ips = _gateway_ips(conf, ipam)
         with network_lock("bridge", conf.bridge):
-            bridge = links.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
-                                         vlan_filtering=conf.vlan > 0)
+            bridge = links.ensure_bridge(
+                host,
+                conf.bridge,
+                mtu=conf.mtu,
+                promisc=conf.promisc_mode,
+                vlan_filtering=conf.vlan > 0,
+            )
         veth = _create_veth(host, conf, args)
         undo.callback(links.delete_link, host, veth.host.name)
         _attach_port(host, conf, bridge, veth)
         built = _Built(bridge=bridge, veth=veth)
         result = _build_result(args, conf, built, ipam, ips)
-        configure_interface(container, netns_path=args.netns, link=veth.container, ips=ips,
-                            routes=result.routes, enable_dad=conf.enable_dad)
+        configure_interface(
+            container,
+            netns_path=args.netns,
+            link=veth.container,
+            ips=ips,
+            routes=result.routes,
+            enable_dad=conf.enable_dad,
+        )
         if conf.is_gateway:
             with network_lock("bridge", conf.bridge):
                 _setup_gateway(host, conf, bridge, ips)
@@ -214,8 +242,13 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
     if bridge is None or bridge.mac == result.interfaces[0].mac:
         return result
     first = Interface(name=bridge.name, mac=bridge.mac)
-    return Result(cni_version=result.cni_version, interfaces=(first, *result.interfaces[1:]),
-                  ips=result.ips, routes=result.routes, dns=result.dns)
+    return Result(
+        cni_version=result.cni_version,
+        interfaces=(first, *result.interfaces[1:]),
+        ips=result.ips,
+        routes=result.routes,
+        dns=result.dns,
+    )
 
 
 # ---------------------------------------------------------------------------- DEL
@@ -246,11 +279,19 @@ def cmd_del(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     errors: list[str] = []
     if conf.ipam_type:
-        _collect(errors, "IPAM DEL", lambda: delegate(
-            conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path))
+        _collect(
+            errors,
+            "IPAM DEL",
+            lambda: delegate(
+                conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path
+            ),
+        )
     if conf.ip_masq:
-        _collect(errors, "masquerade", lambda: select(conf.ip_masq_backend).teardown_masquerade(
-            _attachment(args)))
+        _collect(
+            errors,
+            "masquerade",
+            lambda: select(conf.ip_masq_backend).teardown_masquerade(_attachment(args)),
+        )
     _collect(errors, "container interface", lambda: _delete_container_end(args))
     _collect(errors, "host veth", lambda: _delete_host_end(args))
     if errors:
@@ -285,7 +326,12 @@ def cmd_gc(args: CmdArgs) -> None:
     if conf.ip_masq:
         errors += select(conf.ip_masq_backend).gc_masquerade(args.network, args.valid_attachments())
     if conf.ipam_type:
-        _collect(errors, "IPAM GC", lambda: delegate(
-            conf.ipam_type, command="GC", stdin=args.stdin, env=args.env, path=args.path))
+        _collect(
+            errors,
+            "IPAM GC",
+            lambda: delegate(
+                conf.ipam_type, command="GC", stdin=args.stdin, env=args.env, path=args.path
+            ),
+        )
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge GC incomplete", "; ".join(errors))

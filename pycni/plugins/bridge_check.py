@@ -15,7 +15,9 @@ from pycni.plugins.bridge_conf import BridgeConfig
 __all__ = ["validate"]
 
 
-def _validate_bridge(host: IPR, conf: BridgeConfig, prev: Result) -> tuple[list[str], links.LinkInfo | None]:
+def _validate_bridge(
+    host: IPR, conf: BridgeConfig, prev: Result
+) -> tuple[list[str], links.LinkInfo | None]:
     bridge = links.get_link(host, conf.bridge)
     if bridge is None or bridge.kind != "bridge":
         return [f"bridge {conf.bridge} is missing or not a bridge"], None
@@ -28,7 +30,9 @@ def _validate_bridge(host: IPR, conf: BridgeConfig, prev: Result) -> tuple[list[
     return problems, bridge
 
 
-def _validate_container(cont: IPR, args: CmdArgs, prev: Result) -> tuple[list[str], links.LinkInfo | None]:
+def _validate_container(
+    cont: IPR, args: CmdArgs, prev: Result
+) -> tuple[list[str], links.LinkInfo | None]:
     link = links.get_link(cont, args.ifname)
     if link is None:
         return [f"{args.ifname} is missing in {args.netns}"], None
@@ -49,7 +53,9 @@ def _validate_container(cont: IPR, args: CmdArgs, prev: Result) -> tuple[list[st
     return problems, link
 
 
-def _validate_port(host: IPR, bridge: links.LinkInfo | None, container: links.LinkInfo | None) -> list[str]:
+def _validate_port(
+    host: IPR, bridge: links.LinkInfo | None, container: links.LinkInfo | None
+) -> list[str]:
     if bridge is None or container is None:
         return []
     peer = links.find_veth_peer_in(host, container)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pycni.cni._fields import bad, opt_bool, opt_int, opt_str
@@ -24,11 +24,35 @@ DEFAULT_BRIDGE: Final = "pycni0"
 
 # Keys the protocol itself puts in a plugin's stdin (spec §3), accepted for every plugin.
 PROTOCOL_KEYS: Final = frozenset(
-    {"cniVersion", "cniVersions", "name", "type", "capabilities", "runtimeConfig", "args", "prevResult"}
+    {
+        "cniVersion",
+        "cniVersions",
+        "name",
+        "type",
+        "capabilities",
+        "runtimeConfig",
+        "args",
+        "prevResult",
+    }
 )
 _BRIDGE_KEYS: Final = frozenset(
-    {"bridge", "isGateway", "isDefaultGateway", "forceAddress", "ipMasq", "ipMasqBackend", "mtu",
-     "hairpinMode", "promiscMode", "vlan", "enabledad", "macspoofchk", "portIsolation", "dns", "ipam"}
+    {
+        "bridge",
+        "isGateway",
+        "isDefaultGateway",
+        "forceAddress",
+        "ipMasq",
+        "ipMasqBackend",
+        "mtu",
+        "hairpinMode",
+        "promiscMode",
+        "vlan",
+        "enabledad",
+        "macspoofchk",
+        "portIsolation",
+        "dns",
+        "ipam",
+    }
 )
 _NOT_IMPLEMENTED: Final = {
     "vlanTrunk": "VLAN trunks are not implemented (use vlan for an access VLAN)",
@@ -54,7 +78,7 @@ class BridgeConfig:
     enable_dad: bool = False
     mac_spoof_check: bool = False
     port_isolation: bool = False
-    dns: DNS = DNS()
+    dns: DNS = field(default_factory=DNS)
     ipam_type: str = ""
     mac: str | None = None
 
@@ -62,7 +86,9 @@ class BridgeConfig:
 def _check_keys(raw: Mapping[str, Any]) -> None:
     for key in raw:
         if key in _NOT_IMPLEMENTED:
-            raise CNIError(ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key])
+            raise CNIError(
+                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key]
+            )
         if key not in _BRIDGE_KEYS and key not in PROTOCOL_KEYS:
             raise CNIError(
                 ErrorCode.UNSUPPORTED_FIELD,
@@ -73,7 +99,12 @@ def _check_keys(raw: Mapping[str, Any]) -> None:
 
 def _bridge_name(raw: Mapping[str, Any]) -> str:
     name = opt_str(raw, "bridge", default=DEFAULT_BRIDGE)
-    if len(name) > _IFNAME_MAX or not name or any(c in name for c in "/: \t\n\0") or name in (".", ".."):
+    if (
+        len(name) > _IFNAME_MAX
+        or not name
+        or any(c in name for c in "/: \t\n\0")
+        or name in (".", "..")
+    ):
         raise bad("bridge", f"{name!r} is not a valid interface name")
     return name
 
@@ -93,7 +124,8 @@ def _vlan(raw: Mapping[str, Any]) -> int:
 
 
 def _mac(args: CmdArgs) -> str | None:
-    """Container MAC; later wins as in the reference: CNI_ARGS < args.cni.mac < runtimeConfig.mac."""
+    """Container MAC; later wins, as in the reference:
+    CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac."""
     candidates = [
         ("CNI_ARGS MAC", args.cni_args.get("MAC")),
         ("args.cni.mac", args.config.cni_args_section().get("mac")),
@@ -130,7 +162,9 @@ def parse_bridge_config(args: CmdArgs) -> BridgeConfig:
         raise bad("promiscMode", "cannot be combined with hairpinMode")
     backend = raw.get("ipMasqBackend")
     if backend is not None:
-        validate_backend_name(backend if isinstance(backend, str) else repr(backend), field="ipMasqBackend")
+        validate_backend_name(
+            backend if isinstance(backend, str) else repr(backend), field="ipMasqBackend"
+        )
     # Docker-style defaults: gateway on the bridge and a default route through it, unless the
     # config turns the gateway off (then the default route follows it off).
     is_gateway = opt_bool(raw, "isGateway", default=True)
