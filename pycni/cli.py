@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--conf-dir", default=DEFAULT_CONF_DIR)
     inst.add_argument("--no-conf", action="store_true", help="install executables only")
     for verb in ("add", "check", "del"):
-        _add_network_args(subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True)
+        _add_network_args(
+            subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True
+        )
     _add_network_args(subs.add_parser("status", help="STATUS of a network"), attachment=False)
     gc = subs.add_parser("gc", help="remove attachments not in --valid")
     _add_network_args(gc, attachment=False)
@@ -97,7 +99,9 @@ def _valid_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
 
 def _run_network_verb(ns: argparse.Namespace) -> int:
     invoker = Invoker(
-        path=tuple(p for p in ns.cni_path.split(os.pathsep) if p), cache_dir=ns.cache_dir, timeout=ns.timeout
+        path=tuple(p for p in ns.cni_path.split(os.pathsep) if p),
+        cache_dir=ns.cache_dir,
+        timeout=ns.timeout,
     )
     conflist = find_conflist(ns.conf_dir, ns.network)
     if ns.command == "add":

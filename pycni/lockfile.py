@@ -37,13 +37,17 @@ def hold(path: str, *, timeout: float = 30.0) -> Iterator[None]:
                 if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 if time.monotonic() >= deadline:
-                    raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"timed out waiting for lock {path}") from err
+                    raise CNIError(
+                        ErrorCode.TRY_AGAIN_LATER, f"timed out waiting for lock {path}"
+                    ) from err
                 time.sleep(_POLL)
         yield
     finally:
         os.close(fd)  # closing drops the lock
 
 
-def network_lock(kind: str, name: str, *, timeout: float = 30.0) -> contextlib.AbstractContextManager[None]:
+def network_lock(
+    kind: str, name: str, *, timeout: float = 30.0
+) -> contextlib.AbstractContextManager[None]:
     """The lock serialising changes to one shared host object (e.g. ``("bridge", "pycni0")``)."""
     return hold(os.path.join(LOCK_DIR, f"{kind}-{name}.lock"), timeout=timeout)

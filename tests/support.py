@@ -52,17 +52,34 @@ def exec_plugin(
     full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, **(env or {})}
     stdin = config if isinstance(config, bytes) else json.dumps(config or {}).encode()
     if run_in is None:
-        proc = subprocess.run([str(binary)], input=stdin, env=full_env, capture_output=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [str(binary)],
+            input=stdin,
+            env=full_env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     else:
         with netns.enter(run_in):
-            proc = subprocess.run([str(binary)], input=stdin, env=full_env, capture_output=True,
-                                  timeout=timeout, check=False)
+            proc = subprocess.run(
+                [str(binary)],
+                input=stdin,
+                env=full_env,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
     return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
-def run_cli(args: Sequence[str], *, run_in: str | None = None, env: Mapping[str, str] | None = None,
-            timeout: float = 60.0) -> PluginRun:
+def run_cli(
+    args: Sequence[str],
+    *,
+    run_in: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> PluginRun:
     """Run ``pycni ARGS`` (the console script's module) from inside ``run_in``."""
     argv = [sys.executable, "-m", "pycni.cli", *args]
     full_env = {**os.environ, **(env or {})}
@@ -70,5 +87,7 @@ def run_cli(args: Sequence[str], *, run_in: str | None = None, env: Mapping[str,
         proc = subprocess.run(argv, env=full_env, capture_output=True, timeout=timeout, check=False)
     else:
         with netns.enter(run_in):
-            proc = subprocess.run(argv, env=full_env, capture_output=True, timeout=timeout, check=False)
+            proc = subprocess.run(
+                argv, env=full_env, capture_output=True, timeout=timeout, check=False
+            )
     return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())

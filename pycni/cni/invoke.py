@@ -220,7 +220,10 @@ class Invoker:
             raise CNIError(ErrorCode.DECODING_FAILURE, f"plugin {kind} printed no valid result", str(err)) from err
         if not isinstance(doc, dict):
             raise CNIError(ErrorCode.DECODING_FAILURE, f"plugin {kind} result is not an object")
-        doc.setdefault("cniVersion", conflist.cni_version)  # libcni's fixupResultVersion
+        # libcni's fixupResultVersion: a missing, empty or non-string cniVersion means the
+        # config's (setdefault alone let "" through to a code-1 failure of a good result).
+        if not isinstance(doc.get("cniVersion"), str) or not doc["cniVersion"]:
+            doc["cniVersion"] = conflist.cni_version
         return Result.from_dict(doc).to_dict(conflist.cni_version)
 
     def _cache_entry(

@@ -318,7 +318,9 @@ def _dispatch(info: PluginInfo, args: CmdArgs) -> Result | None:
     result = handler(args)
     if args.command == "ADD" and not isinstance(result, Result):
         raise CNIError(ErrorCode.INTERNAL, f"plugin {info.name} returned no result from ADD")
-    return result if isinstance(result, Result) else None
+    # Only ADD prints a result: DEL/CHECK/STATUS/GC have empty stdout on success (spec §2),
+    # even if a plugin's handler happens to return one.
+    return result if args.command == "ADD" else None
 
 
 def _emit(session: _Session, doc: Mapping[str, Any]) -> None:
