@@ -11,7 +11,13 @@ __all__ = ["bad", "opt_bool", "opt_int", "opt_map", "opt_str", "opt_str_list", "
 
 T = TypeVar("T")
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object", list: "a list"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    dict: "an object",
+    list: "a list",
+}
 
 
 def bad(field: str, problem: str, code: ErrorCode = ErrorCode.INVALID_NETWORK_CONFIG) -> CNIError:

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["DEFAULT_CACHE_DIR", "CachedAttachment", "delete", "entry_path", "list_network", "read", "write"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "CachedAttachment",
+    "delete",
+    "entry_path",
+    "list_network",
+    "read",
+    "write",
+]
 
 DEFAULT_CACHE_DIR: Final = "/var/lib/cni"
 _KIND: Final = "cniCacheV1"

@@ -17,7 +17,13 @@ from pycni.cni._fields import bad, opt_bool, opt_str_list, req_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import validate_network_name
 
-__all__ = ["NetworkConfigList", "find_conflist", "list_networks", "load_conflist_file", "parse_conflist"]
+__all__ = [
+    "NetworkConfigList",
+    "find_conflist",
+    "list_networks",
+    "load_conflist_file",
+    "parse_conflist",
+]
 
 _RESERVED_KEYS = ("runtimeConfig", "args")
 
@@ -67,11 +73,17 @@ def parse_conflist(data: bytes, source: str = "") -> NetworkConfigList:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
-        raise CNIError(ErrorCode.DECODING_FAILURE, f"cannot decode {source or 'config'}", str(err)) from err
+        raise CNIError(
+            ErrorCode.DECODING_FAILURE, f"cannot decode {source or 'config'}", str(err)
+        ) from err
     if not isinstance(doc, dict):
         raise CNIError(ErrorCode.DECODING_FAILURE, f"{source or 'config'} must be a JSON object")
     if "plugins" not in doc and "type" in doc:
-        doc = {"cniVersion": doc.get("cniVersion", ""), "name": doc.get("name", ""), "plugins": [doc]}
+        doc = {
+            "cniVersion": doc.get("cniVersion", ""),
+            "name": doc.get("name", ""),
+            "plugins": [doc],
+        }
     name = req_str(doc, "name")
     validate_network_name(name)
     plugins = doc.get("plugins")

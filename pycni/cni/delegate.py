@@ -28,19 +28,26 @@ def find_in_path(kind: str, path: tuple[str, ...]) -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise CNIError(
-        ErrorCode.INVALID_NETWORK_CONFIG, f"failed to find plugin {kind!r}", f"CNI_PATH is {list(path)}"
+        ErrorCode.INVALID_NETWORK_CONFIG,
+        f"failed to find plugin {kind!r}",
+        f"CNI_PATH is {list(path)}",
     )
 
 
 def delegate(
     kind: str, *, command: str, stdin: bytes, env: Mapping[str, str], path: tuple[str, ...]
 ) -> bytes:
-    """Exec delegate ``kind`` for ``command``; its stdout, or its error re-raised as ``CNIError``."""
+    """Exec delegate ``kind`` for ``command``: its stdout, or its error as ``CNIError``."""
     binary = find_in_path(kind, path)
     child_env = {**env, "CNI_COMMAND": command}
     try:
         proc = subprocess.run(
-            [binary], input=stdin, env=child_env, capture_output=True, timeout=DELEGATE_TIMEOUT, check=False
+            [binary],
+            input=stdin,
+            env=child_env,
+            capture_output=True,
+            timeout=DELEGATE_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired as err:
         raise CNIError(ErrorCode.INTERNAL, f"delegate {kind} {command} timed out") from err
@@ -56,15 +63,19 @@ def delegate(
     except ValueError:
         doc = None
     fallback = (text or proc.stderr).decode(errors="replace").strip()
-    err = CNIError.from_dict(doc, fallback=fallback)
-    err.msg = f"{kind}: {err.msg}"
-    raise err
+    failure = CNIError.from_dict(doc, fallback=fallback)
+    failure.msg = f"{kind}: {failure.msg}"
+    raise failure
 
 
-def delegate_add(kind: str, *, stdin: bytes, env: Mapping[str, str], path: tuple[str, ...]) -> Result:
+def delegate_add(
+    kind: str, *, stdin: bytes, env: Mapping[str, str], path: tuple[str, ...]
+) -> Result:
     out = delegate(kind, command="ADD", stdin=stdin, env=env, path=path)
     try:
         doc = json.loads(out)
     except ValueError as err:
-        raise CNIError(ErrorCode.DECODING_FAILURE, f"delegate {kind} printed no valid result", str(err)) from err
+        raise CNIError(
+            ErrorCode.DECODING_FAILURE, f"delegate {kind} printed no valid result", str(err)
+        ) from err
     return Result.from_dict(doc, "ipam result.")

@@ -76,7 +76,9 @@ class NetNSNotFound(CNIError):
 
     def __init__(self, path: str, details: str = "") -> None:
         # Code 3: the container's namespace is unknown, so nothing was made for it.
-        super().__init__(ErrorCode.UNKNOWN_CONTAINER, f"network namespace {path} not found", details)
+        super().__init__(
+            ErrorCode.UNKNOWN_CONTAINER, f"network namespace {path} not found", details
+        )
         self.path = path
 
 

@@ -78,9 +78,15 @@ def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> CNIError:
         try:
             return CNIError.from_dict(json.loads(text), fallback=text.decode(errors="replace"))
         except ValueError:
-            return CNIError(ErrorCode.INTERNAL, "plugin failed with an unparsable error", text.decode(errors="replace"))
+            return CNIError(
+                ErrorCode.INTERNAL,
+                "plugin failed with an unparsable error",
+                text.decode(errors="replace"),
+            )
     return CNIError(
-        ErrorCode.INTERNAL, f"plugin failed with exit status {returncode}", stderr.decode(errors="replace").strip()
+        ErrorCode.INTERNAL,
+        f"plugin failed with exit status {returncode}",
+        stderr.decode(errors="replace").strip(),
     )
 
 
@@ -126,8 +132,12 @@ class Invoker:
         # shell plugin's `sleep`, a helper): subprocess.run would kill only the plugin and
         # leave its children running, holding the plugin's pipes.
         with subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, process_group=0,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            process_group=0,
         ) as proc:
             try:
                 out, err = proc.communicate(stdin, timeout=self.timeout)
@@ -146,7 +156,9 @@ class Invoker:
                 return self._run_once(argv, stdin, env)
             except OSError as err:
                 if err.errno != errno.ETXTBSY or attempt == _TEXT_BUSY_RETRIES - 1:
-                    raise CNIError(ErrorCode.INTERNAL, f"cannot execute {argv[0]}", str(err)) from err
+                    raise CNIError(
+                        ErrorCode.INTERNAL, f"cannot execute {argv[0]}", str(err)
+                    ) from err
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -176,7 +188,9 @@ class Invoker:
                 ErrorCode.DECODING_FAILURE, f"plugin {kind} VERSION answer is not JSON", str(err)
             ) from err
         if not isinstance(doc, dict):
-            raise CNIError(ErrorCode.DECODING_FAILURE, f"plugin {kind} VERSION answer is not an object")
+            raise CNIError(
+                ErrorCode.DECODING_FAILURE, f"plugin {kind} VERSION answer is not an object"
+            )
         return doc
 
     # ---- verbs on a network list ------------------------------------------------------------
@@ -202,7 +216,11 @@ class Invoker:
         return Result.from_dict(prev)
 
     def _undo_failed_add(
-        self, conflist: NetworkConfigList, rt: RuntimeConf, prev: Mapping[str, Any] | None, cause: CNIError
+        self,
+        conflist: NetworkConfigList,
+        rt: RuntimeConf,
+        prev: Mapping[str, Any] | None,
+        cause: CNIError,
     ) -> None:
         # The spec makes the runtime DEL after a failed ADD; we do it here so a failed
         # `pycni add` never leaves a half-built chain (plugin 1 done, plugin 2 failed).
@@ -217,7 +235,9 @@ class Invoker:
         try:
             doc = json.loads(out)
         except ValueError as err:
-            raise CNIError(ErrorCode.DECODING_FAILURE, f"plugin {kind} printed no valid result", str(err)) from err
+            raise CNIError(
+                ErrorCode.DECODING_FAILURE, f"plugin {kind} printed no valid result", str(err)
+            ) from err
         if not isinstance(doc, dict):
             raise CNIError(ErrorCode.DECODING_FAILURE, f"plugin {kind} result is not an object")
         # libcni's fixupResultVersion: a missing, empty or non-string cniVersion means the
@@ -252,9 +272,13 @@ class Invoker:
             self.log(f"pycni: ignoring unusable cached result {path}: {err}")
             return None
 
-    def _del_chain(self, conflist: NetworkConfigList, rt: RuntimeConf, prev: Mapping[str, Any] | None) -> None:
+    def _del_chain(
+        self, conflist: NetworkConfigList, rt: RuntimeConf, prev: Mapping[str, Any] | None
+    ) -> None:
         for plugin in reversed(conflist.plugins):
-            stdin = build_plugin_config(conflist, plugin, capability_args=rt.capability_args, prev_result=prev)
+            stdin = build_plugin_config(
+                conflist, plugin, capability_args=rt.capability_args, prev_result=prev
+            )
             self.exec_plugin(str(plugin["type"]), "DEL", stdin, rt)
 
     def delete(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
@@ -269,7 +293,9 @@ class Invoker:
         rt.validate()
         if not versions.at_least(conflist.cni_version, "0.4.0"):
             raise CNIError(
-                ErrorCode.INCOMPATIBLE_CNI_VERSION, "CHECK needs cniVersion >= 0.4.0", conflist.cni_version
+                ErrorCode.INCOMPATIBLE_CNI_VERSION,
+                "CHECK needs cniVersion >= 0.4.0",
+                conflist.cni_version,
             )
         if conflist.disable_check:
             return
@@ -281,13 +307,17 @@ class Invoker:
                 f"{conflist.name}/{rt.container_id}/{rt.ifname}",
             )
         for plugin in conflist.plugins:
-            stdin = build_plugin_config(conflist, plugin, capability_args=rt.capability_args, prev_result=prev)
+            stdin = build_plugin_config(
+                conflist, plugin, capability_args=rt.capability_args, prev_result=prev
+            )
             self.exec_plugin(str(plugin["type"]), "CHECK", stdin, rt)
 
     def status(self, conflist: NetworkConfigList) -> None:
         if not versions.at_least(conflist.cni_version, "1.1.0"):
             raise CNIError(
-                ErrorCode.INCOMPATIBLE_CNI_VERSION, "STATUS needs cniVersion >= 1.1.0", conflist.cni_version
+                ErrorCode.INCOMPATIBLE_CNI_VERSION,
+                "STATUS needs cniVersion >= 1.1.0",
+                conflist.cni_version,
             )
         for plugin in conflist.plugins:
             stdin = build_plugin_config(conflist, plugin, capability_args={})
@@ -310,7 +340,9 @@ class Invoker:
         if errors:
             raise CNIError(ErrorCode.INTERNAL, "GC finished with errors", "; ".join(errors))
 
-    def _gc_cached(self, conflist: NetworkConfigList, valid: frozenset[tuple[str, str]]) -> list[str]:
+    def _gc_cached(
+        self, conflist: NetworkConfigList, valid: frozenset[tuple[str, str]]
+    ) -> list[str]:
         errors: list[str] = []
         for path, entry in cache.list_network(self.cache_dir, conflist.name):
             if entry is None:

@@ -111,7 +111,9 @@ def parse_cni_args(text: str, known: frozenset[str] | None = None) -> dict[str, 
     for item in filter(None, text.split(";")):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"{item!r} is not K=V")
+            raise CNIError(
+                ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"{item!r} is not K=V"
+            )
         pairs[key] = value
     ignore = pairs.get("IgnoreUnknown", "").lower() in ("1", "true")
     if known is not None and not ignore:
@@ -220,7 +222,9 @@ def _sniff_version(data: bytes) -> str | None:
 def _command(env: Mapping[str, str]) -> str:
     command = env.get("CNI_COMMAND", "")
     if not command:
-        raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing"
+        )
     if command not in VERBS:
         raise CNIError(
             ErrorCode.INVALID_ENVIRONMENT, "unknown CNI_COMMAND", f"{command!r}, expected {VERBS}"
@@ -308,8 +312,13 @@ def _build_args(info: PluginInfo, command: str, env: Mapping[str, str], data: by
 
 def _dispatch(info: PluginInfo, args: CmdArgs) -> Result | None:
     module = info.load(info.module)
-    verb = {"ADD": "cmd_add", "DEL": "cmd_del", "CHECK": "cmd_check",
-            "STATUS": "cmd_status", "GC": "cmd_gc"}[args.command]
+    verb = {
+        "ADD": "cmd_add",
+        "DEL": "cmd_del",
+        "CHECK": "cmd_check",
+        "STATUS": "cmd_status",
+        "GC": "cmd_gc",
+    }[args.command]
     handler = getattr(module, verb, None)
     if handler is None:
         if args.command == "ADD":
@@ -328,8 +337,9 @@ def _emit(session: _Session, doc: Mapping[str, Any]) -> None:
     session.stdout.flush()
 
 
-def run(info: PluginInfo, *, env: Mapping[str, str], stdin: BinaryIO, stdout: TextIO,
-        stderr: TextIO) -> int:
+def run(
+    info: PluginInfo, *, env: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, stderr: TextIO
+) -> int:
     """One plugin call. Exactly one JSON document reaches stdout; returns the exit status."""
     session = _Session(env=env, stdout=stdout, stderr=stderr)
     try:
@@ -347,9 +357,11 @@ def run(info: PluginInfo, *, env: Mapping[str, str], stdin: BinaryIO, stdout: Te
     except CNIError as err:
         _emit(session, err.to_dict(session.cni_version))
         return 1
-    except Exception as err:  # noqa: BLE001 - the protocol's catch-all: code 999, never a traceback on stdout
+    except Exception as err:
         traceback.print_exc(file=stderr)
-        internal = CNIError(ErrorCode.INTERNAL, f"{info.name} failed", f"{type(err).__name__}: {err}")
+        internal = CNIError(
+            ErrorCode.INTERNAL, f"{info.name} failed", f"{type(err).__name__}: {err}"
+        )
         _emit(session, internal.to_dict(session.cni_version))
         return 1
     return 0
@@ -357,4 +369,6 @@ def run(info: PluginInfo, *, env: Mapping[str, str], stdin: BinaryIO, stdout: Te
 
 def main(info: PluginInfo) -> None:
     """Entry point of a plugin executable run in-process."""
-    sys.exit(run(info, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr))
+    sys.exit(
+        run(info, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)
+    )

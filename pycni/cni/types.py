@@ -86,9 +86,8 @@ class Interface:
         doc: dict[str, Any] = {"name": self.name}
         if self.mac:
             doc["mac"] = self.mac
-        if ver >= _V11:
-            if self.mtu is not None:
-                doc["mtu"] = self.mtu
+        if ver >= _V11 and self.mtu is not None:
+            doc["mtu"] = self.mtu
         if self.sandbox:
             doc["sandbox"] = self.sandbox
         if ver >= _V11:
@@ -148,8 +147,13 @@ class Route:
     table: int | None = None
     scope: int | None = None
 
-    _EXTRA = (("mtu", "mtu"), ("advmss", "advmss"), ("priority", "priority"),
-              ("table", "table"), ("scope", "scope"))
+    _EXTRA = (
+        ("mtu", "mtu"),
+        ("advmss", "advmss"),
+        ("priority", "priority"),
+        ("table", "table"),
+        ("scope", "scope"),
+    )
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> Route:

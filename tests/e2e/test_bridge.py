@@ -1,0 +1,279 @@
+"""`bridge` + `host-local` + masquerade, end to end through the installed executables.
+
+Everything runs in a sandbox host netns; containers and an "outside" host are throwaway
+namespaces. Connectivity is proven with packets (ping), state is read back from the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pycni.cni.errors import CNIError
+from pycni.cni.types import Result
+from pycni.net import netns
+from tests.e2e.bridge_support import (
+    REFERENCE_BIN,
+    Sandbox,
+    bridge_conflist,
+    ip_json,
+    link_names,
+    nsexec,
+    ping,
+)
+
+
+@pytest.fixture(params=["nftables", "iptables"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _ip(result: Result) -> str:
+    return result.ips[0].ip
+
+
+def test_two_containers_reach_each_other_and_the_gateway(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    a, b = sandbox.add("a"), sandbox.add("b")
+    assert [i.name for i in a.interfaces][0::2] == ["pycni0", "eth0"]
+    assert a.interfaces[2].sandbox == sandbox.containers["a"]
+    assert a.ips[0].gateway == "10.99.0.1"
+    assert a.ips[0].interface == 2
+    assert [(r.dst, r.gw) for r in a.routes] == [("0.0.0.0/0", "10.99.0.1")]
+    assert _ip(a) != _ip(b)
+    assert ping(sandbox.containers["a"], _ip(b))
+    assert ping(sandbox.containers["b"], "10.99.0.1")
+    # the gateway lives on the bridge, forwarding is on in the sandbox host only
+    bridge = ip_json(sandbox.host_ns, "addr", "show", "pycni0")[0]
+    assert {"10.99.0.1"} <= {x["local"] for x in bridge["addr_info"]}
+    assert nsexec(sandbox.host_ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+
+
+def test_masquerade_reaches_an_outside_host_with_no_route_back(
+    sandbox: Sandbox, backend: str
+) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ipMasqBackend=backend))
+    outside = sandbox.connect_outside()
+    sandbox.add("a")
+    assert ping(sandbox.containers["a"], "10.200.0.2")
+    sandbox.delete("a")
+    netns.remove(sandbox.containers.pop("a"))
+    sandbox.add("a")  # a new container in a new netns, same id
+    assert ping(sandbox.containers["a"], "10.200.0.2")
+    assert outside
+
+
+def test_without_masquerade_the_outside_host_cannot_answer(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ipMasq=False))
+    sandbox.connect_outside()
+    sandbox.add("a")
+    assert not ping(sandbox.containers["a"], "10.200.0.2", wait=1)
+
+
+def test_check_passes_after_add_and_fails_after_damage(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    sandbox.add("a")
+    sandbox.check("a")
+    assert nsexec(sandbox.containers["a"], "ip", "addr", "flush", "dev", "eth0").returncode == 0
+    with pytest.raises(CNIError, match=r"address 10\.99\.0"):
+        sandbox.check("a")
+
+
+def test_del_twice_and_del_after_netns_is_gone_free_ip_and_rules(
+    sandbox: Sandbox, backend: str
+) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ipMasqBackend=backend))
+    sandbox.add("a")
+    sandbox.add("b")
+    assert len(sandbox.allocations()) == 2
+    sandbox.delete("a")
+    sandbox.delete("a")
+    netns.remove(sandbox.containers["b"])  # the container died: its netns and veth are gone
+    sandbox.delete("b")
+    assert sandbox.allocations() == []
+    assert sandbox.host_veths() == set()
+    assert _container_rules(sandbox, backend) == [], _firewall_state(sandbox, backend)
+    assert list((sandbox.cache_dir / "results").iterdir()) == []
+
+
+def _container_rules(sandbox: Sandbox, backend: str) -> list[str]:
+    """Per-container firewall state (nft map elements / iptables rules naming a container IP);
+    the per-network chain that says what to exempt is shared and stays."""
+    pattern = r"10\.99\.0\.\d+\s*:" if backend == "nftables" else r"-s 10\.99\.0\.\d+/32"
+    return re.findall(pattern, _firewall_state(sandbox, backend))
+
+
+def _firewall_state(sandbox: Sandbox, backend: str) -> str:
+    if backend == "nftables":
+        return sandbox.nft_ruleset()
+    out = nsexec(sandbox.host_ns, "iptables-save", "-t", "nat")
+    return out.stdout
+
+
+def test_exhausted_pool_leaves_nothing_behind(sandbox: Sandbox) -> None:
+    one = [[{"subnet": "10.99.0.0/29", "rangeStart": "10.99.0.2", "rangeEnd": "10.99.0.2"}]]
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ranges=one))
+    sandbox.add("a")
+    before_rules = sandbox.nft_ruleset()
+    with pytest.raises(CNIError, match="no IP addresses available"):
+        sandbox.add("b")
+    assert sandbox.allocations() == ["10.99.0.2"]
+    assert len(sandbox.host_veths()) == 1
+    assert "eth0" not in link_names(sandbox.containers["b"])
+    assert sandbox.nft_ruleset() == before_rules
+    assert sorted(p.name for p in (sandbox.cache_dir / "results").iterdir()) == ["testnet-a-eth0"]
+
+
+def test_missing_ipam_plugin_leaves_nothing_behind(sandbox: Sandbox) -> None:
+    conf = bridge_conflist(data_dir=sandbox.data_dir)
+    conf["plugins"][0]["ipam"]["type"] = "no-such-ipam"
+    sandbox.write_conf(conf)
+    with pytest.raises(CNIError, match="no-such-ipam") as err:
+        sandbox.add("a")
+    assert err.value.code == 7
+    assert "pycni0" not in link_names(sandbox.host_ns)
+    assert sandbox.host_veths() == set()
+    assert "eth0" not in link_names(sandbox.containers["a"])
+
+
+def test_twenty_parallel_adds_get_distinct_ips_and_parallel_dels_leave_nothing(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    ids = [f"c{i}" for i in range(20)]
+    for cid in ids:
+        sandbox.runtime_conf(cid)  # make the namespaces up front, in this thread
+
+    def add(cid: str) -> str:
+        return _ip(sandbox.add(cid))
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        ips = list(pool.map(add, ids))
+    assert len(set(ips)) == 20
+    assert len(sandbox.allocations()) == 20
+    assert len(sandbox.host_veths()) == 20
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(sandbox.delete, ids))
+    assert sandbox.allocations() == []
+    assert sandbox.host_veths() == set()
+    assert _container_rules(sandbox, "nftables") == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/33"}]]}}, 7, "subnet"),
+        (
+            {
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "10.99.0.0/24"}], [{"subnet": "10.99.0.128/25"}]],
+                }
+            },
+            7,
+            "overlap",
+        ),
+        ({"ipMasqBackend": "pf"}, 7, "ipMasqBackend"),
+        ({"hairpinMode": True, "promiscMode": True}, 7, "promiscMode"),
+        ({"vlanTrunk": [{"id": 5}]}, 2, "vlanTrunk"),
+        ({"isGatway": True}, 2, "isGatway"),
+        ({"mtu": 20}, 7, "mtu"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_field_with_nothing_created(
+    sandbox: Sandbox, change: dict[str, object], code: int, field: str
+) -> None:
+    conf = bridge_conflist(data_dir=sandbox.data_dir)
+    if "ipam" in change:
+        change = {"ipam": {**change["ipam"], "dataDir": str(sandbox.data_dir)}}  # type: ignore[dict-item]
+    conf["plugins"][0].update(change)
+    sandbox.write_conf(conf)
+    with pytest.raises(CNIError) as err:
+        sandbox.add("a")
+    assert err.value.code == code
+    assert field.lower() in (err.value.msg + err.value.details).lower()
+    assert link_names(sandbox.host_ns) == {"lo"}
+    assert sandbox.allocations() == []
+
+
+def test_dual_stack_ipv6_is_usable_immediately(sandbox: Sandbox) -> None:
+    ranges = [[{"subnet": "10.99.0.0/24"}], [{"subnet": "fd00:99::/64"}]]
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ranges=ranges))
+    a, b = sandbox.add("a"), sandbox.add("b")
+    v6 = [ip.ip for ip in b.ips if ip.family == 6]
+    assert v6
+    assert {ip.family for ip in a.ips} == {4, 6}
+    # No DAD stall: the very first packet goes through, with no sleep in between.
+    assert ping(sandbox.containers["a"], v6[0])
+    assert ping(sandbox.containers["a"], "fd00:99::1")
+    addr = ip_json(sandbox.containers["a"], "-6", "addr", "show", "eth0", "scope", "global")[0]
+    assert not any(x.get("tentative") for x in addr["addr_info"])
+    assert ("::/0", "fd00:99::1") in {(r.dst, r.gw) for r in a.routes}
+
+
+def test_result_versions_render(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, version="0.3.1"))
+    result = sandbox.add("a")
+    doc = result.to_dict()
+    assert doc["cniVersion"] == "0.3.1"
+    assert doc["ips"][0]["version"] == "4"
+    assert "mtu" not in json.dumps(doc["interfaces"])
+
+
+def _container_state(path: str, subnet_octet: str) -> dict[str, object]:
+    """Container-side kernel state, with the network's distinguishing octet masked."""
+
+    def mask(text: str) -> str:
+        return text.replace(f"10.99.{subnet_octet}.", "10.99.X.")
+
+    link = ip_json(path, "-d", "link", "show", "eth0")[0]
+    addrs = ip_json(path, "addr", "show", "eth0", "scope", "global")[0]["addr_info"]
+    routes = ip_json(path, "route", "show")
+    return {
+        "kind": link["linkinfo"]["info_kind"],
+        "mtu": link["mtu"],
+        "up": "UP" in link["flags"],
+        "addrs": sorted(mask(f"{a['local']}/{a['prefixlen']}") for a in addrs if "local" in a),
+        "routes": sorted((mask(r["dst"]), mask(r.get("gateway", ""))) for r in routes),
+    }
+
+
+def _result_shape(result: Result, subnet_octet: str) -> dict[str, object]:
+    """What must match between the two results (the host veth name and MACs differ)."""
+    doc = result.to_dict()
+    masked = json.loads(json.dumps(doc).replace(f"10.99.{subnet_octet}.", "10.99.X."))
+    return {
+        "interfaces": [(i["name"].startswith("veth"), "sandbox" in i) for i in doc["interfaces"]],
+        "ips": masked["ips"],
+        "routes": masked["routes"],
+    }
+
+
+def test_same_container_state_as_the_reference_plugins(sandbox: Sandbox) -> None:
+    """Differential: the Debian reference bridge + host-local and ours, one config."""
+    if not (REFERENCE_BIN / "bridge").exists():
+        pytest.fail("containernetworking-plugins is not installed (make test installs it)")
+    seen = []
+    for name, bin_dir, octet in (("ours", sandbox.bin_dir, "1"), ("ref", REFERENCE_BIN, "2")):
+        conf = bridge_conflist(
+            name=name,
+            data_dir=sandbox.data_dir,
+            bridge=f"br-{name}",
+            mtu=1400,
+            version="1.0.0",
+            ranges=[[{"subnet": f"10.99.{octet}.0/24"}]],
+            ipMasqBackend="iptables",
+        )
+        sandbox.write_conf(conf, filename=f"{name}.conflist")
+        result = sandbox.add(f"c-{name}", network=name, bin_dir=bin_dir)
+        seen.append(
+            (_container_state(sandbox.containers[f"c-{name}"], octet), _result_shape(result, octet))
+        )
+    (ours_state, ours_result), (ref_state, ref_result) = seen
+    assert ours_state == ref_state
+    assert ours_result == ref_result
+    for name, bin_dir in (("ours", sandbox.bin_dir), ("ref", REFERENCE_BIN)):
+        sandbox.delete(f"c-{name}", network=name, bin_dir=bin_dir)
