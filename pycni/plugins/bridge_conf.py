@@ -22,7 +22,8 @@ __all__ = ["DEFAULT_BRIDGE", "BridgeConfig", "parse_bridge_config"]
 
 DEFAULT_BRIDGE: Final = "pycni0"
 
-# Keys the protocol itself puts in a plugin's stdin (spec §3), accepted for every plugin.
+# Keys the protocol itself puts in a plugin's stdin (spec §3), accepted for every plugin,
+# as is anything under the runtime-reserved "cni.dev/" prefix (GC's valid attachments).
 PROTOCOL_KEYS: Final = frozenset(
     {
         "cniVersion",
@@ -89,7 +90,7 @@ def _check_keys(raw: Mapping[str, Any]) -> None:
             raise CNIError(
                 ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key]
             )
-        if key not in _BRIDGE_KEYS and key not in PROTOCOL_KEYS:
+        if key not in _BRIDGE_KEYS and key not in PROTOCOL_KEYS and not key.startswith("cni.dev/"):
             raise CNIError(
                 ErrorCode.UNSUPPORTED_FIELD,
                 f"unsupported field {key}",
@@ -156,23 +157,33 @@ def _ipam_type(raw: Mapping[str, Any]) -> str:
 def parse_bridge_config(args: CmdArgs) -> BridgeConfig:
     raw = args.config.raw
     _check_keys(raw)
+    # Docker-style defaults: gateway on the bridge and a default route through it, unless the
+    # config turns the gateway off (then the default route follows it off).
+    is_gateway = opt_bool(raw, "isGateway", default=True)
+    is_default_gateway = opt_bool(raw, "isDefaultGateway", default=is_gateway)
+    is_gateway = is_gateway or is_default_gateway
     hairpin = opt_bool(raw, "hairpinMode")
     promisc = opt_bool(raw, "promiscMode")
     if hairpin and promisc:
         raise bad("promiscMode", "cannot be combined with hairpinMode")
+    vlan = _vlan(raw)
+    if vlan and is_gateway:
+        # The reference routes a VLAN's gateway through a "<bridge>.<vlan>" interface; we
+        # have not built that, so say so rather than put the gateway on the wrong VLAN.
+        raise CNIError(
+            ErrorCode.UNSUPPORTED_FIELD,
+            "unsupported field vlan with isGateway",
+            "a gateway on an access VLAN is not implemented; set isGateway false for vlan",
+        )
     backend = raw.get("ipMasqBackend")
     if backend is not None:
         validate_backend_name(
             backend if isinstance(backend, str) else repr(backend), field="ipMasqBackend"
         )
-    # Docker-style defaults: gateway on the bridge and a default route through it, unless the
-    # config turns the gateway off (then the default route follows it off).
-    is_gateway = opt_bool(raw, "isGateway", default=True)
-    is_default_gateway = opt_bool(raw, "isDefaultGateway", default=is_gateway)
     return BridgeConfig(
         bridge=_bridge_name(raw),
         # isDefaultGateway implies isGateway, as in the reference.
-        is_gateway=is_gateway or is_default_gateway,
+        is_gateway=is_gateway,
         is_default_gateway=is_default_gateway,
         force_address=opt_bool(raw, "forceAddress"),
         ip_masq=opt_bool(raw, "ipMasq", default=True),
@@ -180,7 +191,7 @@ def parse_bridge_config(args: CmdArgs) -> BridgeConfig:
         mtu=_mtu(raw),
         hairpin_mode=hairpin,
         promisc_mode=promisc,
-        vlan=_vlan(raw),
+        vlan=vlan,
         enable_dad=opt_bool(raw, "enabledad"),
         mac_spoof_check=opt_bool(raw, "macspoofchk"),
         port_isolation=opt_bool(raw, "portIsolation"),

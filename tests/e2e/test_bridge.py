@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pycni.cni.conf import find_conflist
 from pycni.cni.errors import CNIError
 from pycni.cni.types import Result
 from pycni.net import netns
@@ -89,6 +90,7 @@ def test_del_twice_and_del_after_netns_is_gone_free_ip_and_rules(
     sandbox.add("a")
     sandbox.add("b")
     assert len(sandbox.allocations()) == 2
+    assert len(_container_rules(sandbox, backend)) == 2  # the probe sees rules when they exist
     sandbox.delete("a")
     sandbox.delete("a")
     netns.remove(sandbox.containers["b"])  # the container died: its netns and veth are gone
@@ -102,7 +104,10 @@ def test_del_twice_and_del_after_netns_is_gone_free_ip_and_rules(
 def _container_rules(sandbox: Sandbox, backend: str) -> list[str]:
     """Per-container firewall state (nft map elements / iptables rules naming a container IP);
     the per-network chain that says what to exempt is shared and stays."""
-    pattern = r"10\.99\.0\.\d+\s*:" if backend == "nftables" else r"-s 10\.99\.0\.\d+/32"
+    if backend == "nftables":
+        pattern = r"(10\.99\.0\.\d+)(?: comment \"[^\"]*\")? :"
+    else:
+        pattern = r"-s (10\.99\.0\.\d+)/32"
     return re.findall(pattern, _firewall_state(sandbox, backend))
 
 
@@ -277,3 +282,34 @@ def test_same_container_state_as_the_reference_plugins(sandbox: Sandbox) -> None
     assert ours_result == ref_result
     for name, bin_dir in (("ours", sandbox.bin_dir), ("ref", REFERENCE_BIN)):
         sandbox.delete(f"c-{name}", network=name, bin_dir=bin_dir)
+
+
+def test_gc_removes_ip_and_masquerade_of_attachments_not_valid(sandbox: Sandbox) -> None:
+    """Plugin-level GC: the runtime forgot `b` (no cache entry), GC still cleans its state."""
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    a, b = sandbox.add("a"), sandbox.add("b")
+    (sandbox.cache_dir / "results" / "testnet-b-eth0").unlink()
+    conf = find_conflist(str(sandbox.conf_dir), "testnet")
+    with netns.enter(sandbox.host_ns):
+        sandbox.invoker().gc(conf, [("a", "eth0")])
+    assert sandbox.allocations() == [_ip(a)]
+    assert _container_rules(sandbox, "nftables") == [_ip(a)]
+    assert _ip(b) not in sandbox.nft_ruleset()
+    sandbox.check("a")  # the valid attachment is untouched
+
+
+def test_status_is_ok_on_a_usable_network(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    conf = find_conflist(str(sandbox.conf_dir), "testnet")
+    with netns.enter(sandbox.host_ns):
+        sandbox.invoker().status(conf)
+
+
+def test_status_reports_an_exhausted_pool_as_code_50(sandbox: Sandbox) -> None:
+    one = [[{"subnet": "10.99.0.0/29", "rangeStart": "10.99.0.2", "rangeEnd": "10.99.0.2"}]]
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, ranges=one))
+    sandbox.add("a")
+    conf = find_conflist(str(sandbox.conf_dir), "testnet")
+    with netns.enter(sandbox.host_ns), pytest.raises(CNIError) as err:
+        sandbox.invoker().status(conf)
+    assert err.value.code == 50

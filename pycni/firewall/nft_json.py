@@ -1,0 +1,222 @@
+"""Pure builders and parsers for nftables JSON (libnftables-json(5)) in pycni's own table.
+
+Everything pycni puts into nftables lives in one table, ``inet pycni`` (IPv4 and IPv6 at once),
+so nothing here can touch another program's rules. Builders return plain dicts; the backend
+joins them into one document, which libnftables applies as one transaction. Parsers turn a
+``list table`` answer into small frozen dataclasses. No I/O here, so all of it is unit-tested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "FAMILY",
+    "TABLE",
+    "Chain",
+    "Element",
+    "TableState",
+    "add_base_chain",
+    "add_chain",
+    "add_element",
+    "add_map",
+    "add_rule",
+    "add_table",
+    "addr_match",
+    "create_element",
+    "delete_chain",
+    "delete_element",
+    "flush_chain",
+    "list_table",
+    "list_tables",
+    "parse_table",
+    "table_in",
+    "verdict_target",
+]
+
+FAMILY: Final = "inet"
+TABLE: Final = "pycni"
+
+Cmd = dict[str, Any]
+
+
+def _where(**fields: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": TABLE, **fields}
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def add_table() -> Cmd:
+    return {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+
+
+def list_table() -> Cmd:
+    return {"list": {"table": {"family": FAMILY, "name": TABLE}}}
+
+
+def list_tables() -> Cmd:
+    return {"list": {"tables": None}}
+
+
+def add_chain(name: str) -> Cmd:
+    """A regular chain; ``add`` of an existing chain is a no-op."""
+    return {"add": {"chain": _where(name=name)}}
+
+
+def add_base_chain(name: str, *, kind: str, hook: str, prio: int, policy: str = "accept") -> Cmd:
+    return {"add": {"chain": _where(name=name, type=kind, hook=hook, prio=prio, policy=policy)}}
+
+
+def flush_chain(name: str) -> Cmd:
+    return {"flush": {"chain": _where(name=name)}}
+
+
+def delete_chain(name: str) -> Cmd:
+    return {"delete": {"chain": _where(name=name)}}
+
+
+def add_map(name: str, *, key_type: str, value_type: str) -> Cmd:
+    """A map (value type "verdict": a verdict map); ``add`` of an existing one is a no-op."""
+    return {"add": {"map": _where(name=name, type=key_type, map=value_type)}}
+
+
+def add_rule(chain: str, expr: list[Any]) -> Cmd:
+    return {"add": {"rule": _where(chain=chain, expr=expr)}}
+
+
+def _element(key: Any, value: Any, comment: str | None) -> list[Any]:
+    keyed = {"elem": {"val": key, "comment": comment}} if comment else key
+    return [keyed, value]
+
+
+def add_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
+    """Insert, or do nothing if the key exists with the same value (its comment is kept!)."""
+    return {"add": {"element": _where(name=map_name, elem=[_element(key, value, comment)])}}
+
+
+def create_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
+    """Insert; the transaction fails (EEXIST) if the key exists at all."""
+    return {"create": {"element": _where(name=map_name, elem=[_element(key, value, comment)])}}
+
+
+def delete_element(map_name: str, key: Any) -> Cmd:
+    """Remove a key; the transaction fails (ENOENT) if it is absent."""
+    return {"delete": {"element": _where(name=map_name, elem=[key])}}
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+def addr_match(field: str, cidr: str) -> dict[str, Any]:
+    """``ip|ip6 <field> <cidr>``, written the way nft prints it back (a /32 is a bare address)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    proto = "ip" if net.version == 4 else "ip6"
+    right: Any = str(net.network_address)
+    if net.prefixlen != net.max_prefixlen:
+        right = {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+    return {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": field}},
+                      "right": right}}
+
+
+def verdict_target(value: Any) -> str | None:
+    """The chain a ``jump``/``goto`` verdict names; None for anything else."""
+    if isinstance(value, Mapping):
+        for kind in ("jump", "goto"):
+            body = value.get(kind)
+            if isinstance(body, Mapping) and isinstance(body.get("target"), str):
+                return str(body["target"])
+    return None
+
+
+# -------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Element:
+    """One set or map element as listed: raw key (feed it back to delete), comment, value."""
+
+    container: str
+    key: Any
+    comment: str | None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    hook: str | None = None
+    kind: str | None = None
+    prio: int | None = None
+    rules: tuple[tuple[Any, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What ``list table inet pycni`` showed; empty when the table does not exist."""
+
+    elements: tuple[Element, ...] = ()
+    chains: tuple[Chain, ...] = ()
+    containers: frozenset[str] = frozenset()
+
+    def elements_of(self, container: str) -> tuple[Element, ...]:
+        return tuple(e for e in self.elements if e.container == container)
+
+    def chain(self, name: str) -> Chain | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+
+def table_in(doc: Mapping[str, Any]) -> bool:
+    """Whether a ``list tables`` answer names pycni's table."""
+    return any(
+        obj.get("table", {}).get("family") == FAMILY and obj["table"].get("name") == TABLE
+        for obj in _objects(doc)
+    )
+
+
+def _objects(doc: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    items = doc.get("nftables", [])
+    return (obj for obj in items if isinstance(obj, Mapping)) if isinstance(items, list) else ()
+
+
+def _parse_elements(container: str, items: Any) -> list[Element]:
+    out: list[Element] = []
+    for item in items if isinstance(items, list) else []:
+        # A map element is [key, value]; a set element is the key alone. A key with a comment
+        # is {"elem": {"val": key, "comment": ...}}, without one it is the bare key.
+        pair = isinstance(item, list) and len(item) == 2
+        raw_key, value = (item[0], item[1]) if pair else (item, None)
+        comment = None
+        if isinstance(raw_key, Mapping) and isinstance(raw_key.get("elem"), Mapping):
+            comment = raw_key["elem"].get("comment")
+            raw_key = raw_key["elem"].get("val")
+        text = comment if isinstance(comment, str) else None
+        out.append(Element(container, raw_key, text, value))
+    return out
+
+
+def parse_table(doc: Mapping[str, Any]) -> TableState:
+    """Sets/maps with their elements, chains with their rules' expressions, in listed order."""
+    elements: list[Element] = []
+    containers: set[str] = set()
+    heads: dict[str, Mapping[str, Any]] = {}
+    rules: dict[str, list[tuple[Any, ...]]] = {}
+    for obj in _objects(doc):
+        for kind in ("set", "map"):
+            if isinstance(obj.get(kind), Mapping):
+                containers.add(str(obj[kind].get("name")))
+                elements += _parse_elements(str(obj[kind].get("name")), obj[kind].get("elem"))
+        if isinstance(obj.get("chain"), Mapping):
+            heads[str(obj["chain"].get("name"))] = obj["chain"]
+        if isinstance(obj.get("rule"), Mapping):
+            rule = obj["rule"]
+            rules.setdefault(str(rule.get("chain")), []).append(tuple(rule.get("expr") or ()))
+    chains = tuple(
+        Chain(name=name, hook=head.get("hook"), kind=head.get("type"), prio=head.get("prio"),
+              rules=tuple(rules.get(name, ())))
+        for name, head in heads.items()
+    )
+    return TableState(elements=tuple(elements), chains=chains, containers=frozenset(containers))

@@ -1,0 +1,173 @@
+"""The nftables backend against the kernel, always inside a throwaway "host" namespace.
+
+nftables state is per network namespace, so entering ``host_ns`` before every backend call
+keeps the root namespace untouched. The oracle is ``nft -j list ruleset`` run in the same
+namespace, independent of the library the backend uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pycni.firewall import nft_masq
+from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.nft_lib import ExecRunner, LibRunner, NftRunner
+from pycni.firewall.nftables import NftablesBackend
+from pycni.net import netns
+
+SUBNETS = ("10.88.0.0/16", "fd00:88::/64")
+
+
+def masq(cid: str, *sources: str, network: str = "pycni",
+         subnets: tuple[str, ...] = SUBNETS) -> Masquerade:
+    return Masquerade(key=AttachmentKey(network, cid, "eth0"), network_subnets=subnets,
+                      sources=sources)
+
+
+def ruleset(ns: str) -> list[dict[str, Any]]:
+    with netns.enter(ns):
+        out = subprocess.run(["nft", "-j", "list", "ruleset"], check=True, capture_output=True)
+    return [o for o in json.loads(out.stdout)["nftables"] if "metainfo" not in o]
+
+
+def elements(ns: str) -> dict[str, tuple[str | None, str]]:
+    """address -> (comment, jump target) of every element of pycni's masquerade maps."""
+    found: dict[str, tuple[str | None, str]] = {}
+    for obj in ruleset(ns):
+        body = obj.get("map", {})
+        if body.get("table") != "pycni" or body.get("name") not in ("masq4", "masq6"):
+            continue
+        for key, value in body.get("elem", []):
+            addr, comment = (key["elem"]["val"], key["elem"].get("comment")) \
+                if isinstance(key, dict) else (key, None)
+            assert addr not in found, f"duplicate element {addr}"
+            found[addr] = (comment, value["jump"]["target"])
+    return found
+
+
+def rule_count(ns: str) -> int:
+    return sum(1 for obj in ruleset(ns) if "rule" in obj)
+
+
+@pytest.fixture(params=["libnftables", "nft"])
+def runner(request: pytest.FixtureRequest) -> NftRunner:
+    return LibRunner() if request.param == "libnftables" else ExecRunner()
+
+
+@pytest.fixture
+def in_host(host_ns: str, runner: NftRunner) -> Callable[..., Any]:
+    """``in_host(method, *args)``: call a backend method inside the sandbox host netns."""
+    backend = NftablesBackend(runner=runner)
+
+    def call(method: str, *args: Any) -> Any:
+        with netns.enter(host_ns):
+            return getattr(backend, method)(*args)
+
+    return call
+
+
+def test_setup_adds_one_element_per_address(host_ns: str, in_host: Callable[..., Any]) -> None:
+    m = masq("c1", "10.88.0.2", "fd00:88::2")
+    in_host("setup_masquerade", m)
+    chain = nft_masq.chain_name(m)
+    assert elements(host_ns) == {"10.88.0.2": (m.key.label, chain),
+                                 "fd00:88::2": (m.key.label, chain)}
+    assert in_host("check_masquerade", m) == []
+    assert in_host("status") is None
+
+
+def test_repeated_setup_does_not_duplicate(host_ns: str, in_host: Callable[..., Any]) -> None:
+    m = masq("c1", "10.88.0.2")
+    in_host("setup_masquerade", m)
+    before = ruleset(host_ns)
+    in_host("setup_masquerade", m)
+    in_host("setup_masquerade", m)
+    after = ruleset(host_ns)
+    assert len(elements(host_ns)) == 1
+    assert rule_count(host_ns) == sum(1 for o in before if "rule" in o)
+    assert [o for o in after if "rule" not in o] == [o for o in before if "rule" not in o]
+
+
+def test_rules_do_not_grow_with_containers(host_ns: str, in_host: Callable[..., Any]) -> None:
+    in_host("setup_masquerade", masq("c0", "10.88.1.0"))
+    rules = rule_count(host_ns)
+    for i in range(1, 40):
+        in_host("setup_masquerade", masq(f"c{i}", f"10.88.1.{i}"))
+    assert rule_count(host_ns) == rules
+    assert len(elements(host_ns)) == 40
+
+
+def test_teardown_by_key_without_addresses(host_ns: str, in_host: Callable[..., Any]) -> None:
+    in_host("setup_masquerade", masq("c1", "10.88.0.2", "fd00:88::2"))
+    in_host("setup_masquerade", masq("c2", "10.88.0.3"))
+    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
+    assert set(elements(host_ns)) == {"10.88.0.3"}
+    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))  # already gone
+    assert set(elements(host_ns)) == {"10.88.0.3"}
+
+
+def test_teardown_and_gc_on_a_pristine_namespace(host_ns: str, in_host: Callable[..., Any]) -> None:
+    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
+    assert in_host("gc_masquerade", "pycni", []) == []
+    assert ruleset(host_ns) == []  # nothing created by a DEL/GC that had nothing to do
+
+
+def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., Any]) -> None:
+    for cid, ip in (("a", "10.88.0.2"), ("b", "10.88.0.3"), ("c", "fd00:88::4")):
+        in_host("setup_masquerade", masq(cid, ip))
+    in_host("setup_masquerade", masq("x", "10.99.0.2", network="other", subnets=("10.99.0.0/16",)))
+    assert in_host("gc_masquerade", "pycni", [("a", "eth0"), ("c", "eth0"), ("zz", "eth0")]) == []
+    assert set(elements(host_ns)) == {"10.88.0.2", "fd00:88::4", "10.99.0.2"}
+    assert in_host("gc_masquerade", "pycni", []) == []
+    assert set(elements(host_ns)) == {"10.99.0.2"}
+    chains = {o["chain"]["name"] for o in ruleset(host_ns) if "chain" in o}
+    assert chains == {"masq-postrouting", nft_masq.chain_name(masq("x", network="other",
+                                                                    subnets=("10.99.0.0/16",)))}
+
+
+def test_check_reports_a_missing_element(host_ns: str, in_host: Callable[..., Any]) -> None:
+    m = masq("c1", "10.88.0.2")
+    in_host("setup_masquerade", m)
+    with netns.enter(host_ns):
+        subprocess.run(["nft", "delete", "element", "inet", "pycni", "masq4", "{ 10.88.0.2 }"],
+                       check=True)
+    assert in_host("check_masquerade", m) == [
+        "nftables: no masquerade element for 10.88.0.2 in map masq4"]
+    in_host("setup_masquerade", m)  # ADD again repairs it
+    assert in_host("check_masquerade", m) == []
+
+
+def test_setup_takes_over_an_address_left_by_another_network(
+        host_ns: str, in_host: Callable[..., Any]) -> None:
+    in_host("setup_masquerade", masq("old", "10.88.0.2", network="other"))
+    m = masq("new", "10.88.0.2")
+    in_host("setup_masquerade", m)
+    assert elements(host_ns) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m))}
+
+
+def test_concurrent_setups_all_land(host_ns: str) -> None:
+    def worker(n: int) -> None:
+        backend = NftablesBackend()
+        with netns.enter(host_ns):
+            for i in range(10):
+                backend.setup_masquerade(masq(f"w{n}-{i}", f"10.88.{n}.{i + 2}"))
+
+    pids = []
+    for n in range(6):
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                worker(n)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert [os.waitpid(pid, 0)[1] for pid in pids] == [0] * 6
+    assert len(elements(host_ns)) == 60

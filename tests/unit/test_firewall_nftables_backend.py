@@ -1,0 +1,257 @@
+"""NftablesBackend's control flow against an in-memory stand-in for nft (no kernel, no root).
+
+The stand-in applies a document all-or-nothing with the kernel's rules that matter here:
+``create`` refuses an existing key, ``add`` refuses an existing key with another value and
+keeps the old comment when the value is the same, deletes of missing things fail, a chain
+something jumps to cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.firewall import nft_masq, nftables
+from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.nft_lib import NftError
+from pycni.firewall.nftables import NftablesBackend
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class _Model:
+    table: bool = False
+    maps: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
+    chains: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _target(value: Any) -> str:
+    return str(value["jump"]["target"])
+
+
+class FakeNft:
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.model = _Model()
+        self.calls: list[list[Doc]] = []
+
+    # -------- applying one command to a scratch copy
+    def _need(self, ok: bool, what: str) -> None:
+        if not ok:
+            raise NftError(what)
+
+    def _element(self, m: _Model, verb: str, body: Doc) -> None:
+        self._need(body["name"] in m.maps, "No such file or directory (map)")
+        entries = m.maps[body["name"]]
+        for item in body["elem"]:
+            if verb == "delete":
+                self._need(item in entries, "No such file or directory (element)")
+                del entries[item]
+                continue
+            raw, value = item
+            key, comment = raw, None
+            if isinstance(raw, dict):
+                key, comment = raw["elem"]["val"], raw["elem"]["comment"]
+            self._need(_target(value) in m.chains, "No such file or directory (chain)")
+            if key in entries:
+                self._need(verb == "add" and entries[key][1] == _target(value), "File exists")
+                continue
+            entries[key] = (comment, _target(value))
+
+    def _chain(self, m: _Model, verb: str, body: Doc) -> None:
+        name = body["name"]
+        if verb == "add":
+            m.chains.setdefault(name, {"head": body, "rules": []})
+            return
+        self._need(name in m.chains, "No such file or directory (chain)")
+        if verb == "flush":
+            m.chains[name]["rules"] = []
+        else:
+            used = any(t == name for entries in m.maps.values() for _, t in entries.values())
+            self._need(not used, "Device or resource busy")
+            del m.chains[name]
+
+    def _apply(self, m: _Model, cmd: Doc) -> Doc | None:
+        (verb, body), = cmd.items()
+        if verb == "list":
+            return self._list(m, body)
+        (kind, obj), = body.items()
+        if kind == "table":
+            m.table = True
+            return None
+        self._need(m.table, "No such file or directory (table)")
+        if kind == "map":
+            m.maps.setdefault(obj["name"], {})
+        elif kind == "chain":
+            self._chain(m, verb, obj)
+        elif kind == "rule":
+            self._need(obj["chain"] in m.chains, "No such file or directory (chain)")
+            m.chains[obj["chain"]]["rules"].append(obj["expr"])
+        elif kind == "element":
+            self._element(m, verb, obj)
+        return None
+
+    def _list(self, m: _Model, body: Doc) -> Doc:
+        if "tables" in body:
+            return {"nftables": [{"table": {"family": "inet", "name": "pycni"}}] if m.table else []}
+        self._need(m.table, "No such file or directory (table)")
+        where = {"family": "inet", "table": "pycni"}
+        out: list[Doc] = [{"map": {**where, "name": name, "elem": [
+            [{"elem": {"val": k, "comment": c}} if c else k, {"jump": {"target": t}}]
+            for k, (c, t) in entries.items()]}} for name, entries in m.maps.items()]
+        for name, chain in m.chains.items():
+            head = {k: v for k, v in chain["head"].items() if k in ("type", "hook", "prio")}
+            out.append({"chain": {**where, "name": name, **head}})
+            out += [{"rule": {**where, "chain": name, "expr": e}} for e in chain["rules"]]
+        return {"nftables": out}
+
+    # -------- the runner protocol
+    def run(self, commands: list[Doc]) -> Doc:
+        self.calls.append(commands)
+        scratch = copy.deepcopy(self.model)
+        out: Doc = {"nftables": []}
+        for cmd in commands:
+            out = self._apply(scratch, cmd) or out
+        self.model = scratch
+        return out
+
+    def writes(self) -> list[list[Doc]]:
+        return [c for c in self.calls if "list" not in c[0]]
+
+
+def masq(cid: str, *sources: str, network: str = "pycni") -> Masquerade:
+    return Masquerade(key=AttachmentKey(network, cid, "eth0"),
+                      network_subnets=("10.88.0.0/16", "fd00::/64"), sources=sources)
+
+
+@pytest.fixture
+def fake() -> FakeNft:
+    return FakeNft()
+
+
+@pytest.fixture
+def backend(fake: FakeNft) -> NftablesBackend:
+    return NftablesBackend(runner=fake)
+
+
+def elements(fake: FakeNft) -> dict[str, tuple[str | None, str]]:
+    return {k: v for entries in fake.model.maps.values() for k, v in entries.items()}
+
+
+def test_first_setup_builds_layout_after_the_insert_fails(
+        fake: FakeNft, backend: NftablesBackend) -> None:
+    m = masq("c1", "10.88.0.2", "fd00::2")
+    backend.setup_masquerade(m)
+    assert len(fake.calls) == 2  # insert refused (no chain yet), then the full rewrite
+    assert elements(fake) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m)),
+                              "fd00::2": (m.key.label, nft_masq.chain_name(m))}
+    assert backend.check_masquerade(m) == []
+
+
+def test_next_container_is_a_single_insert(fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("c1", "10.88.0.2"))
+    fake.calls.clear()
+    backend.setup_masquerade(masq("c2", "10.88.0.3"))
+    assert fake.calls == [nft_masq.create_elements(masq("c2", "10.88.0.3"))]
+
+
+def test_repeated_setup_adds_nothing(fake: FakeNft, backend: NftablesBackend) -> None:
+    m = masq("c1", "10.88.0.2")
+    backend.setup_masquerade(m)
+    before = copy.deepcopy(fake.model)
+    backend.setup_masquerade(m)
+    backend.setup_masquerade(m)
+    assert fake.model == before
+
+
+def test_setup_takes_over_a_leftover_with_the_same_chain(
+        fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("crashed", "10.88.0.2"))  # never DELeted
+    m = masq("c2", "10.88.0.2")
+    backend.setup_masquerade(m)
+    assert elements(fake)["10.88.0.2"][0] == m.key.label
+    assert backend.check_masquerade(m) == []
+
+
+def test_setup_takes_over_a_leftover_of_another_network(
+        fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("old", "10.88.0.2", network="other"))
+    fake.calls.clear()
+    m = masq("c2", "10.88.0.2")
+    backend.setup_masquerade(m)
+    # insert, blind replace (refused: another value), read, informed replace
+    assert len(fake.calls) == 4
+    assert elements(fake)["10.88.0.2"] == (m.key.label, nft_masq.chain_name(m))
+
+
+def test_teardown_by_key_needs_no_addresses(fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("c1", "10.88.0.2", "fd00::2"))
+    backend.setup_masquerade(masq("c2", "10.88.0.3"))
+    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    assert set(elements(fake)) == {"10.88.0.3"}
+    fake.calls.clear()
+    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    assert fake.writes() == []  # already gone: success without writing
+
+
+def test_teardown_without_a_table_is_success(fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    assert fake.writes() == []
+    assert not fake.model.table
+
+
+def test_gc_keeps_valid_attachments_and_other_networks(
+        fake: FakeNft, backend: NftablesBackend) -> None:
+    for cid, ip in (("a", "10.88.0.2"), ("b", "10.88.0.3"), ("c", "10.88.0.4")):
+        backend.setup_masquerade(masq(cid, ip))
+    backend.setup_masquerade(masq("x", "10.99.0.2", network="other"))
+    assert backend.gc_masquerade("pycni", [("a", "eth0"), ("c", "eth1")]) == []
+    assert set(elements(fake)) == {"10.88.0.2", "10.99.0.2"}
+    assert backend.gc_masquerade("pycni", []) == []
+    assert set(elements(fake)) == {"10.99.0.2"}
+    prefix = f"masq-{masq('a').key.network_tag}"
+    assert not any(name.startswith(prefix) for name in fake.model.chains)
+
+
+def test_check_reports_a_missing_element(fake: FakeNft, backend: NftablesBackend) -> None:
+    m = masq("c1", "10.88.0.2")
+    backend.setup_masquerade(m)
+    del fake.model.maps["masq4"]["10.88.0.2"]
+    assert backend.check_masquerade(m) == [
+        "nftables: no masquerade element for 10.88.0.2 in map masq4"]
+
+
+def test_no_sources_means_no_calls(fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("c1"))
+    assert backend.check_masquerade(masq("c1")) == []
+    assert fake.calls == []
+
+
+def test_errors_become_cni_errors(fake: FakeNft, backend: NftablesBackend) -> None:
+    def refuse(commands: list[Doc]) -> Doc:
+        raise NftError("Operation not permitted")
+
+    fake.run = refuse  # type: ignore[method-assign]
+    with pytest.raises(CNIError) as info:
+        backend.setup_masquerade(masq("c1", "10.88.0.2"))
+    assert info.value.code == ErrorCode.INTERNAL
+    assert "Operation not permitted" in str(info.value)
+    assert backend.gc_masquerade("pycni", [])[0].startswith("nftables masquerade GC")
+    assert backend.status() == "nftables command failed: Operation not permitted"
+
+
+def test_unavailable_nftables(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise OSError("libnftables.so.1: cannot open shared object file; nft not found")
+
+    monkeypatch.setattr(nftables, "default_runner", missing)
+    backend = NftablesBackend()
+    assert "libnftables.so.1" in (backend.status() or "")
+    with pytest.raises(CNIError):
+        backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
