@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers side by side with the reference; never asserted."""
