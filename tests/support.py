@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -39,6 +40,22 @@ class PluginRun:
         return docs
 
 
+def _run(
+    argv: list[str],
+    *,
+    stdin: bytes | None,
+    env: Mapping[str, str],
+    run_in: str | None,
+    timeout: float,
+) -> PluginRun:
+    """Run ``argv`` from inside netns ``run_in`` (the child inherits the thread's netns)."""
+    with netns.enter(run_in) if run_in else contextlib.nullcontext():
+        proc = subprocess.run(
+            argv, input=stdin, env=env, capture_output=True, timeout=timeout, check=False
+        )
+    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
 def exec_plugin(
     binary: str | Path,
     *,
@@ -51,26 +68,7 @@ def exec_plugin(
     """Exec a plugin as a runtime would, from inside ``run_in`` (the sandbox host netns)."""
     full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, **(env or {})}
     stdin = config if isinstance(config, bytes) else json.dumps(config or {}).encode()
-    if run_in is None:
-        proc = subprocess.run(
-            [str(binary)],
-            input=stdin,
-            env=full_env,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    else:
-        with netns.enter(run_in):
-            proc = subprocess.run(
-                [str(binary)],
-                input=stdin,
-                env=full_env,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return _run([str(binary)], stdin=stdin, env=full_env, run_in=run_in, timeout=timeout)
 
 
 def run_cli(
@@ -82,12 +80,4 @@ def run_cli(
 ) -> PluginRun:
     """Run ``pycni ARGS`` (the console script's module) from inside ``run_in``."""
     argv = [sys.executable, "-m", "pycni.cli", *args]
-    full_env = {**os.environ, **(env or {})}
-    if run_in is None:
-        proc = subprocess.run(argv, env=full_env, capture_output=True, timeout=timeout, check=False)
-    else:
-        with netns.enter(run_in):
-            proc = subprocess.run(
-                argv, env=full_env, capture_output=True, timeout=timeout, check=False
-            )
-    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return _run(argv, stdin=None, env={**os.environ, **(env or {})}, run_in=run_in, timeout=timeout)

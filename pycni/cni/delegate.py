@@ -21,8 +21,9 @@ DELEGATE_TIMEOUT = 30.0
 
 
 def find_in_path(kind: str, path: tuple[str, ...]) -> str:
-    if not kind or "/" in kind or kind in (".", ".."):
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "invalid ipam.type", repr(kind))
+    """The first executable ``<dir>/<kind>`` on ``path`` (CNI_PATH), as libcni looks it up."""
+    if not kind or "/" in kind or "\\" in kind or kind in (".", ".."):
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "invalid plugin type", repr(kind))
     for directory in path:
         candidate = os.path.join(directory, kind)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -30,7 +31,7 @@ def find_in_path(kind: str, path: tuple[str, ...]) -> str:
     raise CNIError(
         ErrorCode.INVALID_NETWORK_CONFIG,
         f"failed to find plugin {kind!r}",
-        f"CNI_PATH is {list(path)}",
+        f"searched CNI_PATH {list(path)}",
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from pycni.cni import cache
 from pycni.cni import version as versions
 from pycni.cni.conf import NetworkConfigList
+from pycni.cni.delegate import find_in_path
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import validate_container_id, validate_ifname
 from pycni.cni.types import Result
@@ -101,17 +102,7 @@ class Invoker:
     # ---- plugin execution -------------------------------------------------------------------
 
     def find_plugin(self, kind: str) -> str:
-        if not kind or "/" in kind or "\\" in kind or kind in (".", ".."):
-            raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "invalid plugin type", repr(kind))
-        for directory in self.path:
-            candidate = os.path.join(directory, kind)
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return candidate
-        raise CNIError(
-            ErrorCode.INVALID_NETWORK_CONFIG,
-            f"failed to find plugin {kind!r}",
-            f"searched CNI_PATH {list(self.path)}",
-        )
+        return find_in_path(kind, self.path)
 
     def _env(self, command: str, rt: RuntimeConf | None) -> dict[str, str]:
         base = os.environ if self.base_env is None else self.base_env
