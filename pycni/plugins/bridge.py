@@ -19,7 +19,7 @@ from pycni.cni.delegate import delegate, delegate_add
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
-from pycni.firewall import AttachmentKey, Masquerade, select
+from pycni.firewall import AttachmentKey, Masquerade, macspoof, select
 from pycni.lockfile import network_lock
 from pycni.net import addrs, links, sysctl
 from pycni.net.configure import configure_interface
@@ -174,6 +174,20 @@ def _setup_masquerade(
     undo.callback(backend.teardown_masquerade, key)
 
 
+# --- macspoofchk (pycni.firewall.macspoof) ---
+def _setup_mac_spoof_check(
+    conf: BridgeConfig, args: CmdArgs, veth: links.VethPair, undo: contextlib.ExitStack
+) -> None:
+    if not conf.mac_spoof_check:
+        return
+    key = _attachment(args)
+    macspoof.setup(macspoof.MacSpoofCheck(key=key, port=veth.host.name, mac=veth.container.mac))
+    undo.callback(macspoof.teardown, key)
+
+
+# --- end macspoofchk ---
+
+
 def _build_result(
     args: CmdArgs, conf: BridgeConfig, built: _Built, ipam: Result, ips: tuple[IPConfig, ...]
 ) -> Result:
@@ -204,6 +218,8 @@ def _undo_on_failure() -> Iterator[contextlib.ExitStack]:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = parse_bridge_config(args)
+    if conf.mac_spoof_check:  # macspoofchk: refused (code 2) before anything is made
+        macspoof.require_available()
     with open_ipr() as host, open_ipr(args.netns) as container, _undo_on_failure() as undo:
         # IPAM first: a bad IPAM config or an exhausted pool fails before the kernel is touched.
         ipam = _run_ipam(conf, args, undo)
@@ -219,6 +235,7 @@ def cmd_add(args: CmdArgs) -> Result:
         veth = _create_veth(host, conf, args)
         undo.callback(links.delete_link, host, veth.host.name)
         _attach_port(host, conf, bridge, veth)
+        _setup_mac_spoof_check(conf, args, veth, undo)  # macspoofchk
         built = _Built(bridge=bridge, veth=veth)
         result = _build_result(args, conf, built, ipam, ips)
         configure_interface(
@@ -292,6 +309,8 @@ def cmd_del(args: CmdArgs) -> None:
             "masquerade",
             lambda: select(conf.ip_masq_backend).teardown_masquerade(_attachment(args)),
         )
+    if conf.mac_spoof_check:  # macspoofchk: by attachment key
+        _collect(errors, "macspoofchk", lambda: macspoof.teardown(_attachment(args)))
     _collect(errors, "container interface", lambda: _delete_container_end(args))
     _collect(errors, "host veth", lambda: _delete_host_end(args))
     if errors:
@@ -325,6 +344,8 @@ def cmd_gc(args: CmdArgs) -> None:
     errors: list[str] = []
     if conf.ip_masq:
         errors += select(conf.ip_masq_backend).gc_masquerade(args.network, args.valid_attachments())
+    if conf.mac_spoof_check:  # macspoofchk
+        errors += macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
         _collect(
             errors,

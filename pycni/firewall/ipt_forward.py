@@ -1,0 +1,334 @@
+"""Forward acceptance and network isolation on iptables (the fallback backend).
+
+The same decision as the nftables layout (``forward_model``), in the filter table, per IP
+version. The accepts live in ``FORWARD`` itself, where iptables' policy DROP is applied, so
+they win over it; the jump is inserted at position 1, as the reference firewall plugin does::
+
+    -A FORWARD -m comment --comment pycni-forward -j PYCNI-FORWARD      # inserted at the top
+    -A PYCNI-FORWARD -j MARK --set-xmark 0x0/0x100000                   # static
+    -A PYCNI-FORWARD -j PYCNI-FWD-SRC
+    -A PYCNI-FORWARD -j PYCNI-FWD-DST
+    -A PYCNI-FORWARD -m mark --mark 0x100000/0x100000 -j ACCEPT
+    -A PYCNI-FWD-SRC -s 10.99.0.2/32 -m comment --comment <label> -j PYCNI-F-<net>-<chain>
+    -A PYCNI-FWD-DST -d 10.99.0.2/32 -m comment --comment <label> -j PYCNI-F-<net>-<chain>
+    -A PYCNI-F-<net>-<chain> -s 10.99.0.0/24 -d 10.99.0.0/24 -j ACCEPT
+    -A PYCNI-F-<net>-<chain> -d 10.99.0.0/24 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+    -A PYCNI-F-<net>-<chain> -d 10.99.0.0/24 -m conntrack --ctstate DNAT -j ACCEPT
+    -A PYCNI-F-<net>-<chain> -d 10.99.0.0/24 -m mark --mark 0x100000/0x100000 -j DROP
+    -A PYCNI-F-<net>-<chain> -s 10.99.0.0/24 -j MARK --set-xmark 0x100000/0x100000
+
+Two rules per container address (iptables has no sets without ipset), tagged with the
+attachment label. One ``iptables-save -t filter`` and at most one ``iptables-restore
+--noflush`` per IP version and call, under the same lock as the masquerade backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
+from pycni.firewall.iptables import DEFAULT_LOCK
+from pycni.firewall.model import AttachmentKey, network_tag
+from pycni.lockfile import hold
+
+__all__ = [
+    "DST_CHAIN",
+    "SRC_CHAIN",
+    "TOP_CHAIN",
+    "FilterState",
+    "IptForwardBackend",
+    "check_state",
+    "gc_script",
+    "network_chain",
+    "network_lines",
+    "parse_filter",
+    "setup_script",
+    "teardown_script",
+]
+
+TOP_CHAIN: Final = "PYCNI-FORWARD"
+SRC_CHAIN: Final = "PYCNI-FWD-SRC"
+DST_CHAIN: Final = "PYCNI-FWD-DST"
+_PREFIX: Final = "PYCNI-F-"
+_MARK: Final = f"{FORWARD_MARK:#x}/{FORWARD_MARK:#x}"
+_ALL_VERSIONS: Final = (4, 6)
+_EXEC_TIMEOUT: Final = 30.0
+_XTABLES_BUSY: Final = 4  # iptables' exit status when the xtables lock is held
+_SBIN: Final = "/usr/sbin:/sbin:/usr/bin:/bin"
+
+
+def network_chain(f: Forward) -> str:
+    """28 characters, iptables' limit."""
+    return f"{_PREFIX}{f.key.network_tag[:10]}-{f.chain_tag[:9]}"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    chain: str
+    line: str
+    comment: str | None = None
+    target: str | None = None
+
+    @property
+    def delete_line(self) -> str:
+        return "-D" + self.line[2:]
+
+
+@dataclass(frozen=True)
+class FilterState:
+    """The filter table of ``iptables-save -t filter``."""
+
+    chains: frozenset[str] = frozenset()
+    policies: tuple[tuple[str, str], ...] = ()
+    rules: tuple[_Rule, ...] = ()
+
+    def rules_of(self, chain: str) -> list[_Rule]:
+        return [r for r in self.rules if r.chain == chain]
+
+    def lines_of(self, chain: str) -> list[str]:
+        return [r.line for r in self.rules_of(chain)]
+
+    def policy(self, chain: str) -> str | None:
+        return dict(self.policies).get(chain)
+
+
+def _parse_rule(line: str) -> _Rule:
+    tokens = shlex.split(line)
+    parts = dict(itertools.pairwise(tokens))
+    return _Rule(chain=tokens[1], line=line, comment=parts.get("--comment"),
+                 target=parts.get("-j"))
+
+
+def parse_filter(text: str) -> FilterState:
+    chains: set[str] = set()
+    policies: list[tuple[str, str]] = []
+    rules: list[_Rule] = []
+    inside = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            inside = line == "*filter"
+        elif inside and line.startswith(":"):
+            name, policy = [*line[1:].split(), "-"][:2]
+            chains.add(name)
+            policies.append((name, policy))
+        elif inside and line.startswith("-A "):
+            rules.append(_parse_rule(line))
+    return FilterState(chains=frozenset(chains), policies=tuple(policies), rules=tuple(rules))
+
+
+_Build = Callable[[FilterState, int], "str | None"]
+
+
+# ------------------------------------------------------------------------------- builders
+
+
+def _top_lines() -> list[str]:
+    return [f"-A {TOP_CHAIN} -j MARK --set-xmark 0x0/{FORWARD_MARK:#x}",
+            f"-A {TOP_CHAIN} -j {SRC_CHAIN}", f"-A {TOP_CHAIN} -j {DST_CHAIN}",
+            f"-A {TOP_CHAIN} -m mark --mark {_MARK} -j ACCEPT"]
+
+
+def network_lines(f: Forward, version: int) -> list[str]:
+    chain, subnets = network_chain(f), f.subnets_of(version)
+    ingress = "DROP" if f.isolated else "ACCEPT"
+    lines = [f"-A {chain} -s {s} -d {d} -j ACCEPT" for s in subnets for d in subnets]
+    for d in subnets:
+        lines += [f"-A {chain} -d {d} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                  f"-A {chain} -d {d} -m conntrack --ctstate DNAT -j ACCEPT",
+                  f"-A {chain} -d {d} -m mark --mark {_MARK} -j {ingress}"]
+    lines += [f"-A {chain} -s {s} -j MARK --set-xmark {_MARK}" for s in subnets]
+    return lines
+
+
+def _host(ip: str) -> str:
+    addr = ipaddress.ip_address(ip)
+    return f"{addr}/{addr.max_prefixlen}"
+
+
+def _address_lines(f: Forward, version: int) -> list[str]:
+    chain, label = network_chain(f), f.key.label
+    return [line for ip in f.sources_of(version) for line in (
+        f"-A {SRC_CHAIN} -s {_host(ip)} -m comment --comment {label} -j {chain}",
+        f"-A {DST_CHAIN} -d {_host(ip)} -m comment --comment {label} -j {chain}")]
+
+
+def _script(declare: Iterable[str], lines: Iterable[str]) -> str | None:
+    declared = [f":{chain} - [0:0]" for chain in declare]
+    body = list(lines)
+    if not declared and not body:
+        return None
+    return "\n".join(["*filter", *declared, *body, "COMMIT", ""])
+
+
+def _jumped(state: FilterState) -> bool:
+    return any(r.target == TOP_CHAIN for r in state.rules_of("FORWARD"))
+
+
+def _infrastructure(state: FilterState, f: Forward, version: int) -> tuple[list[str], list[str]]:
+    declare: list[str] = []
+    lines: list[str] = []
+    if state.lines_of(TOP_CHAIN) != _top_lines() or TOP_CHAIN not in state.chains:
+        declare.append(TOP_CHAIN)  # creates, or flushes for the rewrite
+        lines += _top_lines()
+    declare += [c for c in (SRC_CHAIN, DST_CHAIN) if c not in state.chains]
+    if not _jumped(state):
+        lines.append(f"-I FORWARD 1 -m comment --comment {HOLE_COMMENT} -j {TOP_CHAIN}")
+    chain, want = network_chain(f), network_lines(f, version)
+    if chain not in state.chains or state.lines_of(chain) != want:
+        declare.append(chain)
+        lines += want
+    return declare, lines
+
+
+def setup_script(state: FilterState, f: Forward, version: int) -> str | None:
+    """What makes ``state`` hold ``f`` for one IP version; None if it already does."""
+    declare, lines = _infrastructure(state, f, version)
+    wanted = _address_lines(f, version)
+    hosts = {_host(ip) for ip in f.sources_of(version)}
+    # Any rule for one of our addresses that is not exactly ours goes (a crashed leftover).
+    for rule in state.rules_of(SRC_CHAIN) + state.rules_of(DST_CHAIN):
+        if rule.line not in wanted and any(f" {h} " in rule.line for h in hosts):
+            lines.append(rule.delete_line)
+    have = set(state.lines_of(SRC_CHAIN) + state.lines_of(DST_CHAIN))
+    lines += [line for line in wanted if line not in have]
+    return _script(declare, lines)
+
+
+def _address_rules(state: FilterState) -> list[_Rule]:
+    return state.rules_of(SRC_CHAIN) + state.rules_of(DST_CHAIN)
+
+
+def teardown_script(state: FilterState, label: str) -> str | None:
+    return _script((), (r.delete_line for r in _address_rules(state) if r.comment == label))
+
+
+def gc_script(state: FilterState, net_tag: str, keep: Collection[str]) -> str | None:
+    ours = f"{net_tag}-"
+    rules = _address_rules(state)
+    drop = [r for r in rules if (r.comment or "").startswith(ours) and r.comment not in keep]
+    still = {r.target for r in rules if r not in drop}
+    prefix = f"{_PREFIX}{net_tag[:10]}-"
+    unused = sorted(c for c in state.chains if c.startswith(prefix) and c not in still)
+    lines = [r.delete_line for r in drop]
+    lines += [line for c in unused for line in (f"-F {c}", f"-X {c}")]
+    return _script((), lines)
+
+
+def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
+    tool = "iptables" if version == 4 else "ip6tables"
+    problems = []
+    if not _jumped(state):
+        problems.append(f"{tool}: FORWARD does not jump to {TOP_CHAIN}")
+    if state.lines_of(TOP_CHAIN) != _top_lines():
+        problems.append(f"{tool}: chain {TOP_CHAIN} missing or altered")
+    if state.lines_of(network_chain(f)) != network_lines(f, version):
+        problems.append(f"{tool}: chain {network_chain(f)} missing or altered")
+    have = set(state.lines_of(SRC_CHAIN) + state.lines_of(DST_CHAIN))
+    problems += [f"{tool}: missing rule {line}" for line in _address_lines(f, version)
+                 if line not in have]
+    return problems
+
+
+# ----------------------------------------------------------------------------- the backend
+
+
+def _exec(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        proc = subprocess.run(argv, input=(stdin or "").encode(), capture_output=True,
+                              timeout=_EXEC_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise CNIError(ErrorCode.INTERNAL, f"cannot run {argv[0]}", str(err)) from err
+    if proc.returncode == _XTABLES_BUSY:
+        raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"{argv[0]}: xtables lock busy",
+                       proc.stderr.decode(errors="replace").strip())
+    if proc.returncode != 0:
+        raise CNIError(ErrorCode.INTERNAL, f"{argv[0]} failed (exit {proc.returncode})",
+                       proc.stderr.decode(errors="replace").strip())
+    return proc.stdout.decode(errors="replace")
+
+
+def _tool(version: int, verb: str) -> str:
+    name = f"{'iptables' if version == 4 else 'ip6tables'}-{verb}"
+    return shutil.which(name) or shutil.which(name, path=_SBIN) or name
+
+
+class IptForwardBackend:
+    """``ForwardBackend`` on iptables-restore, in the calling thread's network namespace."""
+
+    name = "iptables"
+
+    def __init__(self, *, lock_path: str = DEFAULT_LOCK, lock_timeout: float = 10.0) -> None:
+        self._lock_path = lock_path
+        self._lock_timeout = lock_timeout
+
+    @staticmethod
+    def _save(version: int) -> FilterState:
+        return parse_filter(_exec([_tool(version, "save"), "-t", "filter"]))
+
+    def _apply(self, versions: Iterable[int], build: _Build) -> None:
+        """Read, build and write each IP version under the lock; all are attempted."""
+        errors: list[str] = []
+        with hold(self._lock_path, timeout=self._lock_timeout):
+            for version in versions:
+                try:
+                    script = build(self._save(version), version)
+                    if script is not None:
+                        _exec([_tool(version, "restore"), "--noflush", "-w", "5"], script)
+                except CNIError as err:
+                    errors.append(str(err))
+        if errors:
+            raise CNIError(ErrorCode.INTERNAL, "iptables forward changes failed", "; ".join(errors))
+
+    @staticmethod
+    def _versions() -> tuple[int, ...]:
+        # Without IPv6 in this namespace there is no ip6tables filter table to read.
+        return _ALL_VERSIONS if os.path.isdir("/proc/sys/net/ipv6") else (4,)
+
+    def setup_forward(self, f: Forward) -> None:
+        versions = [v for v in _ALL_VERSIONS if f.sources_of(v)]
+        self._apply(versions, lambda state, v: setup_script(state, f, v))
+
+    def teardown_forward(self, key: AttachmentKey) -> None:
+        self._apply(self._versions(), lambda state, _v: teardown_script(state, key.label))
+
+    def check_forward(self, f: Forward) -> list[str]:
+        problems: list[str] = []
+        for version in (v for v in _ALL_VERSIONS if f.sources_of(v)):
+            try:
+                problems += check_state(self._save(version), f, version)
+            except CNIError as err:
+                problems.append(str(err))
+        return problems
+
+    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
+        keep = {AttachmentKey(network, cid, ifname).label for cid, ifname in valid}
+        tag = network_tag(network)
+        try:
+            self._apply(self._versions(), lambda state, _v: gc_script(state, tag, keep))
+        except CNIError as err:
+            return [f"iptables forward GC of network {network!r}: {err}"]
+        return []
+
+    def status(self) -> str | None:
+        problems = []
+        for version in self._versions():
+            try:
+                state = self._save(version)
+            except CNIError as err:
+                return str(err)
+            if _address_rules(state) and state.policy("FORWARD") == "DROP" \
+                    and not _jumped(state):
+                problems.append(f"{'ip6' if version == 6 else 'ip'}tables: FORWARD policy is "
+                                f"DROP and does not jump to {TOP_CHAIN}")
+        return "; ".join(problems) or None
+

@@ -1,0 +1,425 @@
+"""Forward acceptance and network isolation in ``table inet pycni`` (nftables backend).
+
+::
+
+    table inet pycni {
+        map fwd4 { type ipv4_addr : verdict }   # one element per container address,
+        map fwd6 { type ipv6_addr : verdict }   # commented with the attachment label
+        chain fwd-hook {                         # static: never grows
+            type filter hook forward priority -200; policy accept;
+            meta mark set meta mark & 0xffefffff # only our own decision sets the mark
+            ip saddr vmap @fwd4                  # from a container: its network's chain
+            ip6 saddr vmap @fwd6
+            ip daddr vmap @fwd4                  # to a container: its network's chain
+            ip6 daddr vmap @fwd6
+            meta mark & 0x00100000 == 0x00100000 accept
+        }
+        chain fwd-<network tag>-<chain tag> {    # one per network (+ subnets, policy)
+            ip saddr 10.99.0.0/24 ip daddr 10.99.0.0/24 meta mark set meta mark | 0x00100000 accept
+            ip daddr 10.99.0.0/24 ct state established,related meta mark set ... accept
+            ip daddr 10.99.0.0/24 ct status dnat meta mark set ... accept
+            ip daddr 10.99.0.0/24 meta mark & 0x00100000 == 0x00100000 drop   # same-bridge
+            ip saddr 10.99.0.0/24 meta mark set meta mark | 0x00100000 return
+        }
+    }
+    elements: 10.99.0.2 comment "<network tag>-<attachment tag>" : jump fwd-<...>
+
+    # and, in every other forward base chain whose policy is drop (iptables-nft's
+    # ip filter FORWARD after Docker's -P FORWARD DROP, an nft "policy drop" chain):
+    meta mark & 0x00100000 == 0x00100000 counter accept comment "pycni-forward"   # at the top
+
+Why the hole: an accept ends only the base chain it is in, the next base chain on the hook still
+sees the packet and its policy drops it. The hole rule is self-contained (nft cannot jump across
+tables) and written in the form iptables-nft parses back (``-m mark --mark ... -m comment``), so
+``iptables-save`` of a Docker host stays intact. Pure builders here; I/O in the backend below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.firewall import nft_json as nj
+from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
+from pycni.firewall.model import AttachmentKey, network_tag
+from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
+
+__all__ = [
+    "BASE_CHAIN",
+    "HOOK_PRIO",
+    "MAPS",
+    "ForeignChain",
+    "NftForwardBackend",
+    "base_rules",
+    "chain_name",
+    "check_holes",
+    "check_state",
+    "create_elements",
+    "ensure_layout",
+    "foreign_drop_chains",
+    "gc_commands",
+    "hole_rule",
+    "holed",
+    "insert_holes",
+    "network_rules",
+    "setup_blind",
+    "setup_informed",
+    "teardown_commands",
+]
+
+log = logging.getLogger(__name__)
+
+BASE_CHAIN: Final = "fwd-hook"
+# Before mangle (-150) and filter (0): every usual forward chain runs after ours and can see
+# the mark. A dropping chain at or below this priority is reported by CHECK and STATUS.
+HOOK_PRIO: Final = -200
+MAPS: Final = {4: "fwd4", 6: "fwd6"}
+_KEY_TYPES: Final = {4: "ipv4_addr", 6: "ipv6_addr"}
+_PROTO: Final = {4: "ip", 6: "ip6"}
+_HOLE_FAMILIES: Final = ("ip", "ip6", "inet")
+_MASK32: Final = 0xFFFFFFFF
+_ATTEMPTS: Final = 2
+
+Cmd = nj.Cmd
+
+
+def chain_name(f: Forward) -> str:
+    return f"fwd-{f.key.network_tag}-{f.chain_tag}"
+
+
+def _chain_prefix(net_tag: str) -> str:
+    return f"fwd-{net_tag}-"
+
+
+# ----------------------------------------------------------------------------- expressions
+
+_MARK: Final = {"meta": {"key": "mark"}}
+
+
+def _mark_set() -> dict[str, Any]:
+    return {"mangle": {"key": _MARK, "value": {"|": [_MARK, FORWARD_MARK]}}}
+
+
+def _mark_clear() -> dict[str, Any]:
+    return {"mangle": {"key": _MARK, "value": {"&": [_MARK, ~FORWARD_MARK & _MASK32]}}}
+
+
+def _marked() -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"&": [_MARK, FORWARD_MARK]}, "right": FORWARD_MARK}}
+
+
+def _ct(key: str, right: Any) -> dict[str, Any]:
+    return {"match": {"op": "in", "left": {"ct": {"key": key}}, "right": right}}
+
+
+def base_rules() -> list[list[Any]]:
+    def vmap(v: int, field: str) -> list[Any]:
+        return [{"vmap": {"key": {"payload": {"protocol": _PROTO[v], "field": field}},
+                          "data": f"@{MAPS[v]}"}}]
+
+    return [[_mark_clear()], vmap(4, "saddr"), vmap(6, "saddr"), vmap(4, "daddr"),
+            vmap(6, "daddr"), [_marked(), {"accept": None}]]
+
+
+def network_rules(f: Forward) -> list[list[Any]]:
+    """The decision for one network (see ``forward_model``), per IP version."""
+    accept: list[Any] = [_mark_set(), {"accept": None}]
+    ingress: list[Any] = [{"drop": None}] if f.isolated else accept
+    rules: list[list[Any]] = []
+    for v in (4, 6):
+        subnets = f.subnets_of(v)
+        rules += [[nj.addr_match("saddr", s), nj.addr_match("daddr", d), *accept]
+                  for s in subnets for d in subnets]
+        for d in subnets:
+            to = nj.addr_match("daddr", d)
+            rules += [[to, _ct("state", ["established", "related"]), *accept],
+                      [to, _ct("status", "dnat"), *accept],
+                      [to, _marked(), *ingress]]
+        rules += [[nj.addr_match("saddr", s), _mark_set(), {"return": None}] for s in subnets]
+    return rules
+
+
+# ------------------------------------------------------------------------------- our table
+
+
+def ensure_layout(f: Forward) -> list[Cmd]:
+    """Table, maps, base chain and the network's chain, rewritten whole (idempotent)."""
+    cmds = [nj.add_table()]
+    cmds += [nj.add_map(MAPS[v], key_type=_KEY_TYPES[v], value_type="verdict") for v in (4, 6)]
+    cmds += [nj.add_base_chain(BASE_CHAIN, kind="filter", hook="forward", prio=HOOK_PRIO),
+             nj.flush_chain(BASE_CHAIN)]
+    cmds += [nj.add_rule(BASE_CHAIN, expr) for expr in base_rules()]
+    chain = chain_name(f)
+    cmds += [nj.add_chain(chain), nj.flush_chain(chain)]
+    cmds += [nj.add_rule(chain, expr) for expr in network_rules(f)]
+    return cmds
+
+
+def _sources(f: Forward) -> list[tuple[int, str]]:
+    return [(v, ip) for v in (4, 6) for ip in f.sources_of(v)]
+
+
+def _jump(chain: str) -> dict[str, Any]:
+    return {"jump": {"target": chain}}
+
+
+def create_elements(f: Forward) -> list[Cmd]:
+    """Fast path: pure inserts; fail if an address is mapped or the chain is new."""
+    chain, label = chain_name(f), f.key.label
+    return [nj.create_element(MAPS[v], ip, _jump(chain), comment=label) for v, ip in _sources(f)]
+
+
+def setup_blind(f: Forward) -> list[Cmd]:
+    """Layout, then add-delete-add per address (replaces a same-valued element of any label)."""
+    chain, label = chain_name(f), f.key.label
+    cmds = ensure_layout(f)
+    for v, ip in _sources(f):
+        cmds += [nj.add_element(MAPS[v], ip, _jump(chain), comment=label),
+                 nj.delete_element(MAPS[v], ip),
+                 nj.add_element(MAPS[v], ip, _jump(chain), comment=label)]
+    return cmds
+
+
+def setup_informed(f: Forward, state: nj.TableState) -> list[Cmd]:
+    """Layout, deleting whatever holds one of our addresses (another network's leftover)."""
+    chain, label = chain_name(f), f.key.label
+    cmds = ensure_layout(f)
+    for v, ip in _sources(f):
+        if any(str(e.key) == ip for e in state.elements_of(MAPS[v])):
+            cmds.append(nj.delete_element(MAPS[v], ip))
+        cmds.append(nj.add_element(MAPS[v], ip, _jump(chain), comment=label))
+    return cmds
+
+
+def _fwd_elements(state: nj.TableState) -> list[nj.Element]:
+    return [e for e in state.elements if e.container in MAPS.values()]
+
+
+def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
+    return [nj.delete_element(e.container, e.key)
+            for e in _fwd_elements(state) if e.comment == label]
+
+
+def gc_commands(state: nj.TableState, net_tag: str, keep: Collection[str]) -> list[Cmd]:
+    """The network's elements not labelled in ``keep``, then its chains nothing jumps to."""
+    ours = f"{net_tag}-"
+
+    def stale(e: nj.Element) -> bool:
+        return e.container in MAPS.values() and (e.comment or "").startswith(ours) \
+            and e.comment not in keep
+
+    drop = [e for e in state.elements if stale(e)]
+    still = {nj.verdict_target(e.value) for e in state.elements if not stale(e)}
+    prefix = _chain_prefix(net_tag)
+    return [nj.delete_element(e.container, e.key) for e in drop] + [
+        nj.delete_chain(c.name) for c in state.chains
+        if c.name.startswith(prefix) and c.name not in still
+    ]
+
+
+def _check_chains(state: nj.TableState, f: Forward) -> list[str]:
+    problems: list[str] = []
+    base = state.chain(BASE_CHAIN)
+    if base is None or (base.kind, base.hook) != ("filter", "forward"):
+        problems.append(f"nftables: base chain {BASE_CHAIN} missing or not a forward hook")
+    elif list(base.rules) != [tuple(r) for r in base_rules()]:
+        problems.append(f"nftables: chain {BASE_CHAIN} does not hold exactly its rules")
+    chain = state.chain(chain_name(f))
+    if chain is None:
+        problems.append(f"nftables: chain {chain_name(f)} missing")
+    elif list(chain.rules) != [tuple(r) for r in network_rules(f)]:
+        problems.append(f"nftables: chain {chain_name(f)} has unexpected rules")
+    return problems
+
+
+def check_state(state: nj.TableState, f: Forward) -> list[str]:
+    missing = [name for name in MAPS.values() if name not in state.containers]
+    if missing:
+        return [f"nftables: map {', '.join(missing)} missing from table {nj.FAMILY} {nj.TABLE}"]
+    problems = _check_chains(state, f)
+    chain, label = chain_name(f), f.key.label
+    for v, ip in _sources(f):
+        found = [e for e in state.elements_of(MAPS[v]) if str(e.key) == ip]
+        if not found:
+            problems.append(f"nftables: no forward element for {ip} in map {MAPS[v]}")
+        elif found[0].comment != label or nj.verdict_target(found[0].value) != chain:
+            problems.append(f"nftables: forward element {ip} is not this attachment's")
+    return problems
+
+
+# ------------------------------------------------------------------ other programs' chains
+
+
+@dataclass(frozen=True)
+class ForeignChain:
+    """A forward base chain of another table whose policy drops."""
+
+    family: str
+    table: str
+    name: str
+    prio: int
+    holed: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.family} {self.table} {self.name}"
+
+
+def _objects(doc: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    items = doc.get("nftables", [])
+    return [o[kind] for o in items if isinstance(o, Mapping) and isinstance(o.get(kind), Mapping)]
+
+
+def foreign_drop_chains(chains_doc: Mapping[str, Any]) -> list[ForeignChain]:
+    """From a ``list chains`` answer: other tables' forward base chains with policy drop."""
+    out = []
+    for c in _objects(chains_doc, "chain"):
+        ours = (c.get("family"), c.get("table")) == (nj.FAMILY, nj.TABLE)
+        if c.get("hook") == "forward" and c.get("policy") == "drop" and not ours \
+                and c.get("family") in _HOLE_FAMILIES:
+            prio = c.get("prio")
+            out.append(ForeignChain(family=str(c["family"]), table=str(c.get("table")),
+                                    name=str(c.get("name")),
+                                    prio=prio if isinstance(prio, int) else 0))
+    return out
+
+
+def _hole_expr() -> list[Any]:
+    return [_marked(), {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}]
+
+
+def _is_hole(rule: Mapping[str, Any]) -> bool:
+    expr = rule.get("expr") or []
+    return rule.get("comment") == HOLE_COMMENT and bool(expr) and expr[0] == _marked() \
+        and expr[-1] == {"accept": None}
+
+
+def holed(chain: ForeignChain, chain_doc: Mapping[str, Any]) -> ForeignChain:
+    """``chain`` with ``holed`` set from a ``list chain`` answer."""
+    found = any(_is_hole(r) for r in _objects(chain_doc, "rule"))
+    return ForeignChain(family=chain.family, table=chain.table, name=chain.name,
+                        prio=chain.prio, holed=found)
+
+
+def hole_rule(chain: ForeignChain) -> Cmd:
+    """Insert (at the top) the static mark-accept rule into another program's chain."""
+    return {"insert": {"rule": {"family": chain.family, "table": chain.table,
+                                "chain": chain.name, "expr": _hole_expr(),
+                                "comment": HOLE_COMMENT}}}
+
+
+def insert_holes(chains: Collection[ForeignChain]) -> list[Cmd]:
+    return [hole_rule(c) for c in chains if not c.holed]
+
+
+def check_holes(chains: Collection[ForeignChain]) -> list[str]:
+    problems = [f"nftables: forward chain {c.where} drops by policy and has no pycni accept"
+                for c in chains if not c.holed]
+    problems += [f"nftables: forward chain {c.where} (priority {c.prio}) drops before "
+                 f"pycni's chain (priority {HOOK_PRIO}) can mark" for c in chains
+                 if c.prio <= HOOK_PRIO]
+    return problems
+
+
+def _list_chain_cmd(chain: ForeignChain) -> Cmd:
+    return {"list": {"chain": {"family": chain.family, "table": chain.table,
+                               "name": chain.name}}}
+
+
+# ----------------------------------------------------------------------------- the backend
+
+
+class NftForwardBackend:
+    """``ForwardBackend`` on nftables. Acts in the network namespace of the calling thread."""
+
+    name = "nftables"
+
+    def __init__(self, runner: NftRunner | None = None) -> None:
+        self._runner = runner
+
+    def _run(self, commands: list[Cmd]) -> Doc:
+        if self._runner is None:
+            try:
+                self._runner = default_runner()
+            except OSError as err:
+                raise CNIError(ErrorCode.INTERNAL, "nftables is not available", str(err)) from err
+        return self._runner.run(commands)
+
+    def _read(self) -> nj.TableState:
+        try:
+            return nj.parse_table(self._run([nj.list_table()]))
+        except NftError:
+            if not nj.table_in(self._run([nj.list_tables()])):
+                return nj.TableState()
+            raise
+
+    def foreign_chains(self) -> list[ForeignChain]:
+        """Other tables' dropping forward chains, each with whether our hole is in it."""
+        found = foreign_drop_chains(self._run([{"list": {"chains": None}}]))
+        return [holed(c, self._run([_list_chain_cmd(c)])) for c in found]
+
+    def _apply(self, build: Callable[[nj.TableState], list[Cmd]]) -> None:
+        for attempt in range(_ATTEMPTS):
+            commands = build(self._read())
+            if not commands:
+                return
+            try:
+                self._run(commands)
+            except NftError:
+                if attempt + 1 == _ATTEMPTS:
+                    raise
+                log.debug("nftables write failed, re-reading and retrying", exc_info=True)
+            else:
+                return
+
+    def setup_forward(self, f: Forward) -> None:
+        holes = insert_holes(self.foreign_chains())
+        if not f.sources:
+            if holes:
+                self._run(holes)
+            return
+        steps: list[tuple[str, Callable[[], list[Cmd]]]] = [
+            ("insert", lambda: create_elements(f) + holes),
+            ("replace", lambda: setup_blind(f) + holes),
+        ]
+        for step, build in steps:
+            try:
+                self._run(build())
+            except NftError as err:
+                log.debug("forward %s for %s failed: %s", step, f.key.label, err.details)
+            else:
+                return
+        self._run(setup_informed(f, self._read()) + insert_holes(self.foreign_chains()))
+
+    def teardown_forward(self, key: AttachmentKey) -> None:
+        self._apply(lambda state: teardown_commands(state, key.label))
+
+    def check_forward(self, f: Forward) -> list[str]:
+        try:
+            state, chains = self._read(), self.foreign_chains()
+        except CNIError as err:
+            return [f"nftables: cannot read the ruleset: {err}"]
+        return (check_state(state, f) if f.sources else []) + check_holes(chains)
+
+    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
+        keep = {AttachmentKey(network, cid, ifname).label for cid, ifname in valid}
+        try:
+            self._apply(lambda state: gc_commands(state, network_tag(network), keep))
+        except CNIError as err:
+            return [f"nftables forward GC of network {network!r}: {err}"]
+        return []
+
+    def status(self) -> str | None:
+        try:
+            state, chains = self._read(), self.foreign_chains()
+        except CNIError as err:
+            return str(err)
+        if not _fwd_elements(state):
+            return None  # no attachment to serve yet; the next ADD punches what it needs
+        problems = check_holes(chains)
+        if state.chain(BASE_CHAIN) is None:
+            problems.append(f"nftables: base chain {BASE_CHAIN} is missing")
+        return "; ".join(problems) or None
