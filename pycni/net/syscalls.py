@@ -30,6 +30,7 @@ __all__ = [
     "MS_SLAVE",
     "mount",
     "pivot_root",
+    "set_child_subreaper",
     "setns",
     "umount2",
     "unshare",
@@ -55,6 +56,7 @@ MS_SHARED: Final = 1 << 20
 MNT_DETACH: Final = 2
 
 _SYS_PIVOT_ROOT: Final = 155  # x86_64; glibc has no wrapper
+_PR_SET_CHILD_SUBREAPER: Final = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,3 +94,8 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants are re-parented to the caller (a runtime waits on its containers)."""
+    _check(_libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0), "prctl")

@@ -1,0 +1,359 @@
+"""`pycni-run`: Docker-style commands. ``pycni-run [OPTIONS] IMAGE CMD...`` means ``run``.
+
+Exit statuses follow Docker: the command's own code, 125 when the runtime fails (bad flags
+included), 126 when the command cannot be executed, 127 when it is not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from pycni_run.config import RuntimeConfig, load_config
+from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.spec import (
+    ContainerSpec,
+    Limits,
+    new_container_id,
+    parse_cpus,
+    parse_env,
+    parse_memory,
+    parse_net,
+    parse_pids_limit,
+    parse_port,
+    validate_name,
+    validate_spec,
+)
+
+__all__ = ["build_spec", "main", "parse_run_args", "split_global_options"]
+
+COMMANDS: Final = ("run", "exec", "ps", "inspect", "stop", "kill", "rm", "logs", "netns")
+# Global options (before the command) -> RuntimeConfig field.
+GLOBAL_OPTIONS: Final = {
+    "--config": "config",
+    "--state-dir": "state_dir",
+    "--storage-dir": "storage_dir",
+    "--image-store": "image_store",
+    "--netns-dir": "netns_dir",
+    "--cni-path": "cni_path",
+    "--conf-dir": "conf_dir",
+    "--cni-cache-dir": "cni_cache_dir",
+    "--cgroup-parent": "cgroup_parent",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as Docker does: status 125."""
+
+    def error(self, message: str) -> NoReturn:
+        raise RunError(f"{self.prog}: {message}")
+
+
+def split_global_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading ``--opt VALUE``/``--opt=VALUE`` runtime settings, and the rest."""
+    found: dict[str, str] = {}
+    rest = list(argv)
+    while rest and rest[0].split("=", 1)[0] in GLOBAL_OPTIONS:
+        option, sep, value = rest.pop(0).partition("=")
+        if not sep:
+            if not rest:
+                raise RunError(f"{option} needs a value")
+            value = rest.pop(0)
+        found[GLOBAL_OPTIONS[option]] = value
+    return found, rest
+
+
+def _run_parser() -> _Parser:
+    p = _Parser(prog="pycni-run run", add_help=True, allow_abbrev=False)
+    p.add_argument("--name")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir", default="/")
+    p.add_argument("--hostname", default="")
+    p.add_argument("--net", "--network", dest="net", default="bridge")
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("-m", "--memory")
+    p.add_argument("--cpus")
+    p.add_argument("--pids-limit")
+    p.add_argument("--rootfs", default="")
+    p.add_argument("--init", action="store_true", help="a reaping init as PID 1")
+    return p
+
+
+def _split_at_positional(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Options up to the first positional (IMAGE or CMD); everything after belongs to CMD."""
+    takes_value = {
+        opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings
+    }
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return list(argv[:i]), list(argv[i + 1 :])
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            i += 2 if arg in takes_value else 1
+            continue
+        # A short cluster: "-it", "-p80:80", "-e" "K=V"
+        for pos in range(1, len(arg)):
+            if f"-{arg[pos]}" in takes_value:
+                i += 1 if pos + 1 < len(arg) else 2
+                break
+        else:
+            i += 1
+    return list(argv[:i]), list(argv[i:])
+
+
+def parse_run_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = _run_parser()
+    options, positionals = _split_at_positional(parser, argv)
+    return parser.parse_args(options), positionals
+
+
+def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
+    """Options and positionals -> a validated ContainerSpec (no kernel access)."""
+    if ns.rootfs:
+        image, command = "", positionals
+    elif positionals:
+        image, command = positionals[0], positionals[1:]
+    else:
+        raise RunError("pycni-run run: an IMAGE (or --rootfs DIR) is required")
+    if not command and (ns.rootfs or image == "busybox"):
+        command = ["sh"]  # the busybox image's default command
+    container_id = new_container_id()
+    spec = ContainerSpec(
+        name=validate_name(ns.name) if ns.name else container_id[:12],
+        id=container_id,
+        command=tuple(command),
+        image=image or "busybox",
+        rootfs=os.path.abspath(ns.rootfs) if ns.rootfs else "",
+        env=parse_env(ns.env),
+        workdir=ns.workdir,
+        hostname=ns.hostname,
+        net=parse_net(ns.net),
+        ports=tuple(parse_port(p) for p in ns.publish),
+        limits=Limits(
+            memory=parse_memory(ns.memory) if ns.memory else None,
+            cpus=parse_cpus(ns.cpus) if ns.cpus else None,
+            pids=parse_pids_limit(ns.pids_limit) if ns.pids_limit else None,
+        ),
+        detach=ns.detach,
+        auto_remove=ns.rm,
+        interactive=ns.interactive,
+        tty=ns.tty,
+        init=ns.init,
+    )
+    validate_spec(spec)
+    return spec
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_run(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import launch
+
+    spec = build_spec(*parse_run_args(argv))
+    if spec.detach:
+        return launch.run_detached(cfg, spec)
+    return launch.run_foreground(cfg, spec)
+
+
+def cmd_exec(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run.enter import exec_in
+
+    parser = _Parser(prog="pycni-run exec", allow_abbrev=False)
+    parser.add_argument("-i", "--interactive", action="store_true")
+    parser.add_argument("-t", "--tty", action="store_true")
+    parser.add_argument("-e", "--env", action="append", default=[])
+    parser.add_argument("-w", "--workdir")
+    options, positionals = _split_at_positional(parser, argv)
+    ns = parser.parse_args(options)
+    if len(positionals) < 2:
+        raise RunError("usage: pycni-run exec [-i] [-t] NAME CMD...")
+    return exec_in(
+        cfg,
+        positionals[0],
+        positionals[1:],
+        env=dict(parse_env(ns.env)),
+        workdir=ns.workdir,
+        interactive=ns.interactive,
+        tty=ns.tty,
+    )
+
+
+def cmd_ps(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import state, views
+
+    parser = _Parser(prog="pycni-run ps")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    ns = parser.parse_args(argv)
+    rows = views.ps_rows(state.list_states(cfg.containers_dir), all_=ns.all)
+    print("\n".join(r[0] for r in rows[1:]) if ns.quiet else views.render_table(rows))
+    return 0
+
+
+def cmd_inspect(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import state, views
+
+    parser = _Parser(prog="pycni-run inspect")
+    parser.add_argument("-f", "--format")
+    parser.add_argument("name")
+    ns = parser.parse_args(argv)
+    doc = views.inspect_doc(state.load(cfg.containers_dir, ns.name))
+    print(views.format_template(doc, ns.format) if ns.format else json.dumps(doc, indent=2))
+    return 0
+
+
+def _names_command(
+    prog: str,
+    action: Callable[[argparse.Namespace, str], None],
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> Callable[[RuntimeConfig, list[str]], int]:
+    def command(cfg: RuntimeConfig, argv: list[str]) -> int:
+        parser = _Parser(prog=f"pycni-run {prog}")
+        if extra:
+            extra(parser)
+        parser.add_argument("names", nargs="+")
+        ns = parser.parse_args(argv)
+        ns.cfg = cfg
+        failed = 0
+        for name in ns.names:
+            try:
+                action(ns, name)
+                print(name)
+            except RunError as err:
+                print(f"pycni-run: {err}", file=sys.stderr)
+                failed = err.code
+        return failed
+
+    return command
+
+
+def _stop(ns: argparse.Namespace, name: str) -> None:
+    from pycni_run import lifecycle
+
+    lifecycle.stop(ns.cfg, name, ns.time)
+
+
+def _kill(ns: argparse.Namespace, name: str) -> None:
+    from pycni_run import lifecycle
+
+    text = ns.signal.upper().removeprefix("SIG")
+    try:
+        sig = int(text) if text.isdigit() else int(signal.Signals[f"SIG{text}"])
+    except KeyError:
+        raise RunError(f"invalid signal {ns.signal!r}") from None
+    lifecycle.kill(ns.cfg, name, sig)
+
+
+def _rm(ns: argparse.Namespace, name: str) -> None:
+    from pycni_run import lifecycle
+
+    lifecycle.remove(ns.cfg, name, force=ns.force)
+
+
+def cmd_logs(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import state
+
+    parser = _Parser(prog="pycni-run logs")
+    parser.add_argument("name")
+    ns = parser.parse_args(argv)
+    st = state.load(cfg.containers_dir, ns.name)
+    if not st.log_path:
+        raise RunError(f"{ns.name} was not started with -d: its output went to the terminal")
+    try:
+        with open(st.log_path, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+    except FileNotFoundError:
+        pass
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import netlinks
+
+    parser = _Parser(prog="pycni-run netns")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    link = sub.add_parser("link", help="bind-mount NAME's netns at <netns_dir>/LINK")
+    link.add_argument("name")
+    link.add_argument("link", nargs="?")
+    unlink = sub.add_parser("unlink")
+    unlink.add_argument("link")
+    ns = parser.parse_args(argv)
+    if ns.verb == "link":
+        print(netlinks.link(cfg, ns.name, ns.link))
+    else:
+        netlinks.unlink(cfg, ns.link)
+    return 0
+
+
+HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
+    "run": cmd_run,
+    "exec": cmd_exec,
+    "ps": cmd_ps,
+    "inspect": cmd_inspect,
+    "stop": _names_command("stop", _stop, lambda p: p.add_argument("-t", "--time", type=float)),
+    "kill": _names_command(
+        "kill", _kill, lambda p: p.add_argument("-s", "--signal", default="KILL")
+    ),
+    "rm": _names_command("rm", _rm, lambda p: p.add_argument("-f", "--force", action="store_true")),
+    "logs": cmd_logs,
+    "netns": cmd_netns,
+}
+
+USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
+       pycni-run [GLOBAL OPTIONS] [RUN OPTIONS] IMAGE [CMD...]   (same as `run`)
+
+commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink
+global options: --config FILE, --state-dir, --storage-dir, --image-store, --netns-dir,
+                --cni-path DIR[:DIR], --conf-dir, --cni-cache-dir, --cgroup-parent
+"""
+
+
+def _dispatch(argv: list[str]) -> int:
+    settings, rest = split_global_options(argv)
+    if not rest or rest[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if rest else EXIT_RUNTIME
+    config_file = settings.pop("config", None)
+    cfg = load_config(Path(config_file) if config_file else None).with_overrides(settings)
+    command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
+    if os.geteuid() != 0 and command in ("run", "exec", "stop", "kill", "rm", "netns"):
+        raise RunError("pycni-run needs root (namespaces, cgroups, mounts)")
+    return HANDLERS[command](cfg, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except RunError as err:
+        print(f"pycni-run: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `pycni-run inspect web | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _entry() -> Any:  # pragma: no cover - `python -m pycni_run.cli`
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,331 @@
+"""A container's life: start (validate, cgroup, fork, pin, ADD, exec), wait, teardown.
+
+``start`` builds every resource under an undo stack and records each one in the state file
+as it is made; ``teardown`` is the mirror image (kill, CNI DEL, unpin, remove the cgroup),
+best-effort and idempotent, collecting errors instead of stopping at the first one, so the
+monitor, ``stop`` and ``rm -f`` (after the monitor was killed) can all run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from pycni_run import cgroups, console, network, process, rootfs, state
+from pycni_run.config import RuntimeConfig
+from pycni_run.errors import RunError
+from pycni_run.process import Child, InitPlan, Stdio
+from pycni_run.spec import ContainerSpec, validate_spec
+from pycni_run.state import ContainerState
+
+__all__ = ["finish", "kill", "remove", "start", "stop", "teardown", "wait_container"]
+
+
+def _log(msg: str) -> None:
+    print(f"pycni-run: {msg}", file=sys.stderr, flush=True)
+
+
+def _quietly(what: str, fn: Callable[..., object], *args: Any) -> None:
+    """An undo step: report its failure on stderr and let the others run."""
+    try:
+        fn(*args)
+    except (RunError, OSError) as err:
+        _log(f"cleanup: {what}: {err}")
+
+
+def _peer_state(cfg: RuntimeConfig, spec: ContainerSpec) -> ContainerState | None:
+    if spec.net.kind != "container":
+        return None
+    peer = state.load(cfg.containers_dir, spec.net.peer)
+    if not peer.running or not peer.netns_path:
+        raise RunError(f"cannot join the network of {spec.net.peer}: it is not running")
+    return peer
+
+
+def _hostname(spec: ContainerSpec, peer: ContainerState | None) -> str:
+    if spec.hostname:
+        return spec.hostname
+    if peer is not None:
+        return peer.hostname
+    return socket.gethostname() if spec.net.kind == "host" else spec.name
+
+
+def _environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
+    env = {"PATH": process.DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+    if spec.tty:
+        env["TERM"] = "xterm"
+    env.update(dict(spec.env))
+    return env
+
+
+def _new_state(spec: ContainerSpec, hostname: str, env: dict[str, str]) -> ContainerState:
+    return ContainerState(
+        name=spec.name,
+        id=spec.id,
+        image=spec.rootfs or spec.image,
+        command=list(spec.command),
+        net_mode=str(spec.net),
+        hostname=hostname,
+        env=[list(kv) for kv in env.items()],
+        workdir=spec.workdir,
+        ports=[p.to_cni() for p in spec.ports],
+        auto_remove=spec.auto_remove,
+        detached=spec.detach,
+        monitor=state.proc_ref(os.getpid()),
+        limits={"memory": spec.limits.memory, "cpus": spec.limits.cpus, "pids": spec.limits.pids},
+    )
+
+
+def _kill_and_reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _detach(cfg: RuntimeConfig, st: ContainerState) -> None:
+    network.detach(cfg, st.network, container_id=st.id, netns_path=st.netns_path, ports=st.ports)
+
+
+def _etc_for(st: ContainerState) -> tuple[str, str]:
+    ips = network.result_ips(st.cni_result)
+    servers, search = network.result_nameservers(st.cni_result)
+    return rootfs.etc_hosts(st.hostname, ips), rootfs.resolv_conf(servers, search)
+
+
+def start(
+    cfg: RuntimeConfig, spec: ContainerSpec, stdio: Callable[[ContainerState, str], Stdio]
+) -> tuple[ContainerState, int | None]:
+    """Create and start the container up to its exec; the state and the pty master (-t).
+
+    ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed.
+    """
+    validate_spec(spec)
+    lower = spec.rootfs or rootfs.ensure_image(cfg.image_store, spec.image)
+    conflist = network.load_network(cfg, spec.net.network, spec.ports)
+    peer = _peer_state(cfg, spec)
+    hostname = _hostname(spec, peer)
+    env = _environment(spec, hostname)
+    directory = state.claim(cfg.containers_dir, spec.name)
+    st = _new_state(spec, hostname, env)
+    with ExitStack() as undo:
+        undo.callback(state.release, cfg.containers_dir, spec.name)
+
+        def save() -> None:
+            state.save(cfg.containers_dir, st)
+
+        save()
+        cg = cgroups.create(spec.name, spec.limits, parent=cfg.cgroup_parent)
+        st.cgroup = cg.to_dict()
+        save()
+        undo.callback(_quietly, "remove cgroup", cgroups.remove, cg)
+        st.storage = os.path.join(cfg.storage_dir, spec.name)
+        undo.callback(rootfs.remove_layers, st.storage)
+        layers = rootfs.prepare_layers(st.storage, lower)
+        st.rootfs = layers.to_dict()
+        plan = InitPlan(
+            command=spec.command,
+            env=env,
+            workdir=spec.workdir,
+            hostname=hostname,
+            layers=layers,
+            cgroup=cg,
+            net=spec.net,
+            stdio=stdio(st, directory),
+            init=spec.init,
+            peer_netns=peer.netns_path if peer else "",
+        )
+        child = process.spawn(plan)
+        undo.callback(_kill_and_reap, child.pid)
+        st.pid = state.proc_ref(child.pid)
+        save()
+        master = _network_and_release(cfg, st, child, undo, conflist)
+        st.status, st.started = "running", time.time()
+        save()
+        undo.pop_all()
+    return st, master
+
+
+def _network_and_release(
+    cfg: RuntimeConfig, st: ContainerState, child: Child, undo: ExitStack, conflist: Any
+) -> int | None:
+    """Pin the netns, CNI ADD (both recorded first), then let the init exec."""
+    st.netns_path = network.pin_netns(cfg, st.name, child.pid)
+    state.save(cfg.containers_dir, st)
+    undo.callback(_quietly, "unpin netns", network.unpin_netns, st.netns_path)
+    st.network = conflist.name
+    state.save(cfg.containers_dir, st)  # a crash during ADD is then undone by rm -f's DEL
+    undo.callback(_quietly, "CNI DEL", _detach, cfg, st)
+    st.cni_result = network.attach(
+        cfg, conflist, container_id=st.id, netns_path=st.netns_path, ports=st.ports
+    )
+    state.save(cfg.containers_dir, st)
+    hosts, resolv = _etc_for(st)
+    return process.release(child, hosts=hosts, resolv=resolv)
+
+
+# ---------------------------------------------------------------------- after the exec
+
+
+def _step(errors: list[str], what: str, fn: Callable[[], object]) -> bool:
+    try:
+        fn()
+    except (RunError, OSError) as err:
+        errors.append(f"{what}: {err}")
+        return False
+    return True
+
+
+def teardown(cfg: RuntimeConfig, st: ContainerState) -> list[str]:
+    """Kill, CNI DEL, unpin, remove the cgroup; each step recorded when done. Errors, if any."""
+    errors: list[str] = []
+    cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
+    if st.pid.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid.pid, signal.SIGKILL)
+    if cg is not None:
+        _step(errors, "kill", lambda: cgroups.kill_all(cg))
+    if st.network and _step(errors, "CNI DEL", lambda: _detach(cfg, st)):
+        st.network = ""
+    for link in list(st.links):
+        if _step(errors, f"unlink {link}", lambda: network.unpin_netns(link)):  # noqa: B023
+            st.links.remove(link)
+    if st.netns_path and _step(errors, "unpin netns", lambda: network.unpin_netns(st.netns_path)):
+        st.netns_path = ""
+    if cg is not None and _step(errors, "remove cgroup", lambda: cgroups.remove(cg)):
+        st.cgroup = None
+    return errors
+
+
+def _reload(cfg: RuntimeConfig, st: ContainerState) -> ContainerState | None:
+    try:
+        return state.load(cfg.containers_dir, st.name)
+    except RunError:
+        return None
+
+
+def finish(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
+    """The container's init is gone: tear down, record the exit, remove if --rm."""
+    with contextlib.suppress(RunError), state.locked(cfg.containers_dir, st.name):
+        current = _reload(cfg, st)
+        if current is None or current.id != st.id:
+            return  # rm -f got here first
+        errors = teardown(cfg, current)
+        for err in errors:
+            _log(err)
+        if current.status != "exited":
+            current.status, current.exit_code, current.finished = "exited", code, time.time()
+        current.error = "; ".join(errors)
+        if current.auto_remove and not errors:
+            rootfs.remove_layers(current.storage)
+            state.release(cfg.containers_dir, current.name)
+            return
+        state.save(cfg.containers_dir, current)
+
+
+def _forward_signals(pid: int) -> None:
+    def forward(sig: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    for sig in process.FORWARDED:
+        signal.signal(sig, forward)
+
+
+def wait_container(
+    cfg: RuntimeConfig,
+    st: ContainerState,
+    *,
+    master: int | None,
+    stdin_fd: int | None,
+    stdout_fd: int = 1,
+) -> int:
+    """Relay the pty (if any), wait for the init, tear everything down; its exit code."""
+    _forward_signals(st.pid.pid)
+    code: int | None = None
+    try:
+        if master is not None:
+            with (
+                console.raw_terminal(stdin_fd) if stdin_fd is not None else contextlib.nullcontext()
+            ):
+                console.relay(master, stdin_fd=stdin_fd, stdout_fd=stdout_fd)
+            os.close(master)
+        code = process.wait_exit(st.pid.pid)
+    finally:
+        finish(cfg, st, code)
+    return code
+
+
+def _wait_gone(ref: state.ProcRef, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while ref.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _settle(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
+    """After the init died: let its monitor finish; if the monitor is gone, finish for it."""
+    if _wait_gone(st.monitor, 15.0):
+        current = _reload(cfg, st)
+        if current is not None and current.id == st.id and current.status != "exited":
+            finish(cfg, current, code)
+
+
+def stop(cfg: RuntimeConfig, name: str, timeout: float | None = None) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` (Docker's stop); then the teardown ran."""
+    st = state.load(cfg.containers_dir, name)
+    code = None
+    if st.pid.alive():
+        os.kill(st.pid.pid, signal.SIGTERM)
+        if not _wait_gone(st.pid, cfg.stop_timeout if timeout is None else timeout):
+            _kill_all(st)
+            _wait_gone(st.pid, 5.0)
+            code = 128 + signal.SIGKILL
+    _settle(cfg, st, code)
+
+
+def _kill_all(st: ContainerState) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(st.pid.pid, signal.SIGKILL)
+    if st.cgroup:
+        cgroups.kill_all(cgroups.Cgroup.from_dict(st.cgroup))
+
+
+def kill(cfg: RuntimeConfig, name: str, sig: int = signal.SIGKILL) -> None:
+    st = state.load(cfg.containers_dir, name)
+    if not st.pid.alive():
+        raise RunError(f"container {name} is not running")
+    os.kill(st.pid.pid, sig)
+
+
+def remove(cfg: RuntimeConfig, name: str, *, force: bool = False) -> None:
+    """``rm [-f]``: also recovers a container whose runtime was killed (``-f``)."""
+    st = state.load(cfg.containers_dir, name)
+    if st.pid.alive() or (st.status in ("created", "running") and st.monitor.alive()):
+        if not force:
+            raise RunError(f"cannot remove running container {name}: stop it or use rm -f")
+        if st.pid.alive():
+            _kill_all(st)
+            _wait_gone(st.pid, 5.0)
+        _wait_gone(st.monitor, 15.0)
+    if not os.path.isdir(state.container_dir(cfg.containers_dir, name)):
+        return  # its monitor removed it (--rm)
+    with state.locked(cfg.containers_dir, name):
+        current = _reload(cfg, st)
+        if current is None:
+            return
+        errors = teardown(cfg, current)
+        if errors:
+            state.save(cfg.containers_dir, current)
+            raise RunError(f"could not fully remove {name}: " + "; ".join(errors))
+        rootfs.remove_layers(current.storage)
+    state.release(cfg.containers_dir, name)

@@ -1,0 +1,292 @@
+"""Processes: fork, namespaces, the container's init checklist, exec, and exit statuses.
+
+Shape (runc/crun/youki, see ``reference/runtime.md`` §1): the runtime forks an intermediate
+child that joins the cgroup, joins or unshares the namespaces and forks again so the init is
+PID 1 of the new pid namespace, then exits; the runtime is a child subreaper, so it inherits
+and waits on the init. The init mounts its rootfs while the runtime pins the netns and runs
+CNI ADD, waits for the "go" message (carrying what /etc needs), pivots and execs.
+
+All messages travel on one SOCK_SEQPACKET socketpair. The child end is close-on-exec, so the
+runtime reads EOF exactly when the command was exec'd; a failure arrives as
+``{"error", "code"}`` first (126/127 for exec, 125 for anything else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NoReturn
+
+from pycni.net import syscalls
+from pycni_run import cgroups, console, namespaces, rootfs
+from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
+from pycni_run.rootfs import Layers
+from pycni_run.spec import NetMode
+
+__all__ = [
+    "DEFAULT_PATH",
+    "Channel",
+    "Child",
+    "InitPlan",
+    "Stdio",
+    "exit_code",
+    "release",
+    "reset_signals",
+    "spawn",
+    "wait_exit",
+]
+
+DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FORWARDED: Final = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+class Channel:
+    """JSON messages (and passed fds) over one end of a SOCK_SEQPACKET socketpair."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> tuple[Channel, Channel]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(a), cls(b)
+
+    def send(self, **doc: Any) -> None:
+        self.sock.send(json.dumps(doc).encode())
+
+    def recv(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next message and any fds it carried; None at EOF (every peer closed or exec'd)."""
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return None
+        return json.loads(data), list(fds)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stdio:
+    """Fds the command gets as 0, 1, 2 (stdin None = /dev/null); ``tty`` = a pty instead."""
+
+    stdin: int | None = None
+    stdout: int = 1
+    stderr: int = 2
+    tty: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitPlan:
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str
+    hostname: str
+    layers: Layers
+    cgroup: cgroups.Cgroup
+    net: NetMode
+    peer_netns: str = ""  # container:NAME -> NAME's pinned netns
+    stdio: Stdio = field(default_factory=Stdio)
+    init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
+
+
+@dataclass(slots=True)
+class Child:
+    pid: int  # the container's init, as this runtime's pid namespace sees it
+    channel: Channel
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell exit code: the code, or 128 + signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def wait_exit(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return exit_code(status)
+
+
+def reset_signals() -> None:
+    """What exec does not reset: Python ignores SIGPIPE and SIGXFSZ; our handlers too."""
+    for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _fail(channel: Channel, err: BaseException) -> NoReturn:
+    code = err.code if isinstance(err, RunError) else EXIT_RUNTIME
+    msg = (
+        str(err)
+        if isinstance(err, RunError | OSError)
+        else "".join(traceback.format_exception_only(err)).strip()
+    )
+    try:
+        channel.send(error=msg, code=code)
+    finally:
+        os._exit(code)
+
+
+def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+    """execvpe; a failure raises RunError with Docker's 127 (not found) or 126 (not runnable)."""
+    try:
+        os.execvpe(command[0], list(command), dict(env))  # noqa: S606 - the container's command
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            where = "" if "/" in command[0] else " in $PATH"
+            raise RunError(
+                f'exec: "{command[0]}": executable file not found{where}', EXIT_NOT_FOUND
+            ) from err
+        raise RunError(f'exec: "{command[0]}": {err.strerror}', EXIT_CANNOT_INVOKE) from err
+
+
+def fork_child(channel: Channel, body: Callable[[], object]) -> int:
+    """fork; the child runs ``body`` and must not return (any escape is reported and exits)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            body()
+        except BaseException as err:
+            _fail(channel, err)
+        os._exit(EXIT_RUNTIME)
+    return pid
+
+
+# ---------------------------------------------------------------------- run: the children
+
+
+def _intermediate(plan: InitPlan, channel: Channel) -> None:
+    """Join the cgroup first (all we fork is charged there), then the namespaces, then fork."""
+    reset_signals()
+    cgroups.enter(plan.cgroup)
+    if plan.peer_netns:
+        fd = os.open(plan.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+        os.close(fd)
+    syscalls.unshare(namespaces.unshare_flags(plan.net))
+    pid = fork_child(channel, lambda: _init(plan, channel))
+    channel.send(pid=pid)
+    os._exit(0)
+
+
+def _await_go(channel: Channel) -> dict[str, Any]:
+    msg = channel.recv()
+    if msg is None or "go" not in msg[0]:
+        raise RunError("the runtime went away before the container started")
+    return msg[0]
+
+
+def _setup_stdio(stdio: Stdio, channel: Channel) -> None:
+    if stdio.tty:
+        console.open_console(channel.sock)
+        return
+    os.setsid()
+    stdin = stdio.stdin if stdio.stdin is not None else os.open("/dev/null", os.O_RDONLY)
+    for source, target in ((stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+        if source != target:
+            os.dup2(source, target)
+
+
+def _init(plan: InitPlan, channel: Channel) -> None:
+    """PID 1's checklist (crun's container_init_setup): each step a short named call."""
+    root = plan.layers.merged
+    rootfs.make_root_private()
+    rootfs.mount_overlay(plan.layers)
+    rootfs.mount_proc(root)
+    rootfs.mount_sys(root)
+    rootfs.mount_dev(root)
+    go = _await_go(channel)  # the runtime has pinned the netns and run CNI ADD
+    rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
+    socket.sethostname(plan.hostname)
+    rootfs.pivot(root)
+    _setup_stdio(plan.stdio, channel)
+    _chdir(plan.workdir)
+    if plan.init:
+        _reaping_init(plan, channel)
+    exec_command(plan.command, plan.env)
+
+
+def _chdir(workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)  # runc creates a missing cwd too
+    os.chdir(workdir)
+
+
+def _reaping_init(plan: InitPlan, channel: Channel) -> NoReturn:
+    """``--init``: stay PID 1, reap every orphan, forward signals, exit as the command did."""
+    pid = fork_child(channel, lambda: exec_command(plan.command, plan.env))
+    channel.close()
+
+    def forward(sig: int, _frame: Any) -> None:
+        os.kill(pid, sig)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            reaped, status = os.wait()
+        except ChildProcessError:
+            os._exit(EXIT_RUNTIME)
+        if reaped == pid:
+            os._exit(exit_code(status))
+
+
+# ---------------------------------------------------------------------- run: the runtime side
+
+
+def spawn(plan: InitPlan) -> Child:
+    """Start the container's init; it waits for ``release`` before it execs."""
+    syscalls.set_child_subreaper()
+    ours, theirs = Channel.pair()
+
+    def middle_body() -> None:
+        ours.close()
+        _intermediate(plan, theirs)
+
+    middle = fork_child(theirs, middle_body)
+    theirs.close()
+    try:
+        msg = ours.recv()
+        status = wait_exit(middle)
+        if msg is None or "error" in msg[0]:
+            doc = msg[0] if msg else {}
+            raise RunError(
+                str(doc.get("error", f"container setup failed (status {status})")),
+                int(doc.get("code", EXIT_RUNTIME)),
+            )
+        return Child(pid=int(msg[0]["pid"]), channel=ours)
+    except BaseException:
+        ours.close()
+        raise
+
+
+def release(child: Child, *, hosts: str, resolv: str) -> int | None:
+    """Let the init exec; the pty master fd if it made one. RunError if it could not exec."""
+    # A BrokenPipeError means the init already failed: its error is still queued below.
+    with contextlib.suppress(BrokenPipeError):
+        child.channel.send(go=True, hosts=hosts, resolv=resolv)
+    master: int | None = None
+    while (msg := child.channel.recv()) is not None:
+        doc, fds = msg
+        if fds:
+            master = fds[0]
+        if "error" in doc:
+            if master is not None:
+                os.close(master)
+            raise RunError(str(doc["error"]), int(doc.get("code", EXIT_RUNTIME)))
+    child.channel.close()
+    return master

@@ -1,0 +1,263 @@
+"""The container's root filesystem: the busybox image, a per-container overlay, pivot_root.
+
+Host side: ``ensure_image`` builds ``busybox`` once from Debian's busybox-static (the binary
+plus one symlink per applet) into the image store; ``prepare_layers`` makes the container's
+own upper/work/merged directories. Init side (inside the new mount namespace, a crun-style
+checklist): ``make_root_private``, ``mount_overlay``, ``mount_proc``, ``mount_sys``,
+``mount_dev``, ``pivot``; ``write_etc`` generates hostname, hosts and resolv.conf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from pycni.net import syscalls
+from pycni_run.errors import RunError
+
+__all__ = [
+    "BUSYBOX_BINARY",
+    "Layers",
+    "ensure_image",
+    "etc_hosts",
+    "make_root_private",
+    "mount_dev",
+    "mount_overlay",
+    "mount_proc",
+    "mount_sys",
+    "pivot",
+    "prepare_layers",
+    "remove_layers",
+    "resolv_conf",
+    "write_etc",
+]
+
+BUSYBOX_BINARY: Final = "/bin/busybox"  # Debian's busybox-static
+_IMAGE_DIRS: Final = (
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "root",
+    "run",
+    "var",
+    "home",
+)
+_DEVICES: Final = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+_NOSUID_NODEV_NOEXEC: Final = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+
+
+# ---------------------------------------------------------------------- image store (host)
+
+
+def _applets(binary: str) -> list[str]:
+    out = subprocess.run([binary, "--list-full"], capture_output=True, text=True, check=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def _build_busybox(target: str, binary: str) -> None:
+    for directory in _IMAGE_DIRS:
+        os.makedirs(os.path.join(target, directory), exist_ok=True)
+    os.chmod(os.path.join(target, "tmp"), 0o1777)  # noqa: S103 - /tmp is sticky and world-writable
+    shutil.copy2(binary, os.path.join(target, "bin", "busybox"))
+    for applet in _applets(binary):
+        link = os.path.join(target, applet)
+        if os.path.lexists(link) or applet == "bin/busybox":
+            continue
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        depth = applet.count("/")
+        os.symlink("../" * depth + "bin/busybox", link)
+    etc = os.path.join(target, "etc")
+    with open(os.path.join(etc, "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n")
+    with open(os.path.join(etc, "group"), "w") as f:
+        f.write("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
+
+
+def ensure_image(store: str, name: str, *, busybox: str = BUSYBOX_BINARY) -> str:
+    """The rootfs directory of image ``name``; ``busybox`` is built on first use, once."""
+    rootfs = os.path.join(store, name, "rootfs")
+    if os.path.isdir(rootfs):
+        return rootfs
+    if name != "busybox":
+        raise RunError(f"no such image {name!r} in {store} (only busybox is built locally)")
+    if not os.access(busybox, os.X_OK):
+        raise RunError(f"{busybox} is missing: install Debian's busybox-static")
+    os.makedirs(store, exist_ok=True)
+    with open(os.path.join(store, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two first runs build it once
+        if os.path.isdir(rootfs):
+            return rootfs
+        os.makedirs(os.path.join(store, name), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".rootfs-", dir=os.path.join(store, name))
+        try:
+            _build_busybox(tmp, busybox)
+            os.chmod(tmp, 0o755)  # noqa: S103 - an image root is world-readable
+            os.rename(tmp, rootfs)  # atomic: a rootfs is either complete or absent
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return rootfs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layers:
+    lower: str
+    upper: str
+    work: str
+    merged: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"lower": self.lower, "upper": self.upper, "work": self.work, "merged": self.merged}
+
+
+def prepare_layers(storage: str, lower: str) -> Layers:
+    """The container's own overlay directories (its writes land in ``upper``, never in lower)."""
+    if not os.path.isdir(lower):
+        raise RunError(f"rootfs {lower} is not a directory")
+    layers = Layers(
+        lower=lower,
+        upper=os.path.join(storage, "upper"),
+        work=os.path.join(storage, "work"),
+        merged=os.path.join(storage, "merged"),
+    )
+    for path in (layers.upper, layers.work, layers.merged):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    return layers
+
+
+def remove_layers(storage: str) -> None:
+    shutil.rmtree(storage, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- /etc files
+
+
+def etc_hosts(hostname: str, ips: Iterable[str]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    own = [f"{ip}\t{hostname}" for ip in ips]
+    lines += own or [f"127.0.1.1\t{hostname}"]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(
+    nameservers: Iterable[str], search: Iterable[str] = (), host_file: str = "/etc/resolv.conf"
+) -> str:
+    """CNI's DNS if it gave any, else the host's minus loopback resolvers (Docker's rule)."""
+    servers = list(nameservers)
+    lines: list[str] = []
+    if not servers:
+        with contextlib.suppress(OSError), open(host_file) as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    with contextlib.suppress(ValueError):
+                        if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
+                            servers.append(words[1])
+                elif words and words[0] in ("search", "options"):
+                    lines.append(" ".join(words))
+    servers = servers or ["8.8.8.8", "8.8.4.4"]
+    if search:
+        lines = [f"search {' '.join(search)}"] + [x for x in lines if not x.startswith("search")]
+    return "".join(f"nameserver {s}\n" for s in servers) + "".join(x + "\n" for x in lines)
+
+
+def write_etc(root: str, *, hostname: str, hosts: str, resolv: str) -> None:
+    etc = os.path.join(root, "etc")
+    os.makedirs(etc, exist_ok=True)
+    for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv)):
+        path = os.path.join(etc, name)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.islink(path):
+                os.unlink(path)
+        with open(path, "w") as f:
+            f.write(text)
+
+
+# ---------------------------------------------------------------------- init checklist
+
+
+def make_root_private() -> None:
+    """Nothing we mount propagates back to the host, and pivot_root accepts the tree."""
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+
+
+def mount_overlay(layers: Layers) -> None:
+    data = f"lowerdir={layers.lower},upperdir={layers.upper},workdir={layers.work}"
+    syscalls.mount("overlay", layers.merged, "overlay", 0, data)
+
+
+def _mkdir(path: str, mode: int = 0o755) -> str:
+    os.makedirs(path, mode=mode, exist_ok=True)
+    return path
+
+
+def mount_proc(root: str) -> None:
+    syscalls.mount("proc", _mkdir(os.path.join(root, "proc")), "proc", _NOSUID_NODEV_NOEXEC)
+
+
+def mount_sys(root: str) -> None:
+    """sysfs read-only (it shows the container's netns when the netns is new)."""
+    target = _mkdir(os.path.join(root, "sys"))
+    syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+
+
+def mount_dev(root: str) -> None:
+    """A tmpfs /dev with the six usual nodes, devpts (own instance), shm and the std links."""
+    dev = _mkdir(os.path.join(root, "dev"))
+    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
+    for name, major, minor in _DEVICES:
+        path = os.path.join(dev, name)
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path, 0o666)  # noqa: S103 - /dev/null and friends are world-writable
+    syscalls.mount(
+        "devpts",
+        _mkdir(os.path.join(dev, "pts")),
+        "devpts",
+        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    syscalls.mount(
+        "shm",
+        _mkdir(os.path.join(dev, "shm"), 0o1777),
+        "tmpfs",
+        _NOSUID_NODEV_NOEXEC,
+        "mode=1777,size=65536k",
+    )
+    for link, target in (
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, os.path.join(dev, link))
+
+
+def pivot(root: str) -> None:
+    """pivot_root(".", ".") and detach the old root, as runc does: no put_old directory."""
+    os.chdir(root)
+    syscalls.pivot_root(".", ".")
+    syscalls.umount2(".", syscalls.MNT_DETACH)
+    os.chdir("/")

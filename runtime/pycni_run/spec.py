@@ -1,0 +1,247 @@
+"""What one container is, validated completely before anything touches the kernel.
+
+Parsing helpers turn Docker-style option strings (``64m``, ``0.5``, ``8080:80/udp``,
+``container:web``) into frozen values; ``validate_spec`` checks the combinations Docker refuses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from pycni_run.errors import RunError
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "NETWORK_OF_MODE",
+    "ContainerSpec",
+    "Limits",
+    "NetMode",
+    "PortMapping",
+    "new_container_id",
+    "parse_cpus",
+    "parse_env",
+    "parse_memory",
+    "parse_net",
+    "parse_pids_limit",
+    "parse_port",
+    "validate_name",
+    "validate_spec",
+]
+
+DEFAULT_IMAGE: Final = "busybox"
+MIN_MEMORY: Final = 6 * 1024 * 1024  # Docker's floor
+CPU_PERIOD_US: Final = 100_000
+
+# Docker's four modes -> the CNI network (conf/) that implements each one.
+ModeKind = Literal["bridge", "none", "host", "container"]
+NETWORK_OF_MODE: Final[dict[str, str]] = {
+    "bridge": "pycni",
+    "none": "none",
+    "host": "host",
+    "container": "container",
+}
+
+_NAME_RE: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_MAX_NAME: Final = 63
+_UNITS: Final = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_PROTOCOLS: Final = ("tcp", "udp", "sctp")
+_ENV_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class NetMode:
+    kind: ModeKind
+    peer: str = ""  # the NAME of container:NAME
+
+    def __str__(self) -> str:
+        return f"container:{self.peer}" if self.kind == "container" else self.kind
+
+    @property
+    def network(self) -> str:
+        return NETWORK_OF_MODE[self.kind]
+
+    @property
+    def new_netns(self) -> bool:
+        return self.kind in ("bridge", "none")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    def to_cni(self) -> dict[str, object]:
+        """One entry of the ``portMappings`` capability (CONVENTIONS.md)."""
+        doc: dict[str, object] = {
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+        }
+        if self.host_ip:
+            doc["hostIP"] = self.host_ip
+        return doc
+
+    def __str__(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{host}{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    pids: int | None = None
+
+    @property
+    def cpu_quota_us(self) -> int | None:
+        return None if self.cpus is None else round(self.cpus * CPU_PERIOD_US)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerSpec:
+    name: str
+    id: str
+    command: tuple[str, ...]
+    image: str = DEFAULT_IMAGE
+    rootfs: str = ""  # --rootfs DIR: the overlay's lower dir instead of an image
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/"
+    hostname: str = ""
+    net: NetMode = field(default_factory=lambda: NetMode("bridge"))
+    ports: tuple[PortMapping, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    detach: bool = False
+    auto_remove: bool = False
+    interactive: bool = False
+    tty: bool = False
+    init: bool = False
+
+
+def new_container_id() -> str:
+    return secrets.token_hex(32)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name) or len(name) > _MAX_NAME:
+        raise RunError(
+            f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 63 chars"
+        )
+    return name
+
+
+def parse_memory(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([bkmg]?)", text.strip().lower())
+    if not match:
+        raise RunError(f"invalid --memory {text!r}: use a number with an optional b, k, m or g")
+    value = int(match.group(1)) * _UNITS[match.group(2)]
+    if value < MIN_MEMORY:
+        raise RunError(f"invalid --memory {text!r}: the minimum is 6m")
+    return value
+
+
+def parse_cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise RunError(f"invalid --cpus {text!r}: not a number") from None
+    available = os.cpu_count() or 1
+    if not 0.01 <= value <= available:
+        raise RunError(f"invalid --cpus {text!r}: must be between 0.01 and {available}")
+    return value
+
+
+def parse_pids_limit(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        raise RunError(f"invalid --pids-limit {text!r}: not an integer") from None
+    return None if value <= 0 else value  # Docker: 0 or -1 = unlimited
+
+
+def parse_net(text: str) -> NetMode:
+    if text in ("bridge", "none", "host"):
+        return NetMode(text)  # type: ignore[arg-type]  # narrowed by the membership test
+    if text == "default":
+        return NetMode("bridge")
+    if text.startswith("container:"):
+        return NetMode("container", validate_name(text.partition(":")[2]))
+    raise RunError(f"invalid --net {text!r}: use bridge, none, host or container:NAME")
+
+
+def _port_number(text: str, what: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise RunError(f"invalid {what} {text!r} in -p: must be 1-65535")
+    return int(text)
+
+
+def parse_port(text: str) -> PortMapping:
+    """``[hostIP:]hostPort:containerPort[/proto]`` (IPv6 host IPs in brackets)."""
+    spec, _, proto = text.partition("/")
+    proto = proto.lower() or "tcp"
+    if proto not in _PROTOCOLS:
+        raise RunError(f"invalid protocol {proto!r} in -p {text!r}: use tcp, udp or sctp")
+    host_ip = ""
+    if spec.startswith("["):
+        host_ip, _, spec = spec[1:].partition("]")
+        spec = spec.removeprefix(":")
+    parts = spec.split(":")
+    if len(parts) == 3 and not host_ip:
+        host_ip, parts = parts[0], parts[1:]
+    if len(parts) != 2:
+        raise RunError(f"invalid -p {text!r}: use [hostIP:]hostPort:containerPort[/proto]")
+    if host_ip:
+        try:
+            host_ip = str(ipaddress.ip_address(host_ip))
+        except ValueError:
+            raise RunError(f"invalid host IP {host_ip!r} in -p {text!r}") from None
+    return PortMapping(
+        host_port=_port_number(parts[0], "host port"),
+        container_port=_port_number(parts[1], "container port"),
+        protocol=proto,
+        host_ip=host_ip,
+    )
+
+
+def parse_env(
+    items: list[str], inherit: dict[str, str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """``-e K=V`` sets; ``-e K`` copies K from the caller's environment (Docker)."""
+    source = os.environ if inherit is None else inherit
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not _ENV_KEY_RE.fullmatch(key):
+            raise RunError(f"invalid -e {item!r}: {key!r} is not a variable name")
+        if sep:
+            env[key] = value
+        elif key in source:
+            env[key] = source[key]
+    return tuple(env.items())
+
+
+def validate_spec(spec: ContainerSpec) -> None:
+    """The combinations Docker refuses, and what this runtime cannot do."""
+    validate_name(spec.name)
+    if not spec.command:
+        raise RunError("no command given")
+    if not os.path.isabs(spec.workdir):
+        raise RunError(f"invalid -w {spec.workdir!r}: the working directory must be absolute")
+    if spec.net.kind == "container":
+        if spec.hostname:
+            raise RunError("conflicting options: --hostname and --net=container:NAME")
+        if spec.net.peer == spec.name:
+            raise RunError("a container cannot join its own network namespace")
+    if spec.ports and not spec.net.new_netns:
+        raise RunError(
+            f"conflicting options: -p and --net={spec.net} "
+            "(ports are published only for a network namespace of its own)"
+        )
+    if spec.hostname and (len(spec.hostname) > 64 or "/" in spec.hostname):
+        raise RunError(f"invalid --hostname {spec.hostname!r}")

@@ -1,0 +1,194 @@
+"""Per-container state in ``<state_dir>/containers/<name>/state.json``, written atomically.
+
+Every resource is recorded before or as it is created (cgroup, netns pin, network attachment),
+so ``rm -f`` can undo all of it after the runtime that created it was killed. A process is
+identified by its pid *and* its start time, so a recycled pid is never mistaken for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pycni_run.errors import RunError
+
+__all__ = [
+    "ContainerState",
+    "ProcRef",
+    "claim",
+    "container_dir",
+    "list_states",
+    "load",
+    "locked",
+    "proc_ref",
+    "release",
+    "save",
+]
+
+STATE_FILE: Final = "state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcRef:
+    """A process as pid + start time (clock ticks since boot, /proc/PID/stat field 22)."""
+
+    pid: int = 0
+    start: int = 0
+
+    def alive(self) -> bool:
+        if self.pid <= 0:
+            return False
+        current = _stat(self.pid)
+        return current is not None and current[1] == self.start and current[0] != "Z"
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the comm may contain spaces and parens
+    return fields[0], int(fields[19])
+
+
+def proc_ref(pid: int) -> ProcRef:
+    found = _stat(pid)
+    return ProcRef(pid, found[1] if found else 0)
+
+
+@dataclass(slots=True, kw_only=True)
+class ContainerState:
+    name: str
+    id: str
+    image: str
+    command: list[str]
+    created: float = field(default_factory=time.time)
+    status: str = "created"  # created -> running -> exited
+    pid: ProcRef = field(default_factory=ProcRef)
+    monitor: ProcRef = field(default_factory=ProcRef)
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: str = ""
+    net_mode: str = "bridge"
+    network: str = ""  # the CNI network (conflist name) attached, "" when detached
+    netns_path: str = ""  # our pin under netns_dir; "" when not pinned
+    links: list[str] = field(default_factory=list)  # extra `netns link` pins
+    cni_result: dict[str, Any] | None = None
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    hostname: str = ""
+    env: list[list[str]] = field(default_factory=list)
+    workdir: str = "/"
+    cgroup: dict[str, Any] | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    storage: str = ""
+    rootfs: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    auto_remove: bool = False
+    detached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ContainerState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        for key in ("pid", "monitor"):
+            ref = values.get(key) or {}
+            values[key] = ProcRef(int(ref.get("pid", 0)), int(ref.get("start", 0)))
+        return cls(**values)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running" and self.pid.alive()
+
+    def live_status(self) -> str:
+        """The recorded status, corrected when its runtime died without recording the end."""
+        if self.status in ("running", "created") and not self.pid.alive():
+            return "dead" if not self.monitor.alive() else self.status
+        return self.status
+
+
+def container_dir(containers_dir: str, name: str) -> str:
+    return os.path.join(containers_dir, name)
+
+
+def claim(containers_dir: str, name: str) -> str:
+    """Reserve ``name`` (mkdir is the atomic test-and-set); RunError if it is taken."""
+    os.makedirs(containers_dir, mode=0o700, exist_ok=True)
+    path = container_dir(containers_dir, name)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        raise RunError(f"the container name {name!r} is already in use") from None
+    return path
+
+
+def release(containers_dir: str, name: str) -> None:
+    shutil.rmtree(container_dir(containers_dir, name), ignore_errors=True)
+
+
+def save(containers_dir: str, state: ContainerState) -> None:
+    directory = container_dir(containers_dir, state.name)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, STATE_FILE))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load(containers_dir: str, name: str) -> ContainerState:
+    path = os.path.join(container_dir(containers_dir, name), STATE_FILE)
+    try:
+        with open(path) as f:
+            return ContainerState.from_dict(json.load(f))
+    except FileNotFoundError:
+        raise RunError(f"no such container: {name}") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise RunError(f"unreadable state for {name}: {err}") from err
+
+
+def list_states(containers_dir: str) -> list[ContainerState]:
+    try:
+        names = sorted(os.listdir(containers_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        with contextlib.suppress(RunError):
+            found.append(load(containers_dir, name))
+    return sorted(found, key=lambda s: s.created)
+
+
+@contextlib.contextmanager
+def locked(containers_dir: str, name: str) -> Iterator[None]:
+    """Serialize teardown/removal of one container between its monitor, stop and rm."""
+    try:
+        fd = os.open(container_dir(containers_dir, name), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise RunError(f"no such container: {name}") from None
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,241 @@
+"""A throwaway sandbox for pycni-run: its own mount, network and pid namespaces.
+
+The sandbox's PID 1 (a small Python reaper) mounts tmpfs over every directory the runtime
+writes under /run and /var/lib, brings its lo up and waits; each command runs inside it
+through ``nsenter``. Nothing touches the root network namespace or the host's mounts; when
+the sandbox ends, the kernel kills everything left in its pid namespace and drops its mounts
+and network namespace. cgroups are global, so ``close`` also sweeps the test's cgroup parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycni.install import install
+
+TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+
+_INIT = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    for d in sys.argv[1:]:
+        os.makedirs(d, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print("ready", flush=True)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(0.1)
+    """
+)
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@dataclass
+class RuntimeSandbox:
+    workdir: Path
+    cni_bin: Path
+    image_store: Path
+    cgroup_parent: str
+    proc: subprocess.Popen[str] | None = None
+    init_pid: int = 0
+    conf_dir: Path = field(init=False)
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.conf_dir = self.workdir / "conf"
+        install(bin_dir=str(self.workdir / "unused-bin"), conf_dir=str(self.conf_dir))
+        shutil.rmtree(self.workdir / "unused-bin")
+        self.config = self.workdir / "pycni.yaml"
+        self.config.write_text(
+            "runtime:\n"
+            f"  image_store: {self.image_store}\n"
+            f"  cni_path: [{self.cni_bin}]\n"
+            f"  conf_dir: {self.conf_dir}\n"
+            f"  cgroup_parent: {self.cgroup_parent}\n"
+            "  stop_timeout: 3\n"
+        )
+
+    def start(self) -> None:
+        argv = [
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-c",
+            _INIT,
+            *TMPFS_DIRS,
+        ]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.init_pid = _children(self.proc.pid)[0]
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", *argv]
+
+    def sh(self, *argv: str, timeout: float = 30, input: str | None = None) -> Ran:
+        """Any command inside the sandbox (its mounts, netns and pid namespace)."""
+        # Plugins run in-process inside the sandbox: a `pycni serve` outside it could not
+        # see the sandbox's mounts (its /run/netns pins).
+        env = {k: v for k, v in os.environ.items() if k != "PYCNI_SOCKET"}
+        env.update(PYCNI_RUN_CONFIG=str(self.config), PYCNI_NO_SERVER="1")
+        proc = subprocess.run(
+            self._argv(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=env,
+            check=False,
+        )
+        return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+    def run(self, *args: str, timeout: float = 60, input: str | None = None) -> Ran:
+        """``pycni-run ARGS`` inside the sandbox."""
+        return self.sh(sys.executable, "-m", "pycni_run.cli", *args, timeout=timeout, input=input)
+
+    def ok(self, *args: str, timeout: float = 60) -> str:
+        ran = self.run(*args, timeout=timeout)
+        assert ran.code == 0, f"pycni-run {' '.join(args)} -> {ran.code}: {ran.stderr}"
+        return ran.stdout
+
+    def state(self, name: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(
+            self.sh("cat", f"/run/pycni/containers/{name}/state.json").stdout
+        )
+        return doc
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.ok("inspect", name))
+        return doc
+
+    def ip_json(self, *args: str) -> Any:
+        ran = self.sh("ip", "-j", *args)
+        assert ran.code == 0, ran.stderr
+        return json.loads(ran.stdout or "[]")
+
+    def cgroup_dirs(self) -> list[str]:
+        return list(_cgroup_dirs(self.cgroup_parent))
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            names = self.run("ps", "-a", "-q", timeout=30).stdout.split()
+            for name in names:
+                self.run("rm", "-f", name, timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.init_pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.init_pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+        sweep_cgroups(self.cgroup_parent)
+
+
+def _own_cgroup(controller: str) -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if controller in ctrls.split(","):
+                return path
+    return "/"
+
+
+def _cgroup_dirs(parent: str) -> Iterator[str]:
+    for ctrl in CGROUP_CONTROLLERS:
+        base = os.path.join("/sys/fs/cgroup", ctrl, _own_cgroup(ctrl).strip("/"), parent)
+        if os.path.isdir(base):
+            for root, dirs, _ in os.walk(base, topdown=False):
+                yield from (os.path.join(root, d) for d in dirs)
+            yield base
+
+
+def sweep_cgroups(parent: str) -> None:
+    """Remove whatever a failed test left under the test's cgroup parent (kill, then rmdir)."""
+    for path in _cgroup_dirs(parent):
+        for _ in range(100):
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def skip_server_mode(plugin_mode: str) -> None:
+    """The session's fork server lives outside the sandbox; the runtime tests run once."""
+    if plugin_mode == "server":
+        pytest.skip("pycni-run's plugins run inside its sandbox, not in the session's server")
+
+
+@contextlib.contextmanager
+def open_sandbox(workdir: Path, cni_bin: Path, image_store: Path) -> Iterator[RuntimeSandbox]:
+    box = RuntimeSandbox(
+        workdir=workdir,
+        cni_bin=cni_bin,
+        image_store=image_store,
+        cgroup_parent=f"pycni-test-{os.getpid()}",
+    )
+    try:
+        box.start()
+        yield box
+    finally:
+        box.close()
+
+
+_IMAGE_STORE: list[Path] = []
+
+
+def shared_image_store(factory: Any) -> Path:
+    """One image store per test session (``tmp_path_factory``): busybox is built once."""
+    if not _IMAGE_STORE:
+        _IMAGE_STORE.append(factory.mktemp("images"))
+    return _IMAGE_STORE[0]

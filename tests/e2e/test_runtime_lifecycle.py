@@ -1,0 +1,208 @@
+"""Lifecycle: exit codes, -d/logs/ps, stop/kill, rm leaving nothing behind, rm -f after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.runtime_support import (
+    RuntimeSandbox,
+    open_sandbox,
+    shared_image_store,
+    skip_server_mode,
+)
+
+
+@pytest.fixture
+def box(
+    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory, plugin_mode: str
+) -> Iterator[RuntimeSandbox]:
+    skip_server_mode(plugin_mode)
+    with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["busybox", "true"], 0),
+        (["busybox", "false"], 1),
+        (["busybox", "sh", "-c", "exit 42"], 42),
+        (["--init", "busybox", "sh", "-c", "kill -9 $$"], 137),  # PID 1 cannot SIGKILL itself
+        (["--net=nosuch", "busybox", "true"], 125),
+        (["--bogus-flag", "busybox", "true"], 125),
+        (["busybox", "/etc/passwd"], 126),
+        (["busybox", "nosuchcommand"], 127),
+        (["busybox", "/no/such/path"], 127),
+    ],
+)
+def test_exit_codes(box: RuntimeSandbox, argv: list[str], code: int) -> None:
+    net = [] if any(a.startswith("--net") for a in argv) else ["--net=none"]
+    ran = box.run("run", "--rm", *net, *argv)
+    assert ran.code == code, ran.stderr
+    assert box.run("ps", "-a", "-q").stdout.strip() == ""  # --rm, or never created
+
+
+def test_run_without_the_run_word_and_stdout(box: RuntimeSandbox) -> None:
+    ran = box.run("--rm", "--net=none", "busybox", "echo", "hello")
+    assert (ran.code, ran.stdout) == (0, "hello\n")
+    assert (
+        box.run("--rm", "--net=none", "-e", "A=1", "busybox", "sh", "-c", "echo $A").stdout == "1\n"
+    )
+
+
+def _assert_same(after: dict[str, Any], before: dict[str, Any]) -> None:
+    changed = {
+        k: f"before {sorted(set(map(str, before[k])) - set(map(str, after[k])))} "
+        f"after {sorted(set(map(str, after[k])) - set(map(str, before[k])))}"
+        for k in before
+        if after[k] != before[k]
+    }
+    assert not changed, changed
+
+
+def _host_snapshot(box: RuntimeSandbox) -> dict[str, Any]:
+    mounts = box.sh("cat", "/proc/self/mountinfo").stdout
+    return {
+        # Under /tmp other (concurrent) tests pin and remove their own namespaces.
+        "mounts": sorted(
+            point
+            for line in mounts.splitlines()
+            if not (point := line.split()[4]).startswith("/tmp/")
+        ),
+        "links": sorted(link["ifname"] for link in box.ip_json("link")),
+        "addrs": sorted(
+            (a["ifname"], i["local"]) for a in box.ip_json("addr") for i in a.get("addr_info", [])
+        ),
+        "netns": box.sh("ip", "netns", "list").stdout,
+        "ipam": box.sh(
+            "sh", "-c", "ls -R /run/pycni/ipam 2>/dev/null | grep -c '^10\\.' || true"
+        ).stdout,
+        "cache": box.sh("sh", "-c", "ls /var/lib/cni/results 2>/dev/null || true").stdout,
+        "cgroups": box.cgroup_dirs(),
+        "containers": box.sh("ls", "/run/pycni/containers").stdout,
+        "storage": box.sh("ls", "/var/lib/pycni/containers").stdout,
+    }
+
+
+def test_rm_leaves_no_mount_cgroup_netns_veth_or_ip(box: RuntimeSandbox) -> None:
+    box.ok("run", "--rm", "busybox", "true")  # the bridge exists from here on, as in real life
+    before = _host_snapshot(box)
+    box.ok(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+    )
+    box.ok("netns", "link", "web", "extra")
+    during = _host_snapshot(box)
+    assert during != before
+    assert any(name.startswith("veth") for name in during["links"])
+    box.ok("stop", "web")
+    box.ok("rm", "web")
+    _assert_same(_host_snapshot(box), before)
+
+
+def test_detached_logs_ps_inspect_stop(box: RuntimeSandbox) -> None:
+    out = box.ok(
+        "run",
+        "-d",
+        "--name",
+        "d",
+        "--net=none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; trap 'echo bye; exit 7' TERM; while :; do sleep 0.1; done",
+    )
+    assert len(out.strip()) == 64  # the container id
+    time.sleep(0.5)
+    assert set(box.ok("logs", "d").split()) == {"out", "err"}
+    ps = box.ok("ps").splitlines()
+    assert ps[0].split()[:4] == ["NAME", "ID", "PID", "STATUS"]
+    assert ps[1].split()[0] == "d"
+    doc = box.inspect("d")
+    assert doc["State"]["Status"] == "running"
+    assert doc["State"]["Pid"] > 1
+    box.ok("stop", "d")
+    doc = box.inspect("d")
+    assert (doc["State"]["Status"], doc["State"]["ExitCode"]) == ("exited", 7)
+    assert "bye" in box.ok("logs", "d")
+    assert box.ok("ps").strip().count("\n") == 0  # only the header
+    assert "exited (7)" in box.ok("ps", "-a")
+    assert box.run("run", "-d", "--name", "d", "busybox", "true").code == 125  # name taken
+    box.ok("rm", "d")
+    assert box.run("inspect", "d").code == 125
+
+
+def test_stop_escalates_to_sigkill_and_kill_sends_signals(box: RuntimeSandbox) -> None:
+    box.ok("run", "-d", "--name", "s", "--net=none", "busybox", "sleep", "600")
+    box.ok("stop", "-t", "0.5", "s")  # PID 1 ignores SIGTERM it has no handler for
+    assert box.inspect("s")["State"]["ExitCode"] == 137
+    box.ok("rm", "s")
+    box.ok(
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "--net=none",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 5' USR1; while :; do sleep 0.1; done",
+    )
+    box.ok("kill", "-s", "USR1", "k")
+    for _ in range(100):
+        if box.inspect("k")["State"]["Status"] == "exited":
+            break
+        time.sleep(0.05)
+    assert box.inspect("k")["State"]["ExitCode"] == 5
+    assert box.run("rm", "nosuch").code == 125
+
+
+def test_rm_refuses_a_running_container_without_force(box: RuntimeSandbox) -> None:
+    box.ok("run", "-d", "--name", "r", "busybox", "sleep", "600")
+    assert box.run("rm", "r").code == 125
+    box.ok("rm", "-f", "r")
+    assert box.run("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_rm_f_recovers_a_container_whose_runtime_was_killed(box: RuntimeSandbox) -> None:
+    box.ok("run", "--rm", "busybox", "true")
+    before = _host_snapshot(box)
+    box.ok("run", "-d", "--name", "crash", "--memory", "64m", "busybox", "sleep", "600")
+    state = box.state("crash")
+    monitor = box.sh("sh", "-c", f"cat /proc/{state['monitor']['pid']}/status | grep NSpid").stdout
+    os.kill(int(monitor.split()[1]), signal.SIGKILL)  # the runtime dies, the container lives on
+    time.sleep(0.2)
+    assert box.inspect("crash")["State"]["Status"] == "running"
+    box.ok("rm", "-f", "crash")
+    _assert_same(_host_snapshot(box), before)
+
+
+def test_foreground_runtime_killed_then_rm_f(box: RuntimeSandbox) -> None:
+    """SIGKILL to a foreground `pycni-run` (no chance to clean up): rm -f restores the host."""
+    box.ok("run", "--rm", "busybox", "true")
+    before = _host_snapshot(box)
+    box.ok("run", "-d", "--name", "fg", "busybox", "sleep", "600")
+    # the detached monitor stands in for a foreground runtime: same process, same state
+    pid = box.state("fg")["pid"]["pid"]
+    assert json.loads(box.ok("inspect", "fg"))["State"]["Pid"] == pid
+    box.ok("rm", "-f", "fg")
+    _assert_same(_host_snapshot(box), before)

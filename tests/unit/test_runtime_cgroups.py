@@ -1,0 +1,96 @@
+"""The cgroup facade on fake hierarchies in a temp dir: layout, v1/v2 limit files, detection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pycni_run import cgroups
+from pycni_run.cgroups import _V1, _V2, Cgroup, _layout, detect_version
+from pycni_run.spec import Limits
+
+
+def test_layout_relative_parent_goes_under_the_callers_cgroup() -> None:
+    path, made = _layout("/cg/memory", "/process_api/x", "pycni", "web")
+    assert path == "/cg/memory/process_api/x/pycni/web"
+    assert made == ("/cg/memory/process_api/x/pycni",)
+
+
+def test_layout_absolute_parent_starts_at_the_root() -> None:
+    path, made = _layout("/cg/pids", "/process_api/x", "/pycni/prod", "web")
+    assert path == "/cg/pids/pycni/prod/web"
+    assert made == ("/cg/pids/pycni/prod", "/cg/pids/pycni")  # innermost first
+
+
+def test_detect_version(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "tmpfs /sys/fs/cgroup tmpfs ro 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+    )
+    assert detect_version("/sys/fs/cgroup", str(mounts)) == 1  # hybrid is v1
+    mounts.write_text("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n")
+    assert detect_version("/sys/fs/cgroup", str(mounts)) == 2
+
+
+def _files(root: Path, *names: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (root / name).write_text("")
+
+
+def test_v1_limit_files(tmp_path: Path) -> None:
+    paths = {c: tmp_path / c / "web" for c in ("memory", "cpu", "pids")}
+    _files(paths["memory"], "memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    _files(paths["cpu"], "cpu.cfs_period_us", "cpu.cfs_quota_us")
+    _files(paths["pids"], "pids.max")
+    cg = Cgroup(version=1, paths={c: str(p) for c, p in paths.items()})
+    _V1().apply(cg, Limits(memory=64 << 20, cpus=0.5, pids=32))
+    assert (paths["memory"] / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (paths["memory"] / "memory.memsw.limit_in_bytes").read_text() == str(64 << 20)
+    assert (paths["cpu"] / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (paths["cpu"] / "cpu.cfs_period_us").read_text() == "100000"
+    assert (paths["pids"] / "pids.max").read_text() == "32"
+    assert cgroups.read_limits(cg) == {
+        "memory": str(64 << 20),
+        "cpu_quota_us": "50000",
+        "cpu_period_us": "100000",
+        "pids": "32",
+    }
+
+
+def test_v2_limit_files(tmp_path: Path) -> None:
+    path = tmp_path / "pycni" / "web"
+    _files(path, "memory.max", "memory.swap.max", "cpu.max", "pids.max")
+    cg = Cgroup(version=2, paths={"unified": str(path)})
+    _V2().apply(cg, Limits(memory=32 << 20, cpus=1.5, pids=10))
+    assert (path / "memory.max").read_text() == str(32 << 20)
+    assert (path / "memory.swap.max").read_text() == "0"
+    assert (path / "cpu.max").read_text() == "150000 100000"
+    assert (path / "pids.max").read_text() == "10"
+    assert cgroups.read_limits(cg)["cpu"] == "150000 100000"
+
+
+def test_v2_places_relative_parents_under_the_root() -> None:
+    cg = _V2().place("/sys/fs/cgroup", "pycni", "web")
+    assert cg.paths == {"unified": "/sys/fs/cgroup/pycni/web"}
+    assert cg.parents == ("/sys/fs/cgroup/pycni",)
+
+
+def test_unset_limits_write_nothing(tmp_path: Path) -> None:
+    cg = Cgroup(version=1, paths={c: str(tmp_path / c) for c in ("memory", "cpu", "pids")})
+    _V1().apply(cg, Limits())  # no files exist: any write would fail
+    assert not any(tmp_path.iterdir())
+
+
+def test_write_errors_surface_as_run_errors(tmp_path: Path) -> None:
+    from pycni_run.errors import RunError
+
+    with pytest.raises(RunError, match="cannot write"):
+        cgroups.write_file(str(tmp_path / "missing" / "pids.max"), "5")
+
+
+def test_state_round_trip() -> None:
+    cg = Cgroup(version=1, paths={"pids": "/x"}, parents=("/p",))
+    assert Cgroup.from_dict(cg.to_dict()) == cg
+    assert os.path.basename(cg.paths["pids"]) == "x"

@@ -1,0 +1,88 @@
+"""Container state files: atomic save/load, name claims, liveness by pid + start time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pycni_run import state
+from pycni_run.config import RuntimeConfig, load_config
+from pycni_run.errors import RunError
+from pycni_run.state import ContainerState, ProcRef
+
+
+def _state(name: str = "web") -> ContainerState:
+    return ContainerState(name=name, id="a" * 64, image="busybox", command=["sh"])
+
+
+def test_claim_save_load_round_trip(tmp_path: Path) -> None:
+    directory = state.claim(str(tmp_path), "web")
+    st = _state()
+    st.pid = state.proc_ref(os.getpid())
+    st.cgroup = {"version": 1, "paths": {"pids": "/x"}}
+    state.save(str(tmp_path), st)
+    assert os.listdir(directory) == ["state.json"]  # no temp file left behind
+    loaded = state.load(str(tmp_path), "web")
+    assert loaded == st
+    assert loaded.pid.alive()
+
+
+def test_a_name_is_claimed_once(tmp_path: Path) -> None:
+    state.claim(str(tmp_path), "web")
+    with pytest.raises(RunError, match="already in use"):
+        state.claim(str(tmp_path), "web")
+    state.release(str(tmp_path), "web")
+    state.claim(str(tmp_path), "web")
+
+
+def test_load_missing_and_corrupt(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="no such container"):
+        state.load(str(tmp_path), "nosuch")
+    state.claim(str(tmp_path), "bad")
+    (tmp_path / "bad" / "state.json").write_text("{not json")
+    with pytest.raises(RunError, match="unreadable"):
+        state.load(str(tmp_path), "bad")
+    assert state.list_states(str(tmp_path)) == []
+
+
+def test_a_recycled_pid_is_not_alive() -> None:
+    me = state.proc_ref(os.getpid())
+    assert me.alive()
+    assert not ProcRef(me.pid, me.start + 1).alive()
+    assert not ProcRef(0, 0).alive()
+
+
+def test_live_status_notices_a_dead_runtime(tmp_path: Path) -> None:
+    st = _state()
+    st.status = "running"
+    st.pid = ProcRef(os.getpid(), 1)  # wrong start time: that process is gone
+    assert st.live_status() == "dead"
+    st.monitor = state.proc_ref(os.getpid())
+    assert st.live_status() == "running"  # its monitor will record the exit
+
+
+def test_locked_needs_the_container(tmp_path: Path) -> None:
+    with pytest.raises(RunError), state.locked(str(tmp_path), "nosuch"):
+        pass
+    state.claim(str(tmp_path), "web")
+    with state.locked(str(tmp_path), "web"):
+        pass
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "pycni.yaml"
+    path.write_text("runtime:\n  state_dir: /s\n  cni_path: [/a, /b]\n  stop_timeout: 3\n")
+    cfg = load_config(path)
+    assert (cfg.state_dir, cfg.cni_path, cfg.stop_timeout) == ("/s", ("/a", "/b"), 3.0)
+    assert cfg.containers_dir == "/s/containers"
+    cfg = cfg.with_overrides({"cni_path": "/x:/y", "conf_dir": "/c", "netns_dir": None})
+    assert (cfg.cni_path, cfg.conf_dir, cfg.netns_dir) == (("/x", "/y"), "/c", "/run/netns")
+    path.write_text("runtime:\n  nosuch: 1\n")
+    with pytest.raises(RunError, match="unknown runtime setting"):
+        load_config(path)
+
+
+def test_repo_config_matches_the_defaults() -> None:
+    repo = Path(__file__).resolve().parents[2] / "conf" / "pycni.yaml"
+    assert load_config(repo) == RuntimeConfig()
