@@ -1,6 +1,7 @@
 """`pycni`: install the plugins and drive networks cnitool-style.
 
-    pycni install [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d]
+    pycni install [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--with-server]
+    pycni serve [--socket /run/pycni/pycni.sock] [--timeout 60]
     pycni add|check|del NETWORK NETNS [--ifname eth0] [--container-id ID] [--args K=V;...]
                                       [--cap-args JSON] [--cache-dir DIR]
     pycni status NETWORK
@@ -30,6 +31,7 @@ __all__ = ["main"]
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 
 def _default_container_id(netns: str) -> str:
@@ -58,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--bin-dir", default=DEFAULT_BIN_DIR)
     inst.add_argument("--conf-dir", default=DEFAULT_CONF_DIR)
     inst.add_argument("--no-conf", action="store_true", help="install executables only")
+    inst.add_argument("--with-server", action="store_true",
+                      help="also install (and, under systemd, enable and start) pycni-server")
+    serve = subs.add_parser("serve", help="run the warm fork server in the foreground")
+    serve.add_argument("--socket", default=os.environ.get("PYCNI_SOCKET", DEFAULT_SOCKET))
+    serve.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     for verb in ("add", "check", "del"):
         _add_network_args(
             subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True
@@ -128,7 +136,18 @@ def _install(ns: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for path in report.confs_kept:
         print(f"kept {path} (exists)")
+    if ns.with_server:
+        from pycni.server.service import install_service
+
+        for line in install_service():
+            print(line)
     return 0
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    from pycni.server.main import serve
+
+    return serve(socket_path=ns.socket, timeout=ns.timeout, log_level=ns.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "install":
             return _install(ns)
+        if ns.command == "serve":
+            return _serve(ns)
         return _run_network_verb(ns)
     except CNIError as err:
         print(err.to_json(), file=sys.stdout)

@@ -2,7 +2,8 @@
 
 CNI runtimes exec plugins with a bare environment, so each executable names its interpreter
 by absolute path and carries its own import path; ``-I -S`` keeps start-up free of site
-processing (every plugin call pays it).
+processing (every plugin call pays it). They call ``pycni.launcher``, which hands the call to
+`pycni serve` when one is listening and runs it in-process otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def render_executable(
         head
         + f"# CNI plugin `{name}` (pycni). "
         + "`pycni install` pins the interpreter and import path here.\n"
-        + "from pycni.plugins import launch\n\n"
+        + "from pycni.launcher import launch\n\n"
         + f'launch("{name}")\n'
     )
 

@@ -107,3 +107,68 @@ def sandbox(host_ns: str, make_netns: MakeNetNS, cni_bin: Path, tmp_path: Path) 
         path.mkdir()
     return Sandbox(host_ns=host_ns, conf_dir=dirs["conf"], cache_dir=dirs["cache"],
                    data_dir=dirs["ipam"], bin_dir=cni_bin, make_netns=make_netns)
+
+
+# ---------------------------------------------------------------------------------------------
+# pycni serve: plugin e2e tests run twice, in-process and through a private fork server.
+# (Owned by the fork-server work, issue #4; keep other fixtures above this block.)
+
+PLUGIN_MODES = ("inprocess", "server")
+
+
+def _runs_plugin_executables(path: Path) -> bool:
+    return "e2e" in path.parts
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "plugin_mode" in metafunc.fixturenames and _runs_plugin_executables(
+        metafunc.definition.path
+    ):
+        metafunc.parametrize("plugin_mode", PLUGIN_MODES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pycni_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`pycni serve` on a private socket for the whole session; stopped by its PID."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    directory = tmp_path_factory.mktemp("pycni-server")
+    sock, log = directory / "run" / "pycni.sock", directory / "server.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pycni.cli", "serve", "--socket", str(sock),
+             "--log-level", "DEBUG"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pycni serve did not start: {log.read_text()}")
+            time.sleep(0.02)
+        yield sock
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=70)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def plugin_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """In tests that exec plugins: "inprocess" or "server" (how the executables run them);
+    everywhere else: "" and nothing changes. Plugins see it through os.environ (the Invoker
+    passes it on) and ``tests.support.exec_plugin`` (which forwards it)."""
+    mode = str(getattr(request, "param", ""))
+    if mode == "server" and _is_root():
+        monkeypatch.setenv("PYCNI_SOCKET", str(request.getfixturevalue("pycni_server")))
+        monkeypatch.delenv("PYCNI_NO_SERVER", raising=False)
+    elif mode:
+        monkeypatch.setenv("PYCNI_NO_SERVER", "1")
+        monkeypatch.delenv("PYCNI_SOCKET", raising=False)
+    return mode

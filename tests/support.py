@@ -56,6 +56,15 @@ def _run(
     return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
+# How the executables reach the plugin code (tests/conftest.py's `plugin_mode` sets these):
+# forwarded into the otherwise minimal environment exec_plugin builds.
+PLUGIN_MODE_ENV = ("PYCNI_SOCKET", "PYCNI_NO_SERVER")
+
+
+def _plugin_mode_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PLUGIN_MODE_ENV if k in os.environ}
+
+
 def exec_plugin(
     binary: str | Path,
     *,
@@ -66,7 +75,8 @@ def exec_plugin(
     timeout: float = 30.0,
 ) -> PluginRun:
     """Exec a plugin as a runtime would, from inside ``run_in`` (the sandbox host netns)."""
-    full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, **(env or {})}
+    full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command,
+                **_plugin_mode_env(), **(env or {})}
     stdin = config if isinstance(config, bytes) else json.dumps(config or {}).encode()
     return _run([str(binary)], stdin=stdin, env=full_env, run_in=run_in, timeout=timeout)
 

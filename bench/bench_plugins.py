@@ -1,0 +1,216 @@
+"""Plugin latency side by side: the reference bridge+host-local vs pycni in-process vs pycni
+through `pycni serve`, all in one run, inside throwaway namespaces (never the root netns).
+
+    python -m bench.bench_plugins [--quick] [-n N] [--scale N]
+
+Plugins are exec'd directly with the CNI env, as a runtime does: no CLI start-up is measured.
+Container netns creation and removal happen outside the timed region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.sandbox import REFERENCE_BIN, Sandbox, Variant, bridge_conf, open_sandbox, run_server
+
+__all__ = ["main"]
+
+PARALLEL = 20
+
+
+@dataclass
+class Lane:
+    """One variant in its own sandbox host, with its own bridge and IPAM data dir."""
+
+    variant: Variant
+    box: Sandbox
+    conf: bytes
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def p90(xs: Sequence[float]) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] if ordered else float("nan")
+
+
+def _variants(work: Path, stack: ExitStack) -> list[Variant]:
+    from pycni.install import install
+
+    bin_dir = work / "bin"
+    install(bin_dir=str(bin_dir), conf_dir=None)
+    sock = work / "server" / "pycni.sock"
+    stack.enter_context(run_server(sock))
+    return [
+        Variant(label="reference", bin_dir=REFERENCE_BIN),
+        Variant(label="in-process", bin_dir=bin_dir, env={"PYCNI_NO_SERVER": "1"}),
+        Variant(label="server", bin_dir=bin_dir, env={"PYCNI_SOCKET": str(sock)}),
+    ]
+
+
+def _lanes(variants: list[Variant], work: Path, stack: ExitStack, subnet: str) -> list[Lane]:
+    lanes = []
+    for i, variant in enumerate(variants):
+        box = stack.enter_context(open_sandbox(variant.label))
+        data = work / f"ipam-{i}-{time.monotonic_ns()}"
+        lanes.append(Lane(variant, box, bridge_conf(bridge=f"bb{i}{work.name[-4:]}"[:15],
+                                                    subnet=subnet, data_dir=data)))
+    return lanes
+
+
+def _add_del(lane: Lane, cid: str) -> tuple[float, float]:
+    add = lane.box.call(lane.variant, "ADD", cid, lane.conf)
+    delete = lane.box.call(lane.variant, "DEL", cid, lane.conf)
+    lane.box.drop_container(cid)
+    return add, delete
+
+
+def bench_sequential(lanes: list[Lane], n: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Interleaved across variants, so drift on the machine hits them all alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {
+        lane.variant.label: ([], []) for lane in lanes}
+    for lane in lanes:
+        _add_del(lane, "warm")  # creates the bridge and firewall tables: not what we time
+    for i in range(n):
+        for lane in lanes:
+            add, delete = _add_del(lane, f"seq{i}")
+            times[lane.variant.label][0].append(add)
+            times[lane.variant.label][1].append(delete)
+    return times
+
+
+def bench_parallel(lanes: list[Lane], rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    times: dict[str, tuple[list[float], list[float]]] = {
+        lane.variant.label: ([], []) for lane in lanes}
+    for r in range(rounds):
+        for lane in lanes:
+            cids = [f"par{r}x{k}" for k in range(PARALLEL)]
+            for cid in cids:
+                lane.box.container(cid)
+            add = lane.box.call_parallel(lane.variant, "ADD", cids, lane.conf)
+            delete = lane.box.call_parallel(lane.variant, "DEL", cids, lane.conf)
+            for cid in cids:
+                lane.box.drop_container(cid)
+            times[lane.variant.label][0].append(add)
+            times[lane.variant.label][1].append(delete)
+    return times
+
+
+def bench_scale(lane: Lane, n: int, marks: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """ADD n containers on one bridge, then DEL them newest first; the median of the 5 calls
+    ending at each mark (the mark-th container joining; the mark-th leaving)."""
+    cids = [f"s{k}" for k in range(1, n + 1)]
+    adds: list[float] = []
+    for cid in cids:
+        lane.box.container(cid)  # netns creation is outside the timed call
+        adds.append(lane.box.call(lane.variant, "ADD", cid, lane.conf))
+    dels: dict[int, float] = {}
+    for k in range(n, 0, -1):
+        dels[k] = lane.box.call(lane.variant, "DEL", cids[k - 1], lane.conf)
+        lane.box.drop_container(cids[k - 1])
+    out = {}
+    for mark in marks:
+        window = range(max(1, mark - 4), mark + 1)
+        out[mark] = (median([adds[k - 1] for k in window]), median([dels[k] for k in window]))
+    return out
+
+
+def bench_version(variants: list[Variant], n: int) -> dict[str, float]:
+    """Start-up alone: a VERSION call (podman sends one per plugin before every ADD and DEL)."""
+    env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}
+    cases: dict[str, Callable[[], object]] = {
+        "python -IS -c pass": lambda: subprocess.run(["/usr/bin/python3", "-IS", "-c", "pass"],
+                                                     check=True),
+    }
+    for v in variants:
+        cases[v.label] = (lambda v=v: subprocess.run(  # type: ignore[misc]
+            [str(v.bin_dir / "bridge")], input=b'{"cniVersion":"1.0.0"}', env={**env, **v.env},
+            stdout=subprocess.DEVNULL, check=True))
+    out: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(n):
+        for label, fn in cases.items():
+            started = time.perf_counter()
+            fn()
+            out[label].append((time.perf_counter() - started) * 1000)
+    return {k: median(v) for k, v in out.items()}
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:5.2f}x" if b else "  -  "
+
+
+def _row(name: str, vals: dict[str, float], target: str = "") -> str:
+    ref, inp, srv = vals["reference"], vals["in-process"], vals["server"]
+    return (f"{name:<26}{ref:>10.1f}{inp:>12.1f}{srv:>10.1f}   {_ratio(inp, ref):>8}"
+            f" {_ratio(srv, ref):>8}   {target}")
+
+
+def report(seq: dict[str, tuple[list[float], list[float]]],
+           par: dict[str, tuple[list[float], list[float]]], version: dict[str, float]) -> None:
+    print(f"\n{'ms':<26}{'reference':>10}{'in-process':>12}{'server':>10}   "
+          f"{'inp/ref':>8} {'srv/ref':>8}   targets")
+    print(_row("ADD median", {k: median(v[0]) for k, v in seq.items()},
+               "server <= 1.0x, in-process <= 8x"))
+    print(_row("ADD p90", {k: p90(v[0]) for k, v in seq.items()}))
+    print(_row("DEL median", {k: median(v[1]) for k, v in seq.items()}, "server <= 0.5x"))
+    print(_row("DEL p90", {k: p90(v[1]) for k, v in seq.items()}))
+    print(_row(f"{PARALLEL} parallel ADDs (wall)", {k: median(v[0]) for k, v in par.items()},
+               "server <= 1.0x"))
+    print(_row(f"{PARALLEL} parallel DELs (wall)", {k: median(v[1]) for k, v in par.items()}))
+    print(_row("VERSION (start-up)", version,
+               f"bare python -IS: {version['python -IS -c pass']:.1f} ms"))
+
+
+def report_scale(results: dict[str, dict[int, tuple[float, float]]]) -> None:
+    print("\nscale: one bridge, latency of the k-th container (median of k-4..k), ms")
+    for label, marks in results.items():
+        cells = "  ".join(f"#{m}: ADD {a:6.1f} DEL {d:6.1f}" for m, (a, d) in marks.items())
+        first, last = min(marks), max(marks)
+        growth = marks[last][0] / marks[first][0]
+        print(f"  {label:<11} {cells}   ADD #{last}/#{first} = {growth:.2f}x (target <= 1.2x)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_plugins", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N (CI sanity)")
+    parser.add_argument("-n", type=int, default=0, help="sequential iterations")
+    parser.add_argument("--scale", type=int, default=-1, help="containers on one bridge (0: skip)")
+    ns = parser.parse_args(argv)
+    n = ns.n or (5 if ns.quick else 30)
+    scale = ns.scale if ns.scale >= 0 else (30 if ns.quick else 1000)
+    marks = [m for m in (10, 100, 1000) if m <= scale] or [scale]
+    if scale and scale not in marks:
+        marks.append(scale)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pycni-bench-")))
+        variants = _variants(work, stack)
+        print(f"pycni plugin benchmark: bridge+host-local, isGateway+ipMasq; n={n}", flush=True)
+        version = bench_version(variants, max(n, 20))
+        lanes = _lanes(variants, work, stack, "10.77.0.0/24")
+        seq = bench_sequential(lanes, n)
+        par = bench_parallel(lanes, 1 if ns.quick else 3)
+        report(seq, par, version)
+        if scale:
+            results = {}
+            for variant in (variants[0], variants[2]):
+                with ExitStack() as lane_stack:
+                    (lane,) = _lanes([variant], work, lane_stack, "10.78.0.0/16")
+                    results[variant.label] = bench_scale(lane, scale, marks)
+                    print(f"  scale {variant.label}: done", flush=True)
+            report_scale(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""What every plugin executable runs first: hand the call to `pycni serve`, or run it here.
+
+Start-up is paid on every plugin call (podman makes 18 per container), so until it knows it
+must run the plugin in-process this module imports builtins only: ``_socket`` (not
+``socket``, which pulls in enum), ``posix`` (not even ``os``), ``sys`` and
+``pycni.server.protocol``. No ``json``, no ``re``.
+
+The decision:
+- ``PYCNI_NO_SERVER`` set (not "0"), no socket, a refused connection, or any error before the
+  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower.
+- After the ACK the call may have run: never re-run it. A lost connection or a missing
+  status prints one error JSON (code 999) on stdout and exits 1. The wait for the status has
+  its own deadline, a little above the server's call timeout, so the executable never hangs.
+"""
+
+import _socket
+import contextlib
+import posix
+import sys
+
+from pycni.server import protocol
+
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = ["DEFAULT_SOCKET", "launch"]
+
+DEFAULT_SOCKET = b"/run/pycni/pycni.sock"
+CONNECT_TIMEOUT = 2.0
+ACK_TIMEOUT = 10.0  # the server ACKs as soon as it has read the request
+DEADLINE_MARGIN = 2.0  # beyond the server's call timeout, which it sends in the ACK
+_NS_FLAGS = posix.O_RDONLY | posix.O_CLOEXEC
+
+
+class _Fallback(Exception):
+    """Nothing has run yet: run in-process."""
+
+
+def launch(name: str) -> "NoReturn":
+    """Run plugin ``name``: through the server if one answers, else in-process. Never returns."""
+    env = posix.environ
+    if env.get(b"PYCNI_NO_SERVER", b"") in (b"", b"0"):
+        path = env.get(b"PYCNI_SOCKET") or DEFAULT_SOCKET
+        try:
+            status = _call(path, name)
+        except _Fallback:
+            pass
+        else:
+            posix._exit(status)
+    _in_process(name)
+
+
+def _in_process(name: str) -> "NoReturn":
+    from pycni import plugins
+
+    plugins.launch(name)
+    sys.exit(0)  # launch exits with the plugin's status; this is only a backstop
+
+
+def _connect(path: bytes) -> _socket.socket:
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    try:
+        conn.settimeout(CONNECT_TIMEOUT)
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        raise _Fallback from None
+    return conn
+
+
+def _call(path: bytes, name: str) -> int:
+    conn = _connect(path)
+    try:
+        _send_request(conn, name)
+        timeout = _wait_ack(conn)
+        return _wait_status(conn, timeout + DEADLINE_MARGIN)
+    finally:
+        conn.close()
+
+
+def _send_request(conn: _socket.socket, name: str) -> None:
+    try:
+        cwd = posix.getcwdb()
+    except OSError:
+        cwd = b"/"
+    data = protocol.encode_request(name, cwd, posix.environ)
+    if len(data) > protocol.MAX_REQUEST:
+        raise _Fallback
+    fds = [0, 1, 2]
+    try:
+        fds.append(posix.open(b"/proc/self/ns/net", _NS_FLAGS))
+        fds.append(posix.open(b"/proc/self/ns/mnt", _NS_FLAGS))
+        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+    except OSError:
+        raise _Fallback from None
+    finally:
+        for fd in fds[3:]:
+            posix.close(fd)
+
+
+def _wait_ack(conn: _socket.socket) -> float:
+    """The server's call timeout, once it has accepted; ``_Fallback`` if it has not."""
+    conn.settimeout(ACK_TIMEOUT)
+    try:
+        data = conn.recv(64)
+    except TimeoutError:
+        data = _late_ack(conn)
+    except OSError:
+        raise _Fallback from None
+    try:
+        return protocol.decode_ack(data)
+    except protocol.ProtocolError:
+        raise _Fallback from None
+
+
+def _late_ack(conn: _socket.socket) -> bytes:
+    """Give up on the ACK without a race: once we shut the socket down, the server's ACK
+    fails and it forks nothing; an ACK that got in before the shutdown still counts."""
+    try:
+        conn.shutdown(_socket.SHUT_RDWR)
+        conn.setblocking(False)
+        data = conn.recv(64)
+    except OSError:
+        raise _Fallback from None
+    if not data:
+        raise _Fallback
+    _fail("pycni server accepted the call too late", f"no ACK within {ACK_TIMEOUT:.0f}s")
+
+
+def _wait_status(conn: _socket.socket, deadline: float) -> int:
+    conn.settimeout(deadline)
+    try:
+        data = conn.recv(64)
+    except TimeoutError:
+        _fail("pycni server call timed out", f"no exit status within {deadline:.1f}s")
+    except OSError as err:
+        _fail("lost the connection to the pycni server", str(err))
+    if not data:
+        _fail("lost the connection to the pycni server", "it closed before sending a status")
+    try:
+        return protocol.decode_status(data)
+    except protocol.ProtocolError as err:
+        _fail("bad reply from the pycni server", str(err))
+
+
+def _fail(msg: str, details: str) -> "NoReturn":
+    """The call may have run: report code 999 on stdout (one JSON document) and exit 1."""
+    doc = f'{{"code": 999, "msg": {_quote(msg)}, "details": {_quote(details)}}}\n'
+    with contextlib.suppress(OSError):
+        posix.write(1, doc.encode())
+    posix._exit(1)
+
+
+def _quote(text: str) -> str:
+    """A JSON string literal without importing json."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or ch > "~":
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else "?")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'

@@ -1,0 +1,352 @@
+"""The server's main loop: single-threaded, one selector, one forked worker per call.
+
+No threads anywhere: a worker must join the caller's mount namespace, which the kernel allows
+only to a single-threaded process. Workers are watched through pidfds in the same selector,
+so reaping, call timeouts and callers that hang up are all plain events of the one loop.
+
+Per connection: accept -> peer check (root only) -> read the one request within
+``READ_TIMEOUT`` -> ACK -> fork -> (worker exits | call timeout: SIGKILL | caller hangs up:
+SIGKILL) -> status. Anything wrong before the ACK drops the connection and the launcher runs
+the call in-process; nothing a peer sends can stop the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.plugins import PLUGINS
+from pycni.server import protocol
+from pycni.server.peer import Call, PeerError, peer_uid, receive_call
+from pycni.server.worker import run_worker
+
+__all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
+
+DEFAULT_TIMEOUT: Final = 60.0
+READ_TIMEOUT: Final = 2.0  # a peer that connects and sends nothing is dropped after this
+MAX_WORKERS: Final = 256  # beyond this, calls run in-process (the launcher falls back)
+
+log = logging.getLogger("pycni.server")
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    sock: socket.socket
+    peer: int
+    deadline: float
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    sock: socket.socket | None  # None once the caller hung up
+    stdout: int  # our copy of the caller's stdout, for the 999 report if the worker dies
+    pid: int
+    pidfd: int
+    what: str
+    started: float
+    deadline: float
+    killed: str = ""
+
+
+class Server:
+    """Listen on ``socket_path`` and serve until SIGTERM/SIGINT (then finish running calls)."""
+
+    def __init__(self, socket_path: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._sel = selectors.DefaultSelector()
+        self._pending: set[_Pending] = set()
+        self._running: dict[int, _Running] = {}
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def serve_forever(self) -> None:
+        self._listener = _bind(self.socket_path)
+        self._sel.register(self._listener, selectors.EVENT_READ, self._accept)
+        self._install_signals()
+        log.info("listening on %s (call timeout %.1fs, pid %d)", self.socket_path, self.timeout,
+                 os.getpid())
+        try:
+            while not self._stopping or self._running:
+                self._step()
+        finally:
+            self._close_listener()
+            log.info("stopped")
+
+    def _step(self) -> None:
+        for key, _ in self._sel.select(self._wait_time()):
+            key.data(key.fileobj)
+        self._expire(time.monotonic())
+
+    def _wait_time(self) -> float | None:
+        deadlines = [p.deadline for p in self._pending]
+        deadlines += [r.deadline for r in self._running.values() if not r.killed]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _install_signals(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)  # the wakeup fd carries the signal number
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
+
+    def _on_signal(self, _: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for signum in self._wake_r.recv(64):
+                if signum in (signal.SIGTERM, signal.SIGINT) and not self._stopping:
+                    log.info("signal %d: finishing %d running call(s)", signum,
+                             len(self._running))
+                    self._stopping = True
+                    self._close_listener()
+                    for pending in list(self._pending):
+                        self._drop(pending, "server stopping")
+
+    def _close_listener(self) -> None:
+        if self._listener is None:
+            return
+        self._sel.unregister(self._listener)
+        self._listener.close()
+        self._listener = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    def close_inherited(self) -> None:
+        """In a fresh worker: close every descriptor that belongs to the server."""
+        if self._listener is not None:
+            self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._sel.close()
+        for pending in self._pending:
+            pending.sock.close()
+        for running in self._running.values():
+            if running.sock is not None:
+                running.sock.close()
+            os.close(running.stdout)
+            os.close(running.pidfd)
+
+    # ------------------------------------------------------------------ before the ACK
+
+    def _accept(self, listener: object) -> None:
+        assert isinstance(listener, socket.socket)
+        try:
+            sock, _ = listener.accept()
+        except OSError as err:  # EMFILE and friends: log, keep serving
+            log.warning("accept failed: %s", err)
+            return
+        sock.setblocking(False)
+        pid, uid = peer_uid(sock)
+        if uid != 0:
+            log.warning("refused pid %d: uid %d is not root", pid, uid)
+            sock.close()
+            return
+        if not _same_pid_namespace(pid):
+            # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
+            # in: /proc/self would not resolve there. Such a caller runs in-process.
+            log.info("pid %d is in another pid namespace: it runs the call itself", pid)
+            sock.close()
+            return
+        pending = _Pending(sock=sock, peer=pid, deadline=time.monotonic() + READ_TIMEOUT)
+        self._pending.add(pending)
+        self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
+
+    def _drop(self, pending: _Pending, why: str) -> None:
+        log.warning("dropped request from pid %d: %s", pending.peer, why)
+        self._pending.discard(pending)
+        self._sel.unregister(pending.sock)
+        pending.sock.close()
+
+    def _on_request(self, pending: _Pending) -> None:
+        try:
+            call = receive_call(pending.sock)
+            if call.request.name not in PLUGINS:
+                call.close()
+                raise PeerError(f"unknown plugin {call.request.name!r}")
+        except PeerError as err:
+            self._drop(pending, str(err))
+            return
+        if len(self._running) >= MAX_WORKERS:
+            call.close()
+            self._drop(pending, f"{MAX_WORKERS} calls already running")
+            return
+        self._pending.discard(pending)
+        self._sel.unregister(pending.sock)
+        self._start(pending, call)
+
+    # ------------------------------------------------------------------ the call
+
+    def _start(self, pending: _Pending, call: Call) -> None:
+        what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"
+        try:
+            pending.sock.send(protocol.encode_ack(self.timeout))
+        except OSError as err:  # the launcher gave up first: it runs in-process, we run nothing
+            log.warning("%s from pid %d: ACK failed (%s)", what, pending.peer, err)
+            call.close()
+            pending.sock.close()
+            return
+        try:
+            pid = self._fork(call, pending.sock)
+        except OSError as err:
+            log.exception("%s: fork failed", what)
+            _report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
+            _send_status(pending.sock, 1)
+            call.close()
+            pending.sock.close()
+            return
+        for fd in (call.stdin, call.stderr, call.netns, call.mntns):
+            os.close(fd)
+        now = time.monotonic()
+        running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid,
+                           pidfd=os.pidfd_open(pid), what=what, started=now,
+                           deadline=now + self.timeout)
+        self._running[pid] = running
+        self._sel.register(running.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
+        self._sel.register(pending.sock, selectors.EVENT_READ,
+                           lambda _: self._on_hangup(running))
+
+    def _fork(self, call: Call, sock: socket.socket) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.setpgid(0, 0)
+            sock.close()  # only the server talks to the launcher
+            run_worker(call, close_inherited=self.close_inherited)
+        with contextlib.suppress(OSError):  # both sides set it: no window for killpg
+            os.setpgid(pid, pid)
+        return pid
+
+    def _kill(self, running: _Running, why: str) -> None:
+        if not running.killed:
+            running.killed = why
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(running.pid, signal.SIGKILL)
+
+    def _on_hangup(self, running: _Running) -> None:
+        assert running.sock is not None
+        try:
+            data = running.sock.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is expected after the request; ignore it
+        self._sel.unregister(running.sock)
+        running.sock.close()
+        running.sock = None
+        log.warning("%s (pid %d): caller hung up, killing the worker", running.what, running.pid)
+        self._kill(running, "the caller hung up")
+
+    def _expire(self, now: float) -> None:
+        for pending in [p for p in self._pending if p.deadline <= now]:
+            self._drop(pending, f"no complete request within {READ_TIMEOUT}s")
+        for running in self._running.values():
+            if not running.killed and running.deadline <= now:
+                log.error("%s (pid %d): timed out after %.1fs, killing it", running.what,
+                          running.pid, self.timeout)
+                self._kill(running, f"timed out after {self.timeout:.1f}s")
+
+    def _on_exit(self, running: _Running) -> None:
+        self._sel.unregister(running.pidfd)
+        os.close(running.pidfd)
+        del self._running[running.pid]
+        _, wait_status = os.waitpid(running.pid, 0)
+        code = os.waitstatus_to_exitcode(wait_status)
+        status = self._status_of(running, code)
+        os.close(running.stdout)
+        elapsed = (time.monotonic() - running.started) * 1000
+        log.debug("%s (pid %d): exit %d in %.1f ms", running.what, running.pid, status, elapsed)
+        if running.sock is not None:
+            self._sel.unregister(running.sock)
+            _send_status(running.sock, status)
+            running.sock.close()
+
+    def _status_of(self, running: _Running, code: int) -> int:
+        if code >= 0 and not running.killed:
+            return code
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(running.pid, signal.SIGKILL)  # whatever it left behind (a delegate)
+        why = running.killed or f"killed by signal {-code}"
+        log.error("%s (pid %d): worker %s", running.what, running.pid, why)
+        _report_failure(running.stdout, f"pycni server worker for {running.what} failed", why)
+        return 1
+
+
+def _same_pid_namespace(pid: int) -> bool:
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return False  # gone already, or not visible from here: not ours to serve
+    ours = os.stat("/proc/self/ns/pid")
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _send_status(sock: socket.socket, status: int) -> None:
+    try:
+        sock.send(protocol.encode_status(status))
+    except OSError as err:
+        log.warning("cannot send status %d: %s", status, err)
+
+
+def _report_failure(stdout: int, msg: str, details: str) -> None:
+    """Write the 999 error JSON on the caller's stdout, unless writing would block the loop."""
+    data = (CNIError(ErrorCode.INTERNAL, msg, details).to_json() + "\n").encode()
+    try:
+        _, writable, _ = select.select([], [stdout], [], 0)
+        if writable:
+            os.write(stdout, data)  # smaller than PIPE_BUF: atomic, never partial
+        else:
+            log.warning("caller's stdout is full; could not report: %s", msg)
+    except OSError as err:
+        log.warning("cannot report to the caller's stdout: %s", err)
+
+
+def _bind(path: str) -> socket.socket:
+    """The listening socket: its directory 0700, itself 0600, a stale one replaced."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_mode & 0o077:
+        log.warning("%s is accessible to others; the socket itself is 0600", directory)
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale(path: str) -> None:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        if err.errno not in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
+            raise
+        os.unlink(path)  # nobody listens there: a leftover of a server that died
+        return
+    finally:
+        probe.close()
+    raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}")

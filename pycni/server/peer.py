@@ -1,0 +1,101 @@
+"""The server's side of one connection before any fork: who is calling, and what they ask.
+
+Every failure here is a ``PeerError``: the loop logs it and drops the connection, and the
+launcher, which has no ACK yet, runs the call in-process.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from pycni.server import protocol
+
+__all__ = ["Call", "PeerError", "peer_uid", "receive_call"]
+
+_UCRED = struct.Struct("iII")  # pid, uid, gid
+_FD_BYTES = array.array("i").itemsize
+
+
+class PeerError(Exception):
+    """The connection is refused or its request unusable."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Call:
+    """A decoded request and the caller's descriptors, owned by the server until closed."""
+
+    request: protocol.Request
+    stdin: int
+    stdout: int
+    stderr: int
+    netns: int
+    mntns: int
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.stdin, self.stdout, self.stderr, self.netns, self.mntns)
+
+    def env_value(self, key: bytes) -> str:
+        for k, v in self.request.env:
+            if k == key:
+                return v.decode(errors="replace")
+        return ""
+
+    def close(self) -> None:
+        for fd in self.fds():
+            _close_quietly(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def peer_uid(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, from SO_PEERCRED."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, _gid = _UCRED.unpack(raw)
+    return pid, uid
+
+
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % _FD_BYTES
+            fds.frombytes(data[:usable])
+    return list(fds)
+
+
+def receive_call(conn: socket.socket) -> Call:
+    """Read the one request packet (the socket is readable). Fds are closed on any error."""
+    try:
+        data, ancdata, flags, _ = conn.recvmsg(
+            protocol.MAX_REQUEST + 1,
+            socket.CMSG_SPACE(protocol.FDS * _FD_BYTES),
+            socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
+        )
+    except OSError as err:
+        raise PeerError(f"receive failed: {err}") from err
+    fds = _received_fds(ancdata)
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise PeerError("request truncated (too large or too many descriptors)")
+        if not data:
+            raise PeerError("peer closed without a request")
+        if len(fds) != protocol.FDS:
+            raise PeerError(f"expected {protocol.FDS} descriptors, got {len(fds)}")
+        try:
+            request = protocol.decode_request(data)
+        except protocol.ProtocolError as err:
+            raise PeerError(str(err)) from err
+    except BaseException:
+        for fd in fds:
+            _close_quietly(fd)
+        raise
+    return Call(request=request, stdin=fds[0], stdout=fds[1], stderr=fds[2], netns=fds[3],
+                mntns=fds[4])

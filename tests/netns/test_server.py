@@ -1,0 +1,297 @@
+"""`pycni serve` end to end: executables hand their calls to a private server, whose workers
+run them in the caller's namespaces; bad peers and bad workers never take the server down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pycni.net import netns
+from pycni.server import protocol
+from tests.support import PluginRun, exec_plugin
+
+CALL_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class ServerProc:
+    pid: int
+    socket: Path
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [int(c) for c in children]
+
+
+@contextlib.contextmanager
+def _start_server(sock: Path, log: Path) -> Iterator[ServerProc]:
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pycni.cli", "serve", "--socket", str(sock), "--timeout",
+             str(CALL_TIMEOUT), "--log-level", "DEBUG"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        yield ServerProc(pid=proc.pid, socket=sock, log=log)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=CALL_TIMEOUT + 10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    directory = tmp_path_factory.mktemp("server")
+    sock = directory / "run" / "pycni.sock"
+    with _start_server(sock, directory / "server.log") as proc:
+        yield proc
+    assert not sock.exists(), "the server removes its socket on SIGTERM"
+
+
+def _env(container: str, cni_bin: Path, **extra: str) -> dict[str, str]:
+    return {"CNI_CONTAINERID": "srv1", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(cni_bin), **extra}
+
+
+def _via(server: ServerProc) -> dict[str, str]:
+    return {"PYCNI_SOCKET": str(server.socket)}
+
+
+IN_PROCESS = {"PYCNI_NO_SERVER": "1"}
+LO_CONFIG = {"cniVersion": "1.1.0", "name": "lonet", "type": "loopback"}
+
+
+def _error(run: PluginRun) -> dict[str, object]:
+    (doc,) = run.documents()
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_server_socket_is_private(server: ServerProc) -> None:
+    assert server.socket.stat().st_mode & 0o777 == 0o600
+    assert server.socket.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_loopback_add_through_the_server_equals_in_process(
+    server: ServerProc, host_ns: str, make_netns: object, cni_bin: Path
+) -> None:
+    assert callable(make_netns)
+    results = []
+    for i, mode in enumerate((_via(server), IN_PROCESS)):
+        container = make_netns(f"c{i}", lo_up=False)
+        run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                          env=_env(container, cni_bin, **mode), run_in=host_ns)
+        assert run.code == 0, run.stdout + run.stderr
+        results.append({**run.json(), "interfaces": [
+            {**i, "sandbox": "X"} for i in run.json()["interfaces"]]})
+    assert results[0] == results[1]
+    assert "loopback ADD (pid" in server.log_text()
+
+
+def test_worker_is_in_the_callers_netns(server: ServerProc, host_ns: str, cni_bin: Path) -> None:
+    """CNI_NETNS naming the caller's own netns is refused: only true if the worker is there."""
+    for mode in (_via(server), IN_PROCESS):
+        run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                          env=_env(host_ns, cni_bin, **mode), run_in=host_ns)
+        assert run.code == 1
+        assert "should not be the same" in str(_error(run)["msg"])
+
+
+def test_worker_sees_the_callers_mount_namespace(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path, tmp_path: Path
+) -> None:
+    """The netns file exists only in the caller's private mount namespace."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    script = (
+        f"mount -t tmpfs none {hidden} && touch {hidden}/ns && "
+        f"mount --bind {container_ns} {hidden}/ns && exec {cni_bin / 'loopback'}"
+    )
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD",
+           **_env(f"{hidden}/ns", cni_bin), **_via(server)}
+    with netns.enter(host_ns):
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            input=json.dumps(LO_CONFIG).encode(), env=env, capture_output=True, timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["interfaces"][0]["sandbox"] == f"{hidden}/ns"
+    assert not (hidden / "ns").exists()  # and the test's own view never saw it
+
+
+def test_no_socket_falls_back_in_process(host_ns: str, container_ns: str, cni_bin: Path,
+                                         tmp_path: Path) -> None:
+    run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                      env=_env(container_ns, cni_bin, PYCNI_SOCKET=str(tmp_path / "none.sock")),
+                      run_in=host_ns)
+    assert run.code == 0, run.stderr
+
+
+def _version_works(server: ServerProc, cni_bin: Path) -> None:
+    before = server.log_text().count("none VERSION (pid")
+    run = exec_plugin(cni_bin / "none", command="VERSION", config={"cniVersion": "1.0.0"},
+                      env=_via(server))
+    assert run.code == 0, run.stderr
+    assert server.alive()
+    assert server.log_text().count("none VERSION (pid") == before + 1
+
+
+def test_non_root_peer_is_refused(tmp_path_factory: pytest.TempPathFactory,
+                                  cni_bin: Path) -> None:
+    """Defence behind the 0600 socket: SO_PEERCRED. Needs a server whose socket nobody can
+    reach, so this one lives in a world-searchable directory with its mode opened up."""
+    directory = Path(tempfile.mkdtemp(prefix="pycni-peer-", dir="/tmp"))
+    directory.chmod(0o711)
+    try:
+        with _start_server(directory / "pycni.sock", directory / "server.log") as other:
+            other.socket.chmod(0o666)
+            probe = (
+                "import os, socket, sys; os.setgid(65534); os.setuid(65534); "
+                "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); "
+                "s.settimeout(5); s.connect(sys.argv[1]); print(repr(s.recv(64)))"
+            )
+            proc = subprocess.run([sys.executable, "-c", probe, str(other.socket)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.strip() == "b''"  # closed without an ACK
+            assert "uid 65534 is not root" in other.log_text()
+            _version_works(other, cni_bin)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _send_raw(server: ServerProc, data: bytes, *, fds: list[int] | None = None,
+              linger: float = 0.0) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        conn.settimeout(10)
+        conn.connect(str(server.socket))
+        if fds:
+            conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+        elif data:
+            conn.send(data)
+        if linger:
+            time.sleep(linger)
+            return b""
+        return conn.recv(64)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["garbage", "no-fds", "too-few-fds", "unknown-plugin", "oversized", "truncated", "empty",
+     "hang-up", "slow"],
+)
+def test_bad_requests_never_take_the_server_down(
+    server: ServerProc, cni_bin: Path, kind: str
+) -> None:
+    good = protocol.encode_request("none", b"/", {b"CNI_COMMAND": b"VERSION"})
+    fds = [0, 1, 2, os.open("/proc/self/ns/net", os.O_RDONLY), os.open("/proc/self/ns/mnt",
+                                                                        os.O_RDONLY)]
+    try:
+        if kind == "garbage":
+            reply = _send_raw(server, os.urandom(512), fds=fds)
+        elif kind == "no-fds":
+            reply = _send_raw(server, good)
+        elif kind == "too-few-fds":
+            reply = _send_raw(server, good, fds=fds[:2])
+        elif kind == "unknown-plugin":
+            reply = _send_raw(server, protocol.encode_request("nope", b"/", {}), fds=fds)
+        elif kind == "oversized":
+            reply = _send_raw(server, good + b"X=" + b"y" * protocol.MAX_REQUEST + b"\0", fds=fds)
+        elif kind == "truncated":
+            reply = _send_raw(server, good[: len(good) // 2], fds=fds)
+        elif kind == "empty":
+            reply = _send_raw(server, b"", fds=None)
+        elif kind == "hang-up":
+            reply = _send_raw(server, b"", linger=0.01)
+        else:  # slow: connect and say nothing; dropped after the read deadline
+            reply = _send_raw(server, b"", fds=None)
+        assert reply == b"", reply  # never an ACK
+    finally:
+        for fd in fds[3:]:
+            os.close(fd)
+    _version_works(server, cni_bin)
+
+
+def _wait_for_worker(server: ServerProc, before: set[int]) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        new = set(server.workers()) - before
+        if new:
+            return new.pop()
+        time.sleep(0.02)
+    raise AssertionError("no worker appeared")
+
+
+def test_worker_killed_mid_call_gives_999(server: ServerProc, host_ns: str, container_ns: str,
+                                          cni_bin: Path) -> None:
+    before = set(server.workers())
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
+           **_via(server), "PYCNI_TEST_SLEEP": "30"}
+    with netns.enter(host_ns):
+        proc = subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        worker = _wait_for_worker(server, before)
+        os.kill(worker, signal.SIGKILL)
+        out, _ = proc.communicate(json.dumps(LO_CONFIG).encode(), timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    (doc,) = [json.loads(line) for line in out.decode().splitlines()]
+    assert doc["code"] == 999
+    assert "killed by signal 9" in doc["details"]
+    assert server.alive()
+
+
+def test_wedged_worker_is_killed_after_the_timeout(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path
+) -> None:
+    started = time.monotonic()
+    run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                      env={**_env(container_ns, cni_bin), **_via(server),
+                           "PYCNI_TEST_SLEEP": "60"},
+                      run_in=host_ns, timeout=CALL_TIMEOUT + 15)
+    elapsed = time.monotonic() - started
+    assert run.code == 1
+    doc = _error(run)
+    assert doc["code"] == 999
+    assert "timed out" in str(doc["details"])
+    assert CALL_TIMEOUT <= elapsed < CALL_TIMEOUT + 5
+    assert server.alive()
+    _version_works(server, cni_bin)
