@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 run: deps
-	$(PY) -m pycni.demo
+	bash scripts/make-run.sh
 
 lint: deps
 	$(VENV)/bin/ruff check .
