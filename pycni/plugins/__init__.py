@@ -25,6 +25,13 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
         ),
         PluginInfo(name="loopback", module="pycni.plugins.loopback"),
         PluginInfo(name="none", module="pycni.plugins.none"),
+        PluginInfo(name="portmap", module="pycni.plugins.portmap"),
+        PluginInfo(name="firewall", module="pycni.plugins.firewall"),
+        # host mode acts on (reads) the runtime's own netns by definition.
+        PluginInfo(name="host", module="pycni.plugins.host", allow_own_netns=True),
+        PluginInfo(name="container", module="pycni.plugins.container"),
+        PluginInfo(name="bandwidth", module="pycni.plugins.bandwidth"),
+        PluginInfo(name="tuning", module="pycni.plugins.tuning", known_cni_args=frozenset({"MAC"})),
     )
 }
 

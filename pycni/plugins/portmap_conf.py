@@ -1,0 +1,152 @@
+"""The `portmap` plugin's configuration, parsed and validated whole before any kernel call.
+
+Keys follow the reference plugin (reference §2.4): ``snat`` (default true), ``masqAll``
+(default false), ``backend``, and the ``portMappings`` capability in ``runtimeConfig``. pycni
+adds ``dataDir``, where host-port reservations live. Reference keys pycni does not implement
+are refused with code 2 naming them, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pycni.cni._fields import bad, opt_bool, opt_str
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.skel import CmdArgs
+from pycni.firewall import validate_backend_name
+from pycni.firewall.hostports import DEFAULT_ROOT
+from pycni.firewall.portmap_model import PROTOCOLS, PortMapping
+
+__all__ = ["PortmapConfig", "parse_for_teardown", "parse_mappings", "parse_portmap_config"]
+
+_PROTOCOL_KEYS: Final = frozenset(
+    {"cniVersion", "cniVersions", "name", "type", "capabilities", "runtimeConfig", "args",
+     "prevResult"}
+)
+_PORTMAP_KEYS: Final = frozenset({"snat", "masqAll", "backend", "dataDir"})
+_NOT_IMPLEMENTED: Final = {
+    "markMasqBit": "pycni needs no packet mark: it masquerades by conntrack's DNAT state and "
+                   "the post-DNAT tuple",
+    "externalSetMarkChain": "pycni needs no packet mark (see markMasqBit)",
+    "conditionsV4": "extra match conditions are not implemented",
+    "conditionsV6": "extra match conditions are not implemented",
+}
+_MAPPING_KEYS: Final = frozenset({"hostPort", "containerPort", "protocol", "hostIP"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortmapConfig:
+    mappings: tuple[PortMapping, ...] = ()
+    snat: bool = True
+    masq_all: bool = False
+    backend: str | None = None
+    data_dir: str = DEFAULT_ROOT
+
+
+def _check_keys(raw: Mapping[str, Any]) -> None:
+    for key in raw:
+        if key in _NOT_IMPLEMENTED:
+            raise CNIError(ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}",
+                           _NOT_IMPLEMENTED[key])
+        if key not in _PORTMAP_KEYS and key not in _PROTOCOL_KEYS \
+                and not key.startswith("cni.dev/"):
+            raise CNIError(ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}",
+                           f"{key}={raw[key]!r} is not a portmap plugin key")
+
+
+def _port(entry: Mapping[str, Any], key: str, where: str) -> int:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise bad(f"{where}.{key}", f"must be an integer in 1..65535, got {value!r}")
+    return value
+
+
+def _mapping(entry: Any, where: str) -> PortMapping:
+    if not isinstance(entry, dict):
+        raise bad(where, "must be an object")
+    unknown = sorted(set(entry) - _MAPPING_KEYS)
+    if unknown:
+        raise bad(where, f"unknown keys {unknown}")
+    protocol = entry.get("protocol") or "tcp"
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+        raise bad(f"{where}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    host_ip = entry.get("hostIP") or None
+    if host_ip is not None and not isinstance(host_ip, str):
+        raise bad(f"{where}.hostIP", f"must be a string, got {host_ip!r}")
+    host_port = _port(entry, "hostPort", where)
+    container_port = _port(entry, "containerPort", where)
+    try:
+        return PortMapping(host_ip, host_port, container_port, protocol.lower())
+    except CNIError as err:  # ports and protocol are valid by now: it is the address
+        raise bad(f"{where}.hostIP", f"{host_ip!r} is not an IP address") from err
+
+
+def _check_duplicates(mappings: tuple[PortMapping, ...]) -> None:
+    from pycni.firewall.hostports import overlaps
+
+    for i, a in enumerate(mappings):
+        for b in mappings[:i]:
+            if (a.protocol, a.host_port) == (b.protocol, b.host_port) \
+                    and overlaps(a.reservation, b.reservation):
+                raise bad("runtimeConfig.portMappings",
+                          f"host port {a.describe()} is mapped twice ({b.describe()})")
+
+
+def parse_mappings(runtime_config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
+    raw = runtime_config.get("portMappings")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise bad("runtimeConfig.portMappings", "must be a list")
+    mappings = tuple(_mapping(e, f"runtimeConfig.portMappings[{i}]") for i, e in enumerate(raw))
+    _check_duplicates(mappings)
+    return mappings
+
+
+def parse_portmap_config(args: CmdArgs) -> PortmapConfig:
+    raw = args.config.raw
+    _check_keys(raw)
+    backend = raw.get("backend")
+    if backend is not None and not isinstance(backend, str):
+        raise bad("backend", f"must be a string, got {backend!r}")
+    validate_backend_name(backend, field="backend")
+    data_dir = opt_str(raw, "dataDir", default=DEFAULT_ROOT)
+    if not data_dir.startswith("/"):
+        raise bad("dataDir", f"must be an absolute path, got {data_dir!r}")
+    return PortmapConfig(
+        mappings=parse_mappings(args.config.runtime_config),
+        snat=opt_bool(raw, "snat", default=True),
+        masq_all=opt_bool(raw, "masqAll"),
+        backend=backend,
+        data_dir=data_dir,
+    )
+
+
+def parse_for_teardown(args: CmdArgs) -> PortmapConfig:
+    """DEL's parse: a config that ADD would refuse must not stop DEL (it would abort the
+    runtime's reverse DEL chain and leak whatever the earlier plugins made, field failure
+    #2). Whatever is valid is kept; DEL then goes by the attachment's record."""
+    try:
+        return parse_portmap_config(args)
+    except CNIError as err:
+        print(f"portmap: DEL with an invalid config ({err}); removing by attachment key",
+              file=sys.stderr)
+    raw = args.config.raw
+    data_dir = raw.get("dataDir")
+    backend = raw.get("backend")
+    return PortmapConfig(
+        data_dir=data_dir if isinstance(data_dir, str) and data_dir.startswith("/")
+        else DEFAULT_ROOT,
+        backend=backend if isinstance(backend, str) and _valid_backend(backend) else None,
+    )
+
+
+def _valid_backend(name: str) -> bool:
+    try:
+        validate_backend_name(name)
+    except CNIError:
+        return False
+    return True
