@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pycni.install import install
 
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
@@ -208,12 +206,6 @@ def sweep_cgroups(parent: str) -> None:
             time.sleep(0.02)
         with contextlib.suppress(OSError):
             os.rmdir(path)
-
-
-def skip_server_mode(plugin_mode: str) -> None:
-    """The session's fork server lives outside the sandbox; the runtime tests run once."""
-    if plugin_mode == "server":
-        pytest.skip("pycni-run's plugins run inside its sandbox, not in the session's server")
 
 
 @contextlib.contextmanager

@@ -61,7 +61,11 @@ def drop_forward(sandbox: Sandbox, kind: str) -> None:
 def _nft_stdin(sandbox: Sandbox, script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["nsenter", f"--net={sandbox.host_ns}", "nft", "-f", "-"],
-        input=script, capture_output=True, text=True, timeout=10, check=False,
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     )
 
 
@@ -103,7 +107,7 @@ def test_traffic_flows_despite_forward_drop_and_stops_after_del(
     assert outside
     sandbox.delete("a")
     sandbox.delete("b")
-    assert "comment \"" not in _set_elements(sandbox)
+    assert 'comment "' not in _set_elements(sandbox)
 
 
 def test_iptables_backend_beats_docker_forward_drop(sandbox: Sandbox) -> None:
@@ -143,9 +147,7 @@ def _two_networks(sandbox: Sandbox, backend: str, **n2_keys: Any) -> tuple[str, 
     return sandbox.containers["a"], _ip(a), sandbox.containers["b"], _ip(b)
 
 
-def test_two_networks_are_isolated_and_both_reach_outside(
-    sandbox: Sandbox, backend: str
-) -> None:
+def test_two_networks_are_isolated_and_both_reach_outside(sandbox: Sandbox, backend: str) -> None:
     ca, ip_a, cb, ip_b = _two_networks(sandbox, backend)
     assert ping(ca, OUTSIDE)
     assert ping(cb, OUTSIDE)

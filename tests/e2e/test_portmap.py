@@ -72,12 +72,20 @@ def portmap_conflist(
     version: str = "1.1.0",
     **portmap_keys: Any,
 ) -> dict[str, Any]:
-    conf = bridge_conflist(name=name, data_dir=sandbox.data_dir, bridge=bridge,
-                           ranges=[[{"subnet": subnet}]], version=version)
+    conf = bridge_conflist(
+        name=name,
+        data_dir=sandbox.data_dir,
+        bridge=bridge,
+        ranges=[[{"subnet": subnet}]],
+        version=version,
+    )
     if backend:
         conf["plugins"][0]["ipMasqBackend"] = backend
-    plugin: dict[str, Any] = {"type": portmap_type, "capabilities": {"portMappings": True},
-                              **portmap_keys}
+    plugin: dict[str, Any] = {
+        "type": portmap_type,
+        "capabilities": {"portMappings": True},
+        **portmap_keys,
+    }
     if portmap_type == "portmap" and "dataDir" not in portmap_keys:
         plugin["dataDir"] = str(hostports_dir(sandbox))
     if backend:
@@ -123,8 +131,13 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             argv = ["busybox", "httpd", "-f", "-p", str(port), "-h", str(root)]
         else:
             argv = [PYTHON, "-c", _UDP_SERVER, str(port), answer]
-        procs.append(subprocess.Popen(["nsenter", f"--net={ns}", *argv],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                ["nsenter", f"--net={ns}", *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait_bound(ns, port, "tcp" if kind == "http" else "udp")
 
     yield start
@@ -177,8 +190,11 @@ def registry_files(sandbox: Sandbox) -> list[str]:
     root = hostports_dir(sandbox)
     if not root.exists():
         return []
-    return sorted(str(p.relative_to(root)).split("/", 1)[1] for p in root.rglob("*")
-                  if p.is_file() and p.name != "lock")
+    return sorted(
+        str(p.relative_to(root)).split("/", 1)[1]
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "lock"
+    )
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -215,10 +231,12 @@ def test_published_port_is_reachable_from_host_outside_localhost_and_hairpin(
 def test_host_ip_and_udp_and_snat_off(sandbox: Sandbox, serve: Serve, backend: str) -> None:
     sandbox.write_conf(portmap_conflist(sandbox, backend=backend, snat=False))
     outside = sandbox.connect_outside()
-    mappings = {"portMappings": [
-        {"hostPort": 8080, "containerPort": 80, "hostIP": HOST_IP},
-        {"hostPort": 5300, "containerPort": 53, "protocol": "udp"},
-    ]}
+    mappings = {
+        "portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "hostIP": HOST_IP},
+            {"hostPort": 5300, "containerPort": 53, "protocol": "udp"},
+        ]
+    }
     sandbox.add("a", capability_args=mappings)
     serve(sandbox.containers["a"], "http", 80, "a")
     serve(sandbox.containers["a"], "udp", 53, "udp-a")
@@ -262,8 +280,12 @@ def test_conflict_with_another_container_fails_add_leaving_nothing(
     assert http_get(outside, f"http://{HOST_IP}:9000/", timeout=1) is None
     # a specific host address also collides with a wildcard mapping of the same port
     with pytest.raises(CNIError, match="8080/tcp"):
-        sandbox.add("c", capability_args={"portMappings": [
-            {"hostPort": 8080, "containerPort": 80, "hostIP": HOST_IP}]})
+        sandbox.add(
+            "c",
+            capability_args={
+                "portMappings": [{"hostPort": 8080, "containerPort": 80, "hostIP": HOST_IP}]
+            },
+        )
     sandbox.add("d", capability_args=maps((8080, 80, "udp")))  # another protocol is free
 
 
@@ -390,12 +412,15 @@ def test_bad_config_is_refused_naming_the_field_with_nothing_left(
     assert sandbox.allocations() == []
 
 
-@pytest.mark.parametrize("bad", [
-    {"hostPort": 0, "containerPort": 80},
-    {"hostPort": 8080, "containerPort": 70000},
-    {"hostPort": 8080, "containerPort": 80, "protocol": "icmp"},
-    {"hostPort": 8080, "containerPort": 80, "hostIP": "not-an-ip"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hostPort": 0, "containerPort": 80},
+        {"hostPort": 8080, "containerPort": 70000},
+        {"hostPort": 8080, "containerPort": 80, "protocol": "icmp"},
+        {"hostPort": 8080, "containerPort": 80, "hostIP": "not-an-ip"},
+    ],
+)
 def test_bad_mapping_is_refused(sandbox: Sandbox, bad: dict[str, object]) -> None:
     sandbox.write_conf(portmap_conflist(sandbox))
     with pytest.raises(CNIError) as err:
@@ -441,8 +466,10 @@ def test_same_reachability_as_the_reference_portmap(
     (mixed / "portmap").symlink_to(REFERENCE_BIN / "portmap")
     outside = sandbox.connect_outside()
     seen = {}
-    for which, bin_dir, backend in (("ours", sandbox.bin_dir, ours_backend),
-                                    ("ref", mixed, "iptables")):
+    for which, bin_dir, backend in (
+        ("ours", sandbox.bin_dir, ours_backend),
+        ("ref", mixed, "iptables"),
+    ):
         conf = portmap_conflist(sandbox, name=which, backend=backend, version="1.0.0")
         # The reference needs the bridge's hairpin mode for a container to reach its own
         # published port (br_netfilter); ours turns it on itself, so give both the same.

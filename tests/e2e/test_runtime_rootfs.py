@@ -11,15 +11,13 @@ from tests.e2e.runtime_support import (
     RuntimeSandbox,
     open_sandbox,
     shared_image_store,
-    skip_server_mode,
 )
 
 
 @pytest.fixture
 def box(
-    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory, plugin_mode: str
+    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RuntimeSandbox]:
-    skip_server_mode(plugin_mode)
     with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
         yield sandbox
 
