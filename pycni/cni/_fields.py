@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from pycni.cni.errors import CNIError, ErrorCode
 
-__all__ = ["bad", "opt_bool", "opt_int", "opt_map", "opt_str", "opt_str_list", "req_str"]
+__all__ = [
+    "PROTOCOL_KEYS",
+    "bad",
+    "check_plugin_keys",
+    "opt_bool",
+    "opt_int",
+    "opt_map",
+    "opt_str",
+    "opt_str_list",
+    "req_str",
+]
 
 T = TypeVar("T")
+
+# Keys the protocol itself puts in a plugin's stdin (spec §3), accepted by every plugin, as is
+# anything under the runtime-reserved "cni.dev/" prefix (GC's valid attachments).
+PROTOCOL_KEYS = frozenset(
+    {
+        "cniVersion",
+        "cniVersions",
+        "name",
+        "type",
+        "capabilities",
+        "runtimeConfig",
+        "args",
+        "prevResult",
+    }
+)
+
+
+def check_plugin_keys(
+    raw: Mapping[str, Any],
+    *,
+    plugin: str,
+    known: Collection[str],
+    not_implemented: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (code 2, naming it) a key the plugin does not implement or does not know:
+    a misspelt key silently ignored is how networks end up not doing what their file says."""
+    for key in raw:
+        if not_implemented and key in not_implemented:
+            raise CNIError(
+                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", not_implemented[key]
+            )
+        if key not in known and key not in PROTOCOL_KEYS and not key.startswith("cni.dev/"):
+            raise CNIError(
+                ErrorCode.UNSUPPORTED_FIELD,
+                f"unsupported field {key}",
+                f"{key}={raw[key]!r} is not a {plugin} plugin key",
+            )
+
 
 _TYPE_NAMES = {
     str: "a string",

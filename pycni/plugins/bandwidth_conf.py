@@ -13,25 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni._fields import bad, check_plugin_keys
 from pycni.cni.skel import CmdArgs
 
 __all__ = ["BandwidthConfig", "Limit", "parse_bandwidth_config", "parse_limits"]
 
-# Keys the protocol itself puts in a plugin's stdin (spec §3); anything under "cni.dev/" too.
-_PROTOCOL_KEYS: Final = frozenset(
-    {
-        "cniVersion",
-        "cniVersions",
-        "name",
-        "type",
-        "capabilities",
-        "runtimeConfig",
-        "args",
-        "prevResult",
-    }
-)
 _LIMIT_KEYS: Final = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 # tc_tbf_qopt carries rate (bytes/s) and the queue limit in u32; the reference refuses a
 # burst/8 of 4 GiB or more, and we cannot express a rate of 2**32 bytes/s (~34 Gbit/s) or more.
@@ -66,13 +52,7 @@ class BandwidthConfig:
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
-    for key in raw:
-        if key not in _LIMIT_KEYS and key not in _PROTOCOL_KEYS and not key.startswith("cni.dev/"):
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field {key}",
-                f"{key}={raw[key]!r} is not a bandwidth plugin key",
-            )
+    check_plugin_keys(raw, plugin="bandwidth", known=_LIMIT_KEYS)
 
 
 def _value(doc: Mapping[str, Any], key: str, where: str) -> int:

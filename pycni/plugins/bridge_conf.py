@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pycni.cni._fields import bad, opt_bool, opt_int, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import DNS
@@ -22,20 +22,6 @@ __all__ = ["DEFAULT_BRIDGE", "BridgeConfig", "parse_bridge_config"]
 
 DEFAULT_BRIDGE: Final = "pycni0"
 
-# Keys the protocol itself puts in a plugin's stdin (spec §3), accepted for every plugin,
-# as is anything under the runtime-reserved "cni.dev/" prefix (GC's valid attachments).
-PROTOCOL_KEYS: Final = frozenset(
-    {
-        "cniVersion",
-        "cniVersions",
-        "name",
-        "type",
-        "capabilities",
-        "runtimeConfig",
-        "args",
-        "prevResult",
-    }
-)
 _BRIDGE_KEYS: Final = frozenset(
     {
         "bridge",
@@ -85,17 +71,7 @@ class BridgeConfig:
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
-    for key in raw:
-        if key in _NOT_IMPLEMENTED:
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key]
-            )
-        if key not in _BRIDGE_KEYS and key not in PROTOCOL_KEYS and not key.startswith("cni.dev/"):
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field {key}",
-                f"{key}={raw[key]!r} is not a bridge plugin key",
-            )
+    check_plugin_keys(raw, plugin="bridge", known=_BRIDGE_KEYS, not_implemented=_NOT_IMPLEMENTED)
 
 
 def _bridge_name(raw: Mapping[str, Any]) -> str:

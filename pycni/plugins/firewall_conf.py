@@ -23,12 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, opt_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
 from pycni.firewall.forward_model import INGRESS_POLICIES
-from pycni.plugins.bridge_conf import PROTOCOL_KEYS
 
 __all__ = ["FirewallConfig", "parse_firewall_config"]
 
@@ -52,17 +51,7 @@ class FirewallConfig:
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
-    for key in raw:
-        if key in _NOT_IMPLEMENTED:
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key]
-            )
-        if key not in _KEYS and key not in PROTOCOL_KEYS and not key.startswith("cni.dev/"):
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field {key}",
-                f"{key}={raw[key]!r} is not a firewall plugin key",
-            )
+    check_plugin_keys(raw, plugin="firewall", known=_KEYS, not_implemented=_NOT_IMPLEMENTED)
 
 
 def _refuse_unimplemented(key: str, value: str) -> None:

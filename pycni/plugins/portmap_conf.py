@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, opt_bool, opt_str
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str
+from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
 from pycni.firewall.hostports import DEFAULT_ROOT
@@ -22,14 +22,10 @@ from pycni.firewall.portmap_model import PROTOCOLS, PortMapping
 
 __all__ = ["PortmapConfig", "parse_for_teardown", "parse_mappings", "parse_portmap_config"]
 
-_PROTOCOL_KEYS: Final = frozenset(
-    {"cniVersion", "cniVersions", "name", "type", "capabilities", "runtimeConfig", "args",
-     "prevResult"}
-)
 _PORTMAP_KEYS: Final = frozenset({"snat", "masqAll", "backend", "dataDir"})
 _NOT_IMPLEMENTED: Final = {
     "markMasqBit": "pycni needs no packet mark: it masquerades by conntrack's DNAT state and "
-                   "the post-DNAT tuple",
+    "the post-DNAT tuple",
     "externalSetMarkChain": "pycni needs no packet mark (see markMasqBit)",
     "conditionsV4": "extra match conditions are not implemented",
     "conditionsV6": "extra match conditions are not implemented",
@@ -47,14 +43,7 @@ class PortmapConfig:
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
-    for key in raw:
-        if key in _NOT_IMPLEMENTED:
-            raise CNIError(ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}",
-                           _NOT_IMPLEMENTED[key])
-        if key not in _PORTMAP_KEYS and key not in _PROTOCOL_KEYS \
-                and not key.startswith("cni.dev/"):
-            raise CNIError(ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}",
-                           f"{key}={raw[key]!r} is not a portmap plugin key")
+    check_plugin_keys(raw, plugin="portmap", known=_PORTMAP_KEYS, not_implemented=_NOT_IMPLEMENTED)
 
 
 def _port(entry: Mapping[str, Any], key: str, where: str) -> int:
@@ -89,10 +78,13 @@ def _check_duplicates(mappings: tuple[PortMapping, ...]) -> None:
 
     for i, a in enumerate(mappings):
         for b in mappings[:i]:
-            if (a.protocol, a.host_port) == (b.protocol, b.host_port) \
-                    and overlaps(a.reservation, b.reservation):
-                raise bad("runtimeConfig.portMappings",
-                          f"host port {a.describe()} is mapped twice ({b.describe()})")
+            if (a.protocol, a.host_port) == (b.protocol, b.host_port) and overlaps(
+                a.reservation, b.reservation
+            ):
+                raise bad(
+                    "runtimeConfig.portMappings",
+                    f"host port {a.describe()} is mapped twice ({b.describe()})",
+                )
 
 
 def parse_mappings(runtime_config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
@@ -132,13 +124,16 @@ def parse_for_teardown(args: CmdArgs) -> PortmapConfig:
     try:
         return parse_portmap_config(args)
     except CNIError as err:
-        print(f"portmap: DEL with an invalid config ({err}); removing by attachment key",
-              file=sys.stderr)
+        print(
+            f"portmap: DEL with an invalid config ({err}); removing by attachment key",
+            file=sys.stderr,
+        )
     raw = args.config.raw
     data_dir = raw.get("dataDir")
     backend = raw.get("backend")
     return PortmapConfig(
-        data_dir=data_dir if isinstance(data_dir, str) and data_dir.startswith("/")
+        data_dir=data_dir
+        if isinstance(data_dir, str) and data_dir.startswith("/")
         else DEFAULT_ROOT,
         backend=backend if isinstance(backend, str) and _valid_backend(backend) else None,
     )

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pycni.cni._fields import bad, opt_bool, opt_int, opt_str
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str
+from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.net import sysctl
 
@@ -35,19 +35,6 @@ __all__ = [
 
 DEFAULT_DATA_DIR: Final = "/run/pycni/tuning"
 NET_PREFIX: Final = f"{sysctl.PROC_SYS}/net/"
-# Keys the protocol itself puts in a plugin's stdin (spec §3); anything under "cni.dev/" too.
-_PROTOCOL_KEYS: Final = frozenset(
-    {
-        "cniVersion",
-        "cniVersions",
-        "name",
-        "type",
-        "capabilities",
-        "runtimeConfig",
-        "args",
-        "prevResult",
-    }
-)
 _TUNING_KEYS: Final = frozenset(
     {"sysctl", "mac", "mtu", "promisc", "allmulti", "txQLen", "dataDir"}
 )
@@ -93,17 +80,7 @@ class TuningConfig:
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
-    for key in raw:
-        if key in _NOT_IMPLEMENTED:
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", _NOT_IMPLEMENTED[key]
-            )
-        if key not in _TUNING_KEYS and key not in _PROTOCOL_KEYS and not key.startswith("cni.dev/"):
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field {key}",
-                f"{key}={raw[key]!r} is not a tuning plugin key",
-            )
+    check_plugin_keys(raw, plugin="tuning", known=_TUNING_KEYS, not_implemented=_NOT_IMPLEMENTED)
 
 
 def _is_path_form(key: str) -> bool:
