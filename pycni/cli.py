@@ -6,6 +6,7 @@
                                       [--cap-args JSON] [--cache-dir DIR]
     pycni status NETWORK
     pycni gc NETWORK [--valid CID:IFNAME ...]
+    pycni probe TARGET [--to ADDR[:PORT[/tcp|udp]] ...] [--json] [--timeout S]
 
 The conf dir and plugin path come from NETCONFPATH and CNI_PATH (as for cnitool) or flags.
 Errors print the plugin's error JSON on stdout and exit non-zero.
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     gc = subs.add_parser("gc", help="remove attachments not in --valid")
     _add_network_args(gc, attachment=False)
     gc.add_argument("--valid", action="append", default=[], metavar="CID:IFNAME")
+    _add_probe_args(subs)
     return parser
 
 
@@ -150,6 +152,41 @@ def _serve(ns: argparse.Namespace) -> int:
     return serve(socket_path=ns.socket, timeout=ns.timeout, log_level=ns.log_level)
 
 
+# --- probe (issue #7) ---------------------------------------------------------------------
+# scapy is imported only inside _probe (by pycni.probe.run): `import pycni.cli` stays light.
+
+
+def _add_probe_args(subs: Any) -> None:
+    probe = subs.add_parser("probe", help="ARP/ICMP/TCP/UDP/path-MTU probes from inside a netns")
+    probe.add_argument("target", help="pycni-run container name, netns name, or netns path")
+    probe.add_argument("--to", action="append", default=[], metavar="ADDR[:PORT[/tcp|udp]]",
+                       help="also probe this address (and port); repeatable")
+    probe.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait per probe")
+    probe.add_argument("--state-dir", default="/run/pycni", help="pycni-run's state dir")
+    probe.add_argument("--cache-dir", default=cache.DEFAULT_CACHE_DIR,
+                       help="CNI results cache (results and port mappings of netns targets)")
+
+
+def _probe(ns: argparse.Namespace) -> int:
+    from pycni.probe import ProbeError, parse_destination, resolve_target
+    from pycni.probe.report import render_json, render_table
+    from pycni.probe.run import run
+
+    try:
+        destinations = [parse_destination(text) for text in ns.to]
+        target = resolve_target(ns.target, state_dir=ns.state_dir, cache_dir=ns.cache_dir)
+    except ProbeError as err:
+        print(f"pycni probe: {err}", file=sys.stderr)
+        return 2
+    report = run(target, destinations=destinations, timeout=ns.timeout)
+    print(render_json(report) if ns.json else render_table(report))
+    return 0
+
+
+# --- end probe ---------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
@@ -157,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _install(ns)
         if ns.command == "serve":
             return _serve(ns)
+        if ns.command == "probe":
+            return _probe(ns)
         return _run_network_verb(ns)
     except CNIError as err:
         print(err.to_json(), file=sys.stdout)
