@@ -577,7 +577,7 @@ def too_new_for_libcni_1_1(conf_dir: Path) -> list[str]:
     ]
 
 
-# The exact containers.conf the podman tests use (docs/clients.md quotes it).
+# The exact containers.conf the podman tests use (the README quotes it).
 PODMAN_CONTAINERS_CONF: Final = f"""\
 [containers]
 # This VM's bounding set lacks CAP_SYS_RESOURCE and its hard RLIMIT_NOFILE is 20000: podman 4.3
