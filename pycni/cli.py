@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_network_args(gc, attachment=False)
     gc.add_argument("--valid", action="append", default=[], metavar="CID:IFNAME")
     _add_probe_args(subs)
+    _add_reconcile_args(subs)
     return parser
 
 
@@ -187,6 +188,31 @@ def _probe(ns: argparse.Namespace) -> int:
 # --- end probe ---------------------------------------------------------------------------
 
 
+# --- reconcile (issue #9) -----------------------------------------------------------------
+
+
+def _add_reconcile_args(subs: Any) -> None:
+    rec = subs.add_parser("reconcile", help="restore the firewall rules of every cached "
+                          "attachment (after a ruleset flush or a firewalld reload)")
+    rec.add_argument("--cache-dir", default=cache.DEFAULT_CACHE_DIR)
+
+
+def _reconcile(ns: argparse.Namespace) -> int:
+    from pycni.reconcile import reconcile
+
+    report = reconcile(ns.cache_dir)
+    for line in report.restored:
+        print(f"restored {line}")
+    for line in report.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    for line in report.errors:
+        print(f"error {line}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+# --- end reconcile ------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
@@ -196,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(ns)
         if ns.command == "probe":
             return _probe(ns)
+        if ns.command == "reconcile":
+            return _reconcile(ns)
         return _run_network_verb(ns)
     except CNIError as err:
         print(err.to_json(), file=sys.stdout)

@@ -16,6 +16,7 @@ __all__ = [
     "opt_map",
     "opt_str",
     "opt_str_list",
+    "path_problem",
     "req_str",
 ]
 
@@ -116,3 +117,26 @@ def opt_str_list(doc: Mapping[str, Any], key: str, where: str = "") -> tuple[str
         if not isinstance(item, str):
             raise bad(f"{where}{key}[{i}]", f"must be a string, got {item!r}")
     return tuple(value)
+
+
+_PATH_MAX = 4095  # PATH_MAX - 1, in bytes
+_NAME_MAX = 255
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is unfit as a state directory (dataDir, cache dir), or None.
+
+    Absolute, no NUL, no ``..`` component (nothing climbs out of where it says it is) and
+    within the kernel's PATH_MAX/NAME_MAX: refused here, before anything touches the disk,
+    instead of failing later as an OSError (or a ValueError for NUL) mid-operation.
+    """
+    if "\0" in path:
+        return "contains a NUL byte"
+    if not path.startswith("/"):
+        return f"{path!r} is not an absolute path"
+    if ".." in path.split("/"):
+        return f"{path!r} has a '..' component"
+    encoded = path.encode(errors="surrogateescape")
+    if len(encoded) > _PATH_MAX or any(len(c) > _NAME_MAX for c in encoded.split(b"/")):
+        return f"is longer than PATH_MAX ({_PATH_MAX}) or has a component over {_NAME_MAX} bytes"
+    return None

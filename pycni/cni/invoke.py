@@ -24,6 +24,7 @@ from typing import Any
 
 from pycni.cni import cache
 from pycni.cni import version as versions
+from pycni.cni._fields import path_problem
 from pycni.cni.conf import NetworkConfigList
 from pycni.cni.delegate import find_in_path
 from pycni.cni.errors import CNIError, ErrorCode
@@ -186,8 +187,16 @@ class Invoker:
 
     # ---- verbs on a network list ------------------------------------------------------------
 
+    def _validate(self, rt: RuntimeConf | None) -> None:
+        """Attachment names and cache dir, before the cache (or anything else) is touched."""
+        if rt is not None:
+            rt.validate()
+        problem = path_problem(self.cache_dir)
+        if problem:
+            raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid cache dir", problem)
+
     def add(self, conflist: NetworkConfigList, rt: RuntimeConf, *, rollback: bool = True) -> Result:
-        rt.validate()
+        self._validate(rt)
         pending = self._cache_entry(conflist, rt, None)
         cache.write(self.cache_dir, pending)
         prev: dict[str, Any] | None = None
@@ -273,7 +282,7 @@ class Invoker:
             self.exec_plugin(str(plugin["type"]), "DEL", stdin, rt)
 
     def delete(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
-        rt.validate()
+        self._validate(rt)
         prev = None
         if versions.at_least(conflist.cni_version, "0.4.0"):
             prev = self._cached_result(conflist, rt)
@@ -281,7 +290,7 @@ class Invoker:
         cache.delete(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
 
     def check(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
-        rt.validate()
+        self._validate(rt)
         if not versions.at_least(conflist.cni_version, "0.4.0"):
             raise CNIError(
                 ErrorCode.INCOMPATIBLE_CNI_VERSION,
@@ -318,6 +327,7 @@ class Invoker:
         """Remove every attachment of this network not in ``valid`` (container id, ifname)."""
         if conflist.disable_gc:
             return
+        self._validate(None)
         errors = self._gc_cached(conflist, frozenset(valid))
         if versions.at_least(conflist.cni_version, "1.1.0"):
             attachments = [{"containerID": c, "ifname": i} for c, i in sorted(valid)]

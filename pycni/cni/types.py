@@ -298,6 +298,7 @@ class PluginRequest:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> PluginRequest:
         prev = doc.get("prevResult")
+        opt_map(doc, "capabilities")  # only the runtime reads it, but a non-object is refused
         return cls(
             cni_version=req_str(doc, "cniVersion"),
             name=req_str(doc, "name"),

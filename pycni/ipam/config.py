@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from pycni.cni._fields import path_problem
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
@@ -299,10 +300,9 @@ def _parse_path(value: object, field: str, default: str | None) -> str | None:
         return default
     if not isinstance(value, str):
         raise _invalid(field, f"must be a string, not {type(value).__name__}")
-    if "\0" in value:
-        raise _invalid(field, "contains a NUL byte")
-    if not value.startswith("/"):
-        raise _invalid(field, f"{value!r} is not an absolute path")
+    problem = path_problem(value)  # NUL, relative, a '..' component, overlong
+    if problem:
+        raise _invalid(field, problem)
     return value
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import ParamSpec
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.failpoints import failpoint
 from pycni.ipam.allocator import (
     Allocation,
     capacity,
@@ -99,13 +100,16 @@ def _commit(
         # ours (both ignored on release), never a reservation it does not know about.
         store.write_index(container_id, ifname, [*held, *ips])
         undo.callback(_quietly, store.write_index, container_id, ifname, held)
+        failpoint("hostlocal.add.after_index")
         for ip in ips:
             if not store.reserve(ip, container_id=container_id, ifname=ifname):
                 # Only a writer ignoring the lock can get here between our check and create.
                 raise CNIError(ErrorCode.INTERNAL, f"{ip} was reserved concurrently")
             undo.callback(_quietly, store.remove_ip, ip)
+            failpoint("hostlocal.add.after_reserve")
         for index, ip in enumerate(ips):
             store.set_last_reserved(index, ip)
+        failpoint("hostlocal.add.after_hints")
         undo.pop_all()
 
 
@@ -137,6 +141,7 @@ def allocate(
             for i, rs in enumerate(config.range_sets)
         ]
         _commit(store, picks, held=held, container_id=container_id, ifname=ifname)
+    failpoint("hostlocal.add.after_unlock")
     return [make_allocation(ip, rng, i) for i, (ip, rng) in enumerate(picks)]
 
 
@@ -151,8 +156,10 @@ def release(config: HostLocalConfig, *, network: str, container_id: str, ifname:
                 store.remove_ip(ip)
             except CNIError as err:
                 failed.append((ip, err))
+            failpoint("hostlocal.del.after_remove")
         # What could not be removed stays indexed, so that a repeated DEL still finds it.
         store.write_index(container_id, ifname, [ip for ip, _ in failed])
+        failpoint("hostlocal.del.after_index")
     if failed:
         raise CNIError(
             ErrorCode.IO_FAILURE,

@@ -24,6 +24,7 @@ from typing import Final
 from pycni.cni.errors import CNIError, ErrorCode, LinkNotFound, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, Result
+from pycni.failpoints import failpoint
 from pycni.net import links, tc
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins.bandwidth_conf import BandwidthConfig, Limit, parse_bandwidth_config
@@ -132,9 +133,12 @@ def _setup_egress(
     _remove_leftover_ifb(host, args, name)
     ifb = tc.create_ifb(host, name, mtu=veth.mtu, alias=alias)
     undo.callback(tc.delete_ifb, host, name)
+    failpoint("bandwidth.add.after_ifb")
     tc.set_tbf(host, ifb.index, shape)  # shaped before any traffic is redirected to it
+    failpoint("bandwidth.add.after_ifb_tbf")
     undo.callback(tc.delete_ingress_qdisc, host, veth.index)  # even if only half was made
     tc.setup_redirect(host, veth.index, ifb.index)
+    failpoint("bandwidth.add.after_redirect")
     return ifb
 
 
@@ -156,9 +160,11 @@ def cmd_add(args: CmdArgs) -> Result:
     ifb = None
     with open_ipr() as host, _undo_on_failure() as undo:
         veth = _find_host_veth(host, args)
+        failpoint("bandwidth.add.after_find_veth")
         if ingress is not None:
             undo.callback(tc.delete_root_qdisc, host, veth.index)
             tc.set_tbf(host, veth.index, ingress)
+            failpoint("bandwidth.add.after_ingress")
         if egress is not None:
             ifb = _setup_egress(host, args, veth, egress, undo)
     return _with_ifb(prev, args, ifb)
@@ -204,8 +210,10 @@ def cmd_del(args: CmdArgs) -> None:
             ifb = None
         index = ifb.index if ifb is not None else None
         _collect(errors, "host veth qdiscs", lambda: _teardown_veth(host, args, index))
+        failpoint("bandwidth.del.after_veth_qdiscs")
         if ifb is not None:
             _collect(errors, f"ifb {name}", lambda: tc.delete_ifb(host, name))
+        failpoint("bandwidth.del.after_ifb")
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bandwidth DEL incomplete", "; ".join(errors))
 

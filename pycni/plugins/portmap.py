@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import IPConfig, Result
+from pycni.failpoints import failpoint
 from pycni.firewall.hostports import Record, Registry, netns_identity
 from pycni.firewall.model import AttachmentKey, network_tag
 from pycni.firewall.portmap_backends import select_portmap
@@ -138,11 +139,15 @@ def cmd_add(args: CmdArgs) -> Result:
     with _undo_on_failure() as undo:
         stale = registry.reserve(record)
         undo.callback(registry.release, pm.key.label)
+        failpoint("portmap.add.after_reserve")
         _teardown_stale(stale, conf.backend)
         backend.setup_portmap(pm)
         undo.callback(backend.teardown_portmap, pm.key, pm)
+        failpoint("portmap.add.after_rules")
         _setup_host_side(pm, prev)
+        failpoint("portmap.add.after_host_side")
     _udp_flush(pm, with_container=False)
+    failpoint("portmap.add.after_udp_flush")
     return prev
 
 
@@ -175,14 +180,17 @@ def cmd_del(args: CmdArgs) -> None:
         record = registry.load(key.label)
     except CNIError as err:
         errors.append(str(err))
+    failpoint("portmap.del.after_load")
     if record is None and not conf.mappings and not errors:
         return  # nothing was ever published for this attachment
     hint = _del_hint(conf, args, record)
     backend = select_portmap(record.backend if record and record.backend else conf.backend)
     _collect(errors, "rules", lambda: backend.teardown_portmap(key, hint))
+    failpoint("portmap.del.after_rules")
     if hint is not None:
         _udp_flush(hint, with_container=True)
     _collect(errors, "host-port reservation", lambda: registry.release(key.label))
+    failpoint("portmap.del.after_release")
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "portmap DEL incomplete", "; ".join(errors))
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str, path_problem
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
@@ -106,8 +106,9 @@ def parse_portmap_config(args: CmdArgs) -> PortmapConfig:
         raise bad("backend", f"must be a string, got {backend!r}")
     validate_backend_name(backend, field="backend")
     data_dir = opt_str(raw, "dataDir", default=DEFAULT_ROOT)
-    if not data_dir.startswith("/"):
-        raise bad("dataDir", f"must be an absolute path, got {data_dir!r}")
+    problem = path_problem(data_dir)  # NUL, relative, a '..' component, overlong
+    if problem:
+        raise bad("dataDir", problem)
     return PortmapConfig(
         mappings=parse_mappings(args.config.runtime_config),
         snat=opt_bool(raw, "snat", default=True),
@@ -133,7 +134,7 @@ def parse_for_teardown(args: CmdArgs) -> PortmapConfig:
     backend = raw.get("backend")
     return PortmapConfig(
         data_dir=data_dir
-        if isinstance(data_dir, str) and data_dir.startswith("/")
+        if isinstance(data_dir, str) and path_problem(data_dir) is None
         else DEFAULT_ROOT,
         backend=backend if isinstance(backend, str) and _valid_backend(backend) else None,
     )

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str, path_problem
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.net import sysctl
@@ -183,8 +183,9 @@ def _link_settings(args: CmdArgs, raw: Mapping[str, Any], cni: Mapping[str, Any]
 def parse_data_dir(raw: Mapping[str, Any]) -> str:
     """``dataDir``: an absolute directory for the backups of original link values."""
     data_dir = opt_str(raw, "dataDir", default=DEFAULT_DATA_DIR)
-    if not os.path.isabs(data_dir) or "\0" in data_dir:
-        raise bad("dataDir", f"{data_dir!r} must be an absolute path")
+    problem = path_problem(data_dir)  # NUL, relative, a '..' component, overlong
+    if problem:
+        raise bad("dataDir", problem)
     return os.path.normpath(data_dir)
 
 
