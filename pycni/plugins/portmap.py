@@ -243,8 +243,27 @@ def cmd_gc(args: CmdArgs) -> None:
         raise CNIError(ErrorCode.INTERNAL, "portmap GC incomplete", "; ".join(errors))
 
 
+def _missing_rules(registry: Registry, network: str, default_backend: str | None) -> list[str]:
+    """Published ports of live attachments whose rules are gone (a flushed ruleset)."""
+    problems: list[str] = []
+    for rec in registry.records(network_tag(network)):
+        if rec.is_stale():
+            continue  # its container is gone: GC's business, not a connectivity problem
+        backend = select_portmap(rec.backend or default_backend)
+        problems += [f"{rec.describe()}: {p}" for p in backend.check_portmap(rec.portmap)]
+    return problems
+
+
 def cmd_status(args: CmdArgs) -> None:
     conf = parse_portmap_config(args)
     reason = select_portmap(conf.backend).status()
     if reason:
         raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "port-mapping backend unavailable", reason)
+    missing = _missing_rules(Registry(conf.data_dir), args.network, conf.backend)
+    if missing:
+        # 51: new ADDs work, but existing containers' published ports do not answer.
+        raise CNIError(
+            ErrorCode.LIMITED_CONNECTIVITY,
+            "published ports are missing their rules; `pycni reconcile` restores them",
+            "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else ""),
+        )

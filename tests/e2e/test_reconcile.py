@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from pycni.cni.conf import find_conflist
+from pycni.cni.errors import CNIError
 from pycni.cni.types import Result
+from pycni.net import netns
 from tests.e2e.bridge_support import Sandbox, nsexec, ping
 from tests.e2e.crash_support import capability_args, full_conflist, host_state, leaks
 from tests.e2e.test_portmap import Serve, http_get, serve  # noqa: F401 - a fixture
@@ -99,3 +102,28 @@ def test_reconcile_skips_an_add_in_progress(sandbox: Sandbox, hostports: Path) -
     assert run.returncode == 0, run.stderr
     assert "skipped testnet/pending/eth0" in run.stderr
     assert run.stdout == ""
+
+
+def _status(sandbox: Sandbox) -> CNIError | None:
+    conf = find_conflist(str(sandbox.conf_dir), "testnet")
+    try:
+        with netns.enter(sandbox.host_ns):
+            sandbox.invoker().status(conf)
+    except CNIError as err:
+        return err
+    return None
+
+
+def test_status_reports_flushed_rules_until_reconcile(sandbox: Sandbox, hostports: Path) -> None:
+    sandbox.write_conf(full_conflist(sandbox, hostports))
+    sandbox.add("a", capability_args=capability_args(8080))
+    assert _status(sandbox) is None
+    flushed = nsexec(sandbox.host_ns, "nft", "flush", "ruleset")
+    assert flushed.returncode == 0, flushed.stderr
+    err = _status(sandbox)
+    assert err is not None
+    assert err.code == 51  # existing containers are cut off; new ADDs would still work
+    assert "reconcile" in err.msg
+    run = _reconcile(sandbox)
+    assert run.returncode == 0, run.stderr
+    assert _status(sandbox) is None
