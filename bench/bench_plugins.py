@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small N (CI sanity)")
     parser.add_argument("-n", type=int, default=0, help="sequential iterations")
     parser.add_argument("--scale", type=int, default=-1, help="containers on one bridge (0: skip)")
+    parser.add_argument("--rounds", type=int, default=0, help="parallel rounds (default 3)")
     ns = parser.parse_args(argv)
     n = ns.n or (5 if ns.quick else 30)
     scale = ns.scale if ns.scale >= 0 else (30 if ns.quick else 1000)
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         version = bench_version(variants, max(n, 20))
         lanes = _lanes(variants, work, stack, "10.77.0.0/24")
         seq = bench_sequential(lanes, n)
-        par = bench_parallel(lanes, 1 if ns.quick else 3)
+        par = bench_parallel(lanes, ns.rounds or (1 if ns.quick else 3))
         report(seq, par, version)
         if scale:
             results = {}

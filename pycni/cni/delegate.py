@@ -5,9 +5,13 @@ the verb, exactly as the reference plugins do; plugins never import each other's
 
 Fast path: when the executable found on CNI_PATH is a pycni executable rendered for this very
 code (``pycni install``), exec'ing it would start a new interpreter only to run
-``skel.run(PLUGINS[kind])``. Instead a forked child runs exactly that, with the same env,
-stdin bytes and exit status, and hands its stdout back through a pipe; its stderr is ours.
-Any other executable (the reference plugins, another install) is exec'd as always.
+``skel.run(PLUGINS[kind])``. Instead that very call runs here, in this process, with the same
+env mapping (passed explicitly: ``os.environ`` is not touched), the same stdin bytes and exit
+status; its stdout goes into a buffer and its stderr is ours. That is safe because our IPAM
+plugins touch no process-global state: no environment, cwd, signal handlers or leftover
+descriptors (their store lock is an fd closed on the way out), and the store lock bounds every
+wait. Plugins that would not be (``_FORKED_KINDS``) run in a forked child that hands its stdout
+back through a pipe. Any other executable (the reference plugins, another install) is exec'd.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ DELEGATE_TIMEOUT = 30.0
 # The package root a rendered executable puts first on sys.path: ours, or not ours.
 _OUR_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MAX_EXECUTABLE: Final = 4096
+# Our plugin kinds that run as a delegate in-process; any other of ours runs in a forked child.
+_IN_PROCESS_KINDS: Final = frozenset({"host-local"})
 
 
 def find_in_path(kind: str, path: tuple[str, ...]) -> str:
@@ -55,10 +61,12 @@ def delegate(
     """Exec delegate ``kind`` for ``command``: its stdout, or its error as ``CNIError``."""
     binary = find_in_path(kind, path)
     child_env = {**env, "CNI_COMMAND": command}
-    if _is_our_executable(binary, kind):
-        returncode, stdout, stderr = _run_forked(kind, command, stdin=stdin, env=child_env)
-    else:
+    if not _is_our_executable(binary, kind):
         returncode, stdout, stderr = _run_exec(binary, kind, command, stdin=stdin, env=child_env)
+    elif kind in _IN_PROCESS_KINDS:
+        returncode, stdout, stderr = _run_in_process(kind, stdin=stdin, env=child_env)
+    else:
+        returncode, stdout, stderr = _run_forked(kind, command, stdin=stdin, env=child_env)
     if stderr:
         sys.stderr.write(stderr.decode(errors="replace"))
     if returncode == 0:
@@ -110,6 +118,20 @@ def _is_our_executable(binary: str, kind: str) -> bool:
         and f"\nsys.path[:0] = [{_OUR_ROOT!r}" in text
         and text.endswith(f'\nfrom pycni.launcher import launch\n\nlaunch("{kind}")\n')
     )
+
+
+def _run_in_process(
+    kind: str, *, stdin: bytes, env: Mapping[str, str]
+) -> tuple[int, bytes, bytes]:
+    """Run our ``kind`` right here, as its executable would: (status, stdout, b"")."""
+    from pycni.cni import skel
+    from pycni.plugins import PLUGINS
+
+    out = io.StringIO()
+    status = skel.run(
+        PLUGINS[kind], env=dict(env), stdin=io.BytesIO(stdin), stdout=out, stderr=sys.stderr
+    )
+    return status, out.getvalue().encode(), b""
 
 
 def _run_forked(

@@ -99,9 +99,10 @@ def _addr_request(iface: Interface, nodad: bool) -> dict[str, Any]:
     return request
 
 
-def add_address(ipr: IPR, index: int, cidr: str, *, nodad: bool = False) -> None:
-    """Add ``cidr`` to link ``index``; already present is success. ``nodad`` (IPv6 only) skips
-    duplicate address detection, so the address is usable at once instead of tentative."""
+def add_address(ipr: IPR, index: int, cidr: str, *, nodad: bool = False) -> bool:
+    """Add ``cidr`` to link ``index``; already present is success (False: it was there, True:
+    added now). ``nodad`` (IPv6 only) skips duplicate address detection, so the address is
+    usable at once instead of tentative."""
     request = _addr_request(parse_cidr(cidr), nodad)
     with translate_netlink_error(f"add address {cidr} to link #{index}", link=f"#{index}"):
         try:
@@ -109,6 +110,8 @@ def add_address(ipr: IPR, index: int, cidr: str, *, nodad: bool = False) -> None
         except NetlinkError as err:
             if err.code != errno.EEXIST:
                 raise
+            return False
+    return True
 
 
 def _dump_addresses(ipr: IPR, index: int, family: int | None) -> Iterator[Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "get_link_by_index",
     "host_veth_name",
     "random_host_veth_name",
+    "random_mac",
     "set_bridge_port",
     "set_bridge_port_vlan",
     "set_mac",
@@ -217,10 +218,24 @@ def bridge_vlan_filtering(ipr: IPR, index: int) -> bool:
     return bool(value)
 
 
-def _create_bridge(ipr: IPR, name: str, *, mtu: int | None, vlan_filtering: bool) -> None:
+def random_mac(*, low: bool = False) -> str:
+    """A random locally administered unicast MAC address; with ``low``, one starting 02: (the
+    lowest such first byte: a bridge with it rarely has a port whose MAC sorts lower)."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = 0x02 if low else (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _create_bridge(
+    ipr: IPR, name: str, *, mtu: int | None, vlan_filtering: bool, mac: str | None
+) -> None:
     request: dict[str, Any] = {"ifname": name, "kind": "bridge"}
     if mtu is not None:
         request["mtu"] = mtu
+    if mac is not None:
+        # Given at creation the address counts as set by the user (NET_ADDR_SET): the bridge
+        # keeps it instead of following the lowest port MAC as ports come and go.
+        request["address"] = mac
     if vlan_filtering:
         request["br_vlan_filtering"] = 1
     with translate_netlink_error(f"create bridge {name}"):
@@ -242,14 +257,18 @@ def ensure_bridge(
     mtu: int | None = None,
     promisc: bool = False,
     vlan_filtering: bool = False,
+    pin_mac: bool = False,
 ) -> LinkInfo:
     """Create the bridge unless it exists, then make sure it is up (and promisc/VLAN-aware if
     asked). ``mtu`` applies only when creating it, like the reference plugin: an existing
-    bridge's MTU belongs to whoever made it. Safe to call from concurrent ADDs."""
+    bridge's MTU belongs to whoever made it. ``pin_mac``: a bridge created here gets a fixed
+    random MAC before any port joins, so its MAC never changes. Safe to call from concurrent
+    ADDs."""
     validate_ifname(name)
     link = get_link(ipr, name)
     if link is None:
-        _create_bridge(ipr, name, mtu=mtu, vlan_filtering=vlan_filtering)
+        _create_bridge(ipr, name, mtu=mtu, vlan_filtering=vlan_filtering,
+                       mac=random_mac(low=True) if pin_mac else None)
         link = get_link(ipr, name)
         if link is None:
             raise CNIError(ErrorCode.INTERNAL, f"bridge {name} vanished right after creation")
@@ -259,14 +278,18 @@ def ensure_bridge(
             f"{name} already exists but is not a bridge",
             f"kind {link.kind or 'none'}",
         )
+    changed = False
     if vlan_filtering and not bridge_vlan_filtering(ipr, link.index):
         with _vlan_op(f"enable vlan_filtering on {name}", link=name):
             ipr.link("set", index=link.index, kind="bridge", br_vlan_filtering=1)
+        changed = True
     if promisc and not link.promisc:
         set_promisc(ipr, link.index, True)
+        changed = True
     if not link.up:
         set_up(ipr, link.index)
-    return _require_link(ipr, link.index)
+        changed = True
+    return _require_link(ipr, link.index) if changed else link
 
 
 # ---------------------------------------------------------------------------- veth
@@ -321,11 +344,12 @@ def _add_veth(
 def _name_clash(
     host_ipr: IPR, container_ipr: IPR, *, host: str, container: str, ns: str
 ) -> CNIError:
-    """EEXIST does not say which end clashed: look both names up to tell the caller."""
-    if get_link(host_ipr, host) is not None:
-        return HostVethNameTaken(host)
+    """EEXIST does not say which end clashed: look both names up to tell the caller. The
+    container end first: a taken CNI_IFNAME fails the ADD whatever the host side holds."""
     if get_link(container_ipr, container) is not None:
         return ContainerIfnameExists(container, ns)
+    if get_link(host_ipr, host) is not None:
+        return HostVethNameTaken(host)
     return CNIError(ErrorCode.INTERNAL, f"create veth {host}: name clash that went away")
 
 
@@ -344,31 +368,58 @@ def create_veth(
     container_netns: str,
     mtu: int | None = None,
     container_mac: str | None = None,
+    container_ipr: IPR | None = None,
 ) -> VethPair:
     """Create a veth pair in one request: ``host_ifname`` in ``host_ipr``'s netns and its peer
     ``container_ifname`` directly in ``container_netns``. Both ends are left down.
 
-    ``ContainerIfnameExists`` if the container already has that name (checked first, and again
-    on EEXIST in case it appeared meanwhile); ``HostVethNameTaken`` if the host name is in use
-    (retry with another name). ``NetNSNotFound`` if the container netns is gone.
+    ``container_ipr``, a handle already bound to ``container_netns``, saves opening one.
+    ``ContainerIfnameExists`` if the container already has that name; ``HostVethNameTaken``
+    if only the host name is in use (retry with another name): the kernel's EEXIST tells a
+    clash, the names are looked up only then. ``NetNSNotFound`` if the container netns is gone.
     """
     _validate_veth_args(host_ifname, container_ifname, container_mac)
-    with open_ipr(container_netns) as cipr:
-        if get_link(cipr, container_ifname) is not None:
-            raise ContainerIfnameExists(container_ifname, container_netns)
-        created = _add_veth(
+
+    def create_with(cipr: IPR) -> VethPair:
+        return _create_veth_with(
             host_ipr,
+            cipr,
             host_ifname=host_ifname,
             container_ifname=container_ifname,
             container_netns=container_netns,
             mtu=mtu,
             mac=container_mac,
         )
-        if not created:
-            raise _name_clash(
-                host_ipr, cipr, host=host_ifname, container=container_ifname, ns=container_netns
-            )
-        return _read_pair(host_ipr, cipr, host_ifname, container_ifname)
+
+    if container_ipr is not None:
+        return create_with(container_ipr)
+    with open_ipr(container_netns) as cipr:
+        return create_with(cipr)
+
+
+def _create_veth_with(
+    host_ipr: IPR,
+    cipr: IPR,
+    *,
+    host_ifname: str,
+    container_ifname: str,
+    container_netns: str,
+    mtu: int | None,
+    mac: str | None,
+) -> VethPair:
+    created = _add_veth(
+        host_ipr,
+        host_ifname=host_ifname,
+        container_ifname=container_ifname,
+        container_netns=container_netns,
+        mtu=mtu,
+        mac=mac,
+    )
+    if not created:
+        raise _name_clash(
+            host_ipr, cipr, host=host_ifname, container=container_ifname, ns=container_netns
+        )
+    return _read_pair(host_ipr, cipr, host_ifname, container_ifname)
 
 
 def _read_pair(host_ipr: IPR, cipr: IPR, host_ifname: str, container_ifname: str) -> VethPair:
@@ -410,9 +461,12 @@ def set_down(ipr: IPR, index: int) -> None:
         ipr.link("set", index=index, state="down")
 
 
-def set_master(ipr: IPR, index: int, master_index: int) -> None:
+def set_master(ipr: IPR, index: int, master_index: int, *, up: bool = False) -> None:
+    """Make ``master_index`` the master of link ``index``; with ``up``, in the same request
+    also set the link up."""
+    extra: dict[str, Any] = {"state": "up"} if up else {}
     with translate_netlink_error(f"set master of link #{index}", link=f"#{index}"):
-        ipr.link("set", index=index, master=master_index)
+        ipr.link("set", index=index, master=master_index, **extra)
 
 
 def set_mac(ipr: IPR, index: int, mac: str) -> None:

@@ -19,6 +19,7 @@ from pycni.cni.delegate import delegate, delegate_add
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
+from pycni.failpoints import failpoint
 from pycni.firewall import AttachmentKey, Masquerade, macspoof, select
 from pycni.lockfile import network_lock
 from pycni.net import addrs, links, sysctl
@@ -49,7 +50,9 @@ class _Built:
 # ---------------------------------------------------------------------------- ADD steps
 
 
-def _create_veth(host: IPR, conf: BridgeConfig, args: CmdArgs) -> links.VethPair:
+def _create_veth(
+    host: IPR, container: IPR, conf: BridgeConfig, args: CmdArgs
+) -> links.VethPair:
     name = host_veth_name(args)
     for attempt in range(2):
         try:
@@ -60,6 +63,7 @@ def _create_veth(host: IPR, conf: BridgeConfig, args: CmdArgs) -> links.VethPair
                 container_netns=args.netns,
                 mtu=conf.mtu,
                 container_mac=conf.mac,
+                container_ipr=container,
             )
         except links.HostVethNameTaken:
             if attempt:
@@ -74,12 +78,17 @@ def _attach_port(
     host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair
 ) -> None:
     index = veth.host.index
-    links.set_master(host, index, bridge.index)
+    with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
+        sysctl.ensure(sysctl.conf_key("ipv6", veth.host.name, "accept_ra"), "0")
+    # A new port starts with hairpin and isolation off (the kernel's defaults for a fresh
+    # port): only a port that wants either needs the extra request, or its VLAN set while down.
+    configure_first = conf.hairpin_mode or conf.port_isolation or conf.vlan > 0
+    links.set_master(host, index, bridge.index, up=not configure_first)
+    if not configure_first:
+        return
     links.set_bridge_port(host, index, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
     if conf.vlan:
         links.set_bridge_port_vlan(host, index, conf.vlan)
-    with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
-        sysctl.ensure(sysctl.conf_key("ipv6", veth.host.name, "accept_ra"), "0")
     links.set_up(host, index)
 
 
@@ -126,35 +135,55 @@ def _routes(conf: BridgeConfig, ipam: Result, ips: tuple[IPConfig, ...]) -> tupl
 def _ensure_gateway_address(
     host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ip: IPConfig
 ) -> None:
+    """Add the gateway address unless it is there. Only a newly added one needs the overlap
+    check (a listing): the common case, the address in place, costs one request."""
     assert ip.gateway is not None
     prefix = ipaddress.ip_interface(ip.address).network.prefixlen
     wanted = ipaddress.ip_interface(f"{ip.gateway}/{prefix}")
-    for cidr in addrs.list_addresses(host, bridge.index):
-        have = ipaddress.ip_interface(cidr)
-        if have == wanted:
-            return
-        if have.version == 4 and wanted.version == 4 and have.network.overlaps(wanted.network):
-            if not conf.force_address:
-                raise CNIError(
-                    ErrorCode.INVALID_NETWORK_CONFIG,
-                    f"{conf.bridge} already has an IP address different from {wanted}",
-                    f"it has {have}; set forceAddress to replace it",
-                )
-            addrs.delete_address(host, bridge.index, cidr)
+    if not addrs.add_address(host, bridge.index, str(wanted), nodad=True):
+        return  # already there
+    clashes = [
+        cidr
+        for cidr in addrs.list_addresses(host, bridge.index)
+        if _overlaps_v4(ipaddress.ip_interface(cidr), wanted)
+    ]
+    if not clashes:
+        return
+    if not conf.force_address:
+        addrs.delete_address(host, bridge.index, str(wanted))  # ours, just added: undo it
+        raise CNIError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"{conf.bridge} already has an IP address different from {wanted}",
+            f"it has {clashes[0]}; set forceAddress to replace it",
+        )
+    for cidr in clashes:
+        addrs.delete_address(host, bridge.index, cidr)
+    # Deleting a primary address takes its secondaries (ours) with it unless promoted.
     addrs.add_address(host, bridge.index, str(wanted), nodad=True)
+
+
+def _overlaps_v4(
+    have: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+    wanted: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+) -> bool:
+    return (
+        have != wanted
+        and have.version == 4
+        and wanted.version == 4
+        and have.network.overlaps(wanted.network)
+    )
 
 
 def _setup_gateway(
     host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, ips: tuple[IPConfig, ...]
 ) -> None:
+    # The bridge MAC was pinned when we created the bridge (ensure_bridge(pin_mac=True)).
     for ip in ips:
         if ip.gateway is None:
             continue
         _ensure_gateway_address(host, conf, bridge, ip)
         key = "net.ipv4.ip_forward" if ip.family == 4 else "net.ipv6.conf.all.forwarding"
         sysctl.ensure(key, "1")
-    # Pin the bridge MAC so it stops following the lowest port MAC as ports come and go.
-    links.set_mac(host, bridge.index, bridge.mac)
 
 
 def _setup_masquerade(
@@ -223,6 +252,7 @@ def cmd_add(args: CmdArgs) -> Result:
     with open_ipr() as host, open_ipr(args.netns) as container, _undo_on_failure() as undo:
         # IPAM first: a bad IPAM config or an exhausted pool fails before the kernel is touched.
         ipam = _run_ipam(conf, args, undo)
+        failpoint("bridge.add.after_ipam")
         ips = _gateway_ips(conf, ipam)
         with network_lock("bridge", conf.bridge):
             bridge = links.ensure_bridge(
@@ -231,10 +261,14 @@ def cmd_add(args: CmdArgs) -> Result:
                 mtu=conf.mtu,
                 promisc=conf.promisc_mode,
                 vlan_filtering=conf.vlan > 0,
+                pin_mac=True,
             )
-        veth = _create_veth(host, conf, args)
+        failpoint("bridge.add.after_bridge")
+        veth = _create_veth(host, container, conf, args)
         undo.callback(links.delete_link, host, veth.host.name)
+        failpoint("bridge.add.after_veth")
         _attach_port(host, conf, bridge, veth)
+        failpoint("bridge.add.after_port")
         _setup_mac_spoof_check(conf, args, veth, undo)  # macspoofchk
         built = _Built(bridge=bridge, veth=veth)
         result = _build_result(args, conf, built, ipam, ips)
@@ -246,15 +280,23 @@ def cmd_add(args: CmdArgs) -> Result:
             routes=result.routes,
             enable_dad=conf.enable_dad,
         )
+        failpoint("bridge.add.after_configure")
         if conf.is_gateway:
             with network_lock("bridge", conf.bridge):
                 _setup_gateway(host, conf, bridge, ips)
+        failpoint("bridge.add.after_gateway")
         _setup_masquerade(conf, args, ips, undo)
-        return _refresh_macs(host, result)
+        failpoint("bridge.add.after_masquerade")
+        if veth.host.mac < bridge.mac:
+            return _refresh_macs(host, result)
+        return result
 
 
 def _refresh_macs(host: IPR, result: Result) -> Result:
-    """Re-read the bridge MAC: joining the first port can change it before we pinned it."""
+    """Re-read the bridge MAC. A bridge we created has its MAC pinned (it starts 02:, which
+    few port MACs sort below); one made by someone else without a pinned MAC takes the lowest
+    port MAC, so ours joining changes it only when ours sorts lower. (Left out: such a bridge
+    with no port at all until ours, whose first port sets its MAC whatever it is.)"""
     bridge = links.get_link(host, result.interfaces[0].name)
     if bridge is None or bridge.mac == result.interfaces[0].mac:
         return result
@@ -303,16 +345,20 @@ def cmd_del(args: CmdArgs) -> None:
                 conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path
             ),
         )
+    failpoint("bridge.del.after_ipam")
     if conf.ip_masq:
         _collect(
             errors,
             "masquerade",
             lambda: select(conf.ip_masq_backend).teardown_masquerade(_attachment(args)),
         )
+    failpoint("bridge.del.after_masquerade")
     if conf.mac_spoof_check:  # macspoofchk: by attachment key
         _collect(errors, "macspoofchk", lambda: macspoof.teardown(_attachment(args)))
     _collect(errors, "container interface", lambda: _delete_container_end(args))
+    failpoint("bridge.del.after_container_end")
     _collect(errors, "host veth", lambda: _delete_host_end(args))
+    failpoint("bridge.del.after_host_end")
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge DEL incomplete", "; ".join(errors))
 

@@ -6,8 +6,9 @@ so reaping, call timeouts and callers that hang up are all plain events of the o
 
 Per connection: accept -> peer check (root only) -> read the one request within
 ``READ_TIMEOUT`` -> ACK -> fork -> (worker exits | call timeout: SIGKILL | caller hangs up:
-SIGKILL) -> status. Anything wrong before the ACK drops the connection and the launcher runs
-the call in-process; nothing a peer sends can stop the loop.
+SIGKILL) -> status. VERSION is answered by the loop itself (``answer``): no fork. Anything
+wrong before the ACK drops the connection and the launcher runs the call in-process;
+nothing a peer sends can stop the loop.
 """
 
 from __future__ import annotations
@@ -16,19 +17,28 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import selectors
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.plugins import PLUGINS
 from pycni.server import protocol
-from pycni.server.peer import Call, PeerError, peer_uid, receive_call
+from pycni.server.answer import VersionAnswers
+from pycni.server.peer import (
+    Call,
+    PeerError,
+    peer_uid,
+    receive_call,
+    report_failure,
+    send_status,
+)
+from pycni.server.spare import SpareKeeper
 from pycni.server.worker import run_worker
 
 __all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
@@ -36,6 +46,9 @@ __all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
 DEFAULT_TIMEOUT: Final = 60.0
 READ_TIMEOUT: Final = 2.0  # a peer that connects and sends nothing is dropped after this
 MAX_WORKERS: Final = 256  # beyond this, calls run in-process (the launcher falls back)
+# A spare is kept ready only while fewer calls than this run: under a burst its warm-up would
+# compete for the CPUs with the calls themselves, and a plain fork is as good.
+SPARE_BELOW: Final = max(1, os.cpu_count() or 1)
 
 log = logging.getLogger("pycni.server")
 
@@ -62,12 +75,21 @@ class _Running:
 class Server:
     """Listen on ``socket_path`` and serve until SIGTERM/SIGINT (then finish running calls)."""
 
-    def __init__(self, socket_path: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        warm: Callable[[], None] | None = None,
+    ) -> None:
+        """``warm``: what a spare worker runs while it waits (None: no spare, fork per call)."""
         self.socket_path = socket_path
         self.timeout = timeout
         self._sel = selectors.DefaultSelector()
+        self._spares = SpareKeeper(self._sel, warm=warm, close_inherited=self.close_inherited)
         self._pending: set[_Pending] = set()
         self._running: dict[int, _Running] = {}
+        self._answers = VersionAnswers(self._sel, timeout=timeout)
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
@@ -81,9 +103,11 @@ class Server:
         log.info("listening on %s (call timeout %.1fs, pid %d)", self.socket_path, self.timeout,
                  os.getpid())
         try:
-            while not self._stopping or self._running:
+            self._refill_spare()
+            while not self._stopping or self._running or self._answers.busy:
                 self._step()
         finally:
+            self._spares.drop()
             self._close_listener()
             log.info("stopped")
 
@@ -95,6 +119,7 @@ class Server:
     def _wait_time(self) -> float | None:
         deadlines = [p.deadline for p in self._pending]
         deadlines += [r.deadline for r in self._running.values() if not r.killed]
+        deadlines += self._answers.deadlines()
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _install_signals(self) -> None:
@@ -113,6 +138,7 @@ class Server:
                              len(self._running))
                     self._stopping = True
                     self._close_listener()
+                    self._spares.drop()
                     for pending in list(self._pending):
                         self._drop(pending, "server stopping")
 
@@ -139,6 +165,8 @@ class Server:
                 running.sock.close()
             os.close(running.stdout)
             os.close(running.pidfd)
+        self._answers.close_in_child()
+        self._spares.close_in_child()
 
     # ------------------------------------------------------------------ before the ACK
 
@@ -199,27 +227,31 @@ class Server:
             call.close()
             pending.sock.close()
             return
+        if call.env_value(b"CNI_COMMAND") == "VERSION":
+            self._answers.start(pending.sock, pending.peer, call)
+            return
         try:
-            pid = self._fork(call, pending.sock)
+            pid, pidfd = self._spares.take(call) or self._fork(call, pending.sock)
         except OSError as err:
             log.exception("%s: fork failed", what)
-            _report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
-            _send_status(pending.sock, 1)
+            report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
+            send_status(pending.sock, 1)
             call.close()
             pending.sock.close()
             return
         for fd in (call.stdin, call.stderr, call.netns, call.mntns):
             os.close(fd)
         now = time.monotonic()
-        running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid,
-                           pidfd=os.pidfd_open(pid), what=what, started=now,
-                           deadline=now + self.timeout)
+        running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid, pidfd=pidfd,
+                           what=what, started=now, deadline=now + self.timeout)
         self._running[pid] = running
         self._sel.register(running.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
         self._sel.register(pending.sock, selectors.EVENT_READ,
                            lambda _: self._on_hangup(running))
+        log.debug("%s from pid %d: worker pid %d", what, pending.peer, pid)
+        self._refill_spare()
 
-    def _fork(self, call: Call, sock: socket.socket) -> int:
+    def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int]:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -229,7 +261,11 @@ class Server:
             run_worker(call, close_inherited=self.close_inherited)
         with contextlib.suppress(OSError):  # both sides set it: no window for killpg
             os.setpgid(pid, pid)
-        return pid
+        return pid, os.pidfd_open(pid)
+
+    def _refill_spare(self) -> None:
+        if not self._stopping and len(self._running) < SPARE_BELOW:
+            self._spares.refill()
 
     def _kill(self, running: _Running, why: str) -> None:
         if not running.killed:
@@ -256,6 +292,7 @@ class Server:
     def _expire(self, now: float) -> None:
         for pending in [p for p in self._pending if p.deadline <= now]:
             self._drop(pending, f"no complete request within {READ_TIMEOUT}s")
+        self._answers.expire(now)
         for running in self._running.values():
             if not running.killed and running.deadline <= now:
                 log.error("%s (pid %d): timed out after %.1fs, killing it", running.what,
@@ -274,8 +311,9 @@ class Server:
         log.debug("%s (pid %d): exit %d in %.1f ms", running.what, running.pid, status, elapsed)
         if running.sock is not None:
             self._sel.unregister(running.sock)
-            _send_status(running.sock, status)
+            send_status(running.sock, status)
             running.sock.close()
+        self._refill_spare()
 
     def _status_of(self, running: _Running, code: int) -> int:
         if code >= 0 and not running.killed:
@@ -284,7 +322,7 @@ class Server:
             os.killpg(running.pid, signal.SIGKILL)  # whatever it left behind (a delegate)
         why = running.killed or f"killed by signal {-code}"
         log.error("%s (pid %d): worker %s", running.what, running.pid, why)
-        _report_failure(running.stdout, f"pycni server worker for {running.what} failed", why)
+        report_failure(running.stdout, f"pycni server worker for {running.what} failed", why)
         return 1
 
 
@@ -295,26 +333,6 @@ def _same_pid_namespace(pid: int) -> bool:
         return False  # gone already, or not visible from here: not ours to serve
     ours = os.stat("/proc/self/ns/pid")
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def _send_status(sock: socket.socket, status: int) -> None:
-    try:
-        sock.send(protocol.encode_status(status))
-    except OSError as err:
-        log.warning("cannot send status %d: %s", status, err)
-
-
-def _report_failure(stdout: int, msg: str, details: str) -> None:
-    """Write the 999 error JSON on the caller's stdout, unless writing would block the loop."""
-    data = (CNIError(ErrorCode.INTERNAL, msg, details).to_json() + "\n").encode()
-    try:
-        _, writable, _ = select.select([], [stdout], [], 0)
-        if writable:
-            os.write(stdout, data)  # smaller than PIPE_BUF: atomic, never partial
-        else:
-            log.warning("caller's stdout is full; could not report: %s", msg)
-    except OSError as err:
-        log.warning("cannot report to the caller's stdout: %s", err)
 
 
 def _bind(path: str) -> socket.socket:

@@ -11,8 +11,13 @@ import sys
 import time
 from typing import Final
 
+from pycni.firewall.base import detect
+from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.net import addrs, links, syscalls
+from pycni.net.ipr import open_ipr
 from pycni.plugins import PLUGINS
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
+from pycni.server.spare import populate_private_memory
 
 __all__ = ["DEFAULT_SOCKET", "preload", "serve"]
 
@@ -42,9 +47,59 @@ def preload() -> float:
             importlib.import_module(name)
         except ImportError as err:
             log.warning("not preloaded: %s (%s)", name, err)
+    try:
+        warm_up()
+    except Exception as err:  # a cold worker is slower, not wrong
+        log.warning("warm-up skipped: %s", err)
     gc.collect()
     gc.freeze()  # keep the warm heap out of every worker's collections (fewer copied pages)
     return time.monotonic() - started
+
+
+def warm_up() -> None:
+    """Run the plugins' first-use paths once, so every worker inherits them warm: pyroute2's
+    lazily compiled message classes (link, veth, bridge port, address, route) and its event
+    loop, libnftables loaded and the masquerade batch path run, the firewall backend detected
+    (its status probe is an nft call a worker would otherwise pay on every call).
+
+    It all happens in a private network namespace made for it and dropped at once (with all
+    it holds): the server's own namespace, the host's, is never touched. The server is
+    single-threaded, so the setns back is always allowed.
+    """
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWNET)
+        try:
+            _warm_netlink()
+            _warm_firewall()
+        finally:
+            syscalls.setns(home, syscalls.CLONE_NEWNET)
+    finally:
+        os.close(home)
+
+
+def _warm_netlink() -> None:
+    with open_ipr() as ipr:
+        bridge = links.ensure_bridge(ipr, "pycniwarm0", pin_mac=True)
+        pair = links.create_veth(ipr, host_ifname="pycniwarm1", container_ifname="pycniwarm2",
+                                 container_netns="/proc/self/ns/net", container_ipr=ipr)
+        links.set_master(ipr, pair.host.index, bridge.index, up=True)
+        links.set_bridge_port(ipr, pair.host.index, hairpin=False, isolated=False)
+        addrs.add_address(ipr, bridge.index, "10.255.255.1/24", nodad=True)
+        addrs.list_addresses(ipr, bridge.index)
+        addrs.add_address(ipr, pair.container.index, "10.255.255.2/24")
+        links.set_up(ipr, pair.container.index)
+        addrs.add_route(ipr, dst="0.0.0.0/0", gateway="10.255.255.1", index=pair.container.index)
+        addrs.list_routes(ipr)
+        links.delete_link(ipr, pair.host.name)
+
+
+def _warm_firewall() -> None:
+    backend = detect()
+    key = AttachmentKey(network="pycni-warm", container_id="warm", ifname="eth0")
+    backend.setup_masquerade(Masquerade(key=key, network_subnets=("10.255.255.0/24",),
+                                        sources=("10.255.255.2",)))
+    backend.teardown_masquerade(key)
 
 
 def _ensure_std_fds() -> None:
@@ -70,7 +125,7 @@ def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT
     log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload() * 1000)
     if os.geteuid() != 0:
         log.warning("not running as root: workers cannot join callers' namespaces")
-    server = Server(socket_path, timeout=timeout)
+    server = Server(socket_path, timeout=timeout, warm=populate_private_memory)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

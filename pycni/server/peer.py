@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import array
 import contextlib
+import logging
 import os
+import select
 import socket
 import struct
 from dataclasses import dataclass
 
+from pycni.cni.errors import CNIError, ErrorCode
 from pycni.server import protocol
 
-__all__ = ["Call", "PeerError", "peer_uid", "receive_call"]
+__all__ = ["Call", "PeerError", "peer_uid", "receive_call", "report_failure", "send_status"]
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
+
+log = logging.getLogger("pycni.server")
 
 
 class PeerError(Exception):
@@ -99,3 +104,24 @@ def receive_call(conn: socket.socket) -> Call:
         raise
     return Call(request=request, stdin=fds[0], stdout=fds[1], stderr=fds[2], netns=fds[3],
                 mntns=fds[4])
+
+
+def send_status(sock: socket.socket, status: int) -> None:
+    try:
+        sock.send(protocol.encode_status(status))
+    except OSError as err:
+        log.warning("cannot send status %d: %s", status, err)
+
+
+def report_failure(stdout: int, msg: str, details: str) -> None:
+    """Write the 999 error JSON on the caller's stdout, unless writing would block the loop."""
+    data = (CNIError(ErrorCode.INTERNAL, msg, details).to_json() + "\n").encode()
+    try:
+        poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
+        poller.register(stdout, select.POLLOUT)
+        if poller.poll(0):
+            os.write(stdout, data)  # smaller than PIPE_BUF: atomic, never partial
+        else:
+            log.warning("caller's stdout is full; could not report: %s", msg)
+    except OSError as err:
+        log.warning("cannot report to the caller's stdout: %s", err)

@@ -313,3 +313,60 @@ def test_status_reports_an_exhausted_pool_as_code_50(sandbox: Sandbox) -> None:
     with netns.enter(sandbox.host_ns), pytest.raises(CNIError) as err:
         sandbox.invoker().status(conf)
     assert err.value.code == 50
+
+
+def _bridge_addrs(sandbox: Sandbox) -> set[str]:
+    (bridge,) = ip_json(sandbox.host_ns, "addr", "show", "pycni0")
+    return {f"{a['local']}/{a['prefixlen']}" for a in bridge["addr_info"] if a["family"] == "inet"}
+
+
+def _bridge_with_address(sandbox: Sandbox, cidr: str) -> None:
+    for argv in (("ip", "link", "add", "pycni0", "type", "bridge"),
+                 ("ip", "addr", "add", cidr, "dev", "pycni0")):
+        assert nsexec(sandbox.host_ns, *argv).returncode == 0
+
+
+def test_a_bridge_with_another_address_in_the_subnet_is_refused(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    _bridge_with_address(sandbox, "10.99.0.5/24")
+    refused = re.escape("already has an IP address different from 10.99.0.1/24")
+    with pytest.raises(CNIError, match=refused):
+        sandbox.add("a")
+    assert _bridge_addrs(sandbox) == {"10.99.0.5/24"}  # the gateway we tried is gone again
+    assert sandbox.host_veths() == set()
+
+
+def test_force_address_replaces_the_other_address(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir, forceAddress=True))
+    _bridge_with_address(sandbox, "10.99.0.5/24")
+    a = sandbox.add("a")
+    assert _bridge_addrs(sandbox) == {"10.99.0.1/24"}
+    assert ping(sandbox.containers["a"], "10.99.0.1")
+    sandbox.add("b")  # the address in place: nothing to do
+    assert _bridge_addrs(sandbox) == {"10.99.0.1/24"}
+    assert a.ips[0].gateway == "10.99.0.1"
+
+
+def test_the_bridge_mac_is_pinned_at_creation_and_reported(sandbox: Sandbox) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    results = [sandbox.add(cid) for cid in ("a", "b", "c")]
+    (bridge,) = ip_json(sandbox.host_ns, "link", "show", "pycni0")
+    assert {r.interfaces[0].mac for r in results} == {bridge["address"]}
+    sandbox.delete("a")
+    (after,) = ip_json(sandbox.host_ns, "link", "show", "pycni0")
+    assert after["address"] == bridge["address"]
+
+
+def test_an_unpinned_bridge_reports_its_mac_after_our_port_joined(sandbox: Sandbox) -> None:
+    """A bridge made by someone else, MAC not pinned, takes the lowest port MAC: the result
+    says what it is once our port has joined."""
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    for argv in (("ip", "link", "add", "pycni0", "type", "bridge"),
+                 ("ip", "link", "add", "vfore0", "address", "fe:ff:ff:ff:ff:fe", "type", "veth",
+                  "peer", "name", "vfore1"),
+                 ("ip", "link", "set", "vfore0", "master", "pycni0")):
+        assert nsexec(sandbox.host_ns, *argv).returncode == 0
+    results = [sandbox.add(cid) for cid in ("a", "b", "c")]
+    (bridge,) = ip_json(sandbox.host_ns, "link", "show", "pycni0")
+    assert bridge["address"] != "fe:ff:ff:ff:ff:fe"  # it moved to one of our ports
+    assert results[-1].interfaces[0].mac == bridge["address"]

@@ -253,30 +253,38 @@ def test_create_veth_container_name_exists(host_ns: str, container_ns: str) -> N
     assert "vethsecond00" not in link_names(host_ns)
 
 
-def test_create_veth_container_name_exists_race(
+def test_create_veth_container_name_exists_told_by_eexist(
     host_ns: str, container_ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The name appears between the pre-check and the request: EEXIST is still told apart."""
-    real_get_link = links.get_link
-    calls = {"n": 0}
+    """No look-up before the request: the kernel's EEXIST tells a clash, and only then are the
+    names looked up, the container's first (a taken CNI_IFNAME wins over a taken host name)."""
+    events: list[tuple[str, str]] = []
+    real_get_link, real_add_veth = links.get_link, links._add_veth
 
-    def blind_first_lookup(ipr: Any, name: str) -> links.LinkInfo | None:
-        calls["n"] += 1
-        return None if calls["n"] == 1 else real_get_link(ipr, name)
+    def get_link(ipr: Any, name: str) -> links.LinkInfo | None:
+        events.append(("get", name))
+        return real_get_link(ipr, name)
+
+    def add_veth(host_ipr: Any, **kwargs: Any) -> bool:
+        events.append(("add", kwargs["host_ifname"]))
+        return real_add_veth(host_ipr, **kwargs)
 
     with open_ipr(host_ns) as ipr:
         links.create_veth(
             ipr, host_ifname="vethfirst000", container_ifname="eth0", container_netns=container_ns
         )
-        monkeypatch.setattr(links, "get_link", blind_first_lookup)
-        with pytest.raises(links.ContainerIfnameExists):
+        monkeypatch.setattr(links, "get_link", get_link)
+        monkeypatch.setattr(links, "_add_veth", add_veth)
+        with open_ipr(container_ns) as cipr, pytest.raises(links.ContainerIfnameExists):
             links.create_veth(
                 ipr,
-                host_ifname="vethsecond00",
+                host_ifname="vethfirst000",  # taken too: the container's clash is reported
                 container_ifname="eth0",
                 container_netns=container_ns,
+                container_ipr=cipr,
             )
-    assert "vethsecond00" not in link_names(host_ns)
+    assert events[:2] == [("add", "vethfirst000"), ("get", "eth0")]
+    assert "vethfirst000" in link_names(host_ns)  # the first pair is untouched
 
 
 def test_create_veth_host_name_collision(host_ns: str, make_netns: MakeNetNS) -> None:
@@ -437,3 +445,52 @@ def test_set_bridge_port_vlan_rejects_bad_id(host_ns: str) -> None:
     with open_ipr(host_ns) as ipr, pytest.raises(CNIError) as info:
         links.set_bridge_port_vlan(ipr, 1, 4095)
     assert info.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+
+
+def test_fresh_port_has_hairpin_and_isolation_off(host_ns: str, container_ns: str) -> None:
+    """What lets the bridge plugin skip set_bridge_port when neither is wanted."""
+    with open_ipr(host_ns) as ipr:
+        br = links.ensure_bridge(ipr, "cni0")
+        pair = links.create_veth(
+            ipr, host_ifname="vethfresh000", container_ifname="eth0", container_netns=container_ns
+        )
+        links.set_master(ipr, pair.host.index, br.index, up=True)
+        assert links.get_bridge_port(ipr, pair.host.index) == links.BridgePortInfo(False, False)
+        link = links.get_link_by_index(ipr, pair.host.index)
+    assert link is not None
+    assert link.up
+    assert link.master == br.index
+    seen = oracle(host_ns, "bridge", "-j", "-d", "link", "show", "dev", "vethfresh000")[0]
+    assert (seen["hairpin"], seen["isolated"]) == (False, False)
+
+
+def test_ensure_bridge_pin_mac_survives_a_lower_port(host_ns: str, container_ns: str) -> None:
+    with open_ipr(host_ns) as ipr:
+        br = links.ensure_bridge(ipr, "cni0", pin_mac=True)
+        assert br.mac.startswith("02:")
+        pair = links.create_veth(
+            ipr,
+            host_ifname="vethlow00000",
+            container_ifname="eth0",
+            container_netns=container_ns,
+        )
+        links.set_mac(ipr, pair.host.index, "02:00:00:00:00:01")  # lower than the bridge's
+        links.set_master(ipr, pair.host.index, br.index, up=True)
+        after = links.get_link_by_index(ipr, br.index)
+        assert links.ensure_bridge(ipr, "cni0", pin_mac=True).mac == br.mac
+    assert after is not None
+    assert after.mac == br.mac
+
+
+def test_ensure_bridge_unpinned_follows_lowest_port(host_ns: str, container_ns: str) -> None:
+    """The kernel rule the bridge plugin's MAC re-read relies on."""
+    with open_ipr(host_ns) as ipr:
+        br = links.ensure_bridge(ipr, "cni0")
+        pair = links.create_veth(
+            ipr, host_ifname="vethlow00000", container_ifname="eth0", container_netns=container_ns
+        )
+        links.set_mac(ipr, pair.host.index, "02:00:00:00:00:01")
+        links.set_master(ipr, pair.host.index, br.index, up=True)
+        after = links.get_link_by_index(ipr, br.index)
+    assert after is not None
+    assert after.mac == "02:00:00:00:00:01"

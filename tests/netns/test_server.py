@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -246,26 +247,28 @@ def test_bad_requests_never_take_the_server_down(
     _version_works(server, cni_bin)
 
 
-def _wait_for_worker(server: ServerProc, before: set[int]) -> int:
+def _wait_for_worker(server: ServerProc, log_offset: int) -> int:
+    """The worker running the new call: the log names it once the call starts (an idle spare
+    worker is a child of the server too, and may be the one the call is given)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        new = set(server.workers()) - before
-        if new:
-            return new.pop()
+        named = re.findall(r": worker pid (\d+)", server.log_text()[log_offset:])
+        if named:
+            return int(named[0])
         time.sleep(0.02)
     raise AssertionError("no worker appeared")
 
 
 def test_worker_killed_mid_call_gives_999(server: ServerProc, host_ns: str, container_ns: str,
                                           cni_bin: Path) -> None:
-    before = set(server.workers())
+    log_offset = len(server.log_text())
     env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
            **_via(server), "PYCNI_TEST_SLEEP": "30"}
     with netns.enter(host_ns):
         proc = subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        worker = _wait_for_worker(server, before)
+        worker = _wait_for_worker(server, log_offset)
         os.kill(worker, signal.SIGKILL)
         out, _ = proc.communicate(json.dumps(LO_CONFIG).encode(), timeout=20)
     finally:
@@ -295,3 +298,90 @@ def test_wedged_worker_is_killed_after_the_timeout(
     assert CALL_TIMEOUT <= elapsed < CALL_TIMEOUT + 5
     assert server.alive()
     _version_works(server, cni_bin)
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])
+def test_version_is_answered_by_the_server_itself(
+    server: ServerProc, cni_bin: Path, version: str
+) -> None:
+    through = exec_plugin(cni_bin / "bridge", command="VERSION", config={"cniVersion": version},
+                          env=_via(server))
+    alone = exec_plugin(cni_bin / "bridge", command="VERSION", config={"cniVersion": version},
+                        env=IN_PROCESS)
+    assert (through.code, through.stdout) == (alone.code, alone.stdout)
+    assert json.loads(through.stdout)["cniVersion"] == version
+    assert "bridge VERSION from pid" not in server.log_text()  # no worker was given it
+    assert "bridge VERSION (pid" in server.log_text()
+    assert "answered in the server" in server.log_text()
+
+
+def test_version_from_a_regular_file_stdin(server: ServerProc, cni_bin: Path,
+                                            tmp_path: Path) -> None:
+    conf = tmp_path / "conf.json"
+    conf.write_text('{"cniVersion": "0.3.1"}')
+    with conf.open("rb") as stdin:
+        run = subprocess.run([str(cni_bin / "bridge")], stdin=stdin, capture_output=True,
+                             env={"CNI_COMMAND": "VERSION", **_via(server)}, timeout=10,
+                             check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["cniVersion"] == "0.3.1"
+
+
+def test_version_whose_stdin_never_ends_times_out(server: ServerProc, cni_bin: Path) -> None:
+    """The loop never blocks on a caller's stdin: the call times out with 999, others run."""
+    read_end, write_end = os.pipe()
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen([str(cni_bin / "bridge")], stdin=read_end,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={"CNI_COMMAND": "VERSION", **_via(server)})
+        os.close(read_end)
+        _version_works(server, cni_bin)  # served meanwhile
+        out, _ = proc.communicate(timeout=CALL_TIMEOUT + 10)
+        elapsed = time.monotonic() - started
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    doc = json.loads(out)
+    assert doc["code"] == 999
+    assert "timed out" in doc["details"]
+    assert CALL_TIMEOUT <= elapsed < CALL_TIMEOUT + 5
+    assert server.alive()
+
+
+def _idle_spares(server: ServerProc) -> set[int]:
+    named = {int(pid) for pid in re.findall(r": worker pid (\d+)", server.log_text())}
+    return set(server.workers()) - named
+
+
+def test_a_spare_worker_waits_and_is_replaced_if_it_dies(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path
+) -> None:
+    deadline = time.monotonic() + 10
+    while not _idle_spares(server):
+        assert time.monotonic() < deadline, "no spare worker"
+        time.sleep(0.02)
+    (spare,) = _idle_spares(server)
+    os.kill(spare, signal.SIGKILL)
+    while f"spare worker {spare} exited while idle" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.02)
+    log_offset = len(server.log_text())
+    run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                      env={**_env(container_ns, cni_bin), **_via(server)}, run_in=host_ns)
+    assert run.code == 0, run.stderr
+    assert _wait_for_worker(server, log_offset) != spare
+    assert server.alive()
+
+
+def test_stopping_the_server_leaves_no_spare_behind(tmp_path: Path) -> None:
+    with _start_server(tmp_path / "run" / "pycni.sock", tmp_path / "server.log") as proc:
+        deadline = time.monotonic() + 10
+        while not proc.workers():
+            assert time.monotonic() < deadline, "no spare worker"
+            time.sleep(0.02)
+        children = proc.workers()
+    for pid in children:  # gone, or a zombie about to be reaped by init
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            assert state == "Z", f"spare {pid} outlived the server"

@@ -1,0 +1,189 @@
+"""A pre-forked spare worker: the fork, and the copy-on-write faults a fresh worker takes on
+its first touch of the warm heap, happen before a call arrives instead of during it.
+
+A forked worker writes to thousands of the server's pages as it runs (reference counts of
+every object it uses): ~1900 copy-on-write faults, 5-6 ms of an ADD. The spare, while it
+waits, copies every private writable page of its own at once (``populate_private_memory``:
+``madvise(MADV_POPULATE_WRITE)``, ~30 MB at kernel speed, no Python, no kernel objects made)
+so the call it gets takes almost none. It then blocks on its channel, a
+socketpair, until the server hands it one call: the request packet with the caller's five
+descriptors (SCM_RIGHTS), exactly as the launcher sent them. From there it is a worker like
+any other (``run_worker``). EOF on the channel (the server stopped or dropped it) exits it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import select
+import selectors
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from pycni.server import protocol
+from pycni.server.peer import Call, PeerError, receive_call
+from pycni.server.worker import run_worker
+
+__all__ = ["Spare", "SpareKeeper", "fork_spare", "populate_private_memory"]
+
+log = logging.getLogger("pycni.server")
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels say EINVAL and the spare stays cold
+
+
+@dataclass(slots=True, eq=False)
+class Spare:
+    """The server's handle on its idle spare worker."""
+
+    pid: int
+    pidfd: int
+    chan: socket.socket
+
+    def hand(self, call: Call) -> None:
+        """Give the spare ``call`` (OSError if it cannot take it; nothing has run then)."""
+        request = call.request
+        data = protocol.encode_request(request.name, request.cwd, dict(request.env))
+        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in call.fds())
+        self.chan.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+
+    def close(self) -> None:
+        self.chan.close()
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+
+
+class SpareKeeper:
+    """At most one idle spare, watched through its pidfd in the server's selector."""
+
+    def __init__(self, sel: selectors.BaseSelector, *, warm: Callable[[], None] | None,
+                 close_inherited: Callable[[], None]) -> None:
+        """``warm``: what the spare runs while it waits; None keeps no spare at all."""
+        self._sel = sel
+        self._warm = warm
+        self._close_inherited = close_inherited
+        self._spare: Spare | None = None
+
+    def refill(self) -> None:
+        if self._warm is None or self._spare is not None:
+            return
+        try:
+            spare = fork_spare(close_inherited=self._close_inherited, warm=self._warm)
+        except OSError as err:
+            log.warning("cannot fork a spare worker: %s", err)
+            return
+        self._spare = spare
+        self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(spare))
+
+    def take(self, call: Call) -> tuple[int, int] | None:
+        """(pid, pidfd) of the spare now running ``call``; None if there is none to take it.
+        The pidfd is the caller's from now on."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        self._sel.unregister(spare.pidfd)
+        try:
+            spare.hand(call)
+        except OSError as err:
+            log.warning("spare worker %d could not take the call: %s", spare.pid, err)
+            _reap(spare)
+            return None
+        spare.chan.close()  # it has the call
+        return spare.pid, spare.pidfd
+
+    def drop(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._sel.unregister(spare.pidfd)
+            _reap(spare)
+
+    def close_in_child(self) -> None:
+        """In a freshly forked worker or spare: close our descriptors, touch nothing else."""
+        if self._spare is not None:
+            self._spare.close()
+
+    def _on_exit(self, spare: Spare) -> None:
+        log.warning("spare worker %d exited while idle", spare.pid)
+        self._spare = None
+        self._sel.unregister(spare.pidfd)
+        _reap(spare)
+
+
+def _reap(spare: Spare) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(spare.pid, signal.SIGKILL)  # our own idle child: it holds no call
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(spare.pid, 0)
+    spare.close()
+
+
+def fork_spare(*, close_inherited: Callable[[], None], warm: Callable[[], None]) -> Spare:
+    """Fork a spare; in it, close the server's descriptors, run ``warm`` and wait."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:  # pragma: no cover - the spare reports through its exit status
+        ours.close()
+        _spare_main(theirs, close_inherited=close_inherited, warm=warm)
+    theirs.close()
+    with contextlib.suppress(OSError):  # both sides set it: no window for killpg
+        os.setpgid(pid, pid)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        ours.close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return Spare(pid=pid, pidfd=pidfd, chan=ours)
+
+
+def _spare_main(
+    chan: socket.socket, *, close_inherited: Callable[[], None], warm: Callable[[], None]
+) -> NoReturn:
+    try:
+        os.setpgid(0, 0)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        close_inherited()
+        with contextlib.suppress(Exception):  # a cold worker is slower, not wrong
+            warm()
+        poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
+        poller.register(chan, select.POLLIN)
+        poller.poll()  # block until the call (or EOF) arrives
+        call = receive_call(chan)
+    except (PeerError, OSError):
+        os._exit(0)  # no call: the server stopped or dropped us
+    except BaseException:
+        os._exit(1)
+    run_worker(call, close_inherited=chan.close)
+
+
+def populate_private_memory() -> None:
+    """Fault in, writable, every private read-write mapping of this process: after a fork,
+    that copies the parent's pages now instead of on each first write. Best effort."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise.restype = ctypes.c_int
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        ranges = [line.split(maxsplit=2)[:2] for line in maps]
+    for span, perms in ranges:
+        if perms != "rw-p":
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        failed = libc.madvise(start, end - start, _MADV_POPULATE_WRITE) != 0
+        if failed and ctypes.get_errno() == errno.EINVAL:  # no MADV_POPULATE_WRITE here
+            return

@@ -1,0 +1,73 @@
+"""Delegated IPAM: our own host-local runs in-process (no fork, no exec), anything else is
+exec'd; the caller's process state is left as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pycni.cni.delegate import delegate, delegate_add
+from pycni.cni.errors import CNIError
+from pycni.install import install
+
+
+def _conf(data_dir: Path) -> bytes:
+    return json.dumps({
+        "cniVersion": "1.0.0", "name": "dnet", "type": "bridge",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.66.0.0/24"}]],
+                 "dataDir": str(data_dir)},
+    }).encode()
+
+
+def _env(bin_dir: Path) -> dict[str, str]:
+    return {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "dlg1", "CNI_NETNS": "/proc/1/ns/net",
+            "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def our_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    install(bin_dir=str(bin_dir), conf_dir=None)
+    return bin_dir
+
+
+def test_our_host_local_runs_in_process(our_bin: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise AssertionError("host-local must not be forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    environ, cwd = dict(os.environ), os.getcwd()
+    fds = sorted(os.listdir("/proc/self/fd"))
+    stdin, env = _conf(tmp_path / "ipam"), _env(our_bin)
+    result = delegate_add("host-local", stdin=stdin, env=env, path=(str(our_bin),))
+    assert result.ips[0].address == "10.66.0.2/24"
+    assert (tmp_path / "ipam" / "dnet" / "10.66.0.2").exists()
+    delegate("host-local", command="DEL", stdin=stdin, env=env, path=(str(our_bin),))
+    assert not (tmp_path / "ipam" / "dnet" / "10.66.0.2").exists()
+    assert dict(os.environ) == environ
+    assert os.getcwd() == cwd
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # the store lock is not left open
+
+
+def test_in_process_error_is_reported_like_the_executable(our_bin: Path, tmp_path: Path) -> None:
+    bad = json.dumps({"cniVersion": "1.0.0", "name": "dnet", "type": "bridge",
+                      "ipam": {"type": "host-local"}}).encode()
+    with pytest.raises(CNIError) as err:
+        delegate_add("host-local", stdin=bad, env=_env(our_bin), path=(str(our_bin),))
+    assert err.value.msg.startswith("host-local: ")
+
+
+def test_another_host_local_is_executed(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "other"
+    bin_dir.mkdir()
+    script = bin_dir / "host-local"
+    script.write_text('#!/bin/sh\necho \'{"cniVersion": "1.0.0", "ips": '
+                      '[{"address": "10.1.2.3/24"}]}\'\n')
+    script.chmod(0o755)
+    result = delegate_add("host-local", stdin=_conf(tmp_path / "ipam"), env=_env(bin_dir),
+                          path=(str(bin_dir),))
+    assert result.ips[0].address == "10.1.2.3/24"
