@@ -55,6 +55,11 @@ class FirewallBackend(Protocol):
         """None if the backend is usable here, else the reason it is not."""
         ...
 
+    def check_layout(self) -> list[str]:
+        """Problems with the shared state every attachment's masquerade depends on (table,
+        base chain, hook jump): what a flushed ruleset loses. Empty when it is in place."""
+        ...
+
 
 def validate_backend_name(name: str | None, *, field: str = "ipMasqBackend") -> str | None:
     """Config validation, before any kernel call: None (auto) or one of ``BACKEND_NAMES``."""

@@ -125,6 +125,15 @@ class IptablesBackend:
             return [f"iptables masquerade GC of network {network!r}: {err}"]
         return []
 
+    def check_layout(self) -> list[str]:
+        try:
+            state = self._save(4)
+        except CNIError as err:
+            return [str(err)]
+        if not any(r.target == ipt.TOP_CHAIN for r in state.rules_of("POSTROUTING")):
+            return [f"iptables: POSTROUTING does not jump to {ipt.TOP_CHAIN}"]
+        return []
+
     def status(self) -> str | None:
         restore = _tool(4, "restore")
         if not os.path.isabs(restore):

@@ -164,13 +164,21 @@ def gc_commands(state: nj.TableState, network_tag: str, keep: Collection[str]) -
     ]
 
 
-def _check_chains(state: nj.TableState, m: Masquerade) -> list[str]:
-    problems: list[str] = []
+def check_layout(state: nj.TableState) -> list[str]:
+    """The maps and the base chain every attachment's element depends on."""
+    missing = [name for name in MAPS.values() if name not in state.containers]
+    if missing:
+        return [f"nftables: map {', '.join(missing)} missing from table {nj.FAMILY} {nj.TABLE}"]
     base = state.chain(BASE_CHAIN)
     if base is None or (base.kind, base.hook) != ("nat", "postrouting"):
-        problems.append(f"nftables: base chain {BASE_CHAIN} missing or not a nat postrouting hook")
-    elif list(base.rules) != [tuple(r) for r in base_rules()]:
-        problems.append(f"nftables: chain {BASE_CHAIN} does not hold exactly the vmap rules")
+        return [f"nftables: base chain {BASE_CHAIN} missing or not a nat postrouting hook"]
+    if list(base.rules) != [tuple(r) for r in base_rules()]:
+        return [f"nftables: chain {BASE_CHAIN} does not hold exactly the vmap rules"]
+    return []
+
+
+def _check_chains(state: nj.TableState, m: Masquerade) -> list[str]:
+    problems = check_layout(state)
     chain = state.chain(chain_name(m))
     if chain is None:
         problems.append(f"nftables: chain {chain_name(m)} missing")
@@ -198,7 +206,7 @@ def _check_elements(state: nj.TableState, m: Masquerade) -> list[str]:
 
 def check_state(state: nj.TableState, m: Masquerade) -> list[str]:
     """What differs from the state ``setup`` makes for ``m``; empty when all is in place."""
-    missing = [name for name in MAPS.values() if name not in state.containers]
-    if missing:
-        return [f"nftables: map {', '.join(missing)} missing from table {nj.FAMILY} {nj.TABLE}"]
+    layout = check_layout(state)
+    if layout:
+        return layout
     return _check_chains(state, m) + _check_elements(state, m)

@@ -126,3 +126,9 @@ class NftablesBackend:
         except CNIError as err:
             return str(err)
         return None
+
+    def check_layout(self) -> list[str]:
+        try:
+            return nft_masq.check_layout(self._read())
+        except CNIError as err:
+            return [f"nftables: cannot read table {nj.FAMILY} {nj.TABLE}: {err}"]

@@ -30,3 +30,6 @@ class NoneBackend:
 
     def status(self) -> str | None:
         return None
+
+    def check_layout(self) -> list[str]:
+        return []

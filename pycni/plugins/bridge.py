@@ -375,12 +375,30 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
 
 
+def _has_ports(bridge_name: str) -> bool:
+    """Whether containers are attached: the kernel says so, no state of ours needed."""
+    with open_ipr() as host:
+        bridge = links.get_link(host, bridge_name)
+        if bridge is None:
+            return False
+        return any(link.get_attr("IFLA_MASTER") == bridge.index for link in host.get_links())
+
+
 def cmd_status(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ip_masq:
-        reason = select(conf.ip_masq_backend).status()
+        backend = select(conf.ip_masq_backend)
+        reason = backend.status()
         if reason:
             raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "masquerade backend unavailable", reason)
+        missing = backend.check_layout() if _has_ports(conf.bridge) else []
+        if missing:
+            # 51: new ADDs rebuild the layout, but attached containers have lost their way out.
+            raise CNIError(
+                ErrorCode.LIMITED_CONNECTIVITY,
+                "masquerade rules are missing; `pycni reconcile` restores them",
+                "; ".join(missing),
+            )
     if conf.ipam_type:
         delegate(conf.ipam_type, command="STATUS", stdin=args.stdin, env=args.env, path=args.path)
 

@@ -123,7 +123,17 @@ def test_status_reports_flushed_rules_until_reconcile(sandbox: Sandbox, hostport
     err = _status(sandbox)
     assert err is not None
     assert err.code == 51  # existing containers are cut off; new ADDs would still work
+    assert "masquerade rules are missing" in err.msg  # bridge, the first plugin, says so
     assert "reconcile" in err.msg
+    # Each plugin reports its own loss: portmap too, when asked on its own.
+    portmap_only = full_conflist(sandbox, hostports)
+    portmap_only["plugins"] = portmap_only["plugins"][1:2]
+    sandbox.write_conf({**portmap_only, "name": "testnet"})
+    err = _status(sandbox)
+    assert err is not None
+    assert err.code == 51
+    assert "published ports are missing" in err.msg
+    sandbox.write_conf(full_conflist(sandbox, hostports))
     run = _reconcile(sandbox)
     assert run.returncode == 0, run.stderr
     assert _status(sandbox) is None
