@@ -69,6 +69,9 @@ class Fake:
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
         return []
 
+    def check_layout(self) -> list[str]:
+        return []
+
 
 def test_first_usable_prefers_order_and_stops_early() -> None:
     nft, ipt = Fake("nftables", None), Fake("iptables", None)
