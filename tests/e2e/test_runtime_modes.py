@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,14 +111,31 @@ def test_container_mode_refuses_ports_and_hostname(box: RuntimeSandbox) -> None:
     box.ok("rm", "-f", "peer")
 
 
-def test_publish_is_refused_until_the_network_has_portmap(box: RuntimeSandbox) -> None:
+def _fetch(box: RuntimeSandbox, url: str) -> str:
+    for _ in range(50):  # httpd is up a moment after `run -d` returns
+        got = box.sh("busybox", "wget", "-qO-", url)
+        if got.code == 0:
+            return got.stdout
+        time.sleep(0.1)
+    raise AssertionError(f"{url}: {got.stderr}")
+
+
+def test_publish_goes_through_portmap_and_needs_a_netns_of_its_own(box: RuntimeSandbox) -> None:
+    assert box.run("run", "--rm", "--net=host", "-p", "8080:80", "busybox", "true").code == 125
+    serve = "mkdir /w && echo published > /w/index.html && exec httpd -f -p 80 -h /w"
+    box.ok("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", serve)
+    assert box.inspect("web")["NetworkSettings"]["Ports"]
+    assert _fetch(box, "http://127.0.0.1:8080/").strip() == "published"
+    box.ok("rm", "-f", "web")
+    # A network without a portMappings plugin cannot publish: refused before anything starts.
+    conf_file = box.conf_dir / "10-pycni.conflist"
+    conf = json.loads(conf_file.read_text())
+    conf["plugins"] = [p for p in conf["plugins"] if p["type"] != "portmap"]
+    conf_file.write_text(json.dumps(conf))
     ran = box.run("run", "--rm", "-p", "8080:80", "busybox", "true")
-    conf = (box.conf_dir / "10-pycni.conflist").read_text()
-    if '"portMappings"' in conf:
-        pytest.skip("the pycni network publishes ports now (portmap is in the conflist)")
     assert ran.code == 125
     assert "portMappings" in ran.stderr
-    assert box.run("run", "--rm", "--net=host", "-p", "8080:80", "busybox", "true").code == 125
+    assert box.sh("ip", "netns", "list").stdout.strip() == ""
 
 
 def test_netns_is_pinned_and_ip_netns_exec_works(box: RuntimeSandbox) -> None:

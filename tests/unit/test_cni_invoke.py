@@ -968,6 +968,10 @@ def test_gc_sorts_valid_attachments(rig: Rig) -> None:
 @pytest.fixture(autouse=True)
 def _no_stray_children() -> Iterator[None]:
     yield
-    # Every plugin process was reaped: nothing of ours is left as a zombie.
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    # Every plugin process was reaped: nothing of ours is left as a zombie. (Other children
+    # of this pytest process, like the session's fork server, may be alive: not zombies.)
+    try:
+        zombie, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return
+    assert zombie == 0, f"plugin process {zombie} was left unreaped"
