@@ -41,11 +41,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError
 from pycni.firewall import nft_json as nj
 from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
 from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
+from pycni.firewall.nft_lib import NftError
+from pycni.firewall.nft_table import NftTableClient
 
 __all__ = [
     "BASE_CHAIN",
@@ -332,48 +333,15 @@ def _list_chain_cmd(chain: ForeignChain) -> Cmd:
 # ----------------------------------------------------------------------------- the backend
 
 
-class NftForwardBackend:
+class NftForwardBackend(NftTableClient):
     """``ForwardBackend`` on nftables. Acts in the network namespace of the calling thread."""
 
     name = "nftables"
-
-    def __init__(self, runner: NftRunner | None = None) -> None:
-        self._runner = runner
-
-    def _run(self, commands: list[Cmd]) -> Doc:
-        if self._runner is None:
-            try:
-                self._runner = default_runner()
-            except OSError as err:
-                raise CNIError(ErrorCode.INTERNAL, "nftables is not available", str(err)) from err
-        return self._runner.run(commands)
-
-    def _read(self) -> nj.TableState:
-        try:
-            return nj.parse_table(self._run([nj.list_table()]))
-        except NftError:
-            if not nj.table_in(self._run([nj.list_tables()])):
-                return nj.TableState()
-            raise
 
     def foreign_chains(self) -> list[ForeignChain]:
         """Other tables' dropping forward chains, each with whether our hole is in it."""
         found = foreign_drop_chains(self._run([{"list": {"chains": None}}]))
         return [holed(c, self._run([_list_chain_cmd(c)])) for c in found]
-
-    def _apply(self, build: Callable[[nj.TableState], list[Cmd]]) -> None:
-        for attempt in range(_ATTEMPTS):
-            commands = build(self._read())
-            if not commands:
-                return
-            try:
-                self._run(commands)
-            except NftError:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                log.debug("nftables write failed, re-reading and retrying", exc_info=True)
-            else:
-                return
 
     def setup_forward(self, f: Forward) -> None:
         holes = insert_holes(self.foreign_chains())

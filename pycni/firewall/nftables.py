@@ -20,67 +20,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from typing import Final
 
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError
 from pycni.firewall import nft_json as nj
 from pycni.firewall import nft_masq
 from pycni.firewall.model import AttachmentKey, Masquerade, network_tag
-from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
+from pycni.firewall.nft_lib import NftError
+from pycni.firewall.nft_table import NftTableClient
 
 __all__ = ["NftablesBackend"]
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS: Final = 2  # read-then-write retried once if the table changed in between
-
-
-class NftablesBackend:
+class NftablesBackend(NftTableClient):
     """``FirewallBackend`` on nftables. Acts in the network namespace of the calling thread."""
 
     name = "nftables"
-
-    def __init__(self, runner: NftRunner | None = None) -> None:
-        self._runner = runner
-
-    # ---------------------------------------------------------------- plumbing
-
-    def _get_runner(self) -> NftRunner:
-        if self._runner is None:
-            try:
-                self._runner = default_runner()
-            except OSError as err:
-                raise CNIError(ErrorCode.INTERNAL, "nftables is not available", str(err)) from err
-        return self._runner
-
-    def _run(self, commands: list[nj.Cmd]) -> Doc:
-        return self._get_runner().run(commands)
-
-    def _read(self) -> nj.TableState:
-        """The whole pycni table; empty if it does not exist (nothing was ever set up)."""
-        try:
-            return nj.parse_table(self._run([nj.list_table()]))
-        except NftError:
-            # libnftables gives no errno for a failed listing: ask whether the table exists.
-            if not nj.table_in(self._run([nj.list_tables()])):
-                return nj.TableState()
-            raise
-
-    def _apply(self, build: Callable[[nj.TableState], list[nj.Cmd]]) -> None:
-        """Read, build the commands from what is there, write; once more if the write failed
-        because the table changed between the two (an element deleted meanwhile)."""
-        for attempt in range(_ATTEMPTS):
-            commands = build(self._read())
-            if not commands:
-                return
-            try:
-                self._run(commands)
-            except NftError:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                log.debug("nftables write failed, re-reading and retrying", exc_info=True)
-            else:
-                return
 
     # ------------------------------------------------------------- the protocol
 

@@ -9,15 +9,16 @@ The iptables module is imported only when chosen.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Final, Protocol
 
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError
 from pycni.firewall import base
 from pycni.firewall import nft_json as nj
 from pycni.firewall import nft_portmap as npm
 from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
+from pycni.firewall.nft_lib import NftError
+from pycni.firewall.nft_table import NftTableClient
 from pycni.firewall.portmap_model import PortMap
 
 __all__ = [
@@ -61,7 +62,7 @@ class PortmapBackend(Protocol):
         ...
 
 
-class NftPortmapBackend:
+class NftPortmapBackend(NftTableClient):
     """Port mappings as map elements in ``inet pycni_portmap`` (layout: ``nft_portmap``).
 
     ``setup_portmap`` escalates as the masquerade backend does: pure inserts (~0.5 ms, any
@@ -72,38 +73,11 @@ class NftPortmapBackend:
 
     name = "nftables"
 
-    def __init__(self, runner: NftRunner | None = None) -> None:
-        self._runner = runner
+    def _list_table(self) -> nj.Cmd:
+        return npm.list_table()
 
-    def _run(self, commands: list[nj.Cmd]) -> Doc:
-        if self._runner is None:
-            try:
-                self._runner = default_runner()
-            except OSError as err:
-                raise CNIError(ErrorCode.INTERNAL, "nftables is not available", str(err)) from err
-        return self._runner.run(commands)
-
-    def _read(self) -> nj.TableState:
-        try:
-            return nj.parse_table(self._run([npm.list_table()]))
-        except NftError:
-            if not npm.table_in(self._run([npm.list_tables()])):
-                return nj.TableState()
-            raise
-
-    def _apply(self, build: Callable[[nj.TableState], list[nj.Cmd]]) -> None:
-        for attempt in range(_ATTEMPTS):
-            commands = build(self._read())
-            if not commands:
-                return
-            try:
-                self._run(commands)
-            except NftError:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                log.debug("nftables portmap write failed, re-reading", exc_info=True)
-            else:
-                return
+    def _table_exists(self) -> bool:
+        return npm.table_in(self._run([npm.list_tables()]))
 
     def setup_portmap(self, pm: PortMap) -> None:
         if not pm.targets():

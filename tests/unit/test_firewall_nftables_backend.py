@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import nft_masq, nftables
+from pycni.firewall import nft_masq, nft_table
 from pycni.firewall.model import AttachmentKey, Masquerade
 from pycni.firewall.nft_lib import NftError
 from pycni.firewall.nftables import NftablesBackend
@@ -250,7 +250,7 @@ def test_unavailable_nftables(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> None:
         raise OSError("libnftables.so.1: cannot open shared object file; nft not found")
 
-    monkeypatch.setattr(nftables, "default_runner", missing)
+    monkeypatch.setattr(nft_table, "default_runner", missing)
     backend = NftablesBackend()
     assert "libnftables.so.1" in (backend.status() or "")
     with pytest.raises(CNIError):

@@ -1,0 +1,70 @@
+"""One pycni nftables table through libnftables: the plumbing every nft backend shares.
+
+A lazily created runner (the library is loaded on first use, in the calling thread's network
+namespace), a read of the whole table, and read-build-write with one retry when the table
+changed between the read and the write (an element deleted meanwhile). A backend owning
+another table overrides ``_list_table`` and ``_table_exists``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.firewall import nft_json as nj
+from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
+
+__all__ = ["NftTableClient"]
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS: Final = 2  # read-then-write retried once if the table changed in between
+
+
+class NftTableClient:
+    """Base of the nft backends: ``_run``, ``_read`` and ``_apply`` on one table."""
+
+    def __init__(self, runner: NftRunner | None = None) -> None:
+        self._runner = runner
+
+    def _run(self, commands: list[nj.Cmd]) -> Doc:
+        if self._runner is None:
+            try:
+                self._runner = default_runner()
+            except OSError as err:
+                raise CNIError(ErrorCode.INTERNAL, "nftables is not available", str(err)) from err
+        return self._runner.run(commands)
+
+    def _list_table(self) -> nj.Cmd:
+        """The listing of the table this backend owns (``inet pycni`` unless overridden)."""
+        return nj.list_table()
+
+    def _table_exists(self) -> bool:
+        return nj.table_in(self._run([nj.list_tables()]))
+
+    def _read(self) -> nj.TableState:
+        """The whole table; empty if it does not exist (nothing was ever set up)."""
+        try:
+            return nj.parse_table(self._run([self._list_table()]))
+        except NftError:
+            # libnftables gives no errno for a failed listing: ask whether the table exists.
+            if not self._table_exists():
+                return nj.TableState()
+            raise
+
+    def _apply(self, build: Callable[[nj.TableState], list[nj.Cmd]]) -> None:
+        """Read, build the commands from what is there, write; once more if the write failed."""
+        for attempt in range(_ATTEMPTS):
+            commands = build(self._read())
+            if not commands:
+                return
+            try:
+                self._run(commands)
+            except NftError:
+                if attempt + 1 == _ATTEMPTS:
+                    raise
+                log.debug("nftables write failed, re-reading and retrying", exc_info=True)
+            else:
+                return
