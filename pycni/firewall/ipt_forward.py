@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import os
 import shlex
-import shutil
-import subprocess
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError
+from pycni.firewall import xtables
 from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
 from pycni.firewall.iptables import DEFAULT_LOCK
 from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.lockfile import hold
 
 __all__ = [
     "DST_CHAIN",
@@ -61,9 +58,6 @@ DST_CHAIN: Final = "PYCNI-FWD-DST"
 _PREFIX: Final = "PYCNI-F-"
 _MARK: Final = f"{FORWARD_MARK:#x}/{FORWARD_MARK:#x}"
 _ALL_VERSIONS: Final = (4, 6)
-_EXEC_TIMEOUT: Final = 30.0
-_XTABLES_BUSY: Final = 4  # iptables' exit status when the xtables lock is held
-_SBIN: Final = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 
 def network_chain(f: Forward) -> str:
@@ -242,26 +236,6 @@ def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
 # ----------------------------------------------------------------------------- the backend
 
 
-def _exec(argv: list[str], stdin: str | None = None) -> str:
-    try:
-        proc = subprocess.run(argv, input=(stdin or "").encode(), capture_output=True,
-                              timeout=_EXEC_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise CNIError(ErrorCode.INTERNAL, f"cannot run {argv[0]}", str(err)) from err
-    if proc.returncode == _XTABLES_BUSY:
-        raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"{argv[0]}: xtables lock busy",
-                       proc.stderr.decode(errors="replace").strip())
-    if proc.returncode != 0:
-        raise CNIError(ErrorCode.INTERNAL, f"{argv[0]} failed (exit {proc.returncode})",
-                       proc.stderr.decode(errors="replace").strip())
-    return proc.stdout.decode(errors="replace")
-
-
-def _tool(version: int, verb: str) -> str:
-    name = f"{'iptables' if version == 4 else 'ip6tables'}-{verb}"
-    return shutil.which(name) or shutil.which(name, path=_SBIN) or name
-
-
 class IptForwardBackend:
     """``ForwardBackend`` on iptables-restore, in the calling thread's network namespace."""
 
@@ -273,26 +247,16 @@ class IptForwardBackend:
 
     @staticmethod
     def _save(version: int) -> FilterState:
-        return parse_filter(_exec([_tool(version, "save"), "-t", "filter"]))
+        return parse_filter(xtables.save(version, "filter"))
 
     def _apply(self, versions: Iterable[int], build: _Build) -> None:
-        """Read, build and write each IP version under the lock; all are attempted."""
-        errors: list[str] = []
-        with hold(self._lock_path, timeout=self._lock_timeout):
-            for version in versions:
-                try:
-                    script = build(self._save(version), version)
-                    if script is not None:
-                        _exec([_tool(version, "restore"), "--noflush", "-w", "5"], script)
-                except CNIError as err:
-                    errors.append(str(err))
-        if errors:
-            raise CNIError(ErrorCode.INTERNAL, "iptables forward changes failed", "; ".join(errors))
+        xtables.apply_locked(lock_path=self._lock_path, lock_timeout=self._lock_timeout,
+                             versions=versions, read=self._save, build=build,
+                             what="iptables forward changes")
 
     @staticmethod
     def _versions() -> tuple[int, ...]:
-        # Without IPv6 in this namespace there is no ip6tables filter table to read.
-        return _ALL_VERSIONS if os.path.isdir("/proc/sys/net/ipv6") else (4,)
+        return xtables.ip_versions()
 
     def setup_forward(self, f: Forward) -> None:
         versions = [v for v in _ALL_VERSIONS if f.sources_of(v)]

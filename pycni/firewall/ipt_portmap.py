@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
-import subprocess
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError
+from pycni.firewall import xtables
 from pycni.firewall.model import AttachmentKey, network_tag
 from pycni.firewall.portmap_model import PortMap
-from pycni.lockfile import hold
 
 __all__ = [
     "DNAT_CHAIN",
@@ -55,9 +53,6 @@ _JUMPS: Final = (
     ("POSTROUTING", f"-m comment --comment {JUMP_COMMENT} -j {MASQ_CHAIN}"),
 )
 _LOCALHOST: Final = "127.0.0.0/8"
-_EXEC_TIMEOUT: Final = 30.0
-_XTABLES_BUSY: Final = 4
-_SBIN: Final = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 
 # ------------------------------------------------------------------------ pure text
@@ -197,11 +192,6 @@ def check_state(state: Saved, pm: PortMap, version: int) -> list[str]:
 # --------------------------------------------------------------------------- backend
 
 
-def _tool(version: int, verb: str) -> str:
-    name = f"{'iptables' if version == 4 else 'ip6tables'}-{verb}"
-    return shutil.which(name) or shutil.which(name, path=_SBIN) or name
-
-
 class IptPortmapBackend:
     """``PortmapBackend`` on iptables-restore; read and write under one file lock (declaring a
     chain in a restore script flushes it). Acts in the calling thread's network namespace."""
@@ -214,43 +204,17 @@ class IptPortmapBackend:
         self._lock_timeout = lock_timeout
         self._wait = xtables_wait
 
-    def _exec(self, argv: list[str], stdin: str = "") -> str:
-        try:
-            proc = subprocess.run(argv, input=stdin.encode(), capture_output=True,
-                                  timeout=_EXEC_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise CNIError(ErrorCode.INTERNAL, f"cannot run {argv[0]}", str(err)) from err
-        err_text = proc.stderr.decode(errors="replace").strip()
-        if proc.returncode == _XTABLES_BUSY:
-            raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"{argv[0]}: xtables lock busy", err_text)
-        if proc.returncode != 0:
-            raise CNIError(ErrorCode.INTERNAL, f"{argv[0]} failed (exit {proc.returncode})",
-                           err_text)
-        return proc.stdout.decode(errors="replace")
-
     def _save(self, version: int) -> Saved:
-        return parse_save(self._exec([_tool(version, "save"), "-t", "nat"]))
+        return parse_save(xtables.save(version, "nat"))
 
     def _apply(self, versions: Iterable[int], build: Callable[[Saved, int], str | None]) -> None:
-        errors: list[CNIError] = []
-        with hold(self._lock_path, timeout=self._lock_timeout):
-            for version in versions:
-                try:
-                    script = build(self._save(version), version)
-                    if script is not None:
-                        self._exec([_tool(version, "restore"), "--noflush", "-w",
-                                    str(self._wait)], script)
-                except CNIError as err:
-                    errors.append(err)
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise CNIError(ErrorCode.INTERNAL, "iptables port mapping changes failed",
-                           "; ".join(str(e) for e in errors)) from errors[0]
+        xtables.apply_locked(lock_path=self._lock_path, lock_timeout=self._lock_timeout,
+                             versions=versions, read=self._save, build=build, wait=self._wait,
+                             what="iptables port mapping changes")
 
     @staticmethod
     def _versions() -> tuple[int, ...]:
-        return (4, 6) if os.path.isdir("/proc/sys/net/ipv6") else (4,)
+        return xtables.ip_versions()
 
     @staticmethod
     def _versions_of(pm: PortMap) -> list[int]:
@@ -284,7 +248,7 @@ class IptPortmapBackend:
         return []
 
     def status(self) -> str | None:
-        if not os.path.isabs(_tool(4, "restore")):
+        if not os.path.isabs(xtables.tool(4, "restore")):
             return "iptables-restore not found"
         try:
             self._save(4)

@@ -6,7 +6,7 @@ import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.firewall import iptables_rules as ipt
-from pycni.firewall.iptables import IptablesBackend
+from pycni.firewall import xtables
 from pycni.firewall.model import AttachmentKey, Masquerade
 
 KEY = AttachmentKey("pycni", "abc123", "eth0")
@@ -165,11 +165,11 @@ def test_check() -> None:
                          [(4, ErrorCode.TRY_AGAIN_LATER), (1, ErrorCode.INTERNAL)])
 def test_exec_failures_map_to_cni_codes(status: int, code: ErrorCode) -> None:
     with pytest.raises(CNIError) as info:
-        IptablesBackend()._exec(["sh", "-c", f"echo busy >&2; exit {status}"])
+        xtables.run(["sh", "-c", f"echo busy >&2; exit {status}"])
     assert info.value.code == code
     assert info.value.details == "busy"
 
 
 def test_exec_of_a_missing_binary_is_a_cni_error() -> None:
     with pytest.raises(CNIError):
-        IptablesBackend()._exec(["/nonexistent/iptables-save"])
+        xtables.run(["/nonexistent/iptables-save"])
