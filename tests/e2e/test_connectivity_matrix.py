@@ -29,7 +29,7 @@ from pycni.net import netns
 from pycni.probe import Report, parse_destination, resolve_target
 from pycni.probe.run import run
 from tests.e2e.bridge_support import Sandbox, bridge_conflist
-from tests.e2e.runtime_support import RuntimeSandbox, open_sandbox, shared_image_store
+from tests.e2e.runtime_support import RuntimeSandbox
 
 HOST_IP = "10.200.0.1"  # the sandbox host on the outside link
 OUTSIDE_IP = "10.200.0.2"
@@ -354,13 +354,6 @@ def test_outside_sees_the_host_address_only_with_masquerade(
 
 # ----------------------------------------------------------- pycni-run, by container name
 
-
-@pytest.fixture
-def box(
-    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RuntimeSandbox]:
-    with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
-        yield sandbox
 
 
 def _probe_in_box(box: RuntimeSandbox, name: str) -> dict[str, Any]:

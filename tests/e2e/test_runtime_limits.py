@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.e2e.runtime_support import (
     RuntimeSandbox,
-    open_sandbox,
-    shared_image_store,
 )
-
-
-@pytest.fixture
-def box(
-    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RuntimeSandbox]:
-    with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
-        yield sandbox
 
 
 def test_memory_over_allocation_is_killed_with_137(box: RuntimeSandbox) -> None:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.runtime_support import (
     RuntimeSandbox,
-    open_sandbox,
-    shared_image_store,
 )
-
-
-@pytest.fixture
-def box(
-    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RuntimeSandbox]:
-    with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
-        yield sandbox
 
 
 def test_two_containers_do_not_see_each_others_writes(box: RuntimeSandbox) -> None:

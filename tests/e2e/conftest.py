@@ -1,0 +1,19 @@
+"""Fixtures for the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.runtime_support import RuntimeSandbox, open_sandbox, shared_image_store
+
+
+@pytest.fixture
+def box(
+    tmp_path: Path, cni_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RuntimeSandbox]:
+    """pycni-run in its own sandbox (mount, net and pid namespaces; tmpfs state dirs)."""
+    with open_sandbox(tmp_path, cni_bin, shared_image_store(tmp_path_factory)) as sandbox:
+        yield sandbox
