@@ -103,21 +103,9 @@ def _parse_rule(line: str) -> _Rule:
 
 
 def parse_filter(text: str) -> FilterState:
-    chains: set[str] = set()
-    policies: list[tuple[str, str]] = []
-    rules: list[_Rule] = []
-    inside = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("*"):
-            inside = line == "*filter"
-        elif inside and line.startswith(":"):
-            name, policy = [*line[1:].split(), "-"][:2]
-            chains.add(name)
-            policies.append((name, policy))
-        elif inside and line.startswith("-A "):
-            rules.append(_parse_rule(line))
-    return FilterState(chains=frozenset(chains), policies=tuple(policies), rules=tuple(rules))
+    dump = xtables.parse_save(text, "filter")
+    return FilterState(chains=dump.chains, policies=dump.policies,
+                       rules=tuple(_parse_rule(line) for line in dump.rule_lines))
 
 
 _Build = Callable[[FilterState, int], "str | None"]

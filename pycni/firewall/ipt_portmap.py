@@ -70,19 +70,9 @@ class Saved:
 
 
 def parse_save(text: str) -> Saved:
-    chains: set[str] = set()
-    lines: list[tuple[str, str]] = []
-    in_nat = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("*"):
-            in_nat = line == "*nat"
-        elif in_nat and line.startswith(":"):
-            chains.add(line[1:].split()[0])
-        elif in_nat and line.startswith("-A "):
-            chain, _, spec = line[3:].partition(" ")
-            lines.append((chain, spec))
-    return Saved(chains=frozenset(chains), lines=tuple(lines))
+    dump = xtables.parse_save(text, "nat")
+    split = (line[3:].partition(" ") for line in dump.rule_lines)
+    return Saved(chains=dump.chains, lines=tuple((chain, spec) for chain, _, spec in split))
 
 
 def _comment(spec: str) -> str | None:

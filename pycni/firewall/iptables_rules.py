@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from pycni.firewall import xtables
 from pycni.firewall.model import Masquerade
 
 __all__ = [
@@ -99,18 +100,8 @@ def _parse_rule(line: str) -> Rule:
 
 def parse_save(text: str) -> SaveState:
     """The nat table of an ``iptables-save -t nat`` dump."""
-    chains: set[str] = set()
-    rules: list[Rule] = []
-    in_nat = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("*"):
-            in_nat = line == "*nat"
-        elif in_nat and line.startswith(":"):
-            chains.add(line[1:].split()[0])
-        elif in_nat and line.startswith("-A "):
-            rules.append(_parse_rule(line))
-    return SaveState(chains=frozenset(chains), rules=tuple(rules))
+    dump = xtables.parse_save(text, "nat")
+    return SaveState(chains=dump.chains, rules=tuple(_parse_rule(line) for line in dump.rule_lines))
 
 
 def _host(ip: str) -> str:

@@ -12,12 +12,22 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.lockfile import hold
 
-__all__ = ["apply_locked", "ip_versions", "restore", "run", "save", "tool"]
+__all__ = [
+    "SaveDump",
+    "apply_locked",
+    "ip_versions",
+    "parse_save",
+    "restore",
+    "run",
+    "save",
+    "tool",
+]
 
 _EXEC_TIMEOUT: Final = 30.0
 _XTABLES_BUSY: Final = 4  # iptables' exit status when the xtables lock is held
@@ -40,17 +50,58 @@ def ip_versions() -> tuple[int, ...]:
 def run(argv: list[str], stdin: str | None = None) -> str:
     """Run one xtables tool; its stdout, or a ``CNIError`` (code 11 when the lock is busy)."""
     try:
-        proc = subprocess.run(argv, input=(stdin or "").encode(), capture_output=True,
-                              timeout=_EXEC_TIMEOUT, check=False)
+        proc = subprocess.run(
+            argv,
+            input=(stdin or "").encode(),
+            capture_output=True,
+            timeout=_EXEC_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise CNIError(ErrorCode.INTERNAL, f"cannot run {argv[0]}", str(err)) from err
     if proc.returncode == _XTABLES_BUSY:
-        raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"{argv[0]}: xtables lock busy",
-                       proc.stderr.decode(errors="replace").strip())
+        raise CNIError(
+            ErrorCode.TRY_AGAIN_LATER,
+            f"{argv[0]}: xtables lock busy",
+            proc.stderr.decode(errors="replace").strip(),
+        )
     if proc.returncode != 0:
-        raise CNIError(ErrorCode.INTERNAL, f"{argv[0]} failed (exit {proc.returncode})",
-                       proc.stderr.decode(errors="replace").strip())
+        raise CNIError(
+            ErrorCode.INTERNAL,
+            f"{argv[0]} failed (exit {proc.returncode})",
+            proc.stderr.decode(errors="replace").strip(),
+        )
     return proc.stdout.decode(errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDump:
+    """One table of an ``iptables-save`` dump: its chains with their policies (``-`` for a
+    user chain) and its ``-A`` lines, in order. Each backend reads the parts it needs."""
+
+    policies: tuple[tuple[str, str], ...] = ()
+    rule_lines: tuple[str, ...] = ()
+
+    @property
+    def chains(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.policies)
+
+
+def parse_save(text: str, table: str) -> SaveDump:
+    """The ``*<table>`` section of ``iptables-save`` output."""
+    policies: list[tuple[str, str]] = []
+    rule_lines: list[str] = []
+    inside = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            inside = line == f"*{table}"
+        elif inside and line.startswith(":"):
+            name, policy = [*line[1:].split(), "-"][:2]
+            policies.append((name, policy))
+        elif inside and line.startswith("-A "):
+            rule_lines.append(line)
+    return SaveDump(policies=tuple(policies), rule_lines=tuple(rule_lines))
 
 
 def save(version: int, table: str) -> str:
@@ -85,5 +136,6 @@ def apply_locked(
     if len(errors) == 1:
         raise errors[0]
     if errors:
-        raise CNIError(ErrorCode.INTERNAL, f"{what} failed",
-                       "; ".join(str(e) for e in errors)) from errors[0]
+        raise CNIError(
+            ErrorCode.INTERNAL, f"{what} failed", "; ".join(str(e) for e in errors)
+        ) from errors[0]
