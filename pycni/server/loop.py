@@ -5,10 +5,11 @@ only to a single-threaded process. Workers are watched through pidfds in the sam
 so reaping, call timeouts and callers that hang up are all plain events of the one loop.
 
 Per connection: accept -> peer check (root only) -> read the one request within
-``READ_TIMEOUT`` -> ACK -> fork -> (worker exits | call timeout: SIGKILL | caller hangs up:
-SIGKILL) -> status. VERSION is answered by the loop itself (``answer``): no fork. Anything
-wrong before the ACK drops the connection and the launcher runs the call in-process;
-nothing a peer sends can stop the loop.
+``READ_TIMEOUT`` -> ACK -> fork -> (worker reports its status on its report channel, or exits
+without one | call timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
+the caller as soon as the worker reports it, before its exit is reaped. VERSION is answered
+by the loop itself (``answer``): no fork. Anything wrong before the ACK drops the connection
+and the launcher runs the call in-process; nothing a peer sends can stop the loop.
 """
 
 from __future__ import annotations
@@ -62,14 +63,16 @@ class _Pending:
 
 @dataclass(slots=True, eq=False)
 class _Running:
-    sock: socket.socket | None  # None once the caller hung up
+    sock: socket.socket | None  # None once the caller hung up or has its status
     stdout: int  # our copy of the caller's stdout, for the 999 report if the worker dies
     pid: int
     pidfd: int
+    report: socket.socket | None  # the worker's status channel; None once read
     what: str
     started: float
     deadline: float
     killed: str = ""
+    delivered: bool = False  # the caller has its status
 
 
 class Server:
@@ -161,9 +164,11 @@ class Server:
         for pending in self._pending:
             pending.sock.close()
         for running in self._running.values():
-            if running.sock is not None:
-                running.sock.close()
-            os.close(running.stdout)
+            for sock in (running.sock, running.report):
+                if sock is not None:
+                    sock.close()
+            if running.stdout >= 0:
+                os.close(running.stdout)
             os.close(running.pidfd)
         self._answers.close_in_child()
         self._spares.close_in_child()
@@ -231,7 +236,7 @@ class Server:
             self._answers.start(pending.sock, pending.peer, call)
             return
         try:
-            pid, pidfd = self._spares.take(call) or self._fork(call, pending.sock)
+            pid, pidfd, report = self._spares.take(call) or self._fork(call, pending.sock)
         except OSError as err:
             log.exception("%s: fork failed", what)
             report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
@@ -243,25 +248,35 @@ class Server:
             os.close(fd)
         now = time.monotonic()
         running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid, pidfd=pidfd,
-                           what=what, started=now, deadline=now + self.timeout)
+                           report=report, what=what, started=now, deadline=now + self.timeout)
         self._running[pid] = running
         self._sel.register(running.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
+        self._sel.register(report, selectors.EVENT_READ, lambda _: self._on_report(running))
         self._sel.register(pending.sock, selectors.EVENT_READ,
                            lambda _: self._on_hangup(running))
         log.debug("%s from pid %d: worker pid %d", what, pending.peer, pid)
         self._refill_spare()
 
-    def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int]:
+    def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             os.setpgid(0, 0)
             sock.close()  # only the server talks to the launcher
-            run_worker(call, close_inherited=self.close_inherited)
+            ours.close()
+            run_worker(call, close_inherited=self.close_inherited, report=theirs)
+        theirs.close()
+        ours.setblocking(False)
         with contextlib.suppress(OSError):  # both sides set it: no window for killpg
             os.setpgid(pid, pid)
-        return pid, os.pidfd_open(pid)
+        return pid, os.pidfd_open(pid), ours
 
     def _refill_spare(self) -> None:
         if not self._stopping and len(self._running) < SPARE_BELOW:
@@ -299,20 +314,52 @@ class Server:
                           running.pid, self.timeout)
                 self._kill(running, f"timed out after {self.timeout:.1f}s")
 
-    def _on_exit(self, running: _Running) -> None:
-        self._sel.unregister(running.pidfd)
-        os.close(running.pidfd)
-        del self._running[running.pid]
-        _, wait_status = os.waitpid(running.pid, 0)
-        code = os.waitstatus_to_exitcode(wait_status)
-        status = self._status_of(running, code)
+    def _on_report(self, running: _Running) -> None:
+        """The worker's status, sent just before it exits (EOF: it died without one)."""
+        assert running.report is not None
+        try:
+            data = running.report.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._close_report(running)
+        if not data or running.killed:
+            return  # the exit (pidfd) decides
+        try:
+            status = protocol.decode_status(data)
+        except protocol.ProtocolError as err:
+            log.warning("%s (pid %d): bad report: %s", running.what, running.pid, err)
+            return
+        self._deliver(running, status)
+
+    def _close_report(self, running: _Running) -> None:
+        if running.report is not None:
+            self._sel.unregister(running.report)
+            running.report.close()
+            running.report = None
+
+    def _deliver(self, running: _Running, status: int) -> None:
+        """Hand the caller its status; from here the call is done for everyone."""
+        running.delivered = True
         os.close(running.stdout)
+        running.stdout = -1
         elapsed = (time.monotonic() - running.started) * 1000
         log.debug("%s (pid %d): exit %d in %.1f ms", running.what, running.pid, status, elapsed)
         if running.sock is not None:
             self._sel.unregister(running.sock)
             send_status(running.sock, status)
             running.sock.close()
+            running.sock = None
+
+    def _on_exit(self, running: _Running) -> None:
+        self._sel.unregister(running.pidfd)
+        os.close(running.pidfd)
+        self._close_report(running)
+        del self._running[running.pid]
+        _, wait_status = os.waitpid(running.pid, 0)
+        if not running.delivered:
+            self._deliver(running, self._status_of(running, os.waitstatus_to_exitcode(wait_status)))
         self._refill_spare()
 
     def _status_of(self, running: _Running, code: int) -> int:

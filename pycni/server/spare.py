@@ -8,7 +8,8 @@ waits, copies every private writable page of its own at once (``populate_private
 so the call it gets takes almost none. It then blocks on its channel, a
 socketpair, until the server hands it one call: the request packet with the caller's five
 descriptors (SCM_RIGHTS), exactly as the launcher sent them. From there it is a worker like
-any other (``run_worker``). EOF on the channel (the server stopped or dropped it) exits it.
+any other (``run_worker``), and the same channel carries its status back. EOF on the channel
+(the server stopped or dropped it) exits it.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ class SpareKeeper:
         self._spare = spare
         self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(spare))
 
-    def take(self, call: Call) -> tuple[int, int] | None:
-        """(pid, pidfd) of the spare now running ``call``; None if there is none to take it.
-        The pidfd is the caller's from now on."""
+    def take(self, call: Call) -> tuple[int, int, socket.socket] | None:
+        """(pid, pidfd, report channel) of the spare now running ``call``; None if there is
+        none to take it. The pidfd and the channel are the caller's from now on."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
@@ -94,8 +95,7 @@ class SpareKeeper:
             log.warning("spare worker %d could not take the call: %s", spare.pid, err)
             _reap(spare)
             return None
-        spare.chan.close()  # it has the call
-        return spare.pid, spare.pidfd
+        return spare.pid, spare.pidfd, spare.chan  # the channel now carries its status
 
     def drop(self) -> None:
         spare, self._spare = self._spare, None
@@ -169,7 +169,7 @@ def _spare_main(
         os._exit(0)  # no call: the server stopped or dropped us
     except BaseException:
         os._exit(1)
-    run_worker(call, close_inherited=chan.close)
+    run_worker(call, close_inherited=lambda: None, report=chan)
 
 
 def populate_private_memory() -> None:

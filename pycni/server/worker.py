@@ -3,13 +3,20 @@
 It runs the very same ``pycni.cni.skel.run`` as the in-process path, so a plugin sees exactly
 what it would have seen had its executable run it: the caller's network namespace, its mount
 namespace (hence its ``/run/netns`` view), its cwd, stdin, stdout, stderr and environment.
+
+Once the plugin is done the worker lets go of the caller's stdio (a runtime reads stdout to
+EOF) and reports its status on its report channel before it exits: tearing down the
+process (~30 MB of copied heap) and the server noticing the exit took ~3.5 ms of every call.
+A worker that dies without reporting is still seen through its pidfd.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -20,17 +27,24 @@ from pycni.cni import skel
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.net import syscalls
 from pycni.plugins import PLUGINS
+from pycni.server import protocol
 from pycni.server.peer import Call
 
-__all__ = ["TEST_SLEEP_ENV", "run_worker"]
+__all__ = ["TEST_LINGER_ENV", "TEST_SLEEP_ENV", "run_worker"]
 
 # Test-only failpoint: a worker whose caller's environment sets it sleeps that many seconds
 # before running the plugin (to test the call timeout and a worker killed mid-call).
 TEST_SLEEP_ENV = b"PYCNI_TEST_SLEEP"
+# Test-only: seconds a worker lingers after reporting its status (its exit must not hold up
+# the caller's status nor its stdout's EOF).
+TEST_LINGER_ENV = b"PYCNI_TEST_LINGER"
 
 
-def run_worker(call: Call, *, close_inherited: Callable[[], None]) -> NoReturn:
-    """In the child right after fork. Never returns: exits with the plugin's status."""
+def run_worker(
+    call: Call, *, close_inherited: Callable[[], None], report: socket.socket
+) -> NoReturn:
+    """In the child right after fork. Never returns: reports the plugin's status on ``report``
+    and exits with it."""
     status = 1
     try:
         close_inherited()  # the server's sockets and other calls' descriptors
@@ -43,7 +57,25 @@ def run_worker(call: Call, *, close_inherited: Callable[[], None]) -> NoReturn:
     except BaseException as err:
         _report(err)
     finally:
+        _finish(report, status)
         os._exit(status)
+
+
+def _finish(report: socket.socket, status: int) -> None:
+    """Release the caller's stdio, then tell the server the status. Best effort: if either
+    fails, the server still learns the status from the exit."""
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        report.send(protocol.encode_status(status))
+    linger = os.environ.get(TEST_LINGER_ENV.decode())
+    if linger:
+        time.sleep(float(linger))
 
 
 def _reset_logging() -> None:

@@ -300,6 +300,28 @@ def test_wedged_worker_is_killed_after_the_timeout(
     _version_works(server, cni_bin)
 
 
+def test_status_and_stdout_do_not_wait_for_the_worker_to_exit(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path
+) -> None:
+    """The worker hands back the caller's stdio and reports its status before it exits: a
+    worker lingering after its report (the server kills it at the call timeout) holds up
+    neither the exit status nor stdout's EOF."""
+    log_offset = len(server.log_text())
+    started = time.monotonic()
+    run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                      env={**_env(container_ns, cni_bin), **_via(server),
+                           "PYCNI_TEST_LINGER": "60"},
+                      run_in=host_ns, timeout=CALL_TIMEOUT + 15)
+    elapsed = time.monotonic() - started
+    worker = _wait_for_worker(server, log_offset)
+    lingering = Path(f"/proc/{worker}").exists()
+    assert (run.code, run.stderr) == (0, ""), run.stdout
+    assert json.loads(run.stdout)["interfaces"][0]["name"] == "lo"
+    assert elapsed < CALL_TIMEOUT, "the caller waited for the worker's exit"
+    assert lingering
+    assert server.alive()
+
+
 @pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])
 def test_version_is_answered_by_the_server_itself(
     server: ServerProc, cni_bin: Path, version: str
