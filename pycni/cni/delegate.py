@@ -10,12 +10,16 @@ env mapping (passed explicitly: ``os.environ`` is not touched), the same stdin b
 status; its stdout goes into a buffer and its stderr is ours. That is safe because our IPAM
 plugins touch no process-global state: no environment, cwd, signal handlers or leftover
 descriptors (their store lock is an fd closed on the way out), and the store lock bounds every
-wait. Plugins that would not be (``_FORKED_KINDS``) run in a forked child that hands its stdout
-back through a pipe. Any other executable (the reference plugins, another install) is exec'd.
+wait. Our other kinds run in a forked child (``run_ours_forked``) that hands its stdout back
+through a pipe; the runtime side (``pycni.cni.invoke``) runs our plugins the same way. Any
+other executable (the reference plugins, another install) is exec'd, and so is everything
+when ``PYCNI_DELEGATE_EXEC`` is set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
 import json
 import os
@@ -30,14 +34,34 @@ from typing import Final, NoReturn
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.types import Result
 
-__all__ = ["DELEGATE_TIMEOUT", "delegate", "delegate_add", "find_in_path"]
+__all__ = [
+    "DELEGATE_TIMEOUT",
+    "ForkedTimeout",
+    "delegate",
+    "delegate_add",
+    "find_in_path",
+    "is_our_executable",
+    "run_ours_forked",
+]
 
 DELEGATE_TIMEOUT = 30.0
 # The package root a rendered executable puts first on sys.path: ours, or not ours.
 _OUR_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MAX_EXECUTABLE: Final = 4096
+MAX_FD: Final = 1 << 20  # above any RLIMIT_NOFILE: closerange uses close_range(2) anyway
 # Our plugin kinds that run as a delegate in-process; any other of ours runs in a forked child.
 _IN_PROCESS_KINDS: Final = frozenset({"host-local"})
+# What a forked plugin must not inherit: handlers a runtime installs (signal forwarding) would
+# otherwise run plugin-side. An exec'd Python plugin starts with these at their defaults (and
+# SIGINT raising KeyboardInterrupt); SIGPIPE stays ignored, as Python's start-up leaves it.
+_RESET_SIGNALS: Final = (
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
 
 
 def find_in_path(kind: str, path: tuple[str, ...]) -> str:
@@ -61,7 +85,7 @@ def delegate(
     """Exec delegate ``kind`` for ``command``: its stdout, or its error as ``CNIError``."""
     binary = find_in_path(kind, path)
     child_env = {**env, "CNI_COMMAND": command}
-    if not _is_our_executable(binary, kind):
+    if not is_our_executable(binary, kind):
         returncode, stdout, stderr = _run_exec(binary, kind, command, stdin=stdin, env=child_env)
     elif kind in _IN_PROCESS_KINDS:
         returncode, stdout, stderr = _run_in_process(kind, stdin=stdin, env=child_env)
@@ -101,7 +125,7 @@ def _run_exec(
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def _is_our_executable(binary: str, kind: str) -> bool:
+def is_our_executable(binary: str, kind: str) -> bool:
     """True for `pycni install`'s rendering of ``kind`` whose import path starts with our code."""
     from pycni.plugins import PLUGINS
 
@@ -140,31 +164,95 @@ def _run_forked(
     """Run our ``kind`` in a forked child, as its executable would: (status, stdout, b"").
 
     The child's stderr is ours (the exec path copies it there too)."""
-    read_end, write_end = os.pipe()
+    try:
+        status, stdout, stderr = run_ours_forked(
+            kind, command, stdin=stdin, env=env, timeout=DELEGATE_TIMEOUT, capture_stderr=False
+        )
+    except ForkedTimeout as err:
+        raise CNIError(ErrorCode.INTERNAL, f"delegate {kind} {command} timed out") from err
+    if status < 0:
+        raise CNIError(ErrorCode.INTERNAL, f"delegate {kind} {command} killed by signal {-status}")
+    return status, stdout, stderr
+
+
+def run_ours_forked(
+    kind: str,
+    command: str,
+    *,
+    stdin: bytes,
+    env: Mapping[str, str],
+    timeout: float,
+    capture_stderr: bool = True,
+) -> tuple[int, bytes, bytes]:
+    """Our plugin ``kind`` in a forked child, as its executable would run it: (status, stdout,
+    stderr), the status negative (-signal) if it was killed, as subprocess reports it.
+
+    What the exec path gives a plugin, the child gets too: ``env`` as its whole environment,
+    the config as stdin (fd 0 is /dev/null, as it is at EOF), stdout (and stderr unless
+    ``capture_stderr`` is False: then it is ours) as pipes, no other descriptor, default signal
+    handlers and its own process group, so a timeout kills what it started as well. Whatever
+    the plugin code does (exit, raise, crash, leave state behind) happens in the child: this
+    process only reads two pipes and a wait status. Its module is imported here first, so a forked
+    ADD and the DEL that follows share that cost (and a warm process pays it never).
+    """
+    from pycni.plugins import PLUGINS
+
+    importlib.import_module(PLUGINS[kind].module)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe() if capture_stderr else (-1, -1)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
-        os.close(read_end)
-        _forked_child(kind, stdin=stdin, env=env, out_fd=write_end)
-    os.close(write_end)
+    if pid == 0:  # pragma: no cover - the child reports through its pipes and status
+        _forked_child(kind, stdin=stdin, env=env, out_fd=out_w, err_fd=err_w)
+    with contextlib.suppress(OSError):  # both sides set it: no window for killpg
+        os.setpgid(pid, pid)
+    for fd in (out_w, err_w):
+        if fd >= 0:
+            os.close(fd)
     try:
-        data = _read_all(read_end, pid, f"delegate {kind} {command} timed out")
+        outputs = _read_all([fd for fd in (out_r, err_r) if fd >= 0], pid, timeout)
+    except BaseException:  # the timeout, or the caller interrupted: no orphans
+        _kill_group(pid)
+        os.waitpid(pid, 0)
+        raise
     finally:
-        os.close(read_end)
+        for fd in (out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
     status = os.waitstatus_to_exitcode(wait_status)
-    if status < 0:
-        raise CNIError(ErrorCode.INTERNAL, f"delegate {kind} {command} killed by signal {-status}")
-    return status, data, b""
+    return status, outputs[0], outputs[1] if capture_stderr else b""
 
 
-def _forked_child(kind: str, *, stdin: bytes, env: Mapping[str, str], out_fd: int) -> NoReturn:
-    from pycni.cni import skel
-    from pycni.plugins import PLUGINS
+class ForkedTimeout(CNIError):
+    """A forked plugin ran past its timeout (it was killed with its process group)."""
 
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _forked_child(
+    kind: str, *, stdin: bytes, env: Mapping[str, str], out_fd: int, err_fd: int
+) -> NoReturn:
     status = 1
     try:
+        os.setpgid(0, 0)
+        for sig in _RESET_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)  # a server's wakeup fd is not the plugin's
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        if err_fd >= 0:
+            os.dup2(err_fd, 2)
+        os.closerange(3, MAX_FD)  # what subprocess's close_fds gives an exec'd plugin
+        from pycni.cni import skel
+        from pycni.plugins import PLUGINS
+
         os.environ.clear()
         os.environ.update(env)
         out = io.StringIO()
@@ -173,25 +261,33 @@ def _forked_child(kind: str, *, stdin: bytes, env: Mapping[str, str], out_fd: in
         )
         data = out.getvalue().encode()
         while data:
-            data = data[os.write(out_fd, data) :]
+            data = data[os.write(1, data) :]
         sys.stderr.flush()
     finally:
         os._exit(status)
 
 
-def _read_all(fd: int, pid: int, timeout_msg: str) -> bytes:
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + DELEGATE_TIMEOUT
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise CNIError(ErrorCode.INTERNAL, timeout_msg)
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+def _read_all(fds: list[int], pid: int, timeout: float) -> list[bytes]:
+    """Everything written to ``fds`` until each is at EOF; ForkedTimeout at the deadline."""
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    open_fds = set(fds)
+    while open_fds:
+        remaining = deadline - time.monotonic()
+        events = poller.poll(max(0, int(remaining * 1000))) if remaining > 0 else []
+        if not events:
+            raise ForkedTimeout(ErrorCode.INTERNAL, f"pid {pid} timed out", f"after {timeout}s")
+        for fd, _ in events:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                chunks[fd].append(chunk)
+            else:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+    return [b"".join(chunks[fd]) for fd in fds]
 
 
 def delegate_add(

@@ -6,6 +6,14 @@ capabilities, ``prevResult`` chaining, DEL in reverse with the cached result, CH
 ``disableCheck``, STATUS, and GC (a synthetic DEL for each stale cached attachment, then GC to
 every plugin). Beyond libcni: a failed ADD is undone with a DEL of the chain before the error is
 returned, and an "ADD in progress" cache entry makes a crash mid-ADD visible to GC.
+
+Fast path: when the executable found on the path is pycni's own rendering of that plugin
+(``pycni.cni.delegate.is_our_executable``), exec'ing it would start an interpreter only to run
+``skel.run`` of our code; the call runs in a forked child of this process instead
+(``run_ours_forked``), still through the protocol: the same environment, stdin bytes, stdout
+JSON, stderr and exit status, with the same timeout and process-group kill. A warm process (the
+``pycni-run`` daemon) then pays a fork, not an interpreter, per plugin. Any other executable is
+exec'd as before, and ``PYCNI_DELEGATE_EXEC`` set forces exec for ours too.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from pycni.cni import cache
 from pycni.cni import version as versions
 from pycni.cni._fields import path_problem
 from pycni.cni.conf import NetworkConfigList
-from pycni.cni.delegate import find_in_path
+from pycni.cni.delegate import ForkedTimeout, find_in_path, is_our_executable, run_ours_forked
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import validate_container_id, validate_ifname
 from pycni.cni.types import Result
@@ -154,11 +162,26 @@ class Invoker:
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    def _run_ours(
+        self, kind: str, argv: list[str], stdin: bytes, env: Mapping[str, str]
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            code, out, err = run_ours_forked(
+                kind, env["CNI_COMMAND"], stdin=stdin, env=env, timeout=self.timeout
+            )
+        except ForkedTimeout as timeout:
+            raise subprocess.TimeoutExpired(argv, self.timeout) from timeout
+        return subprocess.CompletedProcess(argv, code, out, err)
+
     def exec_plugin(self, kind: str, command: str, stdin: bytes, rt: RuntimeConf | None) -> bytes:
         """Run one plugin verb; its stdout on success, its error JSON as ``CNIError`` otherwise."""
         binary = self.find_plugin(kind)
+        env = self._env(command, rt)
         try:
-            proc = self._run([binary], stdin, self._env(command, rt))
+            if is_our_executable(binary, kind):
+                proc = self._run_ours(kind, [binary], stdin, env)
+            else:
+                proc = self._run([binary], stdin, env)
         except subprocess.TimeoutExpired as err:
             raise CNIError(
                 ErrorCode.INTERNAL, f"plugin {kind} {command} timed out", f"after {self.timeout}s"

@@ -34,6 +34,7 @@ __all__ = [
     "procs",
     "read_limits",
     "remove",
+    "set_reference",
 ]
 
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
@@ -87,13 +88,27 @@ def detect_version(root: str = CGROUP_ROOT, mounts: str = "/proc/self/mounts") -
     return 1
 
 
+# The runtime daemon's worker runs a caller's command from the daemon's own cgroups: it sets
+# the caller's /proc/PID/cgroup text here, so containers land where the caller's would.
+_reference: list[str] = []
+
+
+def set_reference(proc_cgroup_text: str) -> None:
+    """Place relative cgroups under the cgroups described by this /proc/PID/cgroup text."""
+    _reference[:] = [proc_cgroup_text]
+
+
 def _own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
     """The caller's cgroup path in ``controller``'s hierarchy ("" = v2's ``0::`` line)."""
-    with open(proc_cgroup) as f:
-        for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            if (controller == "" and ctrls == "") or controller in ctrls.split(","):
-                return path
+    if _reference:
+        lines = _reference[0].splitlines()
+    else:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    for line in lines:
+        _, ctrls, path = line.split(":", 2)
+        if (controller == "" and ctrls == "") or controller in ctrls.split(","):
+            return path
     return "/"
 
 

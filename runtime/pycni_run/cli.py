@@ -31,9 +31,23 @@ from pycni_run.spec import (
     validate_spec,
 )
 
-__all__ = ["build_spec", "main", "parse_run_args", "split_global_options"]
+__all__ = ["build_spec", "main", "parse_run_args", "split_global_options", "stays_local"]
 
-COMMANDS: Final = ("run", "exec", "ps", "inspect", "stop", "kill", "rm", "logs", "netns")
+COMMANDS: Final = (
+    "run",
+    "exec",
+    "ps",
+    "inspect",
+    "stop",
+    "kill",
+    "rm",
+    "logs",
+    "netns",
+    "daemon",
+    "install-client",
+)
+# Never through the runtime daemon: the daemon itself, and what writes the client.
+_LOCAL_COMMANDS: Final = ("daemon", "install-client")
 # Global options (before the command) -> RuntimeConfig field.
 GLOBAL_OPTIONS: Final = {
     "--config": "config",
@@ -159,6 +173,26 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
     return spec
 
 
+def stays_local(argv: Sequence[str]) -> bool:
+    """True for what the runtime daemon leaves to an in-process ``pycni-run``: ``-t`` (the pty
+    relay needs the caller's terminal and its process group), ``daemon``, ``install-client``
+    and help. A command line that does not parse is not local: it fails the same either way."""
+    try:
+        _, rest = split_global_options(argv)
+        if not rest or rest[0] in ("-h", "--help", "help", *_LOCAL_COMMANDS):
+            return True
+        command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
+        if command not in ("run", "exec"):
+            return False
+        parser = _run_parser() if command == "run" else _exec_parser()
+        options, _ = _split_at_positional(parser, args)
+        if any(o in ("-h", "--help") for o in options):
+            return True  # argparse prints the help and exits: nothing to gain from the daemon
+        return bool(parser.parse_args(options).tty)
+    except RunError:
+        return False
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -171,14 +205,19 @@ def cmd_run(cfg: RuntimeConfig, argv: list[str]) -> int:
     return launch.run_foreground(cfg, spec)
 
 
-def cmd_exec(cfg: RuntimeConfig, argv: list[str]) -> int:
-    from pycni_run.enter import exec_in
-
+def _exec_parser() -> _Parser:
     parser = _Parser(prog="pycni-run exec", allow_abbrev=False)
     parser.add_argument("-i", "--interactive", action="store_true")
     parser.add_argument("-t", "--tty", action="store_true")
     parser.add_argument("-e", "--env", action="append", default=[])
     parser.add_argument("-w", "--workdir")
+    return parser
+
+
+def cmd_exec(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run.enter import exec_in
+
+    parser = _exec_parser()
     options, positionals = _split_at_positional(parser, argv)
     ns = parser.parse_args(options)
     if len(positionals) < 2:
@@ -302,6 +341,21 @@ def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
     return 0
 
 
+def cmd_daemon(_cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import warm
+
+    return warm.serve(argv)
+
+
+def cmd_install_client(_cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run.entry import install_client
+
+    parser = _Parser(prog="pycni-run install-client")
+    parser.add_argument("directory", nargs="?", default="/usr/local/bin")
+    print(install_client(parser.parse_args(argv).directory))
+    return 0
+
+
 HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
     "run": cmd_run,
     "exec": cmd_exec,
@@ -314,12 +368,15 @@ HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
     "rm": _names_command("rm", _rm, lambda p: p.add_argument("-f", "--force", action="store_true")),
     "logs": cmd_logs,
     "netns": cmd_netns,
+    "daemon": cmd_daemon,
+    "install-client": cmd_install_client,
 }
 
 USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
        pycni-run [GLOBAL OPTIONS] [RUN OPTIONS] IMAGE [CMD...]   (same as `run`)
 
-commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink
+commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink,
+          daemon [--socket PATH] (the warm runtime daemon, foreground), install-client [DIR]
 global options: --config FILE, --state-dir, --storage-dir, --image-store, --netns-dir,
                 --cni-path DIR[:DIR], --conf-dir, --cni-cache-dir, --cgroup-parent
 """
@@ -333,7 +390,7 @@ def _dispatch(argv: list[str]) -> int:
     config_file = settings.pop("config", None)
     cfg = load_config(Path(config_file) if config_file else None).with_overrides(settings)
     command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
-    if os.geteuid() != 0 and command in ("run", "exec", "stop", "kill", "rm", "netns"):
+    if os.geteuid() != 0 and command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon"):
         raise RunError("pycni-run needs root (namespaces, cgroups, mounts)")
     return HANDLERS[command](cfg, args)
 

@@ -1,0 +1,392 @@
+"""``pycni-run daemon``: the warm runtime daemon (Docker's split: dockerd and a light client).
+
+Single-threaded, one selector, no threads anywhere (a worker must join the caller's mount
+namespace, which the kernel allows only to a single-threaded process). Per connection:
+accept -> peer check (root only, same user namespace) -> read the one request within
+``READ_TIMEOUT`` -> ``LOCAL`` for what stays in-process (``cli.stays_local``) -> ACK with the
+worker's pidfd -> hand the call to a worker (``handoff``) -> the worker reports the status
+itself. The daemon only watches the worker's pidfd: an exit other than "reported" becomes
+Docker's 125 with a message on the caller's stderr. Anything wrong before the ACK drops the
+connection and the client runs the command in-process; nothing a peer sends stops the loop.
+
+Stopping (SIGTERM/SIGINT) closes the socket and exits at once: running workers need nothing
+from the daemon, they report to their clients themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from pycni.server.peer import peer_uid
+from pycni_run import handoff, wire
+from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.served import Call
+
+__all__ = ["DEFAULT_SOCKET", "READ_TIMEOUT", "Daemon"]
+
+DEFAULT_SOCKET: Final = "/run/pycni/run.sock"
+READ_TIMEOUT: Final = 2.0  # a peer that connects and sends nothing is dropped after this
+MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client falls back)
+
+log = logging.getLogger("pycni_run.daemon")
+
+
+class PeerError(Exception):
+    """The connection is refused or its request unusable: dropped before any ACK."""
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    sock: socket.socket
+    pid: int
+    deadline: float
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    worker: handoff.Worker
+    conn: socket.socket  # to report a worker that died without reporting
+    stderr: int  # our copy of the caller's stderr, for the same
+    what: str
+    started: float
+
+
+class Daemon:
+    """Serve ``socket_path`` until SIGTERM/SIGINT."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self._sel = selectors.DefaultSelector()
+        self._pending: set[_Pending] = set()
+        self._running: dict[int, _Running] = {}
+        self._spare: handoff.Worker | None = None
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+        self._own = {ns: _ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def serve_forever(self) -> None:
+        self._listener = bind(self.socket_path)
+        self._sel.register(self._listener, selectors.EVENT_READ, self._accept)
+        self._install_signals()
+        log.info("listening on %s (pid %d)", self.socket_path, os.getpid())
+        try:
+            self._refill()
+            while not self._stopping:
+                for key, _ in self._sel.select(self._wait_time()):
+                    key.data(key.fileobj)
+                self._expire(time.monotonic())
+        finally:
+            self._close_listener()
+            self._drop_spare()
+            for running in list(self._running.values()):
+                self._forget(running)
+            log.info("stopped")
+
+    def _wait_time(self) -> float | None:
+        deadlines = [p.deadline for p in self._pending]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _install_signals(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)  # the wakeup fd carries the signal number
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
+
+    def _on_signal(self, _: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            if any(s in (signal.SIGTERM, signal.SIGINT) for s in self._wake_r.recv(64)):
+                log.info("stopping; %d running command(s) carry on", len(self._running))
+                self._stopping = True
+
+    def _close_listener(self) -> None:
+        if self._listener is None:
+            return
+        self._sel.unregister(self._listener)
+        self._listener.close()
+        self._listener = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    def close_inherited(self) -> None:
+        """In a fresh worker: close every descriptor that belongs to the daemon."""
+        if self._listener is not None:
+            self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._sel.close()
+        for pending in self._pending:
+            pending.sock.close()
+        for running in self._running.values():
+            running.worker.close()
+            running.conn.close()
+            os.close(running.stderr)
+        if self._spare is not None:
+            self._spare.close()
+
+    # ------------------------------------------------------------------ the spare
+
+    def _fork_spare(self) -> None:
+        if self._stopping or self._spare is not None:
+            return
+        try:
+            spare = handoff.fork_spare(self.close_inherited)
+        except OSError as err:
+            log.warning("cannot fork a spare worker: %s", err)
+            return
+        self._spare = spare
+        self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._spare_died(spare))
+
+    def _take_spare(self) -> handoff.Worker | None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._sel.unregister(spare.pidfd)
+        return spare
+
+    def _spare_died(self, spare: handoff.Worker) -> None:
+        log.warning("spare worker %d exited while idle", spare.pid)
+        self._take_spare()
+        spare.kill()
+        self._refill()
+
+    def _drop_spare(self) -> None:
+        spare = self._take_spare()
+        if spare is not None:
+            spare.kill()
+
+    # ------------------------------------------------------------------ before the ACK
+
+    def _accept(self, listener: object) -> None:
+        assert isinstance(listener, socket.socket)
+        try:
+            sock, _ = listener.accept()
+        except OSError as err:  # EMFILE and friends: log, keep serving
+            log.warning("accept failed: %s", err)
+            return
+        sock.setblocking(False)
+        pid, uid = peer_uid(sock)
+        if uid != 0 or pid <= 0:
+            log.warning("refused pid %d: uid %d is not root (or not visible)", pid, uid)
+            sock.close()
+            return
+        pending = _Pending(sock=sock, pid=pid, deadline=time.monotonic() + READ_TIMEOUT)
+        self._pending.add(pending)
+        self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
+
+    def _drop(self, pending: _Pending, why: str) -> None:
+        log.warning("dropped request from pid %d: %s", pending.pid, why)
+        self._pending.discard(pending)
+        self._sel.unregister(pending.sock)
+        pending.sock.close()
+
+    def _expire(self, now: float) -> None:
+        for pending in [p for p in self._pending if p.deadline <= now]:
+            self._drop(pending, f"no complete request within {READ_TIMEOUT}s")
+
+    def _on_request(self, pending: _Pending) -> None:
+        try:
+            call = _receive(pending.sock)
+        except PeerError as err:
+            self._drop(pending, str(err))
+            return
+        self._pending.discard(pending)
+        self._sel.unregister(pending.sock)
+        pending.sock.setblocking(True)
+        try:
+            self._start(pending, call)
+        except PeerError as err:
+            log.warning("request from pid %d: %s", pending.pid, err)
+            call.close()
+
+    def _start(self, pending: _Pending, call: Call) -> None:
+        argv = [os.fsdecode(a) for a in call.request.argv]
+        if _stays_local(argv):
+            with contextlib.suppress(OSError):
+                call.conn.send(wire.LOCAL)
+            raise PeerError("stays in-process (tty or daemon command)")
+        if len(self._running) >= MAX_RUNNING:
+            raise PeerError(f"{MAX_RUNNING} commands already running")
+        if _ns_id(f"/proc/{pending.pid}/ns/user") != self._own["user"]:
+            raise PeerError("another user namespace: it runs the command itself")
+        call.cgroup_text = _read_text(f"/proc/{pending.pid}/cgroup")
+        same_pidns = _ns_id(f"/proc/{pending.pid}/ns/pid") == self._own["pid"]
+        worker = self._take_spare() if same_pidns else None
+        if worker is None:
+            self._ack_and_start(call, self._fork_for(call), handoff.go, argv)
+        else:
+            self._ack_and_start(call, worker, lambda w: handoff.hand(w, call), argv)
+
+    def _fork_for(self, call: Call) -> handoff.Worker:
+        try:
+            return handoff.fork_for(call, call.ns_fd("pid"), self.close_inherited)
+        except OSError as err:
+            raise PeerError(f"cannot fork a worker in its pid namespace: {err}") from err
+
+    def _ack_and_start(
+        self,
+        call: Call,
+        worker: handoff.Worker,
+        start: Callable[[handoff.Worker], None],
+        argv: list[str],
+    ) -> None:
+        try:
+            call.conn.sendmsg(
+                [wire.ACK], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes(worker.pidfd))]
+            )
+        except OSError as err:  # the client gave up first: it runs in-process, we run nothing
+            worker.kill()
+            self._refill()
+            raise PeerError(f"ACK failed: {err}") from err
+        try:
+            start(worker)
+        except OSError as err:
+            self._report(call.conn, call.fds[2], f"cannot hand the command to a worker: {err}")
+            worker.kill()
+            call.close()
+            self._refill()
+            return
+        running = _Running(worker=worker, conn=call.conn, stderr=os.dup(call.fds[2]),
+                           what=" ".join(argv[:4]), started=time.monotonic())
+        for fd in call.fds:
+            os.close(fd)
+        worker.chan.close()
+        self._running[worker.pid] = running
+        self._sel.register(worker.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
+        self._refill()
+
+    def _refill(self) -> None:
+        """Fork the next spare only while nothing runs: its page copying would compete for the
+        CPUs with the command it was forked for (2 vCPUs here); idle time is free."""
+        if not self._running:
+            self._fork_spare()
+
+    # ------------------------------------------------------------------ after the ACK
+
+    def _on_exit(self, running: _Running) -> None:
+        _, wait_status = os.waitpid(running.worker.pid, 0)
+        code = os.waitstatus_to_exitcode(wait_status)
+        elapsed = (time.monotonic() - running.started) * 1000
+        log.debug("%s (worker %d): exit %d in %.1f ms", running.what, running.worker.pid, code,
+                  elapsed)
+        if code != 0:  # it did not report: killed, crashed, or its client went away
+            why = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            log.error("%s: worker %d failed (%s)", running.what, running.worker.pid, why)
+            self._report(running.conn, running.stderr, f"the runtime daemon's worker {why}")
+        self._forget(running)
+        self._refill()
+
+    def _forget(self, running: _Running) -> None:
+        self._sel.unregister(running.worker.pidfd)
+        running.worker.close()
+        running.conn.close()
+        os.close(running.stderr)
+        del self._running[running.worker.pid]
+
+    @staticmethod
+    def _report(conn: socket.socket, stderr: int, msg: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(stderr, f"pycni-run: {msg}\n".encode())
+        with contextlib.suppress(OSError):
+            conn.send(wire.encode_status(EXIT_RUNTIME))
+
+
+def _stays_local(argv: list[str]) -> bool:
+    from pycni_run import cli
+
+    return cli.stays_local(argv)
+
+
+def _fd_bytes(fd: int) -> bytes:
+    return fd.to_bytes(4, sys.byteorder)
+
+
+def _ns_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as err:
+        raise PeerError(f"cannot read {path}: {err}") from err
+
+
+def _receive(sock: socket.socket) -> Call:
+    """Read the one request packet (the socket is readable). Fds are closed on any error."""
+    try:
+        data, ancdata, flags, _ = sock.recvmsg(
+            wire.MAX_REQUEST + 1,
+            socket.CMSG_SPACE(wire.FDS * 4),
+            socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
+        )
+    except OSError as err:
+        raise PeerError(f"receive failed: {err}") from err
+    fds = handoff.receive_fds(ancdata)
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise PeerError("request truncated (too large or too many descriptors)")
+        if not data:
+            raise PeerError("peer closed without a request")
+        if len(fds) != wire.FDS:
+            raise PeerError(f"expected {wire.FDS} descriptors, got {len(fds)}")
+        try:
+            request = wire.decode_request(data)
+        except wire.ProtocolError as err:
+            raise PeerError(str(err)) from err
+    except BaseException:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+    return Call(request=request, fds=fds, conn=sock)
+
+
+def bind(path: str) -> socket.socket:
+    """The listening socket: its directory 0700, itself 0600, a stale one replaced."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_mode & 0o077:
+        log.warning("%s is accessible to others; the socket itself is 0600", directory)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if err.errno not in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
+            raise
+        os.unlink(path)  # nobody listens there: a leftover of a daemon that died
+    else:
+        raise RunError(f"another pycni-run daemon is listening on {path}")
+    finally:
+        probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,95 @@
+"""Starting the daemon: import and warm everything once, then serve in the foreground.
+
+Every worker is a fork of this process, so what is imported and warmed here is what a
+``pycni-run`` through the daemon never pays for: the runtime's modules (argparse, json, yaml,
+dataclasses), the CNI invoker, and every pycni plugin with pyroute2 and the firewall backend
+(``pycni.server.main.preload``, run in a private network namespace of its own), since plugins
+run in forks of the worker (``pycni.cni.invoke``'s fast path) rather than as executables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import logging
+import os
+import sys
+import time
+from typing import Final
+
+from pycni_run.daemon import DEFAULT_SOCKET, Daemon, log
+
+__all__ = ["preload_runtime", "serve"]
+
+SOCKET_ENV: Final = "PYCNI_RUN_SOCKET"
+_RUNTIME_MODULES: Final = (
+    "pycni_run.cli",
+    "pycni_run.launch",
+    "pycni_run.lifecycle",
+    "pycni_run.enter",
+    "pycni_run.netlinks",
+    "pycni_run.views",
+    "pycni_run.console",
+    "pycni.cni.invoke",
+    "pycni.cni.conf",
+    "pycni.cni.cache",
+    "yaml",
+)
+
+
+def preload_runtime() -> float:
+    """Import the runtime and the plugins, warm them; seconds spent."""
+    from pycni.server.main import preload
+
+    started = time.monotonic()
+    for name in _RUNTIME_MODULES:
+        importlib.import_module(name)
+    _warm_parsers()
+    preload()  # plugins, pyroute2, nft; ends with gc.freeze() of the warm heap
+    gc.collect()
+    gc.freeze()
+    return time.monotonic() - started
+
+
+def _warm_parsers() -> None:
+    """argparse and the run parser's first use (lazily compiled regexes, gettext)."""
+    from pycni_run import cli
+
+    with contextlib.suppress(Exception):
+        cli.build_spec(*cli.parse_run_args(["--net=none", "--rm", "busybox", "true"]))
+    with contextlib.suppress(Exception):
+        cli.stays_local(["exec", "-i", "x", "true"])
+
+
+def _ensure_std_fds() -> None:
+    """Keep 0-2 open, so descriptors received from clients are always >= 3."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def serve(argv: list[str]) -> int:
+    """``pycni-run daemon [--socket PATH] [--log-level LEVEL]``, in the foreground."""
+    parser = argparse.ArgumentParser(prog="pycni-run daemon")
+    parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+    parser.add_argument("--log-level", default="INFO")
+    ns = parser.parse_args(argv)
+    _ensure_std_fds()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s pycni-run-daemon %(levelname)s %(message)s")
+    )
+    log.addHandler(handler)
+    log.setLevel(ns.log_level.upper())
+    log.propagate = False
+    log.info("preloaded in %.0f ms", preload_runtime() * 1000)
+    with contextlib.suppress(KeyboardInterrupt):
+        Daemon(ns.socket).serve_forever()
+    return 0
