@@ -42,6 +42,7 @@ __all__ = [
     "find_in_path",
     "is_our_executable",
     "run_ours_forked",
+    "run_ours_in_process",
 ]
 
 DELEGATE_TIMEOUT = 30.0
@@ -158,6 +159,28 @@ def _run_in_process(
     return status, out.getvalue().encode(), b""
 
 
+def run_ours_in_process(
+    kind: str, *, stdin: bytes, env: Mapping[str, str]
+) -> tuple[int, bytes, bytes]:
+    """Our plugin ``kind`` right here: (status, stdout, stderr), as its executable would give.
+
+    Only for a process that is itself thrown away after one call (the ``pycni-run`` daemon's
+    worker): what the plugin does to the process cannot outlive the call, an exit or an
+    exception becomes a status, and a crash ends only that call's worker."""
+    from pycni.cni import skel
+    from pycni.plugins import PLUGINS
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        status = skel.run(
+            PLUGINS[kind], env=dict(env), stdin=io.BytesIO(stdin), stdout=out, stderr=err
+        )
+    except SystemExit as done:  # skel.run catches Exception only; exit is its status, as exec'd
+        code = done.code
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+    return status, out.getvalue().encode(), err.getvalue().encode()
+
+
 def _run_forked(
     kind: str, command: str, *, stdin: bytes, env: Mapping[str, str]
 ) -> tuple[int, bytes, bytes]:
@@ -198,31 +221,52 @@ def run_ours_forked(
     from pycni.plugins import PLUGINS
 
     importlib.import_module(PLUGINS[kind].module)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe() if capture_stderr else (-1, -1)
+    _reap_finished()
+    pipes = [os.pipe() for _ in range(3 if capture_stderr else 2)]  # status, stdout[, stderr]
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its pipes and status
-        _forked_child(kind, stdin=stdin, env=env, out_fd=out_w, err_fd=err_w)
+        _forked_child(kind, stdin=stdin, env=env, fds=[w for _, w in pipes])
     with contextlib.suppress(OSError):  # both sides set it: no window for killpg
         os.setpgid(pid, pid)
-    for fd in (out_w, err_w):
-        if fd >= 0:
-            os.close(fd)
+    for _, w in pipes:
+        os.close(w)
     try:
-        outputs = _read_all([fd for fd in (out_r, err_r) if fd >= 0], pid, timeout)
+        outputs = _read_all([r for r, _ in pipes], pid, timeout)
     except BaseException:  # the timeout, or the caller interrupted: no orphans
         _kill_group(pid)
         os.waitpid(pid, 0)
         raise
     finally:
-        for fd in (out_r, err_r):
-            if fd >= 0:
-                os.close(fd)
-    _, wait_status = os.waitpid(pid, 0)
-    status = os.waitstatus_to_exitcode(wait_status)
-    return status, outputs[0], outputs[1] if capture_stderr else b""
+        for r, _ in pipes:
+            os.close(r)
+    status = _status(pid, outputs[0])
+    return status, outputs[1], outputs[2] if capture_stderr else b""
+
+
+# Children that reported their status and closed their pipes but may still be exiting: their
+# exit (unmapping a copy of a big warm heap, ~2 ms here) is not worth waiting for.
+_unreaped: list[int] = []
+
+
+def _status(pid: int, reported: bytes) -> int:
+    """The status the child reported (it is then reaped later), else its wait status."""
+    if len(reported) == 1:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                _unreaped.append(pid)
+        return reported[0]
+    _, wait_status = os.waitpid(pid, 0)  # it died before reporting: crashed, killed, exited
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def _reap_finished() -> None:
+    for pid in list(_unreaped):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue
+        _unreaped.remove(pid)
 
 
 class ForkedTimeout(CNIError):
@@ -235,8 +279,9 @@ def _kill_group(pid: int) -> None:
 
 
 def _forked_child(
-    kind: str, *, stdin: bytes, env: Mapping[str, str], out_fd: int, err_fd: int
+    kind: str, *, stdin: bytes, env: Mapping[str, str], fds: list[int]
 ) -> NoReturn:
+    """Run the plugin; write its stdout, then its status byte; close everything, exit."""
     status = 1
     try:
         os.setpgid(0, 0)
@@ -244,12 +289,12 @@ def _forked_child(
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.set_wakeup_fd(-1)  # a server's wakeup fd is not the plugin's
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_fd, 1)
-        if err_fd >= 0:
-            os.dup2(err_fd, 2)
-        os.closerange(3, MAX_FD)  # what subprocess's close_fds gives an exec'd plugin
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(fds[1], 1)
+        if len(fds) > 2:
+            os.dup2(fds[2], 2)
+        os.dup2(fds[0], 3)
+        os.closerange(4, MAX_FD)  # what subprocess's close_fds gives an exec'd plugin (but 3)
         from pycni.cni import skel
         from pycni.plugins import PLUGINS
 
@@ -263,7 +308,9 @@ def _forked_child(
         while data:
             data = data[os.write(1, data) :]
         sys.stderr.flush()
+        os.write(3, bytes([status & 0xFF]))
     finally:
+        os.closerange(0, MAX_FD)  # EOF for the runtime now, before this exit's teardown
         os._exit(status)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "pin_netns",
     "result_ips",
     "result_nameservers",
+    "run_plugins_in_process",
     "unpin_netns",
 ]
 
@@ -54,8 +55,19 @@ def load_network(
     return conflist
 
 
+# Set by the runtime daemon's worker (a process thrown away after one command): pycni's own
+# plugins then run in it, not in a fork per plugin (see pycni.cni.invoke).
+_plugins_in_process: list[bool] = [False]
+
+
+def run_plugins_in_process() -> None:
+    _plugins_in_process[0] = True
+
+
 def _invoker(cfg: RuntimeConfig) -> Invoker:
-    return Invoker(path=cfg.cni_path, cache_dir=cfg.cni_cache_dir)
+    return Invoker(
+        path=cfg.cni_path, cache_dir=cfg.cni_cache_dir, in_process=_plugins_in_process[0]
+    )
 
 
 def _runtime_conf(
