@@ -482,15 +482,14 @@ def set_promisc(ipr: IPR, index: int, on: bool) -> None:
 
 
 def delete_link(ipr: IPR, name: str) -> bool:
-    """Delete ``name``; False if it was not there (DEL treats "already gone" as success)."""
-    link = get_link(ipr, name)
-    if link is None:
-        return False
+    """Delete ``name``; False if it was not there (DEL treats "already gone" as success).
+
+    One request, by name: the kernel resolves it, so there is no lookup to race with."""
     with translate_netlink_error(f"delete link {name}"):
         try:
-            ipr.link("del", index=link.index)
+            ipr.link("del", ifname=name)
         except NetlinkError as err:
-            if err.code == errno.ENODEV:  # removed concurrently (e.g. its veth peer went)
+            if err.code == errno.ENODEV:  # not there, or removed concurrently (its veth peer)
                 return False
             raise
     return True
