@@ -69,6 +69,10 @@ class RuntimeSandbox:
     cgroup_parent: str
     proc: subprocess.Popen[str] | None = None
     init_pid: int = 0
+    daemon: subprocess.Popen[bytes] | None = None
+    daemon_socket: str = ""
+    daemon_log: Path | None = None
+    client: Path | None = None
     conf_dir: Path = field(init=False)
     config: Path = field(init=False)
 
@@ -110,12 +114,21 @@ class RuntimeSandbox:
     def _argv(self, argv: Sequence[str]) -> list[str]:
         return ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", *argv]
 
+    def _env(self) -> dict[str, str]:
+        # Plugins run in-process inside the sandbox: a `pycni serve` outside it could not
+        # see the sandbox's mounts (its /run/netns pins). No daemon unless started here.
+        hide = ("PYCNI_SOCKET", "PYCNI_RUN_SOCKET", "PYCNI_RUN_NO_DAEMON")
+        env = {k: v for k, v in os.environ.items() if k not in hide}
+        env.update(PYCNI_RUN_CONFIG=str(self.config), PYCNI_NO_SERVER="1")
+        if self.daemon_socket:
+            env["PYCNI_RUN_SOCKET"] = self.daemon_socket
+        else:
+            env["PYCNI_RUN_NO_DAEMON"] = "1"
+        return env
+
     def sh(self, *argv: str, timeout: float = 30, input: str | None = None) -> Ran:
         """Any command inside the sandbox (its mounts, netns and pid namespace)."""
-        # Plugins run in-process inside the sandbox: a `pycni serve` outside it could not
-        # see the sandbox's mounts (its /run/netns pins).
-        env = {k: v for k, v in os.environ.items() if k != "PYCNI_SOCKET"}
-        env.update(PYCNI_RUN_CONFIG=str(self.config), PYCNI_NO_SERVER="1")
+        env = self._env()
         proc = subprocess.run(
             self._argv(argv),
             capture_output=True,
@@ -128,8 +141,30 @@ class RuntimeSandbox:
         return Ran(proc.returncode, proc.stdout, proc.stderr)
 
     def run(self, *args: str, timeout: float = 60, input: str | None = None) -> Ran:
-        """``pycni-run ARGS`` inside the sandbox."""
+        """``pycni-run ARGS`` inside the sandbox (through its daemon once one was started)."""
+        if self.daemon_socket:
+            return self.sh(str(self.client), *args, timeout=timeout, input=input)
         return self.sh(sys.executable, "-m", "pycni_run.cli", *args, timeout=timeout, input=input)
+
+    def start_daemon(self, socket_path: str = "") -> None:
+        """`pycni-run daemon` inside the sandbox; `run` goes through it from now on."""
+        from pycni_run.entry import install_client
+
+        self.client = Path(install_client(str(self.workdir / "client")))
+        socket_path = socket_path or str(self.workdir / "daemon" / "run.sock")
+        self.daemon_log = self.workdir / "daemon.log"
+        with self.daemon_log.open("wb") as log:
+            self.daemon = subprocess.Popen(
+                self._argv([sys.executable, "-m", "pycni_run.cli", "daemon", "--socket",
+                            socket_path, "--log-level", "DEBUG"]),
+                stdout=log, stderr=subprocess.STDOUT, env=self._env(),
+            )
+        deadline = time.monotonic() + 60
+        while self.sh("test", "-S", socket_path).code != 0:
+            assert self.daemon.poll() is None, self.daemon_log.read_text()
+            assert time.monotonic() < deadline, "pycni-run daemon did not start"
+            time.sleep(0.05)
+        self.daemon_socket = socket_path
 
     def ok(self, *args: str, timeout: float = 60) -> str:
         ran = self.run(*args, timeout=timeout)
@@ -151,6 +186,12 @@ class RuntimeSandbox:
         assert ran.code == 0, ran.stderr
         return json.loads(ran.stdout or "[]")
 
+    def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            _stop(self.daemon)
+            self.daemon = None
+        self.daemon_socket = ""
+
     def cgroup_dirs(self) -> list[str]:
         return list(_cgroup_dirs(self.cgroup_parent))
 
@@ -161,6 +202,7 @@ class RuntimeSandbox:
             names = self.run("ps", "-a", "-q", timeout=30).stdout.split()
             for name in names:
                 self.run("rm", "-f", name, timeout=60)
+        self.stop_daemon()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.init_pid, signal.SIGTERM)
         try:
@@ -172,6 +214,19 @@ class RuntimeSandbox:
             self.proc.stdout.close()
         self.proc = None
         sweep_cgroups(self.cgroup_parent)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """nsenter forks the daemon into the pid namespace: signal that child (ours), by PID."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError, IndexError):
+            os.kill(_children(proc.pid)[0], signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError, IndexError):
+            os.kill(_children(proc.pid)[0], signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def _own_cgroup(controller: str) -> str:
