@@ -116,7 +116,10 @@ class Server:
 
     def _step(self) -> None:
         for key, _ in self._sel.select(self._wait_time()):
-            key.data(key.fileobj)
+            # A handler earlier in this batch may have unregistered this one (a worker's exit
+            # closes its report channel, a delivered status its caller's socket).
+            if self._sel.get_map().get(key.fd) is key:
+                key.data(key.fileobj)
         self._expire(time.monotonic())
 
     def _wait_time(self) -> float | None:
