@@ -21,8 +21,10 @@ writes into a marked directory afterwards, DEL sees its reservations only after 
 
 Crash safety: ADD writes the index before the address files, so the index may name a file
 that is missing, empty or (after a reuse) someone else's, all handled on read, but never
-misses one. Reservation files are not fsynced (nor are they by the reference): on the
-default tmpfs it is moot, and on disk a lost file only frees an address a reboot freed too.
+misses one. Nothing is fsynced (nor is it by the reference): the state describes veths and
+containers that do not outlive the machine either. On the default tmpfs it is moot; on disk,
+what a power cut loses only frees addresses whose containers the reboot ended, and temp +
+rename already keeps every file whole for the crash that matters, a killed process.
 
 Every method assumes the lock is held: a ``Store`` is only handed out by ``open_store``.
 OSError becomes ``CNIError`` code 5 (I/O failure); a lock not obtained in time is code 11.
@@ -124,15 +126,14 @@ def _fs(action: str) -> Iterator[None]:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` by temp + fsync + rename: readers see the old or the new, never half."""
+    """Replace ``path`` by temp + rename: readers (and a process killed midway) see the old or
+    the new, never half. No fsync (see the module docstring): ~0.35 ms each on ext4."""
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
