@@ -1,10 +1,11 @@
-"""The typed seam around pyroute2's ``IPRoute``: opening a handle in a namespace, and errors.
+"""The typed seam around pyroute2's ``IPRoute`` API: opening a handle in a namespace, errors.
 
 pyroute2 is untyped; ``Any`` stays in this module and in the thin wrappers next to it
 (``links``, ``addrs``), so plugin code sees dataclasses and ``CNIError`` only.
 
 A netlink socket stays bound to the network namespace it was created in, so ``open_ipr``
-enters the namespace, opens the socket, and leaves at once. ``IPRoute(netns=...)`` is never
+enters the namespace, opens the socket, and leaves at once. The handle is a ``SyncRtnl``
+(pyroute2's requests over a blocking socket, see ``rtnl``). ``IPRoute(netns=...)`` is never
 used: it forks a helper and, by default, creates a missing namespace.
 """
 
@@ -15,10 +16,11 @@ import errno
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
-from pyroute2 import IPRoute, NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.cni.errors import CNIError, ErrorCode, LinkNotFound
 from pycni.net import netns
+from pycni.net.rtnl import SyncRtnl
 
 __all__ = [
     "IPR",
@@ -27,14 +29,14 @@ __all__ = [
     "translate_netlink_error",
 ]
 
-# pyroute2.IPRoute, untyped; the alias names it for readers of signatures.
+# pyroute2.IPRoute's API (a SyncRtnl, see rtnl.py), untyped; the alias names it for readers.
 IPR: TypeAlias = Any
 
 
 def _new_iproute() -> IPR:
-    # groups=0: a plugin's handle only makes requests; subscribing to the multicast groups
-    # would queue every link/address/route event on a busy host for nobody to read.
-    return IPRoute(groups=0)
+    # No multicast groups: a plugin's handle only makes requests; subscribing would queue
+    # every link/address/route event on a busy host for nobody to read.
+    return SyncRtnl()
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyroute2 import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.net.ipr import IPR, translate_netlink_error

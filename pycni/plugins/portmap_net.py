@@ -11,7 +11,7 @@ import socket
 from collections.abc import Collection
 from typing import Any, Final
 
-from pyroute2 import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.net import links, sysctl
 from pycni.net.ipr import open_ipr, translate_netlink_error

@@ -10,7 +10,7 @@ import errno
 from dataclasses import dataclass
 from typing import Final
 
-from pyroute2 import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.net import links
 from pycni.net.ipr import IPR, translate_netlink_error

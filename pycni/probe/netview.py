@@ -14,7 +14,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.net import addrs, links
 from pycni.net.ipr import IPR, translate_netlink_error
