@@ -38,6 +38,9 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
 
 def launch(name: str) -> None:
     """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout."""
+    from pycni.net.pyroute2_import import defer_package_init
+
+    defer_package_init()  # a one-shot process: skip what pyroute2's __init__ would import
     from pycni.cni import skel
 
     skel.main(PLUGINS[name])
