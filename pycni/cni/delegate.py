@@ -27,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Final, NoReturn
@@ -246,8 +247,10 @@ def run_ours_forked(
 
 
 # Children that reported their status and closed their pipes but may still be exiting: their
-# exit (unmapping a copy of a big warm heap, ~2 ms here) is not worth waiting for.
+# exit (unmapping a copy of a big warm heap, ~2 ms here) is not worth waiting for. Runtimes
+# call plugins from several threads at once (parallel ADDs): the list has its own lock.
 _unreaped: list[int] = []
+_unreaped_lock = threading.Lock()
 
 
 def _status(pid: int, reported: bytes) -> int:
@@ -255,18 +258,20 @@ def _status(pid: int, reported: bytes) -> int:
     if len(reported) == 1:
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                _unreaped.append(pid)
+                with _unreaped_lock:
+                    _unreaped.append(pid)
         return reported[0]
     _, wait_status = os.waitpid(pid, 0)  # it died before reporting: crashed, killed, exited
     return os.waitstatus_to_exitcode(wait_status)
 
 
 def _reap_finished() -> None:
-    for pid in list(_unreaped):
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                continue
-        _unreaped.remove(pid)
+    with _unreaped_lock:
+        for pid in list(_unreaped):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            _unreaped.remove(pid)
 
 
 class ForkedTimeout(CNIError):
@@ -295,6 +300,11 @@ def _forked_child(
             os.dup2(fds[2], 2)
         os.dup2(fds[0], 3)
         os.closerange(4, MAX_FD)  # what subprocess's close_fds gives an exec'd plugin (but 3)
+        # An exec'd plugin's sys.stderr is fd 2: the parent's may be any object (a runtime's
+        # logger, pytest's capture) on a descriptor just closed.
+        sys.stderr = open(  # noqa: SIM115 - lives until this process exits
+            2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+        )
         from pycni.cni import skel
         from pycni.plugins import PLUGINS
 

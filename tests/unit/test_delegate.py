@@ -71,3 +71,42 @@ def test_another_host_local_is_executed(tmp_path: Path) -> None:
     result = delegate_add("host-local", stdin=_conf(tmp_path / "ipam"), env=_env(bin_dir),
                           path=(str(bin_dir),))
     assert result.ips[0].address == "10.1.2.3/24"
+
+
+def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's sys.stderr is fd 2, as an exec'd plugin's is: not the parent's object
+    (here one on a descriptor the child closes), whose writes would fail there. Parallel
+    callers share the list of children left to reap (threads)."""
+    import io
+    import threading
+
+    from pycni.cni.delegate import run_ours_forked
+
+    elsewhere = os.open(tmp_path / "parent-stderr", os.O_WRONLY | os.O_CREAT)
+    monkeypatch.setattr("sys.stderr", io.TextIOWrapper(os.fdopen(elsewhere, "wb", 0)))
+    conf = json.dumps({
+        "cniVersion": "1.0.0", "name": "net", "type": "host-local",
+        "ipam": {"type": "host-local", "subnet": "10.5.0.0/24",
+                 "dataDir": str(tmp_path / "ipam")},
+    }).encode()
+    results: list[tuple[int, bytes, bytes]] = []
+
+    def call(cid: str) -> None:
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid,
+               "CNI_NETNS": str(tmp_path / "no-such-netns"),
+               "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
+               "PYCNI_FAILPOINTS": "hostlocal.add.after_reserve=kill"}
+        results.append(run_ours_forked("host-local", "ADD", stdin=conf, env=env, timeout=30))
+
+    threads = [threading.Thread(target=call, args=(f"c{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8
+    for status, stdout, stderr in results:
+        assert status == -9, (stdout, stderr)
+        assert stdout == b""
+        assert b"failpoint hostlocal.add.after_reserve: SIGKILL" in stderr
