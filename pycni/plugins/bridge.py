@@ -3,43 +3,33 @@
 ADD, as a checklist under an undo stack (a failed ADD leaves nothing behind):
 IPAM (delegated) -> bridge -> veth pair -> bridge port -> container addressing -> gateway on the
 bridge + forwarding -> masquerade. DEL releases IPAM first, then removes what is keyed by
-(network, container id, ifname); everything already gone is success.
+(network, container id, ifname); everything already gone is success (``bridge_del``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pycni.cni.delegate import delegate, delegate_add
-from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
 from pycni.failpoints import failpoint
-from pycni.firewall import AttachmentKey, Masquerade, macspoof, select
+from pycni.firewall import Masquerade, macspoof, select
 from pycni.lockfile import network_lock
 from pycni.net import addrs, links, sysctl
 from pycni.net.configure import configure_interface
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins import bridge_check
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
+from pycni.plugins.bridge_del import cmd_del
+from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth_name"]
-
-
-def host_veth_name(args: CmdArgs) -> str:
-    """Derived from the attachment, so DEL and a retried ADD find it without any state."""
-    digest = hashlib.sha256(f"{args.network}\0{args.container_id}\0{args.ifname}".encode())
-    return "veth" + digest.hexdigest()[:8]
-
-
-def _attachment(args: CmdArgs) -> AttachmentKey:
-    return AttachmentKey(network=args.network, container_id=args.container_id, ifname=args.ifname)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,7 +183,7 @@ def _setup_masquerade(
     if not conf.ip_masq or not ips:
         return
     backend = select(conf.ip_masq_backend)
-    key = _attachment(args)
+    key = attachment(args)
     backend.setup_masquerade(
         Masquerade(
             key=key,
@@ -210,7 +200,7 @@ def _setup_mac_spoof_check(
 ) -> None:
     if not conf.mac_spoof_check:
         return
-    key = _attachment(args)
+    key = attachment(args)
     macspoof.setup(macspoof.MacSpoofCheck(key=key, port=veth.host.name, mac=veth.container.mac))
     undo.callback(macspoof.teardown, key)
 
@@ -311,105 +301,6 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
     )
 
 
-# ---------------------------------------------------------------------------- DEL
-
-
-def _collect(errors: list[str], what: str, step: Callable[[], object]) -> None:
-    try:
-        step()
-    except NetNSNotFound:
-        pass  # the container is gone: what lived in it is gone too
-    except CNIError as err:
-        errors.append(f"{what}: {err}")
-
-
-def _delete_veth(args: CmdArgs) -> None:
-    """The host end first: deleting it takes its peer, the container end, along, and needs no
-    entry into the container's netns. Only if it is gone already may a container end be left
-    (its host end removed by hand, or a crash between the two): delete that by name."""
-    with open_ipr() as host:
-        if links.delete_link(host, host_veth_name(args)):
-            return
-    if args.netns:
-        with open_ipr(args.netns) as container:
-            links.delete_link(container, args.ifname)
-
-
-def _teardown_firewall(conf: BridgeConfig, args: CmdArgs) -> list[str]:
-    errors: list[str] = []
-    if conf.ip_masq:
-        _collect(
-            errors,
-            "masquerade",
-            lambda: select(conf.ip_masq_backend).teardown_masquerade(_attachment(args)),
-        )
-    failpoint("bridge.del.after_masquerade")
-    if conf.mac_spoof_check:  # macspoofchk: by attachment key
-        _collect(errors, "macspoofchk", lambda: macspoof.teardown(_attachment(args)))
-    return errors
-
-
-class _Background:
-    """Run ``step`` in a thread; ``result()`` joins it and returns its errors.
-
-    The veth deletion and the firewall teardown each wait out a kernel RCU grace period
-    (link unregistration ~20 ms, an nft commit that deletes ~15 ms) with the GIL released,
-    so side by side a DEL pays about one wait instead of both. The link goes first: its
-    unregistration notifies nf_tables, which takes the nft commit mutex, so a link deletion
-    started during an nft commit would queue behind it; started first, only its own grace
-    period remains by the time the firewall's commit begins (after the IPAM DEL). The thread
-    starts in the caller's (host) netns; entering a netns is per thread.
-    """
-
-    def __init__(self, step: Callable[[], list[str]]) -> None:
-        self._step = step
-        self._errors: list[str] = []
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bridge-del")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._errors = self._step()
-        except BaseException as err:  # re-raised in the caller's thread by result()
-            self._failure = err
-
-    def result(self) -> list[str]:
-        self._thread.join()
-        if self._failure is not None:
-            raise self._failure
-        return self._errors
-
-
-def _delete_veth_collected(args: CmdArgs) -> list[str]:
-    errors: list[str] = []
-    _collect(errors, "veth", lambda: _delete_veth(args))
-    failpoint("bridge.del.after_veth")
-    return errors
-
-
-def cmd_del(args: CmdArgs) -> None:
-    conf = parse_bridge_config(args)
-    veth = _Background(lambda: _delete_veth_collected(args))
-    errors: list[str] = []
-    try:
-        if conf.ipam_type:
-            _collect(
-                errors,
-                "IPAM DEL",
-                lambda: delegate(
-                    conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env,
-                    path=args.path,
-                ),
-            )
-        failpoint("bridge.del.after_ipam")
-        errors += _teardown_firewall(conf, args)
-    finally:
-        errors += veth.result()
-    if errors:
-        raise CNIError(ErrorCode.INTERNAL, "bridge DEL incomplete", "; ".join(errors))
-
-
 # ---------------------------------------------------------------------------- CHECK, STATUS, GC
 
 
@@ -417,7 +308,7 @@ def cmd_check(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ipam_type:
         delegate(conf.ipam_type, command="CHECK", stdin=args.stdin, env=args.env, path=args.path)
-    problems = bridge_check.validate(args, conf, _attachment(args))
+    problems = bridge_check.validate(args, conf, attachment(args))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
 
@@ -458,7 +349,7 @@ def cmd_gc(args: CmdArgs) -> None:
     if conf.mac_spoof_check:  # macspoofchk
         errors += macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
-        _collect(
+        collect(
             errors,
             "IPAM GC",
             lambda: delegate(

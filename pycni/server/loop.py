@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,7 +38,7 @@ from pycni.server.peer import (
     report_failure,
     send_status,
 )
-from pycni.server.spare import SpareKeeper
+from pycni.server.spare import SpareKeeper, Warm
 from pycni.server.worker import run_worker
 
 __all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
@@ -83,7 +82,7 @@ class Server:
         socket_path: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        warm: Callable[[], None] | None = None,
+        warm: Warm | None = None,
     ) -> None:
         """``warm``: what a spare worker runs while it waits (None: no spare, fork per call)."""
         self.socket_path = socket_path

@@ -26,7 +26,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Final, NoReturn, TypeAlias
 
 from pycni.server import protocol
 from pycni.server.peer import Call, PeerError, receive_call
@@ -37,6 +37,12 @@ __all__ = ["Spare", "SpareKeeper", "fork_spare", "populate_private_memory"]
 log = logging.getLogger("pycni.server")
 
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels say EINVAL and the spare stays cold
+# Pages are copied in chunks of this size, the channel checked between two: a call that
+# arrives meanwhile is taken at once (~1 ms late at most), the rest of the warm-up skipped.
+_POPULATE_CHUNK: Final = 2 << 20
+
+# What a spare runs while it waits; it returns early once its argument says a call came.
+Warm: TypeAlias = Callable[[Callable[[], bool]], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -63,7 +69,7 @@ class Spare:
 class SpareKeeper:
     """At most one idle spare, watched through its pidfd in the server's selector."""
 
-    def __init__(self, sel: selectors.BaseSelector, *, warm: Callable[[], None] | None,
+    def __init__(self, sel: selectors.BaseSelector, *, warm: Warm | None,
                  close_inherited: Callable[[], None]) -> None:
         """``warm``: what the spare runs while it waits; None keeps no spare at all."""
         self._sel = sel
@@ -123,7 +129,7 @@ def _reap(spare: Spare) -> None:
     spare.close()
 
 
-def fork_spare(*, close_inherited: Callable[[], None], warm: Callable[[], None]) -> Spare:
+def fork_spare(*, close_inherited: Callable[[], None], warm: Warm) -> Spare:
     """Fork a spare; in it, close the server's descriptors, run ``warm`` and wait."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sys.stdout.flush()
@@ -151,7 +157,7 @@ def fork_spare(*, close_inherited: Callable[[], None], warm: Callable[[], None])
 
 
 def _spare_main(
-    chan: socket.socket, *, close_inherited: Callable[[], None], warm: Callable[[], None]
+    chan: socket.socket, *, close_inherited: Callable[[], None], warm: Warm
 ) -> NoReturn:
     try:
         os.setpgid(0, 0)
@@ -159,10 +165,10 @@ def _spare_main(
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         close_inherited()
-        with contextlib.suppress(Exception):  # a cold worker is slower, not wrong
-            warm()
         poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
         poller.register(chan, select.POLLIN)
+        with contextlib.suppress(Exception):  # a cold worker is slower, not wrong
+            warm(lambda: bool(poller.poll(0)))
         poller.poll()  # block until the call (or EOF) arrives
         call = receive_call(chan)
     except (PeerError, OSError):
@@ -172,9 +178,10 @@ def _spare_main(
     run_worker(call, close_inherited=lambda: None, report=chan)
 
 
-def populate_private_memory() -> None:
+def populate_private_memory(interrupted: Callable[[], bool] = lambda: False) -> None:
     """Fault in, writable, every private read-write mapping of this process: after a fork,
-    that copies the parent's pages now instead of on each first write. Best effort."""
+    that copies the parent's pages now instead of on each first write. Best effort; stops
+    as soon as ``interrupted()`` says so (checked every ``_POPULATE_CHUNK`` bytes)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.madvise.restype = ctypes.c_int
@@ -184,6 +191,10 @@ def populate_private_memory() -> None:
         if perms != "rw-p":
             continue
         start, end = (int(x, 16) for x in span.split("-"))
-        failed = libc.madvise(start, end - start, _MADV_POPULATE_WRITE) != 0
-        if failed and ctypes.get_errno() == errno.EINVAL:  # no MADV_POPULATE_WRITE here
-            return
+        for chunk in range(start, end, _POPULATE_CHUNK):
+            if interrupted():
+                return
+            size = min(_POPULATE_CHUNK, end - chunk)
+            failed = libc.madvise(chunk, size, _MADV_POPULATE_WRITE) != 0
+            if failed and ctypes.get_errno() == errno.EINVAL:  # no MADV_POPULATE_WRITE here
+                return

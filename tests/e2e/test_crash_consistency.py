@@ -30,6 +30,7 @@ from tests.e2e.crash_support import NETWORK, capability_args, full_conflist, lea
 _ROOT = Path(__file__).resolve().parents[2]
 _SOURCES = (
     "pycni/plugins/bridge.py",
+    "pycni/plugins/bridge_del.py",
     "pycni/ipam/hostlocal.py",
     "pycni/plugins/portmap.py",
     "pycni/plugins/bandwidth.py",

@@ -1,0 +1,33 @@
+"""What names a bridge attachment, derived from (network, container id, ifname) alone: so DEL,
+CHECK and a retried ADD find what ADD made without any state of their own."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from pycni.cni.errors import CNIError, NetNSNotFound
+from pycni.cni.skel import CmdArgs
+from pycni.firewall import AttachmentKey
+
+__all__ = ["attachment", "collect", "host_veth_name"]
+
+
+def host_veth_name(args: CmdArgs) -> str:
+    """Derived from the attachment, so DEL and a retried ADD find it without any state."""
+    digest = hashlib.sha256(f"{args.network}\0{args.container_id}\0{args.ifname}".encode())
+    return "veth" + digest.hexdigest()[:8]
+
+
+def attachment(args: CmdArgs) -> AttachmentKey:
+    return AttachmentKey(network=args.network, container_id=args.container_id, ifname=args.ifname)
+
+
+def collect(errors: list[str], what: str, step: Callable[[], object]) -> None:
+    """Run one best-effort DEL/GC step: its failure is noted in ``errors``, never raised."""
+    try:
+        step()
+    except NetNSNotFound:
+        pass  # the container is gone: what lived in it is gone too
+    except CNIError as err:
+        errors.append(f"{what}: {err}")
