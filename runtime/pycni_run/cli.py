@@ -7,6 +7,7 @@ included), 126 when the command cannot be executed, 127 when it is not found.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -83,7 +84,10 @@ def split_global_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]
     return found, rest
 
 
+@functools.cache
 def _run_parser() -> _Parser:
+    """Built once per process (and once for all of the daemon's workers, which inherit it):
+    argparse parsers hold no state between parses, and building this one costs ~1 ms."""
     p = _Parser(prog="pycni-run run", add_help=True, allow_abbrev=False)
     p.add_argument("--name")
     p.add_argument("-d", "--detach", action="store_true")

@@ -22,6 +22,9 @@ __all__ = ["CONFIG_ENV", "RuntimeConfig", "find_config_file", "load_config"]
 CONFIG_ENV: Final = "PYCNI_RUN_CONFIG"
 _ETC_CONFIG: Final = Path("/etc/pycni/pycni.yaml")
 _REPO_CONFIG: Final = Path(__file__).resolve().parents[2] / "conf" / "pycni.yaml"
+# libyaml's safe loader when PyYAML was built with it (~10x faster: ~1 ms of every run), the
+# pure-Python one otherwise; both construct the same safe types.
+_SAFE_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +87,7 @@ def load_config(path: Path | None = None) -> RuntimeConfig:
     if path is None:
         return RuntimeConfig()
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=_SAFE_LOADER) or {}  # noqa: S506 - safe loader
     except (OSError, yaml.YAMLError) as err:
         raise RunError(f"cannot read config {path}: {err}") from err
     section = doc.get("runtime", {}) if isinstance(doc, dict) else None

@@ -2,9 +2,10 @@
 
 Shape (crun's clone with namespace flags, see ``reference/runtime.md`` §1): the runtime
 unshares only its pid namespace for children and forks once, so the init is PID 1 of a new
-pid namespace; the init makes (or joins) the other namespaces, says "ready", joins the cgroup
-and mounts its rootfs while the runtime pins the netns and runs CNI ADD, then waits for the
-"go" message (carrying what /etc needs), pivots and execs.
+pid namespace; the init makes (or joins) the other namespaces, says "ready" and mounts its
+rootfs, while the runtime moves it into its cgroup (a thread: on cgroup v1 the first move waits
+~10 ms for an RCU grace period), pins the netns and runs CNI ADD; then the "go" message
+(carrying what /etc needs) lets it make its cgroup namespace, pivot and exec.
 
 All messages travel on one SOCK_SEQPACKET socketpair. The child end is close-on-exec, so the
 runtime reads EOF exactly when the command was exec'd; a failure arrives as
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,10 +107,33 @@ class InitPlan:
     init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
 
 
+class _CgroupMove:
+    """The init's move into its cgroup, done from the runtime's side in a thread: it overlaps
+    the init's mounts and the runtime's CNI ADD instead of preceding them."""
+
+    def __init__(self, cg: cgroups.Cgroup, pid: int) -> None:
+        self._failure: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(cg, pid), daemon=True,
+                                        name="cgroup-move")
+        self._thread.start()
+
+    def _run(self, cg: cgroups.Cgroup, pid: int) -> None:
+        try:
+            cgroups.enter(cg, pid)
+        except OSError as err:
+            self._failure = err
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._failure is not None:
+            raise RunError(f"cannot move the container into its cgroup: {self._failure}")
+
+
 @dataclass(slots=True)
 class Child:
     pid: int  # the container's init, as this runtime's pid namespace sees it
     channel: Channel
+    cgroup_move: _CgroupMove | None = None  # done before "go": nothing runs uncharged
 
 
 def exit_code(status: int) -> int:
@@ -173,13 +198,9 @@ _LATE_FLAGS: Final = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP
 
 
 def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
-    """In the init (already PID 1 of its own pid namespace): join or make the others.
-
-    The runtime waits for "ready" to pin the netns, so that comes first; the cgroup is joined
-    after it (the v1 migration can wait for an RCU grace period: it overlaps the runtime's pin
-    and CNI ADD) and before anything is forked or exec'd, so every process of the container is
-    charged; the cgroup namespace is made after the join, so its root is the container's own
-    cgroup (crun's order)."""
+    """In the init (already PID 1 of its own pid namespace): join or make the others but the
+    cgroup namespace, which must wait until the runtime has moved it into its cgroup (so its
+    root is the container's own cgroup, crun's order): ``_enter_cgroup_namespace``."""
     reset_signals()
     if plan.peer_netns:
         fd = os.open(plan.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -188,8 +209,10 @@ def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
     flags = namespaces.unshare_flags(plan.net)
     syscalls.unshare(flags & ~_LATE_FLAGS)
     channel.send(ready=True)
-    cgroups.enter(plan.cgroup)
-    if flags & syscalls.CLONE_NEWCGROUP:
+
+
+def _enter_cgroup_namespace(plan: InitPlan) -> None:
+    if namespaces.unshare_flags(plan.net) & syscalls.CLONE_NEWCGROUP:
         syscalls.unshare(syscalls.CLONE_NEWCGROUP)
 
 
@@ -220,7 +243,8 @@ def _init(plan: InitPlan, channel: Channel) -> None:
     rootfs.mount_proc(root)
     rootfs.mount_sys(root)
     rootfs.mount_dev(root)
-    go = _await_go(channel)  # the runtime has pinned the netns and run CNI ADD
+    go = _await_go(channel)  # in its cgroup; the runtime has pinned the netns and run CNI ADD
+    _enter_cgroup_namespace(plan)
     rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
     socket.sethostname(plan.hostname)
     rootfs.pivot(root)
@@ -283,6 +307,9 @@ def spawn(plan: InitPlan) -> Child:
     finally:
         os.close(home)
         theirs.close()
+    # Started before this thread blocks on "ready": the move's write then runs at once (and
+    # waits in the kernel without the GIL) instead of after a 5 ms GIL switch interval.
+    move = _CgroupMove(plan.cgroup, pid)
     try:
         msg = ours.recv()
         if msg is None or "error" in msg[0]:
@@ -292,7 +319,7 @@ def spawn(plan: InitPlan) -> Child:
                 str(doc.get("error", f"container setup failed (status {status})")),
                 int(doc.get("code", EXIT_RUNTIME)),
             )
-        return Child(pid=pid, channel=ours)
+        return Child(pid=pid, channel=ours, cgroup_move=move)
     except BaseException:
         ours.close()
         raise
@@ -300,6 +327,8 @@ def spawn(plan: InitPlan) -> Child:
 
 def release(child: Child, *, hosts: str, resolv: str) -> int | None:
     """Let the init exec; the pty master fd if it made one. RunError if it could not exec."""
+    if child.cgroup_move is not None:
+        child.cgroup_move.wait()
     # A BrokenPipeError means the init already failed: its error is still queued below.
     with contextlib.suppress(BrokenPipeError):
         child.channel.send(go=True, hosts=hosts, resolv=resolv)
