@@ -42,6 +42,7 @@ __all__ = [
     "delegate_add",
     "find_in_path",
     "is_our_executable",
+    "reap_forked",
     "run_ours_forked",
     "run_ours_in_process",
 ]
@@ -263,6 +264,17 @@ def _status(pid: int, reported: bytes) -> int:
         return reported[0]
     _, wait_status = os.waitpid(pid, 0)  # it died before reporting: crashed, killed, exited
     return os.waitstatus_to_exitcode(wait_status)
+
+
+def reap_forked() -> None:
+    """Wait for every forked plugin that reported but was left exiting. A runtime calls this
+    once its whole operation is done (``Invoker``'s verbs do): no plugin process of it
+    outlives it, not even as a zombie, and its chain never waited for each exit."""
+    with _unreaped_lock:
+        for pid in _unreaped:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        _unreaped.clear()
 
 
 def _reap_finished() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pycni.cni import cache
 from pycni.cni import version as versions
@@ -40,6 +41,7 @@ from pycni.cni.delegate import (
     ForkedTimeout,
     find_in_path,
     is_our_executable,
+    reap_forked,
     run_ours_forked,
     run_ours_in_process,
 )
@@ -106,6 +108,23 @@ def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> CNIError:
         f"plugin failed with exit status {returncode}",
         stderr.decode(errors="replace").strip(),
     )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reaping(verb: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A verb returns with every plugin process it forked reaped (``reap_forked``)."""
+
+    @functools.wraps(verb)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return verb(*args, **kwargs)
+        finally:
+            reap_forked()
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +252,7 @@ class Invoker:
         if problem:
             raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid cache dir", problem)
 
+    @_reaping
     def add(self, conflist: NetworkConfigList, rt: RuntimeConf, *, rollback: bool = True) -> Result:
         self._validate(rt)
         pending = self._cache_entry(conflist, rt, None)
@@ -319,6 +339,7 @@ class Invoker:
             )
             self.exec_plugin(str(plugin["type"]), "DEL", stdin, rt)
 
+    @_reaping
     def delete(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
         self._validate(rt)
         prev = None
@@ -327,6 +348,7 @@ class Invoker:
         self._del_chain(conflist, rt, prev)
         cache.delete(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
 
+    @_reaping
     def check(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
         self._validate(rt)
         if not versions.at_least(conflist.cni_version, "0.4.0"):
@@ -350,6 +372,7 @@ class Invoker:
             )
             self.exec_plugin(str(plugin["type"]), "CHECK", stdin, rt)
 
+    @_reaping
     def status(self, conflist: NetworkConfigList) -> None:
         if not versions.at_least(conflist.cni_version, "1.1.0"):
             raise CNIError(
@@ -361,6 +384,7 @@ class Invoker:
             stdin = build_plugin_config(conflist, plugin, capability_args={})
             self.exec_plugin(str(plugin["type"]), "STATUS", stdin, None)
 
+    @_reaping
     def gc(self, conflist: NetworkConfigList, valid: Collection[tuple[str, str]]) -> None:
         """Remove every attachment of this network not in ``valid`` (container id, ifname)."""
         if conflist.disable_gc:

@@ -82,7 +82,7 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
     import io
     import threading
 
-    from pycni.cni.delegate import run_ours_forked
+    from pycni.cni.delegate import reap_forked, run_ours_forked
 
     elsewhere = os.open(tmp_path / "parent-stderr", os.O_WRONLY | os.O_CREAT)
     monkeypatch.setattr("sys.stderr", io.TextIOWrapper(os.fdopen(elsewhere, "wb", 0)))
@@ -110,3 +110,23 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
         assert status == -9, (stdout, stderr)
         assert stdout == b""
         assert b"failpoint hostlocal.add.after_reserve: SIGKILL" in stderr
+    reap_forked()
+
+
+def test_reported_children_are_reaped_by_reap_forked(tmp_path: Path) -> None:
+    """A forked plugin that reported its status is left exiting (not waited for); the
+    runtime's reap_forked (every Invoker verb ends with it) leaves no zombie behind."""
+    from pycni.cni.delegate import reap_forked, run_ours_forked
+
+    env = {"CNI_COMMAND": "VERSION"}
+    for _ in range(3):
+        status, stdout, _ = run_ours_forked("none", "VERSION", stdin=b'{"cniVersion":"1.0.0"}',
+                                            env=env, timeout=30)
+        assert status == 0
+        assert b"supportedVersions" in stdout
+    reap_forked()
+    try:  # other children of pytest (a session's fork server) may be alive, not zombies
+        zombie, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        zombie = 0
+    assert zombie == 0
