@@ -252,10 +252,16 @@ def enter(cg: Cgroup, pid: int = 0) -> None:
 
 
 def procs(cg: Cgroup) -> list[int]:
+    """Every pid in the container's cgroup; none in a cgroup that is gone or going (a
+    detached container's monitor may be removing it at the same moment: its files then
+    answer ENODEV before the directory disappears)."""
     found: set[int] = set()
     for path in cg.paths.values():
-        with contextlib.suppress(FileNotFoundError):
+        try:
             found.update(int(p) for p in _read(os.path.join(path, "cgroup.procs")).split())
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
     return sorted(found)
 
 

@@ -94,3 +94,30 @@ def test_state_round_trip() -> None:
     cg = Cgroup(version=1, paths={"pids": "/x"}, parents=("/p",))
     assert Cgroup.from_dict(cg.to_dict()) == cg
     assert os.path.basename(cg.paths["pids"]) == "x"
+
+
+@pytest.mark.parametrize("errno_value", [2, 19])  # ENOENT, ENODEV
+def test_procs_of_a_cgroup_being_removed_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_value: int
+) -> None:
+    """A detached container's monitor may remove the cgroup while `rm -f` reads it: its files
+    answer ENODEV (going) or ENOENT (gone), both meaning no process is left there."""
+    cg = Cgroup(version=1, paths={"pids": str(tmp_path / "pids")}, parents=())
+
+    def gone(path: str) -> str:
+        raise OSError(errno_value, os.strerror(errno_value), path)
+
+    monkeypatch.setattr(cgroups, "_read", gone)
+    assert cgroups.procs(cg) == []
+    cgroups.kill_all(cg)  # returns at once: nothing to kill
+
+
+def test_procs_reports_other_read_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cg = Cgroup(version=1, paths={"pids": str(tmp_path / "pids")}, parents=())
+
+    def denied(path: str) -> str:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(cgroups, "_read", denied)
+    with pytest.raises(PermissionError):
+        cgroups.procs(cg)
