@@ -11,6 +11,7 @@ must be none. (The kernel-state comparison in a throwaway netns is tests/netns/t
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ from tests.unit.fuzz_support import (
     tree,
 )
 
-_DATA_DIR = tempfile.mkdtemp(prefix="pycni-fuzz-")
+# Named at import (the strategies below take it), made only when this module's tests run: a
+# run that merely collects this module (``-k other``) must not leave a directory behind.
+_DATA_DIR = os.path.join(tempfile.gettempdir(), f"pycni-fuzz-{os.getpid()}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,6 +43,7 @@ def _preloaded() -> Iterator[None]:
     """Plugin modules imported before the hook is armed (imports may write bytecode)."""
     for info in PLUGINS.values():
         importlib.import_module(info.module)
+    os.makedirs(_DATA_DIR, mode=0o700, exist_ok=True)
     yield
     leftover = tree(_DATA_DIR)
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
