@@ -21,15 +21,15 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.plugins import PLUGINS
 from pycni.server import protocol
 from pycni.server.answer import VersionAnswers
+from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
     Call,
     PeerError,
@@ -260,25 +260,13 @@ class Server:
         self._refill_spare()
 
     def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int, socket.socket]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError:
-            ours.close()
-            theirs.close()
-            raise
-        if pid == 0:
-            os.setpgid(0, 0)
+        def child(report: socket.socket) -> NoReturn:
             sock.close()  # only the server talks to the launcher
-            ours.close()
-            run_worker(call, close_inherited=self.close_inherited, report=theirs)
-        theirs.close()
-        ours.setblocking(False)
-        with contextlib.suppress(OSError):  # both sides set it: no window for killpg
-            os.setpgid(pid, pid)
-        return pid, os.pidfd_open(pid), ours
+            run_worker(call, close_inherited=self.close_inherited, report=report)
+
+        pid, pidfd, report = fork_with_channel(child, own_group=True)
+        report.setblocking(False)
+        return pid, pidfd, report
 
     def _refill_spare(self) -> None:
         if not self._stopping and len(self._running) < SPARE_BELOW:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 from pycni.server import protocol
+from pycni.server.forking import fork_with_channel
 from pycni.server.peer import Call, PeerError, receive_call
 from pycni.server.worker import run_worker
 
@@ -131,36 +132,17 @@ def _reap(spare: Spare) -> None:
 
 def fork_spare(*, close_inherited: Callable[[], None], warm: Warm) -> Spare:
     """Fork a spare; in it, close the server's descriptors, run ``warm`` and wait."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        pid = os.fork()
-    except OSError:
-        ours.close()
-        theirs.close()
-        raise
-    if pid == 0:  # pragma: no cover - the spare reports through its exit status
-        ours.close()
-        _spare_main(theirs, close_inherited=close_inherited, warm=warm)
-    theirs.close()
-    with contextlib.suppress(OSError):  # both sides set it: no window for killpg
-        os.setpgid(pid, pid)
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        ours.close()
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return Spare(pid=pid, pidfd=pidfd, chan=ours)
+    pid, pidfd, chan = fork_with_channel(
+        lambda theirs: _spare_main(theirs, close_inherited=close_inherited, warm=warm),
+        own_group=True,
+    )
+    return Spare(pid=pid, pidfd=pidfd, chan=chan)
 
 
 def _spare_main(
     chan: socket.socket, *, close_inherited: Callable[[], None], warm: Warm
 ) -> NoReturn:
     try:
-        os.setpgid(0, 0)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pycni.net import syscalls
+from pycni.server.forking import fork_with_channel
 from pycni_run import wire
 from pycni_run.served import Call, run_call
 
@@ -69,27 +70,8 @@ def receive_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _fork(child: Callable[[socket.socket], NoReturn]) -> Worker:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        pid = os.fork()
-    except OSError:
-        ours.close()
-        theirs.close()
-        raise
-    if pid == 0:  # pragma: no cover - the worker reports through the client's connection
-        ours.close()
-        child(theirs)
-    theirs.close()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        ours.close()
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return Worker(pid=pid, pidfd=pidfd, chan=ours)
+    pid, pidfd, chan = fork_with_channel(child)
+    return Worker(pid=pid, pidfd=pidfd, chan=chan)
 
 
 def _child_start(close_inherited: Callable[[], None]) -> None:
