@@ -15,7 +15,6 @@ and the launcher runs the call in-process; nothing a peer sends can stop the loo
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import selectors
@@ -27,7 +26,7 @@ from typing import Final, NoReturn
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.plugins import PLUGINS
-from pycni.server import protocol
+from pycni.server import listener, protocol
 from pycni.server.answer import VersionAnswers
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
@@ -114,11 +113,7 @@ class Server:
             log.info("stopped")
 
     def _step(self) -> None:
-        for key, _ in self._sel.select(self._wait_time()):
-            # A handler earlier in this batch may have unregistered this one (a worker's exit
-            # closes its report channel, a delivered status its caller's socket).
-            if self._sel.get_map().get(key.fd) is key:
-                key.data(key.fileobj)
+        listener.dispatch(self._sel, self._wait_time())
         self._expire(time.monotonic())
 
     def _wait_time(self) -> float | None:
@@ -148,13 +143,9 @@ class Server:
                         self._drop(pending, "server stopping")
 
     def _close_listener(self) -> None:
-        if self._listener is None:
-            return
-        self._sel.unregister(self._listener)
-        self._listener.close()
-        self._listener = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        if self._listener is not None:
+            listener.close(self._sel, self._listener, self.socket_path)
+            self._listener = None
 
     def close_inherited(self) -> None:
         """In a fresh worker: close every descriptor that belongs to the server."""
@@ -373,35 +364,7 @@ def _same_pid_namespace(pid: int) -> bool:
 
 
 def _bind(path: str) -> socket.socket:
-    """The listening socket: its directory 0700, itself 0600, a stale one replaced."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_mode & 0o077:
-        log.warning("%s is accessible to others; the socket itself is 0600", directory)
-    _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
     try:
-        sock.bind(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def _remove_stale(path: str) -> None:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    try:
-        probe.connect(path)
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        if err.errno not in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
-            raise
-        os.unlink(path)  # nobody listens there: a leftover of a server that died
-        return
-    finally:
-        probe.close()
-    raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}")
+        return listener.bind(path, log)
+    except listener.SocketInUse:
+        raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}") from None

@@ -16,7 +16,6 @@ from the daemon, they report to their clients themselves.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import selectors
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from pycni.server import listener
 from pycni.server.peer import peer_uid
 from pycni_run import handoff, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
@@ -86,8 +86,7 @@ class Daemon:
         try:
             self._refill()
             while not self._stopping:
-                for key, _ in self._sel.select(self._wait_time()):
-                    key.data(key.fileobj)
+                listener.dispatch(self._sel, self._wait_time())
                 self._expire(time.monotonic())
         finally:
             self._close_listener()
@@ -115,13 +114,9 @@ class Daemon:
                 self._stopping = True
 
     def _close_listener(self) -> None:
-        if self._listener is None:
-            return
-        self._sel.unregister(self._listener)
-        self._listener.close()
-        self._listener = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        if self._listener is not None:
+            listener.close(self._sel, self._listener, self.socket_path)
+            self._listener = None
 
     def close_inherited(self) -> None:
         """In a fresh worker: close every descriptor that belongs to the daemon."""
@@ -362,31 +357,8 @@ def _receive(sock: socket.socket) -> Call:
 
 
 def bind(path: str) -> socket.socket:
-    """The listening socket: its directory 0700, itself 0600, a stale one replaced."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_mode & 0o077:
-        log.warning("%s is accessible to others; the socket itself is 0600", directory)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    """The listening socket (``pycni.server.listener``: root-only, a stale one replaced)."""
     try:
-        probe.connect(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        if err.errno not in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
-            raise
-        os.unlink(path)  # nobody listens there: a leftover of a daemon that died
-    else:
-        raise RunError(f"another pycni-run daemon is listening on {path}")
-    finally:
-        probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
+        return listener.bind(path, log)
+    except listener.SocketInUse:
+        raise RunError(f"another pycni-run daemon is listening on {path}") from None
