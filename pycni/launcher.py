@@ -30,7 +30,6 @@ DEFAULT_SOCKET = b"/run/pycni/pycni.sock"
 CONNECT_TIMEOUT = 2.0
 ACK_TIMEOUT = 10.0  # the server ACKs as soon as it has read the request
 DEADLINE_MARGIN = 2.0  # beyond the server's call timeout, which it sends in the ACK
-_NS_FLAGS = posix.O_RDONLY | posix.O_CLOEXEC
 
 
 class _Fallback(Exception):
@@ -87,17 +86,10 @@ def _send_request(conn: _socket.socket, name: str) -> None:
     data = protocol.encode_request(name, cwd, posix.environ)
     if len(data) > protocol.MAX_REQUEST:
         raise _Fallback
-    fds = [0, 1, 2]
     try:
-        fds.append(posix.open(b"/proc/self/ns/net", _NS_FLAGS))
-        fds.append(posix.open(b"/proc/self/ns/mnt", _NS_FLAGS))
-        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
-        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        protocol.send_with_namespaces(conn, data, ("net", "mnt"))
     except OSError:
         raise _Fallback from None
-    finally:
-        for fd in fds[3:]:
-            posix.close(fd)
 
 
 def _wait_ack(conn: _socket.socket) -> float:

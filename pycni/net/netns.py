@@ -20,6 +20,7 @@ __all__ = [
     "NETNS_RUN_DIR",
     "create",
     "enter",
+    "enter_fd",
     "exists",
     "is_current",
     "open_netns",
@@ -84,19 +85,29 @@ def is_current(path: str) -> bool:
 def enter(path: str) -> Iterator[None]:
     """Run the body inside the network namespace at ``path``; always come back."""
     target = open_netns(path)
+    try:
+        with enter_fd(target, what=path):
+            yield
+    finally:
+        os.close(target)
+
+
+@contextlib.contextmanager
+def enter_fd(target: int, *, what: str = "") -> Iterator[None]:
+    """Run the body inside the network namespace ``target`` (an open fd); always come back."""
     origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
             syscalls.setns(target, syscalls.CLONE_NEWNET)
         except OSError as err:
-            raise CNIError(ErrorCode.INVALID_NETNS, f"cannot enter netns {path}", str(err)) from err
+            raise CNIError(ErrorCode.INVALID_NETNS, f"cannot enter netns {what or target}",
+                           str(err)) from err
         try:
             yield
         finally:
             syscalls.setns(origin, syscalls.CLONE_NEWNET)
     finally:
         os.close(origin)
-        os.close(target)
 
 
 def pin(source: str, target: str) -> None:

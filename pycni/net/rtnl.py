@@ -21,7 +21,6 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any, Final
 
 from pyroute2.iproute.linux import IPRoute, get_arguments_processor, get_dump_filter
@@ -44,7 +43,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from pycni.net import syscalls
+from pycni.net import netns
 
 __all__ = ["SyncRtnl"]
 
@@ -179,7 +178,7 @@ class SyncRtnl:
 
     def _full_handle(self) -> Any:
         if self._full is None:
-            with _in_netns(self._netns):
+            with netns.enter_fd(self._netns):
                 self._full = IPRoute(groups=0)
         return self._full
 
@@ -236,17 +235,3 @@ class SyncRtnl:
 
 def _matches(dump_filter: Any, msg: Any) -> bool:
     return dump_filter is None or bool(NetlinkRequest.match_one_message(dump_filter, msg))
-
-
-@contextlib.contextmanager
-def _in_netns(fd: int) -> Iterator[None]:
-    origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        syscalls.setns(fd, syscalls.CLONE_NEWNET)
-        try:
-            yield
-        finally:
-            syscalls.setns(origin, syscalls.CLONE_NEWNET)
-    finally:
-        os.close(origin)
-

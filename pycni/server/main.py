@@ -19,7 +19,7 @@ from pycni.plugins import PLUGINS
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
 from pycni.server.spare import populate_private_memory
 
-__all__ = ["DEFAULT_SOCKET", "preload", "serve"]
+__all__ = ["DEFAULT_SOCKET", "ensure_std_fds", "preload", "serve"]
 
 DEFAULT_SOCKET: Final = "/run/pycni/pycni.sock"
 
@@ -102,7 +102,7 @@ def _warm_firewall() -> None:
     backend.teardown_masquerade(key)
 
 
-def _ensure_std_fds() -> None:
+def ensure_std_fds() -> None:
     """Keep 0-2 open, so descriptors received from callers are always >= 3."""
     for fd in (0, 1, 2):
         try:
@@ -116,7 +116,7 @@ def _ensure_std_fds() -> None:
 
 def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT,
           log_level: str = "INFO") -> int:
-    _ensure_std_fds()
+    ensure_std_fds()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s pycni-server %(levelname)s %(message)s"))
     log.addHandler(handler)  # our logger only: pyroute2's debug chatter stays off

@@ -12,6 +12,10 @@ NUL separates fields because no name, path or environment entry can contain one;
 field at the end tells a complete request from one cut at a field boundary.
 """
 
+import _socket
+import posix
+import sys
+
 __all__ = [
     "FDS",
     "MAGIC",
@@ -25,6 +29,7 @@ __all__ = [
     "encode_ack",
     "encode_request",
     "encode_status",
+    "send_with_namespaces",
 ]
 
 MAGIC = b"pycni-call/1\0"
@@ -34,6 +39,7 @@ MAX_ENV_ENTRIES = 4096
 _MAX_NAME = 64
 _ACK = b"ACK "
 _EXIT = b"EXIT "
+_NS_FLAGS = posix.O_RDONLY | posix.O_CLOEXEC
 
 
 class ProtocolError(ValueError):
@@ -104,3 +110,18 @@ def decode_status(data: bytes) -> int:
     if status > 255:
         raise ProtocolError(f"status {status} out of range")
     return status
+
+
+def send_with_namespaces(conn: _socket.socket, data: bytes, namespaces: tuple[str, ...]) -> None:
+    """Send ``data`` as one packet with SCM_RIGHTS carrying fds 0-2 and this process's
+    ``namespaces`` (``/proc/self/ns/<name>``, in that order). OSError if any step fails.
+    (The plugin launcher's and the ``pycni-run`` client's request: both import only builtins.)"""
+    fds = [0, 1, 2]
+    try:
+        for name in namespaces:
+            fds.append(posix.open(b"/proc/self/ns/" + name.encode(), _NS_FLAGS))
+        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+    finally:
+        for fd in fds[3:]:
+            posix.close(fd)

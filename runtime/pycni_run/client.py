@@ -3,7 +3,8 @@
 Docker's split, for start-up time: a warm daemon (``pycni-run daemon``) has every module
 imported and warmed; this client only ships argv, cwd, umask, environment, its stdio and its
 namespaces to it and waits for the exit status. Until it knows it must run in-process it
-imports builtins only (``_socket``, ``_signal``, ``posix``, ``sys``) and ``pycni_run.wire``.
+imports builtins only (``_socket``, ``_signal``, ``posix``, ``sys``), ``pycni_run.wire`` and
+``pycni.server.protocol`` (both builtins-only too).
 
 The decision, as the plugin launcher makes it:
 - ``PYCNI_RUN_NO_DAEMON`` set (not "0"), no socket, a refused connection, a ``LOCAL`` answer
@@ -20,6 +21,7 @@ import _socket
 import posix
 import sys
 
+from pycni.server.protocol import send_with_namespaces
 from pycni_run import wire
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
@@ -42,7 +44,6 @@ FORWARDED = (
     _signal.SIGUSR1,
     _signal.SIGUSR2,
 )
-_NS_FLAGS = posix.O_RDONLY | posix.O_CLOEXEC
 
 
 class _Fallback(Exception):
@@ -115,17 +116,10 @@ def _send_request(conn: _socket.socket) -> None:
     data = _request()
     if len(data) > wire.MAX_REQUEST:
         raise _Fallback
-    fds = [0, 1, 2]
     try:
-        for ns in wire.NAMESPACES:
-            fds.append(posix.open(b"/proc/self/ns/" + ns.encode(), _NS_FLAGS))
-        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
-        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        send_with_namespaces(conn, data, wire.NAMESPACES)
     except OSError:
         raise _Fallback from None
-    finally:
-        for fd in fds[3:]:
-            posix.close(fd)
 
 
 def _wait_ack(conn: _socket.socket) -> int:

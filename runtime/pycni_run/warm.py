@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Final
 
+from pycni.server.main import ensure_std_fds
 from pycni_run.daemon import DEFAULT_SOCKET, Daemon, log
 
 __all__ = ["preload_runtime", "serve"]
@@ -63,25 +64,13 @@ def _warm_parsers() -> None:
         cli.stays_local(["exec", "-i", "x", "true"])
 
 
-def _ensure_std_fds() -> None:
-    """Keep 0-2 open, so descriptors received from clients are always >= 3."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def serve(argv: list[str]) -> int:
     """``pycni-run daemon [--socket PATH] [--log-level LEVEL]``, in the foreground."""
     parser = argparse.ArgumentParser(prog="pycni-run daemon")
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
     parser.add_argument("--log-level", default="INFO")
     ns = parser.parse_args(argv)
-    _ensure_std_fds()
+    ensure_std_fds()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s pycni-run-daemon %(levelname)s %(message)s")

@@ -16,6 +16,9 @@ Counts make every field, empty ones included, unambiguous; the trailing count ch
 complete request from one cut short.
 """
 
+# The status packet and the error type are the plugin fork server's (``EXIT <n>``).
+from pycni.server.protocol import ProtocolError, decode_status, encode_status
+
 __all__ = [
     "ACK",
     "FDS",
@@ -41,11 +44,6 @@ MAX_REQUEST = 256 * 1024
 MAX_ENTRIES = 8192  # argv and env entries, each
 ACK = b"ACK"
 LOCAL = b"LOCAL"
-_EXIT = b"EXIT "
-
-
-class ProtocolError(ValueError):
-    """A packet that is not what the protocol says; the connection is dropped."""
 
 
 class Request:
@@ -96,17 +94,3 @@ def decode_request(data: bytes) -> Request:
         if entry.find(b"=") <= 0:
             raise ProtocolError(f"bad environment entry {entry[:40]!r}")
     return Request(cwd, int(umask, 8), argv, env)
-
-
-def encode_status(status: int) -> bytes:
-    return _EXIT + b"%d" % (status & 0xFF)
-
-
-def decode_status(data: bytes) -> int:
-    digits = data[len(_EXIT) :]
-    if not data.startswith(_EXIT) or not digits.isdigit() or len(digits) > 3:
-        raise ProtocolError(f"bad status {data[:40]!r}")
-    status = int(digits)
-    if status > 255:
-        raise ProtocolError(f"status {status} out of range")
-    return status
