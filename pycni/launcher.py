@@ -58,14 +58,10 @@ def _in_process(name: str) -> "NoReturn":
 
 
 def _connect(path: bytes) -> _socket.socket:
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
-        conn.settimeout(CONNECT_TIMEOUT)
-        conn.connect(path)
+        return protocol.connect(path, CONNECT_TIMEOUT)
     except OSError:
-        conn.close()
         raise _Fallback from None
-    return conn
 
 
 def _call(path: bytes, name: str) -> int:

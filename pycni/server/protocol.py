@@ -23,6 +23,7 @@ __all__ = [
     "MAX_REQUEST",
     "ProtocolError",
     "Request",
+    "connect",
     "decode_ack",
     "decode_request",
     "decode_status",
@@ -110,6 +111,18 @@ def decode_status(data: bytes) -> int:
     if status > 255:
         raise ProtocolError(f"status {status} out of range")
     return status
+
+
+def connect(path: bytes, timeout: float) -> _socket.socket:
+    """A SEQPACKET connection to ``path`` (OSError, nothing left open, if there is none)."""
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    try:
+        conn.settimeout(timeout)
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        raise
+    return conn
 
 
 def send_with_namespaces(conn: _socket.socket, data: bytes, namespaces: tuple[str, ...]) -> None:

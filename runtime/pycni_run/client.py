@@ -21,7 +21,7 @@ import _socket
 import posix
 import sys
 
-from pycni.server.protocol import send_with_namespaces
+from pycni.server.protocol import connect, send_with_namespaces
 from pycni_run import wire
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
@@ -77,14 +77,10 @@ def _in_process() -> "NoReturn":
 
 
 def _connect(path: bytes) -> _socket.socket:
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
-        conn.settimeout(CONNECT_TIMEOUT)
-        conn.connect(path)
+        return connect(path, CONNECT_TIMEOUT)
     except OSError:
-        conn.close()
         raise _Fallback from None
-    return conn
 
 
 def _call(path: bytes) -> int:
