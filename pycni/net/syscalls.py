@@ -31,6 +31,7 @@ __all__ = [
     "mount",
     "pivot_root",
     "set_child_subreaper",
+    "set_parent_death_signal",
     "setns",
     "umount2",
     "unshare",
@@ -57,6 +58,7 @@ MNT_DETACH: Final = 2
 
 _SYS_PIVOT_ROOT: Final = 155  # x86_64; glibc has no wrapper
 _PR_SET_CHILD_SUBREAPER: Final = 36
+_PR_SET_PDEATHSIG: Final = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -99,3 +101,8 @@ def pivot_root(new_root: str, put_old: str) -> None:
 def set_child_subreaper() -> None:
     """Orphaned descendants are re-parented to the caller (a runtime waits on its containers)."""
     _check(_libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0), "prctl")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """``signum`` is sent to the caller when the thread that forked it exits."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0), "prctl")

@@ -7,8 +7,7 @@ Modules, in the order a container is started: ``spec`` (validate everything firs
 teardown), ``enter`` (exec by setns), ``console`` (pty), ``cli``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__`` here: the client imports this package, and __future__ costs it ~0.6 ms.
 __all__ = ["__version__"]
 
 __version__ = "0.1.0"

@@ -27,10 +27,12 @@ from pycni_run.spec import CPU_PERIOD_US, Limits
 __all__ = [
     "CGROUP_ROOT",
     "Cgroup",
+    "adopt",
     "create",
     "detect_version",
     "enter",
     "kill_all",
+    "place",
     "procs",
     "read_limits",
     "remove",
@@ -40,6 +42,7 @@ __all__ = [
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
 V1_CONTROLLERS: Final = ("memory", "cpu", "pids")
 V2_CONTROLLERS: Final = ("memory", "cpu", "pids")
+_MKDIR_TRIES: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,10 +234,16 @@ def create(name: str, limits: Limits, *, parent: str, root: str = CGROUP_ROOT) -
     cg = backend.place(root, parent, name)
     try:
         for path in cg.paths.values():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if backend.version == 2:
-                _enable_v2_controllers(root, cg)
-            os.mkdir(path)
+            for attempt in range(_MKDIR_TRIES):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                if backend.version == 2:
+                    _enable_v2_controllers(root, cg)
+                try:
+                    os.mkdir(path)
+                    break
+                except FileNotFoundError:  # a removal took the (empty) parent away meanwhile
+                    if attempt == _MKDIR_TRIES - 1:
+                        raise
         backend.apply(cg, limits)
     except OSError as err:
         remove(cg)
@@ -242,6 +251,50 @@ def create(name: str, limits: Limits, *, parent: str, root: str = CGROUP_ROOT) -
     except BaseException:
         remove(cg)
         raise
+    return cg
+
+
+def place(name: str, *, parent: str, root: str = CGROUP_ROOT) -> Cgroup:
+    """Where ``create`` would make the cgroup ``name`` (nothing is made)."""
+    return _backend(detect_version(root)).place(root, parent, name)
+
+
+def _same_directory(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def adopt(
+    held: Cgroup, name: str, limits: Limits, *, parent: str, root: str = CGROUP_ROOT
+) -> Cgroup | None:
+    """``create`` by renaming ``held``'s directories, with whatever tasks they hold, to the
+    container's; None (nothing changed) unless every one of them sits in the very directory
+    the container's would be made in. v1 only: cgroup2 has no rename."""
+    backend = _backend(detect_version(root))
+    if backend.version != 1 or held.version != 1:
+        return None
+    cg = backend.place(root, parent, name)
+    if set(cg.paths) != set(held.paths) or not all(
+        _same_directory(os.path.dirname(held.paths[c]), os.path.dirname(cg.paths[c]))
+        for c in cg.paths
+    ):
+        return None
+    renamed: list[str] = []
+    try:
+        for ctrl, path in cg.paths.items():
+            os.rename(held.paths[ctrl], path)  # EEXIST for a stale directory of that name
+            renamed.append(ctrl)
+        backend.apply(cg, limits)
+    except (OSError, RunError) as err:
+        for ctrl in renamed:  # back to the holder, which still owns them
+            with contextlib.suppress(OSError):
+                os.rename(cg.paths[ctrl], held.paths[ctrl])
+        if isinstance(err, RunError):
+            raise
+        raise RunError(f"cannot create cgroup {name}: {err}") from err
     return cg
 
 

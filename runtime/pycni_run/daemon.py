@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -29,7 +30,7 @@ from typing import Final
 
 from pycni.server import listener
 from pycni.server.peer import peer_uid
-from pycni_run import handoff, wire
+from pycni_run import handoff, standby, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.served import Call
 
@@ -38,6 +39,7 @@ __all__ = ["DEFAULT_SOCKET", "READ_TIMEOUT", "Daemon"]
 DEFAULT_SOCKET: Final = "/run/pycni/run.sock"
 READ_TIMEOUT: Final = 2.0  # a peer that connects and sends nothing is dropped after this
 MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client falls back)
+SPARE_EXIT_TIMEOUT: Final = 2.0  # a spare told to stop discards its standby within this
 
 log = logging.getLogger("pycni_run.daemon")
 
@@ -65,8 +67,9 @@ class _Running:
 class Daemon:
     """Serve ``socket_path`` until SIGTERM/SIGINT."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, standby_parent: str | None = None) -> None:
         self.socket_path = socket_path
+        self._standby_parent = standby_parent  # spares park an init there (``standby``)
         self._sel = selectors.DefaultSelector()
         self._pending: set[_Pending] = set()
         self._running: dict[int, _Running] = {}
@@ -84,6 +87,7 @@ class Daemon:
         self._install_signals()
         log.info("listening on %s (pid %d)", self.socket_path, os.getpid())
         try:
+            self._sweep()  # what a killed daemon left
             self._refill()
             while not self._stopping:
                 listener.dispatch(self._sel, self._wait_time())
@@ -136,11 +140,15 @@ class Daemon:
 
     # ------------------------------------------------------------------ the spare
 
+    def _sweep(self, owner: int | None = None) -> None:
+        if self._standby_parent is not None:
+            standby.sweep(self._standby_parent, owner)
+
     def _fork_spare(self) -> None:
         if self._stopping or self._spare is not None:
             return
         try:
-            spare = handoff.fork_spare(self.close_inherited)
+            spare = handoff.fork_spare(self.close_inherited, self._standby_parent)
         except OSError as err:
             log.warning("cannot fork a spare worker: %s", err)
             return
@@ -156,13 +164,23 @@ class Daemon:
     def _spare_died(self, spare: handoff.Worker) -> None:
         log.warning("spare worker %d exited while idle", spare.pid)
         self._take_spare()
-        spare.kill()
+        self._kill(spare)
         self._refill()
 
+    def _kill(self, worker: handoff.Worker) -> None:
+        worker.kill()
+        self._sweep(worker.pid)  # its standby died with it; its cgroup did not
+
     def _drop_spare(self) -> None:
+        """EOF tells the spare to discard its standby and exit; SIGKILL if it does not."""
         spare = self._take_spare()
         if spare is not None:
-            spare.kill()
+            spare.chan.close()
+            exited = select.poll()
+            exited.register(spare.pidfd, select.POLLIN)
+            if not exited.poll(SPARE_EXIT_TIMEOUT * 1000):
+                log.warning("spare worker %d ignored its EOF: killed", spare.pid)
+            self._kill(spare)
 
     # ------------------------------------------------------------------ before the ACK
 
@@ -244,14 +262,14 @@ class Daemon:
                 [wire.ACK], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes(worker.pidfd))]
             )
         except OSError as err:  # the client gave up first: it runs in-process, we run nothing
-            worker.kill()
+            self._kill(worker)
             self._refill()
             raise PeerError(f"ACK failed: {err}") from err
         try:
             start(worker)
         except OSError as err:
             self._report(call.conn, call.fds[2], f"cannot hand the command to a worker: {err}")
-            worker.kill()
+            self._kill(worker)
             call.close()
             self._refill()
             return
@@ -291,6 +309,7 @@ class Daemon:
         running.conn.close()
         os.close(running.stderr)
         del self._running[running.worker.pid]
+        self._sweep(running.worker.pid)  # a worker discards its standby; unless it was killed
 
     @staticmethod
     def _report(conn: socket.socket, stderr: int, msg: str) -> None:

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from pycni.net import syscalls
 from pycni.server.forking import fork_with_channel
-from pycni_run import wire
+from pycni_run import standby, wire
 from pycni_run.served import Call, run_call
 
 __all__ = ["Worker", "fork_for", "fork_spare", "receive_fds"]
@@ -90,15 +90,20 @@ def _wait_readable(chan: socket.socket) -> None:
 # ---------------------------------------------------------------------- a spare
 
 
-def fork_spare(close_inherited: Callable[[], None]) -> Worker:
-    """A worker forked now, warm, waiting on its channel for a call (``hand``) or EOF."""
+def fork_spare(close_inherited: Callable[[], None], standby_parent: str | None) -> Worker:
+    """A worker forked now, warm, waiting on its channel for a call (``hand``) or EOF; with a
+    standby init parked under ``standby_parent`` (``standby``) unless that is None."""
 
     def child(chan: socket.socket) -> NoReturn:
         try:
             _child_start(close_inherited)
+            if standby_parent is not None:
+                standby.park(standby_parent, chan.close)
             _wait_readable(chan)
             call = _receive_call(chan)
         except BaseException:
+            with contextlib.suppress(BaseException):
+                standby.discard()
             os._exit(0)  # no usable call: the daemon stopped or dropped us
         chan.close()
         run_call(call)

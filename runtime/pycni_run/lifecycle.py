@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from pycni_run import cgroups, console, network, process, rootfs, state
+from pycni_run import cgroups, console, network, process, rootfs, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.process import Child, InitPlan, Stdio
@@ -122,7 +122,10 @@ def start(
             state.save(cfg.containers_dir, st)
 
         save()
-        cg = cgroups.create(spec.name, spec.limits, parent=cfg.cgroup_parent)
+        held = standby.take()  # the runtime daemon's spare has an init parked
+        cg = held.adopt(spec.name, spec.limits, parent=cfg.cgroup_parent) if held else None
+        if cg is None:
+            cg = cgroups.create(spec.name, spec.limits, parent=cfg.cgroup_parent)
         st.cgroup = cg.to_dict()
         save()
         undo.callback(_quietly, "remove cgroup", cgroups.remove, cg)
@@ -142,7 +145,7 @@ def start(
             init=spec.init,
             peer_netns=peer.netns_path if peer else "",
         )
-        child = process.spawn(plan)
+        child = held.launch(plan) if held else process.spawn(plan)
         undo.callback(_kill_and_reap, child.pid)
         st.pid = state.proc_ref(child.pid)
         save()

@@ -34,11 +34,15 @@ from pycni_run.spec import NetMode
 
 __all__ = [
     "DEFAULT_PATH",
+    "CgroupMove",
     "Channel",
     "Child",
     "InitPlan",
     "Stdio",
+    "await_ready",
     "exit_code",
+    "fork_pid1",
+    "init_main",
     "release",
     "reset_signals",
     "spawn",
@@ -107,21 +111,26 @@ class InitPlan:
     init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
 
 
-class _CgroupMove:
+class CgroupMove:
     """The init's move into its cgroup, done from the runtime's side in a thread: it overlaps
-    the init's mounts and the runtime's CNI ADD instead of preceding them."""
+    the init's mounts and the runtime's CNI ADD instead of preceding them. ``leaving``: the
+    cgroup it is in now (a standby's), removed once it is out."""
 
-    def __init__(self, cg: cgroups.Cgroup, pid: int) -> None:
+    def __init__(self, cg: cgroups.Cgroup, pid: int, leaving: cgroups.Cgroup | None = None) -> None:
         self._failure: OSError | None = None
-        self._thread = threading.Thread(target=self._run, args=(cg, pid), daemon=True,
+        self._thread = threading.Thread(target=self._run, args=(cg, pid, leaving), daemon=True,
                                         name="cgroup-move")
         self._thread.start()
 
-    def _run(self, cg: cgroups.Cgroup, pid: int) -> None:
+    def _run(self, cg: cgroups.Cgroup, pid: int, leaving: cgroups.Cgroup | None) -> None:
         try:
             cgroups.enter(cg, pid)
         except OSError as err:
             self._failure = err
+        finally:
+            if leaving is not None:
+                with contextlib.suppress(RunError, OSError):
+                    cgroups.remove(leaving)  # empty now, or the run fails: kill what is left
 
     def wait(self) -> None:
         self._thread.join()
@@ -133,7 +142,7 @@ class _CgroupMove:
 class Child:
     pid: int  # the container's init, as this runtime's pid namespace sees it
     channel: Channel
-    cgroup_move: _CgroupMove | None = None  # done before "go": nothing runs uncharged
+    cgroup_move: CgroupMove | None = None  # done before "go": nothing runs uncharged
 
 
 def exit_code(status: int) -> int:
@@ -197,17 +206,19 @@ def fork_child(channel: Channel, body: Callable[[], object]) -> int:
 _LATE_FLAGS: Final = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP
 
 
-def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
+def _enter_namespaces(plan: InitPlan, channel: Channel, made: int) -> None:
     """In the init (already PID 1 of its own pid namespace): join or make the others but the
     cgroup namespace, which must wait until the runtime has moved it into its cgroup (so its
-    root is the container's own cgroup, crun's order): ``_enter_cgroup_namespace``."""
+    root is the container's own cgroup, crun's order): ``_enter_cgroup_namespace``. ``made``:
+    the namespaces a standby init made ahead of time (``standby``)."""
     reset_signals()
     if plan.peer_netns:
         fd = os.open(plan.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
         syscalls.setns(fd, syscalls.CLONE_NEWNET)
         os.close(fd)
-    flags = namespaces.unshare_flags(plan.net)
-    syscalls.unshare(flags & ~_LATE_FLAGS)
+    flags = namespaces.unshare_flags(plan.net) & ~_LATE_FLAGS & ~made
+    if flags:
+        syscalls.unshare(flags)
     channel.send(ready=True)
 
 
@@ -234,10 +245,10 @@ def _setup_stdio(stdio: Stdio, channel: Channel) -> None:
             os.dup2(source, target)
 
 
-def _init(plan: InitPlan, channel: Channel) -> None:
+def init_main(plan: InitPlan, channel: Channel, *, made: int = 0) -> None:
     """PID 1's checklist (crun's container_init_setup): each step a short named call."""
     root = plan.layers.merged
-    _enter_namespaces(plan, channel)
+    _enter_namespaces(plan, channel, made)
     rootfs.make_root_private()
     rootfs.mount_overlay(plan.layers)
     rootfs.mount_proc(root)
@@ -282,8 +293,8 @@ def _reaping_init(plan: InitPlan, channel: Channel) -> NoReturn:
 # ---------------------------------------------------------------------- run: the runtime side
 
 
-def spawn(plan: InitPlan) -> Child:
-    """Start the container's init; it waits for ``release`` before it execs.
+def fork_pid1(channel: Channel, body: Callable[[], object]) -> int:
+    """``fork_child`` as PID 1 of a new pid namespace.
 
     One fork, not runc's two: ``unshare(CLONE_NEWPID)`` here changes only where this process's
     next child goes, so that child is PID 1 of a new pid namespace at once; this process then
@@ -291,25 +302,36 @@ def spawn(plan: InitPlan) -> Child:
     intermediate process to fork, exit and reap on the way (~3 ms here for a warm runtime).
     """
     syscalls.set_child_subreaper()  # a detached monitor's orphans, exec'd helpers
-    ours, theirs = Channel.pair()
-
-    def init_body() -> None:
-        ours.close()
-        _init(plan, theirs)
-
     home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         syscalls.unshare(syscalls.CLONE_NEWPID)
         try:
-            pid = fork_child(theirs, init_body)
+            return fork_child(channel, body)
         finally:
             syscalls.setns(home, syscalls.CLONE_NEWPID)
     finally:
         os.close(home)
+
+
+def spawn(plan: InitPlan) -> Child:
+    """Start the container's init; it waits for ``release`` before it execs."""
+    ours, theirs = Channel.pair()
+
+    def init_body() -> None:
+        ours.close()
+        init_main(plan, theirs)
+
+    try:
+        pid = fork_pid1(theirs, init_body)
+    finally:
         theirs.close()
     # Started before this thread blocks on "ready": the move's write then runs at once (and
     # waits in the kernel without the GIL) instead of after a 5 ms GIL switch interval.
-    move = _CgroupMove(plan.cgroup, pid)
+    return await_ready(pid, ours, CgroupMove(plan.cgroup, pid))
+
+
+def await_ready(pid: int, ours: Channel, move: CgroupMove | None) -> Child:
+    """The init's "ready" (its namespaces exist); RunError, with the init reaped, if it failed."""
     try:
         msg = ours.recv()
         if msg is None or "error" in msg[0]:

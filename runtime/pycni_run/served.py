@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pycni.net import syscalls
-from pycni_run import cgroups, network, wire
+from pycni_run import cgroups, network, standby, wire
 from pycni_run.errors import EXIT_RUNTIME
 
 __all__ = ["Call", "run_call"]
@@ -66,7 +66,10 @@ def run_call(call: Call) -> NoReturn:
             print(f"pycni-run: runtime daemon worker failed: {err!r}", file=sys.stderr)
             traceback.print_exception(err, file=sys.stderr)
     finally:
-        os._exit(_report(call.conn, status))
+        code = _report(call.conn, status)
+        with contextlib.suppress(BaseException):
+            standby.discard()  # the command did not use it (after the report: off its clock)
+        os._exit(code)
 
 
 def _detach_from_daemon(call: Call) -> None:

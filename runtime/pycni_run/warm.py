@@ -80,5 +80,18 @@ def serve(argv: list[str]) -> int:
     log.propagate = False
     log.info("preloaded in %.0f ms", preload_runtime() * 1000)
     with contextlib.suppress(KeyboardInterrupt):
-        Daemon(ns.socket).serve_forever()
+        Daemon(ns.socket, _standby_parent()).serve_forever()
     return 0
+
+
+def _standby_parent() -> str | None:
+    """Where spares park their standby init: the configured ``cgroup_parent``, so that a run
+    from the daemon's own cgroup with the daemon's config adopts it (``standby``)."""
+    from pycni_run.config import load_config
+    from pycni_run.errors import RunError
+
+    try:
+        return load_config().cgroup_parent
+    except RunError as err:
+        log.warning("no standby init for spares: %s", err)
+        return None

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycni_run.standby import PREFIX as STANDBY_PREFIX
+
 from pycni.install import install
 
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
@@ -195,6 +197,11 @@ class RuntimeSandbox:
     def cgroup_dirs(self) -> list[str]:
         return list(_cgroup_dirs(self.cgroup_parent))
 
+    def is_standby_or_parent(self, path: str) -> bool:
+        """The cgroup parent itself, or a daemon spare's standby init under it."""
+        name = os.path.basename(path)
+        return name == self.cgroup_parent or name.startswith(STANDBY_PREFIX)
+
     def close(self) -> None:
         if self.proc is None:
             return
@@ -251,8 +258,11 @@ def sweep_cgroups(parent: str) -> None:
     """Remove whatever a failed test left under the test's cgroup parent (kill, then rmdir)."""
     for path in _cgroup_dirs(parent):
         for _ in range(100):
-            with open(os.path.join(path, "cgroup.procs")) as f:
-                pids = [int(p) for p in f.read().split()]
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as f:
+                    pids = [int(p) for p in f.read().split()]
+            except FileNotFoundError:  # removed meanwhile (a container's monitor)
+                break
             if not pids:
                 break
             for pid in pids:

@@ -66,7 +66,8 @@ def test_stdio_and_rm_leave_nothing(mbox: RuntimeSandbox) -> None:
     assert (ran.code, ran.stdout, ran.stderr) == (0, "in\nout\n", "err\n")
     assert mbox.sh("ls", "-A", "/run/pycni/containers").stdout.split() == []
     assert mbox.sh("ls", "-A", "/run/netns").stdout.split() == []
-    assert mbox.cgroup_dirs() in ([], [d for d in mbox.cgroup_dirs() if "/" not in d])
+    # Through the daemon, the next spare's standby init may already be parked (``standby``).
+    assert [d for d in mbox.cgroup_dirs() if not mbox.is_standby_or_parent(d)] == []
 
 
 @pytest.mark.parametrize("net", ["none", "bridge", "host"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pycni_run import cgroups
 from pycni_run.cgroups import _V1, _V2, Cgroup, _layout, detect_version
+from pycni_run.errors import RunError
 from pycni_run.spec import Limits
 
 
@@ -84,8 +85,6 @@ def test_unset_limits_write_nothing(tmp_path: Path) -> None:
 
 
 def test_write_errors_surface_as_run_errors(tmp_path: Path) -> None:
-    from pycni_run.errors import RunError
-
     with pytest.raises(RunError, match="cannot write"):
         cgroups.write_file(str(tmp_path / "missing" / "pids.max"), "5")
 
@@ -121,3 +120,52 @@ def test_procs_reports_other_read_errors(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(cgroups, "_read", denied)
     with pytest.raises(PermissionError):
         cgroups.procs(cg)
+
+
+# ---------------------------------------------------------------------- adopt (standby inits)
+
+
+def _standby_tree(root: Path, parent: str, name: str) -> Cgroup:
+    """A fake v1 standby cgroup ``parent/name`` in every controller, with its limit files."""
+    paths = {}
+    for ctrl in cgroups.V1_CONTROLLERS:
+        path = root / ctrl / parent.strip("/") / name
+        _files(path, "memory.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us",
+               "pids.max", "cgroup.procs")
+        paths[ctrl] = str(path)
+    return Cgroup(version=1, paths=paths)
+
+
+def test_adopt_renames_a_sibling_and_writes_the_limits(tmp_path: Path) -> None:
+    held = _standby_tree(tmp_path, "pycni", ".standby-7")
+    cg = cgroups.adopt(held, "web", Limits(memory=64 << 20, pids=32), parent="/pycni",
+                       root=str(tmp_path))
+    assert cg is not None
+    assert cg.paths == {c: str(tmp_path / c / "pycni" / "web") for c in cgroups.V1_CONTROLLERS}
+    assert cg.parents == tuple(str(tmp_path / c / "pycni") for c in cgroups.V1_CONTROLLERS)
+    assert not any(os.path.exists(p) for p in held.paths.values())
+    assert (tmp_path / "memory/pycni/web/memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (tmp_path / "pids/pycni/web/pids.max").read_text() == "32"
+
+
+def test_adopt_elsewhere_changes_nothing(tmp_path: Path) -> None:
+    held = _standby_tree(tmp_path, "other", ".standby-7")
+    assert cgroups.adopt(held, "web", Limits(), parent="/pycni", root=str(tmp_path)) is None
+    assert all(os.path.isdir(p) for p in held.paths.values())
+
+
+def test_adopt_undoes_its_renames_when_one_fails(tmp_path: Path) -> None:
+    held = _standby_tree(tmp_path, "pycni", ".standby-7")
+    _files(tmp_path / "pids" / "pycni" / "web", "stale")  # a non-empty "web" already there
+    with pytest.raises(RunError, match="cannot create cgroup web"):
+        cgroups.adopt(held, "web", Limits(), parent="/pycni", root=str(tmp_path))
+    assert all(os.path.isdir(p) for p in held.paths.values())
+    assert not (tmp_path / "memory" / "pycni" / "web").exists()
+
+
+def test_adopt_undoes_its_renames_when_a_limit_fails(tmp_path: Path) -> None:
+    held = _standby_tree(tmp_path, "pycni", ".standby-7")
+    (Path(held.paths["pids"]) / "pids.max").unlink()
+    with pytest.raises(RunError, match=r"pids\.max"):
+        cgroups.adopt(held, "web", Limits(pids=5), parent="/pycni", root=str(tmp_path))
+    assert all(os.path.isdir(p) for p in held.paths.values())

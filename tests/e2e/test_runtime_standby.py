@@ -1,0 +1,271 @@
+"""The runtime daemon's standby init (``pycni_run.standby``), on the real kernel.
+
+A spare parks the next container's init in ``.standby-<pid>`` under the cgroup parent; a run
+adopts it (its cgroup renamed, its namespaces made ahead of time), a caller whose cgroup is
+elsewhere gets it moved, and every other ending leaves no standby cgroup or process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycni_run.standby import PREFIX
+
+from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
+
+WAIT = 20.0
+
+
+def _standbys(box: RuntimeSandbox) -> dict[str, set[int]]:
+    """Every standby cgroup directory under the box's parent and the pids in it (ours)."""
+    found: dict[str, set[int]] = {}
+    for path in box.cgroup_dirs():
+        if os.path.basename(path).startswith(PREFIX):
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                found[path] = {int(p) for p in f.read().split()}
+    return found
+
+
+def _until(what: str, check: Any, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _parked(box: RuntimeSandbox) -> int:
+    """The pid (ours) of the one parked standby init, once it is in all its cgroups."""
+
+    def one() -> int:
+        dirs = _standbys(box)
+        pids = set().union(*dirs.values()) if dirs else set()
+        complete = len(dirs) == len(CGROUP_CONTROLLERS) and all(len(p) == 1 for p in dirs.values())
+        return pids.pop() if complete and len(pids) == 1 else 0
+
+    pid: int = _until("a parked standby init", one)
+    return pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # a probe, no signal: ours (the daemon's grandchild) or nobody's
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def served(box: RuntimeSandbox) -> RuntimeSandbox:
+    box.start_daemon()
+    return box
+
+
+@pytest.fixture
+def sleeper(served: RuntimeSandbox) -> Iterator[Any]:
+    """Start ``pycni-run --rm --name NAME ... sleep 60`` in the foreground; rm -f at the end."""
+    started: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def start(name: str, *args: str, preexec: Any = None) -> dict[str, Any]:
+        assert served.client is not None
+        proc = subprocess.Popen(
+            served._argv([str(served.client), "--rm", "--name", name, *args, "busybox",
+                          "sleep", "60"]),
+            env=served._env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=preexec,  # noqa: PLW1509 - this test process runs no threads
+        )
+        started.append((name, proc))
+        # Its call takes the spare before anything else is sent to the daemon (an inspect
+        # first would get the spare, and the run a worker forked for it, without a standby).
+        _until(f"{name} taking the standby", lambda: _standbys(served) == {})
+
+        def running() -> dict[str, Any] | None:
+            ran = served.run("inspect", name)
+            doc: dict[str, Any] = served.inspect(name) if ran.code == 0 else {}
+            return doc if doc.get("State", {}).get("Running") else None
+
+        doc: dict[str, Any] = _until(f"{name} running", running)
+        return doc
+
+    yield start
+    for name, proc in started:
+        served.run("rm", "-f", name)
+        proc.wait(timeout=30)
+
+
+def _pid_in(path: str) -> set[int]:
+    with open(os.path.join(path, "cgroup.procs")) as f:
+        return {int(p) for p in f.read().split()}
+
+
+def test_a_run_adopts_the_parked_init(served: RuntimeSandbox, sleeper: Any) -> None:
+    pid = _parked(served)
+    parked_net = os.readlink(f"/proc/{pid}/ns/net")
+    parked_in = {os.stat(path).st_ino for path in _standbys(served)}
+    doc = sleeper("adopted", "--net=none", "-m", "64m", "--pids-limit", "20")
+    # The container's init is the parked process: its netns, made while parked, is the
+    # container's, and its cgroup directories were renamed to the container's name.
+    assert doc["Namespaces"]["net"]["link"] == parked_net == os.readlink(f"/proc/{pid}/ns/net")
+    paths = doc["Cgroup"]["Paths"]
+    assert sorted(paths) == sorted(CGROUP_CONTROLLERS)
+    for path in paths.values():
+        assert os.path.basename(path) == "adopted"
+        assert pid in _pid_in(path)
+    assert {os.stat(path).st_ino for path in paths.values()} == parked_in  # renamed, not made
+    assert doc["Cgroup"]["Files"]["memory"] == str(64 << 20)
+    assert doc["Cgroup"]["Files"]["pids"] == "20"
+    assert _standbys(served) == {}  # adopted, and no spare is forked while a command runs
+
+
+def test_a_caller_elsewhere_gets_the_init_moved(served: RuntimeSandbox, sleeper: Any) -> None:
+    """A caller in another cgroup: its container's cgroup is under the caller's, made as
+    usual; the standby init is moved into it and its standby directories go away."""
+    pid = _parked(served)
+    other = f"{served.cgroup_parent}-caller"
+    caller = {c: _cgroup_path(c, other) for c in CGROUP_CONTROLLERS}
+    try:
+        for path in caller.values():
+            os.mkdir(path)
+
+        def into_other_cgroup() -> None:
+            for path in caller.values():
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+
+        doc = sleeper("moved", "--net=none", preexec=into_other_cgroup)
+        for ctrl, path in doc["Cgroup"]["Paths"].items():
+            assert path == os.path.join(caller[ctrl], served.cgroup_parent, "moved")
+            assert pid in _pid_in(path)
+        assert _standbys(served) == {}
+        served.ok("rm", "-f", "moved")
+        _until("the moved container's cgroup removed",
+               lambda: not any(os.path.exists(p) for p in doc["Cgroup"]["Paths"].values()))
+    finally:
+        sweep_cgroups(os.path.join(other, served.cgroup_parent))
+        sweep_cgroups(other)
+
+
+def _cgroup_path(controller: str, name: str) -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if controller in ctrls.split(","):
+                return os.path.join("/sys/fs/cgroup", controller, path.strip("/"), name)
+    raise AssertionError(f"no {controller} hierarchy")
+
+
+def test_a_host_run_gets_the_callers_netns(served: RuntimeSandbox) -> None:
+    """The parked init made a netns of its own: --net=host must replace it with the caller's."""
+    _parked(served)
+    sandbox_net = served.sh("readlink", "/proc/self/ns/net").stdout.strip()
+    ran = served.run("--rm", "--net=host", "busybox", "readlink", "/proc/self/ns/net")
+    assert (ran.code, ran.stdout.strip()) == (0, sandbox_net), ran.stderr
+
+
+def test_a_container_run_joins_the_peers_netns(served: RuntimeSandbox) -> None:
+    served.ok("-d", "--name", "peer", "--net=none", "busybox", "sleep", "60")
+    try:
+        peer_net = served.inspect("peer")["Namespaces"]["net"]["link"]
+        _parked(served)
+        ran = served.run("--rm", "--net=container:peer", "busybox", "readlink",
+                         "/proc/self/ns/net")
+        assert (ran.code, ran.stdout.strip()) == (0, peer_net), ran.stderr
+    finally:
+        served.run("rm", "-f", "peer")
+
+
+def test_the_callers_umask_reaches_the_command(served: RuntimeSandbox) -> None:
+    _parked(served)
+    assert served.client is not None
+    ran = served.sh("sh", "-c", f"umask 027; exec {served.client} --rm --net=none busybox "
+                    "sh -c umask")
+    assert (ran.code, ran.stdout.strip()) == (0, "0027"), ran.stderr
+
+
+def test_other_commands_discard_it(served: RuntimeSandbox) -> None:
+    first = _parked(served)
+    assert served.run("ps", "-a").code == 0
+    _until("the unused standby ended", lambda: _gone(first))
+    second = _parked(served)  # the next spare's, in a directory of its own
+    assert second != first
+    assert len(_standbys(served)) == len(CGROUP_CONTROLLERS)
+
+
+def test_detached_runs_leave_it_to_the_worker(served: RuntimeSandbox) -> None:
+    """``-d``: the init must be the monitor's child, so the worker discards its standby."""
+    first = _parked(served)
+    served.ok("-d", "--name", "bg", "--net=none", "busybox", "sleep", "60")
+    try:
+        doc = served.inspect("bg")
+        assert all(os.path.basename(p) == "bg" for p in doc["Cgroup"]["Paths"].values())
+        _until("the unused standby ended", lambda: _gone(first))
+    finally:
+        served.run("rm", "-f", "bg")
+
+
+def test_stopping_the_daemon_leaves_nothing(served: RuntimeSandbox) -> None:
+    pid = _parked(served)
+    served.stop_daemon()
+    assert _gone(pid)
+    assert served.cgroup_dirs() == []
+
+
+def test_a_killed_spare_is_swept(served: RuntimeSandbox) -> None:
+    pid = _parked(served)
+    parked_in = set(_standbys(served))
+    os.kill(_ppid(pid), signal.SIGKILL)  # the spare: the daemon's child, started by this test
+    _until("the killed spare's standby gone", lambda: _gone(pid))
+    _until("its standby cgroup swept", lambda: not parked_in & set(_standbys(served)))
+    assert _parked(served) != pid  # the daemon forked a new spare with its own standby
+    assert served.run("--rm", "--net=none", "busybox", "true").code == 0
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no parent for {pid}")
+
+
+def test_a_stale_standby_cgroup_is_swept_at_start(box: RuntimeSandbox) -> None:
+    """Left by a daemon that was killed: empty, so the next daemon removes it."""
+    stale = [_cgroup_path(c, os.path.join(box.cgroup_parent, f"{PREFIX}99999"))
+             for c in CGROUP_CONTROLLERS]
+    for path in stale:
+        os.makedirs(path)
+    box.start_daemon()
+    _parked(box)
+    assert not any(os.path.exists(p) for p in stale)
+
+
+def test_a_spare_that_cannot_park_runs_the_usual_way(
+    served: RuntimeSandbox, tmp_path: Path
+) -> None:
+    """The daemon's own cgroup parent is unusable (under a cgroup file): its spares park
+    nothing, stay up, and a run forks and moves its init as without a standby."""
+    served.stop_daemon()
+    bad = tmp_path / "bad-parent.yaml"
+    bad.write_text(served.config.read_text().replace(
+        f"cgroup_parent: {served.cgroup_parent}", "cgroup_parent: cgroup.procs/nowhere"))
+    good, served.config = served.config, bad  # the daemon's config; callers keep the good one
+    try:
+        served.start_daemon()
+    finally:
+        served.config = good
+    for _ in range(2):
+        ran = served.run("--rm", "--net=none", "busybox", "true")
+        assert ran.code == 0, ran.stderr
+    assert _standbys(served) == {}
+    served.stop_daemon()
+    assert served.daemon_log is not None
+    assert "exited while idle" not in served.daemon_log.read_text()
