@@ -33,7 +33,14 @@ from pycni.server.forking import fork_with_channel
 from pycni.server.peer import Call, PeerError, receive_call
 from pycni.server.worker import run_worker
 
-__all__ = ["Spare", "SpareKeeper", "fork_spare", "populate_private_memory"]
+__all__ = [
+    "Spare",
+    "SpareKeeper",
+    "fork_spare",
+    "populate_private_memory",
+    "populate_when_idle",
+    "wake",
+]
 
 log = logging.getLogger("pycni.server")
 
@@ -180,3 +187,29 @@ def populate_private_memory(interrupted: Callable[[], bool] = lambda: False) -> 
             failed = libc.madvise(chunk, size, _MADV_POPULATE_WRITE) != 0
             if failed and ctypes.get_errno() == errno.EINVAL:  # no MADV_POPULATE_WRITE here
                 return
+
+
+def populate_when_idle(interrupted: Callable[[], bool]) -> None:
+    """``populate_private_memory`` in the SCHED_IDLE class: the copying gets only CPU time
+    nothing else wants (at normal priority it slowed the commands run next to it down), and
+    the policy this process had is back on return. ``wake`` is the other half: whoever hands
+    this process its call restores its policy first, so a machine too busy to ever be idle
+    cannot keep the call waiting."""
+    if interrupted():
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        return  # not permitted: a cold worker is slower, not wrong
+    try:
+        populate_private_memory(interrupted)
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, policy, param)
+
+
+def wake(pid: int) -> None:
+    """Give ``pid`` (a spare in ``populate_when_idle``) this process's scheduling policy."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(pid, os.sched_getscheduler(0), os.sched_getparam(0))

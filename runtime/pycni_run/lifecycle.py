@@ -147,6 +147,9 @@ def start(
         )
         child = held.launch(plan) if held else process.spawn(plan)
         undo.callback(_kill_and_reap, child.pid)
+        # From now on, not once started: a signal in between (the command may already print)
+        # would end this monitor and leave the container running without one.
+        _forward_signals(child.pid)
         st.pid = state.proc_ref(child.pid)
         save()
         master = _network_and_release(cfg, st, child, undo, conflist)
@@ -250,8 +253,8 @@ def wait_container(
     stdin_fd: int | None,
     stdout_fd: int = 1,
 ) -> int:
-    """Relay the pty (if any), wait for the init, tear everything down; its exit code."""
-    _forward_signals(st.pid.pid)
+    """Relay the pty (if any), wait for the init, tear everything down; its exit code.
+    Signals have been forwarded to the init since ``start`` made it."""
     code: int | None = None
     try:
         if master is not None:

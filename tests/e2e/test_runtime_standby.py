@@ -1,8 +1,10 @@
-"""The runtime daemon's standby init (``pycni_run.standby``), on the real kernel.
+"""The runtime daemon's spare on the real kernel: its standby init (``pycni_run.standby``)
+and its warm-up.
 
 A spare parks the next container's init in ``.standby-<pid>`` under the cgroup parent; a run
 adopts it (its cgroup renamed, its namespaces made ahead of time), a caller whose cgroup is
 elsewhere gets it moved, and every other ending leaves no standby cgroup or process behind.
+Then the spare copies its pages in the idle scheduling class; nothing it runs keeps that class.
 """
 
 from __future__ import annotations
@@ -269,3 +271,54 @@ def test_a_spare_that_cannot_park_runs_the_usual_way(
     served.stop_daemon()
     assert served.daemon_log is not None
     assert "exited while idle" not in served.daemon_log.read_text()
+
+
+def _policy(stat_line: str) -> int:
+    """The scheduling policy from a /proc/PID/stat line (field 41; 0 = SCHED_OTHER)."""
+    return int(stat_line.rsplit(")", 1)[1].split()[38])
+
+
+def _stat(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read()
+
+
+def _private_dirty_share(pid: int) -> float:
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                fields[key] = int(rest.split()[0])
+    return (fields["Private_Dirty"] + fields.get("Private_Clean", 0)) / fields["Rss"]
+
+
+def test_the_spare_copies_its_pages_while_idle_then_gets_its_policy_back(
+    served: RuntimeSandbox,
+) -> None:
+    spare = _ppid(_parked(served))
+    # Its copy-on-write pages copied ahead of the call (shared with the daemon before), and
+    # the idle class left once that is done.
+    _until("the warm-up done", lambda: _private_dirty_share(spare) > 0.8
+           and _policy(_stat(spare)) == os.SCHED_OTHER)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_commands_never_run_in_the_idle_class(served: RuntimeSandbox, detach: bool) -> None:
+    """Taken mid warm-up or after it, a spare's call and its container run at normal policy."""
+    args = ["--name", "pol", "--net=none", "busybox", "sh", "-c",
+            "cat /proc/self/stat; sleep 60" if detach else "cat /proc/self/stat"]
+    if not detach:
+        ran = served.run("--rm", *args)
+        assert ran.code == 0, ran.stderr
+        assert _policy(ran.stdout) == os.SCHED_OTHER
+        return
+    served.ok("-d", *args)
+    try:
+        pid = served.inspect("pol")["State"]["Pid"]
+        line = served.sh("cat", f"/proc/{pid}/stat").stdout
+        assert _policy(line) == os.SCHED_OTHER
+        monitor = served.state("pol")["monitor"]["pid"]
+        assert _policy(served.sh("cat", f"/proc/{monitor}/stat").stdout) == os.SCHED_OTHER
+    finally:
+        served.run("rm", "-f", "pol")
