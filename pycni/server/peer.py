@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.server import protocol
 
-__all__ = ["Call", "PeerError", "peer_uid", "receive_call", "report_failure", "send_status"]
+__all__ = [
+    "Call",
+    "PeerError",
+    "peer_uid",
+    "receive_call",
+    "received_fds",
+    "report_failure",
+    "send_status",
+]
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
@@ -67,7 +75,8 @@ def peer_uid(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in a ``recvmsg`` ancillary data list (SCM_RIGHTS), in order."""
     fds = array.array("i")
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -86,7 +95,7 @@ def receive_call(conn: socket.socket) -> Call:
         )
     except OSError as err:
         raise PeerError(f"receive failed: {err}") from err
-    fds = _received_fds(ancdata)
+    fds = received_fds(ancdata)
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise PeerError("request truncated (too large or too many descriptors)")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycni.server import listener
-from pycni.server.peer import peer_uid
+from pycni.server.peer import peer_uid, received_fds
 from pycni_run import handoff, standby, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.served import Call
@@ -355,7 +355,7 @@ def _receive(sock: socket.socket) -> Call:
         )
     except OSError as err:
         raise PeerError(f"receive failed: {err}") from err
-    fds = handoff.receive_fds(ancdata)
+    fds = received_fds(ancdata)
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise PeerError("request truncated (too large or too many descriptors)")

@@ -29,11 +29,12 @@ from typing import NoReturn
 
 from pycni.net import syscalls
 from pycni.server.forking import fork_with_channel
+from pycni.server.peer import received_fds
 from pycni.server.spare import populate_when_idle, wake
 from pycni_run import standby, wire
 from pycni_run.served import Call, run_call
 
-__all__ = ["Worker", "fork_for", "fork_spare", "receive_fds"]
+__all__ = ["Worker", "fork_for", "fork_spare"]
 
 _FD_BYTES = 4
 _MAX_TEXT = 64 * 1024  # a /proc/PID/cgroup text
@@ -59,18 +60,6 @@ class Worker:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         self.close()
-
-
-def receive_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % _FD_BYTES
-            fds += [
-                int.from_bytes(data[i : i + _FD_BYTES], sys.byteorder)
-                for i in range(0, usable, _FD_BYTES)
-            ]
-    return fds
 
 
 def _fork(child: Callable[[socket.socket], NoReturn]) -> Worker:
@@ -138,7 +127,7 @@ def _receive_call(chan: socket.socket) -> Call:
     data, ancdata, _flags, _ = chan.recvmsg(
         wire.MAX_REQUEST + 1, socket.CMSG_SPACE((wire.FDS + 1) * _FD_BYTES), socket.MSG_CMSG_CLOEXEC
     )
-    fds = receive_fds(ancdata)
+    fds = received_fds(ancdata)
     if len(fds) != wire.FDS + 1:
         raise ValueError(f"expected {wire.FDS + 1} descriptors, got {len(fds)}")
     request = wire.decode_request(data)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from pycni.net import syscalls
+from pycni.server.peer import received_fds
 from pycni_run import cgroups, console, namespaces, rootfs
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
 from pycni_run.rootfs import Layers
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_MAX_FDS: Final = 8  # a message carries at most a pty master, or a standby's plan and stdio
 FORWARDED: Final = (
     signal.SIGINT,
     signal.SIGTERM,
@@ -71,12 +73,21 @@ class Channel:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         return cls(a), cls(b)
 
-    def send(self, **doc: Any) -> None:
-        self.sock.send(json.dumps(doc).encode())
+    def send(self, fds: Sequence[int] = (), **doc: Any) -> None:
+        """One JSON message, with ``fds`` passed along (SCM_RIGHTS)."""
+        data = json.dumps(doc).encode()
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.sock.send(data)
 
     def recv(self) -> tuple[dict[str, Any], list[int]] | None:
-        """The next message and any fds it carried; None at EOF (every peer closed or exec'd)."""
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+        """The next message and any fds it carried, close-on-exec; None at EOF (every peer
+        closed or exec'd). Not ``socket.recv_fds``: Python 3.11's ignores its flags."""
+        data, ancdata, _flags, _addr = self.sock.recvmsg(
+            65536, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+        )
+        fds = received_fds(ancdata)
         if not data:
             for fd in fds:
                 os.close(fd)

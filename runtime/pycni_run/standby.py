@@ -31,7 +31,6 @@ import contextlib
 import os
 import pickle
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, NoReturn
@@ -49,7 +48,6 @@ PARK_TIMEOUT: Final = 5.0  # parking waits for one grace period: milliseconds, n
 # Made while parked: a container always gets new ipc and uts namespaces, and a new net one
 # unless it joins the caller's (host) or another container's (that setns replaces this one).
 MADE: Final = syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET
-_MAX_FDS: Final = 6  # the plan's memfd, the mnt and net namespaces, up to three stdio fds
 
 
 @dataclass(slots=True, eq=False)
@@ -92,7 +90,7 @@ class Standby:
                 pickle.dump((plan, umask), f)
             namespaces = [os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                           for ns in ("mnt", "net")]
-            socket.send_fds(self.channel.sock, [b"plan"], [memfd, *namespaces, *fds])
+            self.channel.send(fds=[memfd, *namespaces, *fds], plan=True)
         finally:
             for fd in (memfd, *namespaces):
                 os.close(fd)
@@ -126,10 +124,10 @@ def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     cgroups.enter(cg)
     syscalls.unshare(MADE)
     channel.send(parked=True)
-    data, fds, _flags, _addr = socket.recv_fds(channel.sock, 16, _MAX_FDS)
-    if data != b"plan" or len(fds) < 3:
+    received = channel.recv()  # close-on-exec: the command gets only what lands on 0-2
+    if received is None or not received[0].get("plan") or len(received[1]) < 3:
         os._exit(0)  # discarded (EOF) or nonsense
-    memfd, mnt, net, *stdio = fds
+    memfd, mnt, net, *stdio = received[1]
     with open(memfd, "rb") as f:
         f.seek(0)  # the sender's write moved the shared offset to the end
         plan, umask = pickle.load(f)  # noqa: S301 - written by the process that forked this one

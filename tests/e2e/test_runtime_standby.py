@@ -128,32 +128,41 @@ def test_a_run_adopts_the_parked_init(served: RuntimeSandbox, sleeper: Any) -> N
     assert _standbys(served) == {}  # adopted, and no spare is forked while a command runs
 
 
-def test_a_caller_elsewhere_gets_the_init_moved(served: RuntimeSandbox, sleeper: Any) -> None:
-    """A caller in another cgroup: its container's cgroup is under the caller's, made as
-    usual; the standby init is moved into it and its standby directories go away."""
-    pid = _parked(served)
+@pytest.fixture
+def caller_cgroup(served: RuntimeSandbox) -> Iterator[dict[str, str]]:
+    """A cgroup of this test's own, per controller, for a caller placed elsewhere; removed
+    after ``sleeper`` (requested after this fixture) ended its processes."""
     other = f"{served.cgroup_parent}-caller"
-    caller = {c: _cgroup_path(c, other) for c in CGROUP_CONTROLLERS}
+    paths = {c: _cgroup_path(c, other) for c in CGROUP_CONTROLLERS}
     try:
-        for path in caller.values():
+        for path in paths.values():
             os.mkdir(path)
-
-        def into_other_cgroup() -> None:
-            for path in caller.values():
-                with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                    f.write(str(os.getpid()))
-
-        doc = sleeper("moved", "--net=none", preexec=into_other_cgroup)
-        for ctrl, path in doc["Cgroup"]["Paths"].items():
-            assert path == os.path.join(caller[ctrl], served.cgroup_parent, "moved")
-            assert pid in _pid_in(path)
-        assert _standbys(served) == {}
-        served.ok("rm", "-f", "moved")
-        _until("the moved container's cgroup removed",
-               lambda: not any(os.path.exists(p) for p in doc["Cgroup"]["Paths"].values()))
+        yield paths
     finally:
         sweep_cgroups(os.path.join(other, served.cgroup_parent))
         sweep_cgroups(other)
+
+
+def test_a_caller_elsewhere_gets_the_init_moved(
+    served: RuntimeSandbox, caller_cgroup: dict[str, str], sleeper: Any
+) -> None:
+    """A caller in another cgroup: its container's cgroup is under the caller's, made as
+    usual; the standby init is moved into it and its standby directories go away."""
+    pid = _parked(served)
+
+    def into_caller_cgroup() -> None:
+        for path in caller_cgroup.values():
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    doc = sleeper("moved", "--net=none", preexec=into_caller_cgroup)
+    for ctrl, path in doc["Cgroup"]["Paths"].items():
+        assert path == os.path.join(caller_cgroup[ctrl], served.cgroup_parent, "moved")
+        assert pid in _pid_in(path)
+    assert _standbys(served) == {}
+    served.ok("rm", "-f", "moved")
+    _until("the moved container's cgroup removed",
+           lambda: not any(os.path.exists(p) for p in doc["Cgroup"]["Paths"].values()))
 
 
 def _cgroup_path(controller: str, name: str) -> str:
@@ -322,3 +331,12 @@ def test_commands_never_run_in_the_idle_class(served: RuntimeSandbox, detach: bo
         assert _policy(served.sh("cat", f"/proc/{monitor}/stat").stdout) == os.SCHED_OTHER
     finally:
         served.run("rm", "-f", "pol")
+
+
+def test_the_command_gets_its_stdio_and_nothing_else(served: RuntimeSandbox) -> None:
+    """The descriptors handed to the standby init (stdio, its plan, the namespaces) are all
+    gone by the exec but the three it was meant to get."""
+    _parked(served)
+    ran = served.run("--rm", "--net=none", "busybox", "sh", "-c", "ls /proc/$$/fd; true")
+    assert ran.code == 0, ran.stderr
+    assert sorted(int(fd) for fd in ran.stdout.split()) == [0, 1, 2]  # the shell's
