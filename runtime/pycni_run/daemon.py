@@ -30,6 +30,7 @@ from typing import Final
 
 from pycni.server import listener
 from pycni.server.peer import peer_uid, received_fds
+from pycni.server.spare import wake
 from pycni_run import handoff, standby, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.served import Call
@@ -175,6 +176,7 @@ class Daemon:
         """EOF tells the spare to discard its standby and exit; SIGKILL if it does not."""
         spare = self._take_spare()
         if spare is not None:
+            wake(spare.pid)  # an idle-class warm-up could wait long for a CPU to see the EOF
             spare.chan.close()
             exited = select.poll()
             exited.register(spare.pidfd, select.POLLIN)
