@@ -13,7 +13,9 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.server import protocol
@@ -23,6 +25,7 @@ __all__ = [
     "PeerError",
     "peer_uid",
     "receive_call",
+    "receive_packet",
     "received_fds",
     "report_failure",
     "send_status",
@@ -30,6 +33,8 @@ __all__ = [
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
+
+T = TypeVar("T")
 
 log = logging.getLogger("pycni.server")
 
@@ -85,12 +90,15 @@ def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
-def receive_call(conn: socket.socket) -> Call:
-    """Read the one request packet (the socket is readable). Fds are closed on any error."""
+def receive_packet(
+    conn: socket.socket, max_size: int, fd_count: int, decode: Callable[[bytes], T]
+) -> tuple[T, list[int]]:
+    """Read one request packet (the socket is readable) carrying exactly ``fd_count``
+    descriptors and decode it; PeerError, with the descriptors closed, on anything wrong."""
     try:
         data, ancdata, flags, _ = conn.recvmsg(
-            protocol.MAX_REQUEST + 1,
-            socket.CMSG_SPACE(protocol.FDS * _FD_BYTES),
+            max_size + 1,
+            socket.CMSG_SPACE(fd_count * _FD_BYTES),
             socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
         )
     except OSError as err:
@@ -101,16 +109,22 @@ def receive_call(conn: socket.socket) -> Call:
             raise PeerError("request truncated (too large or too many descriptors)")
         if not data:
             raise PeerError("peer closed without a request")
-        if len(fds) != protocol.FDS:
-            raise PeerError(f"expected {protocol.FDS} descriptors, got {len(fds)}")
+        if len(fds) != fd_count:
+            raise PeerError(f"expected {fd_count} descriptors, got {len(fds)}")
         try:
-            request = protocol.decode_request(data)
+            return decode(data), fds
         except protocol.ProtocolError as err:
             raise PeerError(str(err)) from err
     except BaseException:
         for fd in fds:
             _close_quietly(fd)
         raise
+
+
+def receive_call(conn: socket.socket) -> Call:
+    """Read the one plugin request packet (the socket is readable)."""
+    request, fds = receive_packet(conn, protocol.MAX_REQUEST, protocol.FDS,
+                                  protocol.decode_request)
     return Call(request=request, stdin=fds[0], stdout=fds[1], stderr=fds[2], netns=fds[3],
                 mntns=fds[4])
 

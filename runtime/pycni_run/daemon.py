@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycni.server import listener
-from pycni.server.peer import peer_uid, received_fds
+from pycni.server.peer import PeerError, peer_uid, receive_packet
 from pycni.server.spare import wake
 from pycni_run import handoff, standby, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
@@ -43,10 +43,6 @@ MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client fa
 SPARE_EXIT_TIMEOUT: Final = 2.0  # a spare told to stop discards its standby within this
 
 log = logging.getLogger("pycni_run.daemon")
-
-
-class PeerError(Exception):
-    """The connection is refused or its request unusable: dropped before any ACK."""
 
 
 @dataclass(slots=True, eq=False)
@@ -349,31 +345,7 @@ def _read_text(path: str) -> str:
 
 def _receive(sock: socket.socket) -> Call:
     """Read the one request packet (the socket is readable). Fds are closed on any error."""
-    try:
-        data, ancdata, flags, _ = sock.recvmsg(
-            wire.MAX_REQUEST + 1,
-            socket.CMSG_SPACE(wire.FDS * 4),
-            socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
-        )
-    except OSError as err:
-        raise PeerError(f"receive failed: {err}") from err
-    fds = received_fds(ancdata)
-    try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise PeerError("request truncated (too large or too many descriptors)")
-        if not data:
-            raise PeerError("peer closed without a request")
-        if len(fds) != wire.FDS:
-            raise PeerError(f"expected {wire.FDS} descriptors, got {len(fds)}")
-        try:
-            request = wire.decode_request(data)
-        except wire.ProtocolError as err:
-            raise PeerError(str(err)) from err
-    except BaseException:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        raise
+    request, fds = receive_packet(sock, wire.MAX_REQUEST, wire.FDS, wire.decode_request)
     return Call(request=request, fds=fds, conn=sock)
 
 
