@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.types import Result
@@ -41,6 +41,7 @@ __all__ = [
     "delegate",
     "delegate_add",
     "find_in_path",
+    "forget_imports_of_other_threads",
     "is_our_executable",
     "reap_forked",
     "run_ours_forked",
@@ -295,12 +296,34 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def forget_imports_of_other_threads() -> None:
+    """In a child just forked from a threaded parent: a module another thread was importing
+    at the fork is half-made here, and its import lock is held by a thread that does not
+    exist here, so importing it would wait forever (the soak test's plugins hung so, 120 s).
+    Forget both: this child imports such a module afresh. CPython resets only its global
+    import lock at fork, not the per-module ones (``importlib._bootstrap._module_locks``)."""
+    from importlib import _bootstrap
+
+    me = threading.get_ident()
+    locks: dict[str, Any] = getattr(_bootstrap, "_module_locks", {})
+    for name, ref in list(locks.items()):
+        lock = ref()
+        owner = getattr(lock, "owner", None)
+        if owner is None or owner == me:
+            continue
+        locks.pop(name, None)
+        module = sys.modules.get(name)
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            del sys.modules[name]
+
+
 def _forked_child(
     kind: str, *, stdin: bytes, env: Mapping[str, str], fds: list[int]
 ) -> NoReturn:
     """Run the plugin; write its stdout, then its status byte; close everything, exit."""
     status = 1
     try:
+        forget_imports_of_other_threads()
         os.setpgid(0, 0)
         for sig in _RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

@@ -3,12 +3,16 @@ exec'd; the caller's process state is left as it was."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from pycni.cni import delegate as delegate_module
 from pycni.cni.delegate import delegate, delegate_add
 from pycni.cni.errors import CNIError
 from pycni.install import install
@@ -130,3 +134,45 @@ def test_reported_children_are_reaped_by_reap_forked(tmp_path: Path) -> None:
     except ChildProcessError:
         zombie = 0
     assert zombie == 0
+
+
+def test_a_forked_child_imports_what_another_thread_was_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread is inside a module's import (its body waits) when the main thread forks: the
+    child, after ``forget_imports_of_other_threads``, imports that module afresh instead of
+    waiting forever on the dead thread's import lock."""
+    import signal
+    import threading
+    import types
+
+    gate = types.ModuleType("pycni_test_gate")
+    gate.PARENT = os.getpid()  # type: ignore[attr-defined]
+    gate.EVENT = threading.Event()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycni_test_gate", gate)
+    (tmp_path / "pycni_test_slow.py").write_text(
+        "import os, pycni_test_gate as gate\n"
+        "if os.getpid() == gate.PARENT:\n"
+        "    gate.EVENT.wait(30)\n"
+        "VALUE = 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importer = threading.Thread(target=importlib.import_module, args=("pycni_test_slow",))
+    importer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "pycni_test_slow" not in sys.modules:  # its body is running (and waiting)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - reports through its exit status
+            signal.alarm(10)  # a hang ends as SIGALRM
+            delegate_module.forget_imports_of_other_threads()
+            module = importlib.import_module("pycni_test_slow")
+            os._exit(0 if module.VALUE == 42 else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        gate.EVENT.set()
+        importer.join()
+        sys.modules.pop("pycni_test_slow", None)
+    assert os.waitstatus_to_exitcode(status) == 0
