@@ -82,7 +82,6 @@ _KEY_TYPES: Final = {4: "ipv4_addr", 6: "ipv6_addr"}
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _HOLE_FAMILIES: Final = ("ip", "ip6", "inet")
 _MASK32: Final = 0xFFFFFFFF
-_ATTEMPTS: Final = 2
 
 Cmd = nj.Cmd
 

@@ -20,7 +20,9 @@ __all__ = ["NftTableClient"]
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS: Final = 2  # read-then-write retried once if the table changed in between
+# Read-then-write, retried while the table changed in between: with 8 concurrent DELs a second
+# attempt could lose the race too (the soak test's "portmap DEL incomplete: No such file").
+_ATTEMPTS: Final = 5
 
 
 class NftTableClient:

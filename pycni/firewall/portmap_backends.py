@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Final, Protocol
+from typing import Protocol
 
 from pycni.cni.errors import CNIError
 from pycni.firewall import base
@@ -31,7 +31,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS: Final = 2
 
 
 class PortmapBackend(Protocol):
