@@ -1,8 +1,9 @@
 """One pycni nftables table through libnftables: the plumbing every nft backend shares.
 
 A lazily created runner (the library is loaded on first use, in the calling thread's network
-namespace), a read of the whole table, and read-build-write with one retry when the table
-changed between the read and the write (an element deleted meanwhile). A backend owning
+namespace), a read of the whole table (listed again when it appeared meanwhile), and
+read-build-write, retried when the table changed between the read and the write (an element
+deleted meanwhile). A backend owning
 another table overrides ``_list_table`` and ``_table_exists``.
 """
 
@@ -20,8 +21,9 @@ __all__ = ["NftTableClient"]
 
 log = logging.getLogger(__name__)
 
-# Read-then-write, retried while the table changed in between: with 8 concurrent DELs a second
-# attempt could lose the race too (the soak test's "portmap DEL incomplete: No such file").
+# Reads and read-then-writes, retried while the table changed in between: with 8 concurrent DELs
+# a second attempt could lose the race too (the soak test's "portmap DEL incomplete: No such
+# file").
 _ATTEMPTS: Final = 5
 
 
@@ -47,17 +49,25 @@ class NftTableClient:
         return nj.table_in(self._run([nj.list_tables()]))
 
     def _read(self) -> nj.TableState:
-        """The whole table; empty if it does not exist (nothing was ever set up)."""
-        try:
-            return nj.parse_table(self._run([self._list_table()]))
-        except NftError:
-            # libnftables gives no errno for a failed listing: ask whether the table exists.
-            if not self._table_exists():
-                return nj.TableState()
-            raise
+        """The whole table; empty if it does not exist (nothing was ever set up).
+
+        libnftables gives no errno for a failed listing, so a failure asks whether the table
+        exists. If it does, it may have been created by a concurrent ADD between the listing
+        and the question (a DEL of nothing on a fresh host raced that way): list again.
+        """
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return nj.parse_table(self._run([self._list_table()]))
+            except NftError:
+                if not self._table_exists():
+                    return nj.TableState()
+                if attempt == _ATTEMPTS:
+                    raise
+                log.debug("listing failed but the table exists, listing again", exc_info=True)
+        raise AssertionError("unreachable")
 
     def _apply(self, build: Callable[[nj.TableState], list[nj.Cmd]]) -> None:
-        """Read, build the commands from what is there, write; once more if the write failed."""
+        """Read, build the commands from what is there, write; again while the write fails."""
         for attempt in range(_ATTEMPTS):
             commands = build(self._read())
             if not commands:

@@ -17,7 +17,7 @@ import pytest
 
 from pycni.firewall import nft_masq
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nft_lib import ExecRunner, LibRunner, NftRunner
+from pycni.firewall.nft_lib import ExecRunner, LibRunner, NftError, NftRunner
 from pycni.firewall.nftables import NftablesBackend
 from pycni.net import netns
 
@@ -116,6 +116,36 @@ def test_teardown_and_gc_on_a_pristine_namespace(host_ns: str, in_host: Callable
     in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
     assert in_host("gc_masquerade", "pycni", []) == []
     assert ruleset(host_ns) == []  # nothing created by a DEL/GC that had nothing to do
+
+
+class _TableAppearsAfterTheListing:
+    """The first listing of pycni's table fails (there is none yet); before the backend can
+    ask whether the table exists, another plugin's ADD creates it, as a concurrent ADD did
+    in the soak test."""
+
+    def __init__(self, runner: NftRunner, concurrent_add: Callable[[], None]) -> None:
+        self._runner, self._concurrent_add = runner, concurrent_add
+        self.kind, self.raced = runner.kind, False
+
+    def run(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return self._runner.run(commands)
+        except NftError:
+            if not self.raced and "table" in commands[0].get("list", {}):
+                self.raced = True
+                self._concurrent_add()
+            raise
+
+
+def test_teardown_of_nothing_while_an_add_creates_the_table(
+        host_ns: str, runner: NftRunner) -> None:
+    other = masq("c2", "10.88.0.3")
+    racing = _TableAppearsAfterTheListing(
+        runner, lambda: NftablesBackend(runner=runner).setup_masquerade(other))
+    with netns.enter(host_ns):
+        NftablesBackend(runner=racing).teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    assert racing.raced
+    assert elements(host_ns) == {"10.88.0.3": (other.key.label, nft_masq.chain_name(other))}
 
 
 def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., Any]) -> None:

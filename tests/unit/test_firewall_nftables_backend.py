@@ -255,3 +255,22 @@ def test_unavailable_nftables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "libnftables.so.1" in (backend.status() or "")
     with pytest.raises(CNIError):
         backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+
+
+def test_a_listing_that_keeps_failing_on_an_existing_table_is_an_error(
+        fake: FakeNft, backend: NftablesBackend) -> None:
+    backend.setup_masquerade(masq("c1", "10.88.0.2"))
+    real_run = fake.run
+
+    def listing_refused(commands: list[Doc]) -> Doc:
+        if "table" in commands[0].get("list", {}):
+            fake.calls.append(commands)
+            raise NftError("Operation not permitted")
+        return real_run(commands)
+
+    fake.run = listing_refused  # type: ignore[method-assign]
+    fake.calls.clear()
+    with pytest.raises(CNIError, match="Operation not permitted"):
+        backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    listings = [c for c in fake.calls if "table" in c[0].get("list", {})]
+    assert len(listings) == nft_table._ATTEMPTS  # asked again, but not forever
