@@ -46,7 +46,7 @@ from pycni.firewall import nft_json as nj
 from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
 from pycni.firewall.model import AttachmentKey, network_tag
 from pycni.firewall.nft_lib import NftError
-from pycni.firewall.nft_table import NftTableClient
+from pycni.firewall.nft_table import ATTEMPTS, NftTableClient
 
 __all__ = [
     "BASE_CHAIN",
@@ -338,9 +338,20 @@ class NftForwardBackend(NftTableClient):
     name = "nftables"
 
     def foreign_chains(self) -> list[ForeignChain]:
-        """Other tables' dropping forward chains, each with whether our hole is in it."""
-        found = foreign_drop_chains(self._run([{"list": {"chains": None}}]))
-        return [holed(c, self._run([_list_chain_cmd(c)])) for c in found]
+        """Other tables' dropping forward chains, each with whether our hole is in it.
+
+        Two listings: a chain found by the first may be gone by the second (firewalld's
+        reload deletes and rebuilds its table), so a failed second listing starts over.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            found = foreign_drop_chains(self._run([{"list": {"chains": None}}]))
+            try:
+                return [holed(c, self._run([_list_chain_cmd(c)])) for c in found]
+            except NftError:
+                if attempt == ATTEMPTS:
+                    raise
+                log.debug("a forward chain went away while listed, listing again", exc_info=True)
+        raise AssertionError("unreachable")
 
     def setup_forward(self, f: Forward) -> None:
         holes = insert_holes(self.foreign_chains())

@@ -17,14 +17,14 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.firewall import nft_json as nj
 from pycni.firewall.nft_lib import Doc, NftError, NftRunner, default_runner
 
-__all__ = ["NftTableClient"]
+__all__ = ["ATTEMPTS", "NftTableClient"]
 
 log = logging.getLogger(__name__)
 
 # Reads and read-then-writes, retried while the table changed in between: with 8 concurrent DELs
 # a second attempt could lose the race too (the soak test's "portmap DEL incomplete: No such
 # file").
-_ATTEMPTS: Final = 5
+ATTEMPTS: Final = 5
 
 
 class NftTableClient:
@@ -55,27 +55,27 @@ class NftTableClient:
         exists. If it does, it may have been created by a concurrent ADD between the listing
         and the question (a DEL of nothing on a fresh host raced that way): list again.
         """
-        for attempt in range(1, _ATTEMPTS + 1):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 return nj.parse_table(self._run([self._list_table()]))
             except NftError:
                 if not self._table_exists():
                     return nj.TableState()
-                if attempt == _ATTEMPTS:
+                if attempt == ATTEMPTS:
                     raise
                 log.debug("listing failed but the table exists, listing again", exc_info=True)
         raise AssertionError("unreachable")
 
     def _apply(self, build: Callable[[nj.TableState], list[nj.Cmd]]) -> None:
         """Read, build the commands from what is there, write; again while the write fails."""
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             commands = build(self._read())
             if not commands:
                 return
             try:
                 self._run(commands)
             except NftError:
-                if attempt + 1 == _ATTEMPTS:
+                if attempt + 1 == ATTEMPTS:
                     raise
                 log.debug("nftables write failed, re-reading and retrying", exc_info=True)
             else:

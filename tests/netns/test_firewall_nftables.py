@@ -17,6 +17,7 @@ import pytest
 
 from pycni.firewall import nft_masq
 from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.nft_forward import NftForwardBackend
 from pycni.firewall.nft_lib import ExecRunner, LibRunner, NftError, NftRunner
 from pycni.firewall.nftables import NftablesBackend
 from pycni.net import netns
@@ -201,3 +202,34 @@ def test_concurrent_setups_all_land(host_ns: str) -> None:
         pids.append(pid)
     assert [os.waitpid(pid, 0)[1] for pid in pids] == [0] * 6
     assert len(elements(host_ns)) == 60
+
+
+def _nft(ns: str, script: str) -> None:
+    with netns.enter(ns):
+        subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True)
+
+
+class _ChainGoesAwayAfterTheListing:
+    """After the first ``list chains``, the host's firewall deletes its table (as firewalld's
+    reload does) before the backend lists the rules of the dropping chain it found."""
+
+    def __init__(self, runner: NftRunner, ns: str) -> None:
+        self._runner, self._ns = runner, ns
+        self.kind, self.raced = runner.kind, False
+
+    def run(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
+        out = self._runner.run(commands)
+        if not self.raced and commands[0].get("list", {}).get("chains", 0) is None:
+            self.raced = True
+            _nft(self._ns, "delete table inet hostfw\n")
+        return out
+
+
+def test_foreign_chains_when_a_listed_chain_goes_away(host_ns: str, runner: NftRunner) -> None:
+    _nft(host_ns, "add table inet hostfw\n"
+                  "add chain inet hostfw forward { type filter hook forward priority 0; "
+                  "policy drop; }\n")
+    racing = _ChainGoesAwayAfterTheListing(runner, host_ns)
+    with netns.enter(host_ns):
+        assert NftForwardBackend(runner=racing).foreign_chains() == []
+    assert racing.raced

@@ -273,4 +273,4 @@ def test_a_listing_that_keeps_failing_on_an_existing_table_is_an_error(
     with pytest.raises(CNIError, match="Operation not permitted"):
         backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
     listings = [c for c in fake.calls if "table" in c[0].get("list", {})]
-    assert len(listings) == nft_table._ATTEMPTS  # asked again, but not forever
+    assert len(listings) == nft_table.ATTEMPTS  # asked again, but not forever
