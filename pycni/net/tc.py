@@ -105,13 +105,22 @@ def tbf_for(*, rate: int, burst: int, tick: float, latency_us: int = TBF_LATENCY
 # ---------------------------------------------------------------------------- qdiscs
 
 
-def _qdiscs(ipr: IPR, index: int) -> list[Any]:
-    with translate_netlink_error(f"list qdiscs of link #{index}", link=f"#{index}"):
-        return list(ipr.get_qdiscs(index=index))
+def _qdisc_at(ipr: IPR, index: int, parent: int) -> Any:
+    """The qdisc at ``parent`` of link ``index``; None for the kernel's built-in default, no
+    ingress queue or no such link. Asked of that link alone, never read from a dump of all
+    (see ``SyncRtnl.qdisc``: a dump can skip a link while others are deleted)."""
+    with translate_netlink_error(f"get qdisc {parent:#x} of link #{index}"):
+        try:
+            msgs = ipr.qdisc(index, parent)
+        except NetlinkError as err:
+            if err.code in (errno.ENOENT, errno.ENODEV):
+                return None
+            raise
+    return msgs[0] if msgs else None
 
 
 def _root_qdisc(ipr: IPR, index: int) -> Any:
-    return next((q for q in _qdiscs(ipr, index) if q["parent"] == TC_H_ROOT), None)
+    return _qdisc_at(ipr, index, TC_H_ROOT)
 
 
 def set_tbf(ipr: IPR, index: int, tbf: Tbf) -> None:
@@ -164,7 +173,8 @@ def delete_root_qdisc(ipr: IPR, index: int) -> bool:
 
 
 def has_ingress_qdisc(ipr: IPR, index: int) -> bool:
-    return any(q.get_attr("TCA_KIND") == "ingress" for q in _qdiscs(ipr, index))
+    found = _qdisc_at(ipr, index, TC_H_INGRESS)
+    return found is not None and found.get_attr("TCA_KIND") == "ingress"
 
 
 def delete_ingress_qdisc(ipr: IPR, index: int) -> bool:

@@ -171,3 +171,30 @@ def test_missing_link_is_link_not_found(ipr: IPR) -> None:
     with pytest.raises(LinkNotFound):
         tc.setup_redirect(ipr, 9999, 1)
     assert tc.get_root_tbf(ipr, 9999) is None
+
+
+def test_what_sits_at_root_and_ingress_by_default(ipr: IPR) -> None:
+    v0 = index_of(ipr, "v0")
+    assert tc.get_root_tbf(ipr, v0) is None  # veth: the built-in noqueue, nothing reported
+    assert not tc.delete_root_qdisc(ipr, v0)
+    assert not tc.has_ingress_qdisc(ipr, v0)  # no ingress queue at all
+    ifb = tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")  # up: a default qdisc, handle 0
+    assert tc.get_root_tbf(ipr, ifb.index) is None
+    assert not tc.delete_root_qdisc(ipr, ifb.index)  # the kernel's default is not ours
+    tc.setup_redirect(ipr, v0, ifb.index)
+    assert tc.has_ingress_qdisc(ipr, v0)
+    assert tc.delete_ingress_qdisc(ipr, v0)
+    assert not tc.has_ingress_qdisc(ipr, v0)  # the queue stays, with the built-in noop
+
+
+def test_a_qdisc_is_asked_of_its_link_alone(host_ns: str, ipr: IPR) -> None:
+    """A dump of all qdiscs resumes each batch at a link's position: links deleted meanwhile
+    made it skip others (the soak test's "no tbf on host veth"), and it grows with every
+    container. The reads go through ``SyncRtnl.qdisc``; the full pyroute2 handle, the only
+    way to a dump, is never opened."""
+    v0 = index_of(ipr, "v0")
+    tc.set_tbf(ipr, v0, tc.tbf_for(rate=1_000_000, burst=10_000, tick=tc.tick_in_usec()))
+    with open_ipr(host_ns) as fresh:
+        assert tc.get_root_tbf(fresh, v0) is not None
+        assert not tc.has_ingress_qdisc(fresh, v0)
+        assert fresh._full is None
