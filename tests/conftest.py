@@ -6,6 +6,7 @@ directory (not /run/netns), and removed in teardown whether or not the test fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,6 +34,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.root)
             if not _is_root():
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_lock_files_of_this_session() -> Iterator[None]:
+    """The bridge plugin's flocks live in the host's ``/run/pycni/locks`` (``LOCK_DIR``), one
+    file per bridge name, and every sandbox names its bridge anew: each session would leave
+    dozens behind. Set up first, torn down last (after the session's server), when no plugin
+    runs any more: remove the files, and the directories, the session made."""
+    from pycni.lockfile import LOCK_DIR
+
+    parent = os.path.dirname(LOCK_DIR)
+    existed = {d: os.path.isdir(d) for d in (parent, LOCK_DIR)}
+    before = set(os.listdir(LOCK_DIR)) if existed[LOCK_DIR] else set()
+    yield
+    if not os.path.isdir(LOCK_DIR):
+        return
+    for name in set(os.listdir(LOCK_DIR)) - before:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(LOCK_DIR, name))
+    for directory in (LOCK_DIR, parent):  # only if the session made it and it is empty now
+        if not existed[directory]:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
 
 def _bring_lo_up(path: str) -> None:
