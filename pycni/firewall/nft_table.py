@@ -3,8 +3,8 @@
 A lazily created runner (the library is loaded on first use, in the calling thread's network
 namespace), a read of the whole table (listed again when it appeared meanwhile), and
 read-build-write, retried when the table changed between the read and the write (an element
-deleted meanwhile). A backend owning
-another table overrides ``_list_table`` and ``_table_exists``.
+deleted meanwhile). A backend owning another table overrides ``_list_table`` and
+``_table_exists``.
 """
 
 from __future__ import annotations
