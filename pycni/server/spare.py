@@ -40,6 +40,7 @@ __all__ = [
     "populate_private_memory",
     "populate_when_idle",
     "wake",
+    "warm_until_readable",
 ]
 
 log = logging.getLogger("pycni.server")
@@ -154,17 +155,23 @@ def _spare_main(
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         close_inherited()
-        poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
-        poller.register(chan, select.POLLIN)
-        with contextlib.suppress(Exception):  # a cold worker is slower, not wrong
-            warm(lambda: bool(poller.poll(0)))
-        poller.poll()  # block until the call (or EOF) arrives
+        warm_until_readable(chan, warm)
         call = receive_call(chan)
     except (PeerError, OSError):
         os._exit(0)  # no call: the server stopped or dropped us
     except BaseException:
         os._exit(1)
     run_worker(call, close_inherited=lambda: None, report=chan)
+
+
+def warm_until_readable(chan: socket.socket, warm: Warm) -> None:
+    """In a spare: run ``warm`` until ``chan`` has something to read (a call, or EOF), then
+    block until it has. A warm-up that fails leaves the worker cold: slower, not wrong."""
+    poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
+    poller.register(chan, select.POLLIN)
+    with contextlib.suppress(Exception):
+        warm(lambda: bool(poller.poll(0)))
+    poller.poll()
 
 
 def populate_private_memory(interrupted: Callable[[], bool] = lambda: False) -> None:

@@ -30,7 +30,7 @@ from typing import NoReturn
 from pycni.net import syscalls
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import received_fds
-from pycni.server.spare import populate_when_idle, wake
+from pycni.server.spare import populate_when_idle, wake, warm_until_readable
 from pycni_run import standby, wire
 from pycni_run.served import Call, run_call
 
@@ -80,13 +80,6 @@ def _wait_readable(chan: socket.socket) -> None:
     poller.poll()
 
 
-def _readable(chan: socket.socket) -> Callable[[], bool]:
-    """A check, without waiting, whether ``chan`` has something to read (a call, or EOF)."""
-    poller = select.poll()
-    poller.register(chan, select.POLLIN)
-    return lambda: bool(poller.poll(0))
-
-
 # ---------------------------------------------------------------------- a spare
 
 
@@ -99,8 +92,7 @@ def fork_spare(close_inherited: Callable[[], None], standby_parent: str | None) 
             _child_start(close_inherited)
             if standby_parent is not None:
                 standby.park(standby_parent, chan.close)
-            populate_when_idle(_readable(chan))  # its pages copied: no faults for the call
-            _wait_readable(chan)
+            warm_until_readable(chan, populate_when_idle)  # no page faults for the call
             call = _receive_call(chan)
         except BaseException:
             with contextlib.suppress(BaseException):
