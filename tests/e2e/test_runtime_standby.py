@@ -45,14 +45,35 @@ def _until(what: str, check: Any, timeout: float = WAIT) -> Any:
     return value
 
 
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no parent for {pid}")
+
+
+def _made_its_namespaces(pid: int) -> bool:
+    """Whether the standby init has unshared what it makes while parked: it enters its cgroups
+    first, so a pid seen in all of them may still be in its parent's namespaces."""
+    try:
+        parent = _ppid(pid)
+        return all(os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/{parent}/ns/{ns}")
+                   for ns in ("ipc", "uts", "net"))
+    except (FileNotFoundError, ProcessLookupError):  # it (or its spare) ended: look again
+        return False
+
+
 def _parked(box: RuntimeSandbox) -> int:
-    """The pid (ours) of the one parked standby init, once it is in all its cgroups."""
+    """The pid (ours) of the one parked standby init, once it is in all its cgroups and has
+    made its namespaces."""
 
     def one() -> int:
         dirs = _standbys(box)
         pids = set().union(*dirs.values()) if dirs else set()
         complete = len(dirs) == len(CGROUP_CONTROLLERS) and all(len(p) == 1 for p in dirs.values())
-        return pids.pop() if complete and len(pids) == 1 else 0
+        pid = pids.pop() if complete and len(pids) == 1 else 0
+        return pid if pid and _made_its_namespaces(pid) else 0
 
     pid: int = _until("a parked standby init", one)
     return pid
@@ -238,14 +259,6 @@ def test_a_killed_spare_is_swept(served: RuntimeSandbox) -> None:
     _until("its standby cgroup swept", lambda: not parked_in & set(_standbys(served)))
     assert _parked(served) != pid  # the daemon forked a new spare with its own standby
     assert served.run("--rm", "--net=none", "busybox", "true").code == 0
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no parent for {pid}")
 
 
 def test_a_stale_standby_cgroup_is_swept_at_start(box: RuntimeSandbox) -> None:
