@@ -330,20 +330,25 @@ def test_outside_sees_the_host_address_only_with_masquerade(
     a = sandbox.add("a")
     with netns.enter(outside):
         sock = L2ListenSocket(iface="wan0")  # bound to the outside netns
+    requests: list[Any] = []
     sniffer = AsyncSniffer(
         opened_socket=sock,
         lfilter=lambda p: IP in p and ICMP in p and p[ICMP].type == 8 and p[IP].dst == OUTSIDE_IP,
-        store=True,
+        prn=requests.append,
+        store=False,
     )
     sniffer.start()
     try:
-        time.sleep(0.1)
+        # The socket is open before the probe, so the request waits in it until the
+        # sniffer's thread reads it: wait for that rather than for a fixed time.
         seen = probe(sandbox, sandbox.containers["a"], OUTSIDE_IP)
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while not requests and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         sniffer.stop()
         sock.close()
-    sources = {str(p[IP].src) for p in sniffer.results or []}
+    sources = {str(p[IP].src) for p in requests}
     if masq:
         assert sources == {HOST_IP}
         assert status(seen, "icmp", OUTSIDE_IP) == "reachable"
