@@ -27,6 +27,7 @@ from pycni_run.standby import PREFIX as STANDBY_PREFIX
 
 from pycni.install import install
 
+# Their mount points are made on the host; the root conftest removes those a session made.
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
 
