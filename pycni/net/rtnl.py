@@ -25,7 +25,7 @@ import struct
 from typing import Any, Final
 
 from pyroute2.iproute.linux import IPRoute, get_arguments_processor, get_dump_filter
-from pyroute2.netlink import NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nlsocket import NetlinkRequest
 from pyroute2.netlink.rtnl import (
@@ -63,9 +63,6 @@ _REPLY_CLASSES: Final = {
     RTM_NEWROUTE: rtmsg,
     RTM_NEWQDISC: tcmsg,
 }
-_NLM_F_REQUEST: Final = 0x1
-_NLM_F_ACK: Final = 0x4
-_NLM_F_ECHO: Final = 0x8
 
 # pyroute2's own command maps (AsyncIPRoute.link/addr/route), for the commands pycni uses.
 _LINK_COMMANDS: Final = {
@@ -176,7 +173,7 @@ class SyncRtnl:
         msg["family"], msg["index"], msg["handle"], msg["parent"] = 0, index, 0, parent
         seq = self._context.addr_pool.alloc()
         msg["header"].update(type=RTM_GETQDISC, sequence_number=seq, pid=0,
-                             flags=_NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_ECHO)
+                             flags=NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
         msg.encode()
         self._sock.send(msg.data)
         return self._replies(seq)
