@@ -30,6 +30,16 @@ from pycni.install import install
 # Their mount points are made on the host; the root conftest removes those a session made.
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+WAIT = 20.0  # for what comes "soon" after a command: never this long, even on a slow VM
+
+
+def until(what: str, check: Any, timeout: float = WAIT) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
 
 _INIT = textwrap.dedent(
     """

@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.runtime_support import (
     RuntimeSandbox,
+    until,
 )
 
 
@@ -116,10 +117,8 @@ def test_detached_logs_ps_inspect_stop(box: RuntimeSandbox) -> None:
         "echo out; echo err >&2; trap 'echo bye; exit 7' TERM; while :; do sleep 0.1; done",
     )
     assert len(out.strip()) == 64  # the container id
-    deadline = time.monotonic() + 20  # the shell's two lines: soon, though not by a fixed time
-    while set(logs := box.ok("logs", "d").split()) != {"out", "err"}:
-        assert time.monotonic() < deadline, logs
-        time.sleep(0.05)
+    until("the shell's two log lines",
+          lambda: set(box.ok("logs", "d").split()) == {"out", "err"})
     ps = box.ok("ps").splitlines()
     assert ps[0].split()[:4] == ["NAME", "ID", "PID", "STATUS"]
     assert ps[1].split()[0] == "d"

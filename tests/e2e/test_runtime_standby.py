@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ from typing import Any
 import pytest
 from pycni_run.standby import PREFIX
 
-from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups
+from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups, until
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
-WAIT = 20.0
 
 
 def _standbys(box: RuntimeSandbox) -> dict[str, set[int]]:
@@ -35,14 +33,6 @@ def _standbys(box: RuntimeSandbox) -> dict[str, set[int]]:
             with open(os.path.join(path, "cgroup.procs")) as f:
                 found[path] = {int(p) for p in f.read().split()}
     return found
-
-
-def _until(what: str, check: Any, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _ppid(pid: int) -> int:
@@ -75,7 +65,7 @@ def _parked(box: RuntimeSandbox) -> int:
         pid = pids.pop() if complete and len(pids) == 1 else 0
         return pid if pid and _made_its_namespaces(pid) else 0
 
-    pid: int = _until("a parked standby init", one)
+    pid: int = until("a parked standby init", one)
     return pid
 
 
@@ -109,14 +99,14 @@ def sleeper(served: RuntimeSandbox) -> Iterator[Any]:
         started.append((name, proc))
         # Its call takes the spare before anything else is sent to the daemon (an inspect
         # first would get the spare, and the run a worker forked for it, without a standby).
-        _until(f"{name} taking the standby", lambda: _standbys(served) == {})
+        until(f"{name} taking the standby", lambda: _standbys(served) == {})
 
         def running() -> dict[str, Any] | None:
             ran = served.run("inspect", name)
             doc: dict[str, Any] = served.inspect(name) if ran.code == 0 else {}
             return doc if doc.get("State", {}).get("Running") else None
 
-        doc: dict[str, Any] = _until(f"{name} running", running)
+        doc: dict[str, Any] = until(f"{name} running", running)
         return doc
 
     yield start
@@ -182,7 +172,7 @@ def test_a_caller_elsewhere_gets_the_init_moved(
         assert pid in _pid_in(path)
     assert _standbys(served) == {}
     served.ok("rm", "-f", "moved")
-    _until("the moved container's cgroup removed",
+    until("the moved container's cgroup removed",
            lambda: not any(os.path.exists(p) for p in doc["Cgroup"]["Paths"].values()))
 
 
@@ -226,7 +216,7 @@ def test_the_callers_umask_reaches_the_command(served: RuntimeSandbox) -> None:
 def test_other_commands_discard_it(served: RuntimeSandbox) -> None:
     first = _parked(served)
     assert served.run("ps", "-a").code == 0
-    _until("the unused standby ended", lambda: _gone(first))
+    until("the unused standby ended", lambda: _gone(first))
     second = _parked(served)  # the next spare's, in a directory of its own
     assert second != first
     assert len(_standbys(served)) == len(CGROUP_CONTROLLERS)
@@ -239,7 +229,7 @@ def test_detached_runs_leave_it_to_the_worker(served: RuntimeSandbox) -> None:
     try:
         doc = served.inspect("bg")
         assert all(os.path.basename(p) == "bg" for p in doc["Cgroup"]["Paths"].values())
-        _until("the unused standby ended", lambda: _gone(first))
+        until("the unused standby ended", lambda: _gone(first))
     finally:
         served.run("rm", "-f", "bg")
 
@@ -255,8 +245,8 @@ def test_a_killed_spare_is_swept(served: RuntimeSandbox) -> None:
     pid = _parked(served)
     parked_in = set(_standbys(served))
     os.kill(_ppid(pid), signal.SIGKILL)  # the spare: the daemon's child, started by this test
-    _until("the killed spare's standby gone", lambda: _gone(pid))
-    _until("its standby cgroup swept", lambda: not parked_in & set(_standbys(served)))
+    until("the killed spare's standby gone", lambda: _gone(pid))
+    until("its standby cgroup swept", lambda: not parked_in & set(_standbys(served)))
     assert _parked(served) != pid  # the daemon forked a new spare with its own standby
     assert served.run("--rm", "--net=none", "busybox", "true").code == 0
 
@@ -321,7 +311,7 @@ def test_the_spare_copies_its_pages_while_idle_then_gets_its_policy_back(
     spare = _ppid(_parked(served))
     # Its copy-on-write pages copied ahead of the call (shared with the daemon before), and
     # the idle class left once that is done.
-    _until("the warm-up done", lambda: _private_dirty_share(spare) > 0.8
+    until("the warm-up done", lambda: _private_dirty_share(spare) > 0.8
            and _policy(_stat(spare)) == os.SCHED_OTHER)
 
 
