@@ -7,6 +7,7 @@ one place to read errno handling and one place to fake in tests.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from typing import Final
 
@@ -28,9 +29,17 @@ __all__ = [
     "MS_REMOUNT",
     "MS_SHARED",
     "MS_SLAVE",
+    "capget",
+    "capset",
+    "clear_ambient_capabilities",
+    "drop_bounding_capability",
+    "has_bounding_capability",
+    "load_seccomp_filter",
     "mount",
     "pivot_root",
+    "raise_ambient_capability",
     "set_child_subreaper",
+    "set_no_new_privs",
     "set_parent_death_signal",
     "setns",
     "umount2",
@@ -106,3 +115,105 @@ def set_child_subreaper() -> None:
 def set_parent_death_signal(signum: int) -> None:
     """``signum`` is sent to the caller when the thread that forked it exits."""
     _check(_libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0), "prctl")
+
+
+# ---------------------------------------------------------------------- privileges (pycni_run)
+
+_PR_CAPBSET_READ: Final = 23
+_PR_CAPBSET_DROP: Final = 24
+_PR_SET_NO_NEW_PRIVS: Final = 38
+_PR_CAP_AMBIENT: Final = 47
+_PR_CAP_AMBIENT_RAISE: Final = 2
+_PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+_CAP_VERSION_3: Final = 0x20080522  # 64-bit sets, as two 32-bit halves
+_SYS_SECCOMP: Final = 317  # x86_64
+_SECCOMP_SET_MODE_FILTER: Final = 1
+_BPF_INSN_SIZE: Final = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def _prctl(option: int, arg: int = 0, arg3: int = 0) -> int:
+    ret = int(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    return ret
+
+
+def capget() -> tuple[int, int, int]:
+    """The calling thread's (effective, permitted, inheritable) capability sets."""
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    low, high = data[0], data[1]
+    return (
+        low.effective | high.effective << 32,
+        low.permitted | high.permitted << 32,
+        low.inheritable | high.inheritable << 32,
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for half in (0, 1):
+        shift = 32 * half
+        data[half].effective = effective >> shift & 0xFFFFFFFF
+        data[half].permitted = permitted >> shift & 0xFFFFFFFF
+        data[half].inheritable = inheritable >> shift & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def has_bounding_capability(cap: int) -> bool | None:
+    """Whether ``cap`` is in the bounding set; None when the kernel does not know it."""
+    try:
+        return _prctl(_PR_CAPBSET_READ, cap) == 1
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            return None
+        raise
+
+
+def drop_bounding_capability(cap: int) -> None:
+    _prctl(_PR_CAPBSET_DROP, cap)
+
+
+def clear_ambient_capabilities() -> None:
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def raise_ambient_capability(cap: int) -> None:
+    """``cap`` must be in both the permitted and the inheritable set."""
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap)
+
+
+def set_no_new_privs() -> None:
+    """execve can no longer grant privileges (setuid bits, file capabilities); irreversible."""
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
+def load_seccomp_filter(program: bytes) -> None:
+    """Install a classic BPF seccomp filter (``struct sock_filter`` array) on the caller.
+
+    Without no_new_privs the caller needs CAP_SYS_ADMIN, as with libseccomp's own load."""
+    if not program or len(program) % _BPF_INSN_SIZE:
+        raise ValueError(f"a BPF program is whole 8-byte instructions, not {len(program)} bytes")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.cast(buf, ctypes.c_void_p))
+    ret = _libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog))
+    _check(ret, "seccomp")

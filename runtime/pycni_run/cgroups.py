@@ -2,9 +2,10 @@
 
 This VM is hybrid (``/sys/fs/cgroup`` is a tmpfs of v1 hierarchies, v2 at ``unified`` with
 only hugetlb), which runc, crun and youki all treat as v1. A container gets one directory per
-controller (v1: memory, cpu, pids) or one directory (v2); a relative parent is placed under the
-runtime's own cgroup on v1 (so the caller's accounting still covers its containers) and under
-the root on v2 (a v2 cgroup holding processes cannot enable controllers for children).
+controller (v1: memory, cpu, pids, and devices where mounted, for the device allowlist) or one
+directory (v2); a relative parent is placed under the runtime's own cgroup on v1 (so the
+caller's accounting still covers its containers) and under the root on v2 (a v2 cgroup
+holding processes cannot enable controllers for children).
 
 Every write goes through ``os.open``/``os.write``/``os.close`` so the kernel's error surfaces
 (a buffered ``open().write()`` loses it at garbage collection).
@@ -17,10 +18,11 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
 from pycni_run.spec import CPU_PERIOD_US, Limits
 
@@ -41,6 +43,9 @@ __all__ = [
 
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
 V1_CONTROLLERS: Final = ("memory", "cpu", "pids")
+# Used where mounted: the device allowlist (``devices``). cgroup v2 has no device files; it
+# would need an eBPF program (BPF_CGROUP_DEVICE), which this runtime does not attach.
+V1_OPTIONAL_CONTROLLERS: Final = ("devices",)
 V2_CONTROLLERS: Final = ("memory", "cpu", "pids")
 _MKDIR_TRIES: Final = 3
 
@@ -140,7 +145,8 @@ class _V1:
     def place(self, root: str, parent: str, name: str) -> Cgroup:
         paths: dict[str, str] = {}
         parents: list[str] = []
-        for ctrl in V1_CONTROLLERS:
+        optional = [c for c in V1_OPTIONAL_CONTROLLERS if os.path.isdir(os.path.join(root, c))]
+        for ctrl in (*V1_CONTROLLERS, *optional):
             hierarchy = os.path.join(root, ctrl)
             if not os.path.isdir(hierarchy):
                 raise RunError(f"cgroup v1 controller {ctrl} is not mounted at {hierarchy}")
@@ -162,6 +168,8 @@ class _V1:
             write_file(os.path.join(cpu, "cpu.cfs_quota_us"), str(limits.cpu_quota_us))
         if limits.pids is not None:
             write_file(os.path.join(cg.paths["pids"], "pids.max"), str(limits.pids))
+        if limits.devices is not None and "devices" in cg.paths:
+            _write_device_rules(cg.paths["devices"], limits.devices)
 
     def limits(self, cg: Cgroup) -> dict[str, str]:
         files = {
@@ -169,11 +177,21 @@ class _V1:
             "cpu_quota_us": ("cpu", "cpu.cfs_quota_us"),
             "cpu_period_us": ("cpu", "cpu.cfs_period_us"),
             "pids": ("pids", "pids.max"),
+            "devices": ("devices", "devices.list"),
         }
         return _read_files(cg, files)
 
 
+def _write_device_rules(path: str, rules: Sequence[DeviceRule]) -> None:
+    """In order, as runc does: a leading "deny a" empties the list, each allow adds one."""
+    for rule in rules:
+        name = "devices.allow" if rule.allow else "devices.deny"
+        write_file(os.path.join(path, name), rule.line())
+
+
 class _V2:
+    """No device rules: cgroup v2 has no devices files (``limits.devices`` is not applied)."""
+
     version = 2
 
     def place(self, root: str, parent: str, name: str) -> Cgroup:

@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn
 
 from pycni_run.config import RuntimeConfig, load_config
 from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.security import parse_options
 from pycni_run.spec import (
     ContainerSpec,
     Limits,
@@ -104,6 +105,10 @@ def _run_parser() -> _Parser:
     p.add_argument("--pids-limit")
     p.add_argument("--rootfs", default="")
     p.add_argument("--init", action="store_true", help="a reaping init as PID 1")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--security-opt", action="append", default=[])
     return p
 
 
@@ -172,6 +177,12 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
         interactive=ns.interactive,
         tty=ns.tty,
         init=ns.init,
+        security=parse_options(
+            privileged=ns.privileged,
+            cap_add=ns.cap_add,
+            cap_drop=ns.cap_drop,
+            security_opt=ns.security_opt,
+        ),
     )
     validate_spec(spec)
     return spec

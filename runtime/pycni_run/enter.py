@@ -2,8 +2,9 @@
 
 All ``/proc/PID/ns/*`` of the container's init are opened first; a forked, single-threaded
 child joins the cgroup (while host paths still resolve), then the namespaces with mnt last,
-then forks once more so the command is really inside the pid namespace. This process is a
-child subreaper, so it inherits that grandchild and returns its exit code.
+then forks once more so the command is really inside the pid namespace; that process takes
+the container's capabilities, no_new_privs and seccomp program (saved at start) before exec.
+This process is a child subreaper, so it inherits that grandchild and returns its exit code.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 from pycni.net import syscalls
-from pycni_run import cgroups, console, namespaces, process, state
+from pycni_run import cgroups, console, namespaces, process, security, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.process import Channel
+from pycni_run.security import Confinement
 
 __all__ = ["exec_in"]
 
@@ -29,8 +31,9 @@ def _command_side(
     *,
     tty: bool,
     interactive: bool,
+    confinement: Confinement | None,
 ) -> None:
-    """In the container's pid namespace: stdio, cwd, exec."""
+    """In the container's pid namespace: stdio, cwd, the container's confinement, exec."""
     if tty:
         console.open_console(channel.sock)
     else:
@@ -38,6 +41,8 @@ def _command_side(
         if not interactive:
             os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
     os.chdir(workdir)
+    if confinement is not None:
+        security.confine(confinement)  # as Docker: the container's capabilities and seccomp
     process.exec_command(command, env)
 
 
@@ -75,13 +80,20 @@ def exec_in(
     if not command:
         raise RunError("no command given")
     full_env = {**dict(st.env), **env}
+    confinement = security.for_exec(st.security, state.container_dir(cfg.containers_dir, name))
     cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
     syscalls.set_child_subreaper()
     ours, theirs = Channel.pair()
 
     def command_side() -> None:
         _command_side(
-            theirs, command, full_env, workdir or st.workdir, tty=tty, interactive=interactive
+            theirs,
+            command,
+            full_env,
+            workdir or st.workdir,
+            tty=tty,
+            interactive=interactive,
+            confinement=confinement,
         )
 
     with namespaces.open_namespaces(st.pid.pid) as fds:

@@ -16,9 +16,10 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
-from pycni_run import cgroups, console, network, process, rootfs, standby, state
+from pycni_run import cgroups, console, network, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.process import Child, InitPlan, Stdio
@@ -108,6 +109,8 @@ def start(
     ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed.
     """
     validate_spec(spec)
+    confinement = security.resolve(spec.security)  # caps, seccomp program: nothing made yet
+    limits = replace(spec.limits, devices=confinement.devices)
     lower = spec.rootfs or rootfs.ensure_image(cfg.image_store, spec.image)
     conflist = network.load_network(cfg, spec.net.network, spec.ports)
     peer = _peer_state(cfg, spec)
@@ -115,17 +118,19 @@ def start(
     env = _environment(spec, hostname)
     directory = state.claim(cfg.containers_dir, spec.name)
     st = _new_state(spec, hostname, env)
+    st.security = security.to_doc(confinement)
     with ExitStack() as undo:
         undo.callback(state.release, cfg.containers_dir, spec.name)
+        security.save_program(directory, confinement)
 
         def save() -> None:
             state.save(cfg.containers_dir, st)
 
         save()
         held = standby.take()  # the runtime daemon's spare has an init parked
-        cg = held.adopt(spec.name, spec.limits, parent=cfg.cgroup_parent) if held else None
+        cg = held.adopt(spec.name, limits, parent=cfg.cgroup_parent) if held else None
         if cg is None:
-            cg = cgroups.create(spec.name, spec.limits, parent=cfg.cgroup_parent)
+            cg = cgroups.create(spec.name, limits, parent=cfg.cgroup_parent)
         st.cgroup = cg.to_dict()
         save()
         undo.callback(_quietly, "remove cgroup", cgroups.remove, cg)
@@ -141,6 +146,7 @@ def start(
             layers=layers,
             cgroup=cg,
             net=spec.net,
+            confinement=confinement,
             stdio=stdio(st, directory),
             init=spec.init,
             peer_netns=peer.netns_path if peer else "",

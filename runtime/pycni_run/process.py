@@ -28,9 +28,10 @@ from typing import Any, Final, NoReturn
 
 from pycni.net import syscalls
 from pycni.server.peer import received_fds
-from pycni_run import cgroups, console, namespaces, rootfs
+from pycni_run import cgroups, console, namespaces, rootfs, security
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
 from pycni_run.rootfs import Layers
+from pycni_run.security import Confinement
 from pycni_run.spec import NetMode
 
 __all__ = [
@@ -117,6 +118,7 @@ class InitPlan:
     layers: Layers
     cgroup: cgroups.Cgroup
     net: NetMode
+    confinement: Confinement  # capabilities, seccomp, masked paths: applied last (security)
     peer_netns: str = ""  # container:NAME -> NAME's pinned netns
     stdio: Stdio = field(default_factory=Stdio)
     init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
@@ -263,15 +265,17 @@ def init_main(plan: InitPlan, channel: Channel, *, made: int = 0) -> None:
     rootfs.make_root_private()
     rootfs.mount_overlay(plan.layers)
     rootfs.mount_proc(root)
-    rootfs.mount_sys(root)
+    rootfs.mount_sys(root, writable=plan.confinement.privileged)
     rootfs.mount_dev(root)
     go = _await_go(channel)  # in its cgroup; the runtime has pinned the netns and run CNI ADD
     _enter_cgroup_namespace(plan)
     rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
     socket.sethostname(plan.hostname)
     rootfs.pivot(root)
+    rootfs.mask_paths(plan.confinement.masked_paths, plan.confinement.readonly_paths)
     _setup_stdio(plan.stdio, channel)
     _chdir(plan.workdir)
+    security.confine(plan.confinement)  # last: capabilities, no_new_privs, seccomp
     if plan.init:
         _reaping_init(plan, channel)
     exec_command(plan.command, plan.env)

@@ -4,13 +4,15 @@ Host side: ``ensure_image`` builds ``busybox`` once from Debian's busybox-static
 plus one symlink per applet) into the image store; ``prepare_layers`` makes the container's
 own upper/work/merged directories. Init side (inside the new mount namespace, a crun-style
 checklist): ``make_root_private``, ``mount_overlay``, ``mount_proc``, ``mount_sys``,
-``mount_dev``, ``pivot``; ``write_etc`` generates hostname, hosts and resolv.conf.
+``mount_dev``, ``pivot``, ``mask_paths`` (Docker's masked and read-only /proc and /sys
+paths); ``write_etc`` generates hostname, hosts and resolv.conf.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import ipaddress
 import os
 import shutil
@@ -30,6 +32,7 @@ __all__ = [
     "ensure_image",
     "etc_hosts",
     "make_root_private",
+    "mask_paths",
     "mount_dev",
     "mount_overlay",
     "mount_proc",
@@ -217,10 +220,12 @@ def mount_proc(root: str) -> None:
     syscalls.mount("proc", _mkdir(os.path.join(root, "proc")), "proc", _NOSUID_NODEV_NOEXEC)
 
 
-def mount_sys(root: str) -> None:
-    """sysfs read-only (it shows the container's netns when the netns is new)."""
+def mount_sys(root: str, *, writable: bool = False) -> None:
+    """sysfs, read-only unless ``--privileged`` (it shows the container's netns when the
+    netns is new)."""
     target = _mkdir(os.path.join(root, "sys"))
-    syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+    readonly = 0 if writable else syscalls.MS_RDONLY
+    syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | readonly)
 
 
 def mount_dev(root: str) -> None:
@@ -253,6 +258,38 @@ def mount_dev(root: str) -> None:
         ("stderr", "/proc/self/fd/2"),
     ):
         os.symlink(target, os.path.join(dev, link))
+
+
+def mask_paths(masked: Iterable[str], readonly: Iterable[str]) -> None:
+    """After the pivot (the paths are the container's): the read-only paths bound onto
+    themselves and remounted read-only, then each masked file under a bind of /dev/null and
+    each masked directory under an empty read-only tmpfs (runc's order and means). A path this
+    kernel does not have is skipped; a ``*`` in a masked path is expanded here."""
+    for path in readonly:
+        _make_readonly(path)
+    for pattern in masked:
+        for path in glob.glob(pattern) if "*" in pattern else [pattern]:
+            _mask(path)
+
+
+def _make_readonly(path: str) -> None:
+    try:
+        syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
+    except FileNotFoundError:
+        return
+    # A bind remount must repeat the flags it keeps (proc's nosuid, nodev, noexec).
+    kept = os.statvfs(path).f_flag & _NOSUID_NODEV_NOEXEC
+    flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY | kept
+    syscalls.mount(None, path, None, flags)
+
+
+def _mask(path: str) -> None:
+    try:
+        syscalls.mount("/dev/null", path, None, syscalls.MS_BIND)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:  # a directory: a file cannot be bound onto it
+        syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
 
 
 def pivot(root: str) -> None:

@@ -13,7 +13,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
+from pycni_run.security import SecurityOptions
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -98,6 +100,8 @@ class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None
     pids: int | None = None
+    # The device allowlist (OCI's linux.resources.devices), in order; None = left as inherited.
+    devices: tuple[DeviceRule, ...] | None = None
 
     @property
     def cpu_quota_us(self) -> int | None:
@@ -122,6 +126,7 @@ class ContainerSpec:
     interactive: bool = False
     tty: bool = False
     init: bool = False
+    security: SecurityOptions = field(default_factory=SecurityOptions)
 
 
 def new_container_id() -> str:

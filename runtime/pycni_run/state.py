@@ -92,6 +92,7 @@ class ContainerState:
     workdir: str = "/"
     cgroup: dict[str, Any] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    security: dict[str, Any] = field(default_factory=dict)  # security.to_doc: what it got
     storage: str = ""
     rootfs: dict[str, str] = field(default_factory=dict)
     log_path: str = ""

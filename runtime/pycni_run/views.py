@@ -124,6 +124,7 @@ def inspect_doc(st: ContainerState) -> dict[str, Any]:
             "Ports": st.ports,
             "CNIResult": st.cni_result,
         },
+        "HostConfig": st.security,  # capabilities, seccomp, masked paths, device rules
         "Cgroup": _cgroup_doc(st),
         "Rootfs": st.rootfs,
         "LogPath": st.log_path,

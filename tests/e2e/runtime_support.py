@@ -29,7 +29,7 @@ from pycni.install import install
 
 # Their mount points are made on the host; the root conftest removes those a session made.
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
-CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 WAIT = 20.0  # for what comes "soon" after a command: never this long, even on a slow VM
 
 

@@ -137,6 +137,15 @@ def test_a_run_adopts_the_parked_init(served: RuntimeSandbox, sleeper: Any) -> N
     assert doc["Cgroup"]["Files"]["memory"] == str(64 << 20)
     assert doc["Cgroup"]["Files"]["pids"] == "20"
     assert _standbys(served) == {}  # adopted, and no spare is forked while a command runs
+    # Confined as a forked init is: Docker's capabilities and seccomp, its device allowlist
+    # written to the renamed cgroup.
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert status["CapEff"] == status["CapBnd"] == "00000000a80425fb"
+    assert status["Seccomp"] == "2"
+    devices = doc["Cgroup"]["Files"]["devices"].splitlines()
+    assert "c 1:3 rwm" in devices
+    assert "a *:* rwm" not in devices
 
 
 @pytest.fixture
