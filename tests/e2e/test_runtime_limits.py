@@ -88,7 +88,9 @@ def test_limits_are_written_and_shown_by_inspect(box: RuntimeSandbox) -> None:
     )
     cgroup = box.inspect("l")["Cgroup"]
     assert cgroup["Version"] == 1
-    assert cgroup["Files"] == {
+    files = dict(cgroup["Files"])
+    assert "c 1:3 rwm" in files.pop("devices").splitlines()  # the device allowlist
+    assert files == {
         "memory": str(64 << 20),
         "cpu_quota_us": "50000",
         "cpu_period_us": "100000",
@@ -96,7 +98,7 @@ def test_limits_are_written_and_shown_by_inspect(box: RuntimeSandbox) -> None:
     }
     assert cgroup["Limits"] == {"memory": 64 << 20, "cpus": 0.5, "pids": 32}
     pid = box.inspect("l")["State"]["Pid"]
-    for ctrl in ("memory", "cpu", "pids"):
+    for ctrl in ("memory", "cpu", "pids", "devices"):
         procs = box.sh("cat", f"{cgroup['Paths'][ctrl]}/cgroup.procs").stdout.split()
         assert str(pid) in procs
     box.ok("rm", "-f", "l")
