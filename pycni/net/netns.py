@@ -71,9 +71,12 @@ def exists(path: str) -> bool:
 
 
 def _identity(target: NetNSRef) -> tuple[int, int]:
-    st = os.fstat(target.fd) if isinstance(target, NetNS) else (
-        os.fstat(target) if isinstance(target, int) else os.stat(target)
-    )
+    if isinstance(target, NetNS):
+        st = os.fstat(target.fd)
+    elif isinstance(target, int):
+        st = os.fstat(target)
+    else:
+        st = os.stat(target)
     return st.st_dev, st.st_ino
 
 

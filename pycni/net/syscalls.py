@@ -32,9 +32,7 @@ __all__ = [
     "MS_REMOUNT",
     "MS_SHARED",
     "MS_SLAVE",
-    "NSFS_MAGIC",
     "PIDFS_MAGIC",
-    "PROC_MAGIC",
     "bind_mount_fd",
     "fs_magic",
     "mount",
@@ -75,10 +73,8 @@ _AT_EMPTY_PATH: Final = 0x1000
 _AT_FDCWD: Final = -100
 _MOVE_MOUNT_F_EMPTY_PATH: Final = 0x4
 
-# statfs f_type of the filesystems a namespace or process descriptor lives on.
-NSFS_MAGIC: Final = 0x6E736673  # a namespace file (/proc/PID/ns/*, a pinned bind mount)
-PROC_MAGIC: Final = 0x9FA0
-PIDFS_MAGIC: Final = 0x50494446  # a pidfd (Linux >= 6.9): its inode names the process
+# statfs f_type of a pidfd on Linux >= 6.9 (pidfs): its inode then names the process.
+PIDFS_MAGIC: Final = 0x50494446
 
 # <linux/pidfd.h>: _IO(PIDFS_IOCTL_MAGIC 0xFF, n) -> an fd of that namespace (Linux >= 6.11).
 _PIDFD_GET_NAMESPACE: Final[Mapping[str, int]] = {

@@ -27,4 +27,7 @@ def nested_box(
     turned into a /proc path lands on a process of the sandbox, never of the machine."""
     store = shared_image_store(tmp_path_factory)
     with open_sandbox(tmp_path, cni_bin, store, nested=True) as sandbox:
+        # The premise: in there, a process's own pid is not what /proc/self names.
+        own, via_proc = sandbox.sh("sh", "-c", 'echo "$$ $(readlink /proc/self)"').stdout.split()
+        assert own != via_proc, "the nested sandbox's /proc is its own"
         yield sandbox
