@@ -4,6 +4,9 @@ It owns all protocol I/O (the shape of containernetworking's ``skel``): plugin m
 define ``cmd_add``/``cmd_del``/``cmd_check``/``cmd_status``/``cmd_gc``. Env, stdin, stdout and
 stderr are injected so the whole protocol is unit-tested without a process, and the fork
 server runs the very same ``run`` in its workers.
+
+``CNI_NETNS`` is opened here, once, into a ``NetNS`` handle on ``CmdArgs`` (closed after the
+verb): the plugin and every layer under it act on that descriptor, never on the path again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, Protocol, TextIO
 
 from pycni.cni import version as versions
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.handle import NetNS, open_netns_handle
 from pycni.cni.types import PluginRequest, Result
 
 __all__ = [
@@ -140,6 +144,16 @@ class CmdArgs:
     stdin: bytes = b""
     config: PluginRequest
     env: Mapping[str, str] = field(default_factory=dict)
+    # CNI_NETNS opened once (skel closes it after the verb); None when CNI_NETNS is empty or
+    # is not a network namespace (DEL: already gone). ``netns`` stays the path, for results.
+    netns_handle: NetNS | None = None
+    netns_problem: str = ""  # why CNI_NETNS could not be opened
+
+    def container_netns(self) -> NetNS:
+        """The container's netns handle; ``NetNSNotFound`` when there is none to act in."""
+        if self.netns_handle is None:
+            raise NetNSNotFound(self.netns, self.netns_problem or "CNI_NETNS is empty")
+        return self.netns_handle
 
     @property
     def cni_version(self) -> str:
@@ -179,6 +193,8 @@ class PluginInfo:
     known_cni_args: frozenset[str] = frozenset()
     # Plugins that legitimately act on the runtime's own netns (host mode) opt in.
     allow_own_netns: bool = False
+    # IPAM and the firewall never act inside the container: skel does not open CNI_NETNS.
+    acts_in_netns: bool = True
     load: Callable[[str], Any] = importlib.import_module
 
 
@@ -256,24 +272,33 @@ def _version_answer(info: PluginInfo, stdin: BinaryIO) -> dict[str, Any]:
     return {"cniVersion": asked, "supportedVersions": list(info.versions)}
 
 
-def _check_own_netns(info: PluginInfo, command: str, env: Mapping[str, str]) -> None:
-    """Refuse a CNI_NETNS that is our own netns (a recycled /proc/PID/ns/net, plugins#714)."""
-    path = env.get("CNI_NETNS", "")
-    if not path or info.allow_own_netns or command not in ("ADD", "DEL", "CHECK"):
-        return
+def _check_own_netns(
+    info: PluginInfo, command: str, env: Mapping[str, str], handle: NetNS | None
+) -> None:
+    """Refuse a CNI_NETNS that is our own netns (a recycled /proc/PID/ns/net, plugins#714).
+    Only for plugins that act in it (``handle``): IPAM and the firewall never do."""
+    if handle is None or info.allow_own_netns or command not in ("ADD", "DEL", "CHECK"):
+        return  # none, or a missing netns: the plugin's to judge (DEL: already gone)
     if env.get("CNI_NETNS_OVERRIDE", "").lower() in ("1", "true"):
         return
-    try:
-        own = os.stat("/proc/thread-self/ns/net")
-        target = os.stat(path)
-    except OSError:
-        return  # a missing netns is the plugin's to judge (DEL: already gone)
+    own = os.stat("/proc/thread-self/ns/net")
+    target = os.fstat(handle.fd)
     if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino):
         raise CNIError(
             ErrorCode.INVALID_NETNS,
             "plugin's netns and netns from CNI_NETNS should not be the same",
-            path,
+            handle.path,
         )
+
+
+def _open_netns(info: PluginInfo, command: str, path: str) -> tuple[NetNS | None, str]:
+    """CNI_NETNS as a handle, or None and why not (the verb decides whether that matters)."""
+    if not path or not info.acts_in_netns or command not in ("ADD", "DEL", "CHECK"):
+        return None, ""
+    try:
+        return open_netns_handle(path), ""
+    except NetNSNotFound as err:
+        return None, err.details
 
 
 def _check_version(info: PluginInfo, command: str, cni_version: str) -> None:
@@ -287,7 +312,14 @@ def _check_version(info: PluginInfo, command: str, cni_version: str) -> None:
         )
 
 
-def _build_args(info: PluginInfo, command: str, env: Mapping[str, str], data: bytes) -> CmdArgs:
+def _build_args(
+    info: PluginInfo,
+    command: str,
+    env: Mapping[str, str],
+    data: bytes,
+    netns: tuple[NetNS | None, str],
+) -> CmdArgs:
+    handle, problem = netns
     doc = _decode_config(data)
     raw_version = doc.get("cniVersion")
     if isinstance(raw_version, str) and raw_version:
@@ -296,7 +328,7 @@ def _build_args(info: PluginInfo, command: str, env: Mapping[str, str], data: by
         _check_version(info, command, raw_version)
     config = PluginRequest.from_dict(doc)  # refuses a missing or non-string cniVersion
     validate_network_name(config.name)
-    _check_own_netns(info, command, env)
+    _check_own_netns(info, command, env, handle)
     return CmdArgs(
         command=command,
         container_id=env.get("CNI_CONTAINERID", ""),
@@ -307,6 +339,8 @@ def _build_args(info: PluginInfo, command: str, env: Mapping[str, str], data: by
         stdin=data,
         config=config,
         env=env,
+        netns_handle=handle,
+        netns_problem=problem,
     )
 
 
@@ -342,15 +376,18 @@ def run(
 ) -> int:
     """One plugin call. Exactly one JSON document reaches stdout; returns the exit status."""
     session = _Session(env=env, stdout=stdout, stderr=stderr)
+    handle: NetNS | None = None
     try:
-        command = _command(env)
-        if command == "VERSION":
+        if env.get("CNI_COMMAND") == "VERSION":
             _emit(session, _version_answer(info, stdin))
             return 0
         data = _read_stdin(stdin)
-        session.cni_version = _sniff_version(data)  # errors from here on name the version
+        # Errors from here on name the version, a missing or unknown CNI_COMMAND's too.
+        session.cni_version = _sniff_version(data)
+        command = _command(env)
         _check_env(command, env)
-        args = _build_args(info, command, env, data)
+        handle, problem = _open_netns(info, command, env.get("CNI_NETNS", ""))
+        args = _build_args(info, command, env, data, (handle, problem))
         result = _dispatch(info, args)
         if result is not None:
             _emit(session, result.to_dict(args.cni_version))
@@ -364,6 +401,9 @@ def run(
         )
         _emit(session, internal.to_dict(session.cni_version))
         return 1
+    finally:
+        if handle is not None:
+            handle.close()
     return 0
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.handle import NetNS
 from pycni.firewall.model import AttachmentKey
 from pycni.firewall.portmap_model import PortMap, PortMapping
 from pycni.lockfile import hold
@@ -66,10 +67,11 @@ class HostPortConflict(CNIError):
         super().__init__(ErrorCode.INVALID_NETWORK_CONFIG, "host port already in use", details)
 
 
-def netns_identity(path: str) -> str:
-    """``dev:inode`` of a namespace file; empty if it cannot be read."""
+def netns_identity(target: str | NetNS) -> str:
+    """``dev:inode`` of a namespace file (a path, or a handle already open); empty if it
+    cannot be read."""
     try:
-        st = os.stat(path)
+        st = os.fstat(target.fd) if isinstance(target, NetNS) else os.stat(target)
     except OSError:
         return ""
     return f"{st.st_dev}:{st.st_ino}"

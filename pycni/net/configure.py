@@ -13,6 +13,7 @@ from pycni.cni.errors import CNIError
 from pycni.cni.types import IPConfig, Route
 from pycni.net import addrs, links, netns, sysctl
 from pycni.net.ipr import IPR
+from pycni.net.netns import NetNSRef
 
 __all__ = ["configure_interface", "set_interface_sysctls"]
 
@@ -42,7 +43,7 @@ def set_interface_sysctls(ifname: str, *, has_ipv6: bool, enable_dad: bool) -> N
 def configure_interface(
     ipr: IPR,
     *,
-    netns_path: str,
+    container_netns: NetNSRef,
     link: links.LinkInfo,
     ips: Sequence[IPConfig],
     routes: Sequence[Route],
@@ -50,7 +51,7 @@ def configure_interface(
 ) -> None:
     """Give ``link`` its addresses, bring it up and add ``routes`` (gw defaulting per family)."""
     has_ipv6 = any(ip.family == 6 for ip in ips)
-    with netns.enter(netns_path):
+    with netns.enter(container_netns):
         set_interface_sysctls(link.name, has_ipv6=has_ipv6, enable_dad=enable_dad)
     for ip in ips:
         addrs.add_address(ipr, link.index, ip.address, nodad=not enable_dad)

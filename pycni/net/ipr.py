@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.cni.errors import CNIError, ErrorCode, LinkNotFound
 from pycni.net import netns
+from pycni.net.netns import NetNSRef
 from pycni.net.rtnl import SyncRtnl
 
 __all__ = [
@@ -40,16 +41,16 @@ def _new_iproute() -> IPR:
 
 
 @contextlib.contextmanager
-def open_ipr(netns_path: str | None = None) -> Iterator[IPR]:
-    """An ``IPRoute`` handle bound to ``netns_path`` (or the current netns), closed on exit.
-
-    A missing namespace raises ``NetNSNotFound``; nothing is ever created.
+def open_ipr(target: NetNSRef | None = None) -> Iterator[IPR]:
+    """An ``IPRoute`` handle bound to ``target`` (a ``NetNS`` handle, fd or path; None: the
+    current netns), closed on exit. A missing namespace raises ``NetNSNotFound``; nothing is
+    ever created.
     """
     with translate_netlink_error("open netlink socket"):
-        if netns_path is None:
+        if target is None:
             ipr = _new_iproute()
         else:
-            with netns.enter(netns_path):
+            with netns.enter(target):
                 ipr = _new_iproute()
     try:
         yield ipr

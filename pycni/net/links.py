@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import os
 import re
 import secrets
 import time
@@ -23,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.net import netns
 from pycni.net.ipr import IPR, open_ipr, translate_netlink_error
+from pycni.net.netns import NetNSRef
 
 __all__ = [
     "BridgePortInfo",
@@ -315,13 +315,12 @@ def _add_veth(
     *,
     host_ifname: str,
     container_ifname: str,
-    container_netns: str,
+    container_netns: NetNSRef,
     mtu: int | None,
     mac: str | None,
 ) -> bool:
     """Send the one RTM_NEWLINK; False if the kernel said EEXIST (for one end or the other)."""
-    ns_fd = netns.open_netns(container_netns)
-    try:
+    with netns.held(container_netns) as ns_fd:
         request = _veth_request(
             host_ifname=host_ifname,
             container_ifname=container_ifname,
@@ -336,18 +335,16 @@ def _add_veth(
                 if err.code == errno.EEXIST:
                     return False
                 raise
-    finally:
-        os.close(ns_fd)
     return True
 
 
 def _name_clash(
-    host_ipr: IPR, container_ipr: IPR, *, host: str, container: str, ns: str
+    host_ipr: IPR, container_ipr: IPR, *, host: str, container: str, ns: NetNSRef
 ) -> CNIError:
     """EEXIST does not say which end clashed: look both names up to tell the caller. The
     container end first: a taken CNI_IFNAME fails the ADD whatever the host side holds."""
     if get_link(container_ipr, container) is not None:
-        return ContainerIfnameExists(container, ns)
+        return ContainerIfnameExists(container, str(ns))
     if get_link(host_ipr, host) is not None:
         return HostVethNameTaken(host)
     return CNIError(ErrorCode.INTERNAL, f"create veth {host}: name clash that went away")
@@ -365,7 +362,7 @@ def create_veth(
     *,
     host_ifname: str,
     container_ifname: str,
-    container_netns: str,
+    container_netns: NetNSRef,
     mtu: int | None = None,
     container_mac: str | None = None,
     container_ipr: IPR | None = None,
@@ -403,7 +400,7 @@ def _create_veth_with(
     *,
     host_ifname: str,
     container_ifname: str,
-    container_netns: str,
+    container_netns: NetNSRef,
     mtu: int | None,
     mac: str | None,
 ) -> VethPair:

@@ -3,6 +3,10 @@
 Netlink sockets stay bound to the namespace they were opened in, so the pattern everywhere is:
 enter the namespace, open the socket, leave. Nothing here ever creates a namespace implicitly:
 a DEL for a vanished container must not conjure a new one.
+
+A namespace is named by a ``NetNSRef``: a ``NetNS`` handle (what ``skel`` opened from
+CNI_NETNS), an open descriptor, or a path. Plugins pass handles, so a path is resolved once per
+call; a path here is opened for the duration of the one call (tools and tests).
 """
 
 from __future__ import annotations
@@ -11,55 +15,51 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, TypeAlias
 
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.handle import NetNS, open_netns_handle
 from pycni.net import syscalls
 
 __all__ = [
     "NETNS_RUN_DIR",
+    "NetNSRef",
     "create",
     "enter",
-    "enter_fd",
     "exists",
+    "held",
     "is_current",
     "open_netns",
     "pin",
+    "pin_fd",
     "remove",
     "same",
 ]
 
 NETNS_RUN_DIR: Final = "/run/netns"
 
-# statfs f_type of a namespace file: nsfs (pinned bind mounts) or proc (/proc/PID/ns/net).
-_NSFS_MAGIC: Final = 0x6E736673
-_PROC_MAGIC: Final = 0x9FA0
-
-
-def _fs_magic(fd: int) -> int:
-    import ctypes
-
-    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes on x86_64
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.fstatfs(fd, buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int.from_bytes(buf.raw[:8], "little", signed=True)
+NetNSRef: TypeAlias = NetNS | int | str
 
 
 def open_netns(path: str) -> int:
     """Open a namespace file read-only; ``NetNSNotFound`` if it is missing or not a netns."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        raise NetNSNotFound(path, err.strerror or "") from err
-    try:
-        if _fs_magic(fd) not in (_NSFS_MAGIC, _PROC_MAGIC):
-            raise NetNSNotFound(path, "not a namespace file (is it still bind-mounted?)")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return open_netns_handle(path).fd
+
+
+@contextlib.contextmanager
+def held(target: NetNSRef) -> Iterator[int]:
+    """The descriptor of ``target``: a handle's or an fd as they are, a path opened (and
+    closed again) for the body."""
+    if isinstance(target, NetNS):
+        yield target.fd
+    elif isinstance(target, int):
+        yield target
+    else:
+        fd = open_netns(target)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
 
 def exists(path: str) -> bool:
@@ -70,56 +70,62 @@ def exists(path: str) -> bool:
     return True
 
 
-def same(path_a: str, path_b: str) -> bool:
-    """True if both paths name the same namespace (device and inode equality)."""
-    a, b = os.stat(path_a), os.stat(path_b)
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def _identity(target: NetNSRef) -> tuple[int, int]:
+    if isinstance(target, NetNS):
+        st = os.fstat(target.fd)
+    elif isinstance(target, int):
+        st = os.fstat(target)
+    else:
+        st = os.stat(target)
+    return st.st_dev, st.st_ino
 
 
-def is_current(path: str) -> bool:
-    """True if ``path`` is the network namespace the calling thread is in."""
-    return same(path, "/proc/thread-self/ns/net")
+def same(a: NetNSRef, b: NetNSRef) -> bool:
+    """True if both name the same namespace (device and inode equality)."""
+    return _identity(a) == _identity(b)
+
+
+def is_current(target: NetNSRef) -> bool:
+    """True if ``target`` is the network namespace the calling thread is in."""
+    return same(target, "/proc/thread-self/ns/net")
 
 
 @contextlib.contextmanager
-def enter(path: str) -> Iterator[None]:
-    """Run the body inside the network namespace at ``path``; always come back."""
-    target = open_netns(path)
-    try:
-        with enter_fd(target, what=path):
-            yield
-    finally:
-        os.close(target)
-
-
-@contextlib.contextmanager
-def enter_fd(target: int, *, what: str = "") -> Iterator[None]:
-    """Run the body inside the network namespace ``target`` (an open fd); always come back."""
-    origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
+def enter(target: NetNSRef, *, what: str = "") -> Iterator[None]:
+    """Run the body inside the network namespace ``target``; always come back."""
+    with held(target) as fd:
+        origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            syscalls.setns(target, syscalls.CLONE_NEWNET)
-        except OSError as err:
-            raise CNIError(ErrorCode.INVALID_NETNS, f"cannot enter netns {what or target}",
-                           str(err)) from err
-        try:
-            yield
+            try:
+                syscalls.setns(fd, syscalls.CLONE_NEWNET)
+            except OSError as err:
+                raise CNIError(ErrorCode.INVALID_NETNS,
+                               f"cannot enter netns {what or target}", str(err)) from err
+            try:
+                yield
+            finally:
+                syscalls.setns(origin, syscalls.CLONE_NEWNET)
         finally:
-            syscalls.setns(origin, syscalls.CLONE_NEWNET)
-    finally:
-        os.close(origin)
+            os.close(origin)
 
 
-def pin(source: str, target: str) -> None:
-    """Bind-mount a namespace file (e.g. ``/proc/PID/ns/net``) at ``target`` to keep it alive."""
+def pin_fd(fd: int, target: str) -> None:
+    """Bind-mount the namespace behind ``fd`` at ``target`` to keep it alive (``ip netns``
+    sees it). From the descriptor itself: no path is resolved to find the namespace."""
     os.makedirs(os.path.dirname(target) or ".", mode=0o755, exist_ok=True)
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-    os.close(fd)
+    made = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(made)
     try:
-        syscalls.mount(source, target, None, syscalls.MS_BIND)
+        syscalls.bind_mount_fd(fd, target)
     except BaseException:
         os.unlink(target)
         raise
+
+
+def pin(source: str, target: str) -> None:
+    """``pin_fd`` of the namespace file at ``source``."""
+    with held(source) as fd:
+        pin_fd(fd, target)
 
 
 def create(target: str) -> str:

@@ -202,7 +202,7 @@ class SyncRtnl:
 
     def _full_handle(self) -> Any:
         if self._full is None:
-            with netns.enter_fd(self._netns):
+            with netns.enter(self._netns):
                 self._full = IPRoute(groups=0)
         return self._full
 

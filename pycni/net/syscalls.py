@@ -1,14 +1,18 @@
 """The one ctypes seam for the Linux syscalls Python 3.11 lacks (setns, unshare, mount, ...).
 
 Everything else in pycni and pycni_run calls these wrappers, never ctypes directly, so there is
-one place to read errno handling and one place to fake in tests.
+one place to read errno handling and one place to fake in tests. The pidfd ioctls live here
+too: with ``setns(pidfd, ...)`` (Linux 5.8) they are how a process's namespaces are reached
+without turning its pid into a ``/proc`` path that may belong to another pid namespace.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
+from collections.abc import Mapping
 from typing import Final
 
 __all__ = [
@@ -29,13 +33,17 @@ __all__ = [
     "MS_REMOUNT",
     "MS_SHARED",
     "MS_SLAVE",
+    "PIDFS_MAGIC",
+    "bind_mount_fd",
     "capget",
     "capset",
     "clear_ambient_capabilities",
     "drop_bounding_capability",
+    "fs_magic",
     "has_bounding_capability",
     "load_seccomp_filter",
     "mount",
+    "pidfd_namespace",
     "pivot_root",
     "raise_ambient_capability",
     "set_child_subreaper",
@@ -66,10 +74,35 @@ MS_SHARED: Final = 1 << 20
 MNT_DETACH: Final = 2
 
 _SYS_PIVOT_ROOT: Final = 155  # x86_64; glibc has no wrapper
+_SYS_OPEN_TREE: Final = 428  # x86_64; glibc 2.36 has no wrapper
+_SYS_MOVE_MOUNT: Final = 429
+_OPEN_TREE_CLONE: Final = 1
+_OPEN_TREE_CLOEXEC: Final = os.O_CLOEXEC
+_AT_EMPTY_PATH: Final = 0x1000
+_AT_FDCWD: Final = -100
+_MOVE_MOUNT_F_EMPTY_PATH: Final = 0x4
+
+# statfs f_type of a pidfd on Linux >= 6.9 (pidfs): its inode then names the process.
+PIDFS_MAGIC: Final = 0x50494446
+
+# <linux/pidfd.h>: _IO(PIDFS_IOCTL_MAGIC 0xFF, n) -> an fd of that namespace (Linux >= 6.11).
+_PIDFD_GET_NAMESPACE: Final[Mapping[str, int]] = {
+    "cgroup": 0xFF01,
+    "ipc": 0xFF02,
+    "mnt": 0xFF03,
+    "net": 0xFF04,
+    "pid": 0xFF05,
+    "pid_for_children": 0xFF06,
+    "time": 0xFF07,
+    "time_for_children": 0xFF08,
+    "user": 0xFF09,
+    "uts": 0xFF0A,
+}
 _PR_SET_CHILD_SUBREAPER: Final = 36
 _PR_SET_PDEATHSIG: Final = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
 def _check(ret: int, what: str) -> None:
@@ -105,6 +138,39 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def bind_mount_fd(fd: int, target: str) -> None:
+    """Bind-mount what ``fd`` is (a namespace file, say) on ``target``: ``open_tree`` clones
+    it as a detached mount and ``move_mount`` attaches that; no path names the source."""
+    tree = _libc.syscall(
+        _SYS_OPEN_TREE, fd, b"", _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_EMPTY_PATH
+    )
+    if tree < 0:
+        _check(-1, "open_tree")
+    try:
+        _check(
+            _libc.syscall(
+                _SYS_MOVE_MOUNT, int(tree), b"", _AT_FDCWD, target.encode(),
+                _MOVE_MOUNT_F_EMPTY_PATH,
+            ),
+            f"move_mount {target}",
+        )
+    finally:
+        os.close(int(tree))
+
+
+def fs_magic(fd: int) -> int:
+    """``fstatfs(fd).f_type``: which filesystem the descriptor's file is on."""
+    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes on x86_64
+    _check(_libc.fstatfs(fd, buf), "fstatfs")
+    return int.from_bytes(buf.raw[:8], "little", signed=True)
+
+
+def pidfd_namespace(pidfd: int, kind: str) -> int:
+    """An fd of the ``kind`` namespace (``net``, ``mnt``, ...) of the process behind ``pidfd``;
+    OSError (ESRCH) once that process has exited. The caller closes it."""
+    return int(fcntl.ioctl(pidfd, _PIDFD_GET_NAMESPACE[kind]))
 
 
 def set_child_subreaper() -> None:

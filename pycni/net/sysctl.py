@@ -10,7 +10,7 @@ Keys follow sysctl(8): ``net.ipv4.ip_forward`` (dots separate) or ``net/ipv4/ip_
 ``conf_key`` builds the path form for per-interface keys, which is always safe.
 
 Everything under ``/proc/sys/net`` belongs to the network namespace of the calling *thread* at
-open time: wrap calls in ``pycni.net.netns.enter(path)`` to act inside a container.
+open time: wrap calls in ``pycni.net.netns.enter(handle)`` to act inside a container.
 """
 
 from __future__ import annotations

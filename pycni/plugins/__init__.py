@@ -21,12 +21,15 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
             name="bridge", module="pycni.plugins.bridge", known_cni_args=frozenset({"MAC", "IP"})
         ),
         PluginInfo(
-            name="host-local", module="pycni.plugins.host_local", known_cni_args=frozenset({"IP"})
+            name="host-local",
+            module="pycni.plugins.host_local",
+            known_cni_args=frozenset({"IP"}),
+            acts_in_netns=False,
         ),
         PluginInfo(name="loopback", module="pycni.plugins.loopback"),
         PluginInfo(name="none", module="pycni.plugins.none"),
         PluginInfo(name="portmap", module="pycni.plugins.portmap"),
-        PluginInfo(name="firewall", module="pycni.plugins.firewall"),
+        PluginInfo(name="firewall", module="pycni.plugins.firewall", acts_in_netns=False),
         # host mode acts on (reads) the runtime's own netns by definition.
         PluginInfo(name="host", module="pycni.plugins.host", allow_own_netns=True),
         PluginInfo(name="container", module="pycni.plugins.container"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.handle import NetNS
 from pycni.cni.types import Interface, IPConfig, Result
 from pycni.net import addrs, links
 from pycni.net.ipr import IPR, open_ipr
@@ -14,17 +15,17 @@ __all__ = ["LO", "loopback_result", "set_lo", "validate_lo_up"]
 LO = "lo"
 
 
-def _lo_index(ipr: IPR, netns_path: str) -> int:
+def _lo_index(ipr: IPR, netns: NetNS) -> int:
     link = links.get_link(ipr, LO)
     if link is None:
-        raise CNIError(ErrorCode.INTERNAL, f"no loopback device in {netns_path}")
+        raise CNIError(ErrorCode.INTERNAL, f"no loopback device in {netns}")
     return link.index
 
 
-def set_lo(netns_path: str, *, up: bool) -> list[str]:
+def set_lo(netns: NetNS, *, up: bool) -> list[str]:
     """Set lo up or down inside the netns; return its addresses (CIDR)."""
-    with open_ipr(netns_path) as ipr:
-        index = _lo_index(ipr, netns_path)
+    with open_ipr(netns) as ipr:
+        index = _lo_index(ipr, netns)
         if not up:
             links.set_down(ipr, index)
             return []
@@ -42,11 +43,11 @@ def set_lo(netns_path: str, *, up: bool) -> list[str]:
         return addrs.list_addresses(ipr, index, all_scopes=True)
 
 
-def validate_lo_up(netns_path: str) -> None:
-    with open_ipr(netns_path) as ipr:
+def validate_lo_up(netns: NetNS) -> None:
+    with open_ipr(netns) as ipr:
         link = links.get_link(ipr, LO)
         if link is None or not link.up:
-            raise CNIError(ErrorCode.INTERNAL, f"lo is not up in {netns_path}")
+            raise CNIError(ErrorCode.INTERNAL, f"lo is not up in {netns}")
 
 
 def loopback_result(cni_version: str, netns_path: str, cidrs: list[str]) -> Result:

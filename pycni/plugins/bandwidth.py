@@ -82,7 +82,7 @@ def _tbf(limit: Limit, tick: float) -> tc.Tbf:
 
 def _find_host_veth(host: IPR, args: CmdArgs) -> links.LinkInfo:
     """The host end of the container's veth, by the container interface's peer index."""
-    with open_ipr(args.netns) as container:
+    with open_ipr(args.container_netns()) as container:
         inner = links.get_link(container, args.ifname)
     if inner is None:
         raise CNIError(ErrorCode.INTERNAL, f"{args.ifname} not found in {args.netns}")
@@ -185,9 +185,9 @@ def _collect(errors: list[str], what: str, step: Callable[[], object]) -> None:
 def _teardown_veth(host: IPR, args: CmdArgs, ifb_index: int | None) -> None:
     """Take our qdiscs off the host veth if it still exists (usually `bridge` deletes it
     right after us): a redirect to a deleted ifb would drop everything the container sends."""
-    if not args.netns:
+    if args.netns_handle is None:
         return
-    with open_ipr(args.netns) as container:
+    with open_ipr(args.netns_handle) as container:
         inner = links.get_link(container, args.ifname)
     veth = links.find_veth_peer_in(host, inner) if inner is not None else None
     if veth is None:

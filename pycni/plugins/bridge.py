@@ -51,7 +51,7 @@ def _create_veth(
                 host,
                 host_ifname=name,
                 container_ifname=args.ifname,
-                container_netns=args.netns,
+                container_netns=args.container_netns(),
                 mtu=conf.mtu,
                 container_mac=conf.mac,
                 container_ipr=container,
@@ -240,7 +240,8 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = parse_bridge_config(args)
     if conf.mac_spoof_check:  # macspoofchk: refused (code 2) before anything is made
         macspoof.require_available()
-    with open_ipr() as host, open_ipr(args.netns) as container, _undo_on_failure() as undo:
+    netns = args.container_netns()
+    with open_ipr() as host, open_ipr(netns) as container, _undo_on_failure() as undo:
         # IPAM first: a bad IPAM config or an exhausted pool fails before the kernel is touched.
         ipam = _run_ipam(conf, args, undo)
         failpoint("bridge.add.after_ipam")
@@ -265,7 +266,7 @@ def cmd_add(args: CmdArgs) -> Result:
         result = _build_result(args, conf, built, ipam, ips)
         configure_interface(
             container,
-            netns_path=args.netns,
+            container_netns=netns,
             link=veth.container,
             ips=ips,
             routes=result.routes,

@@ -72,7 +72,7 @@ def validate(args: CmdArgs, conf: BridgeConfig, key: AttachmentKey) -> list[str]
     if prev is None:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "bridge CHECK needs prevResult")
     try:
-        with open_ipr() as host, open_ipr(args.netns) as cont:
+        with open_ipr() as host, open_ipr(args.container_netns()) as cont:
             problems, bridge = _validate_bridge(host, conf, prev)
             more, container = _validate_container(cont, args, prev)
             problems += more + _validate_port(host, bridge, container)

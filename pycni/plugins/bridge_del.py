@@ -18,10 +18,11 @@ fork server, or by a forked plugin's status pipe, before the exit) does not.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from pycni.cni.delegate import delegate
-from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.failpoints import failpoint
 from pycni.firewall import macspoof, select
@@ -33,15 +34,15 @@ from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
 __all__ = ["cmd_del"]
 
 
-def _delete_veth(args: CmdArgs) -> None:
+def _delete_veth(args: CmdArgs, container_netns: int | None) -> None:
     """The host end first: deleting it takes its peer, the container end, along, and needs no
     entry into the container's netns. Only if it is gone already may a container end be left
     (its host end removed by hand, or a crash between the two): delete that by name."""
     with open_ipr() as host:
         if links.delete_link(host, host_veth_name(args)):
             return
-    if args.netns:
-        with open_ipr(args.netns) as container:
+    if container_netns is not None:
+        with open_ipr(container_netns) as container:
             links.delete_link(container, args.ifname)
 
 
@@ -50,13 +51,10 @@ def _veth_gone(args: CmdArgs) -> bool:
     with open_ipr() as host:
         if links.get_link(host, host_veth_name(args)) is not None:
             return False
-    if not args.netns:
+    if args.netns_handle is None:
         return True
-    try:
-        with open_ipr(args.netns) as container:
-            return links.get_link(container, args.ifname) is None
-    except NetNSNotFound:
-        return True
+    with open_ipr(args.netns_handle) as container:
+        return links.get_link(container, args.ifname) is None
 
 
 class _VethDeletion:
@@ -65,6 +63,10 @@ class _VethDeletion:
 
     def __init__(self, args: CmdArgs) -> None:
         self._args = args
+        # Its own copy of the netns descriptor: the thread may outlive the verb, after which
+        # skel closes the handle (and the number may be reused).
+        handle = args.netns_handle
+        self._netns = os.dup(handle.fd) if handle is not None else None
         self._errors: list[str] = []
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bridge-del-veth", daemon=True)
@@ -72,9 +74,12 @@ class _VethDeletion:
 
     def _run(self) -> None:
         try:
-            collect(self._errors, "veth", lambda: _delete_veth(self._args))
+            collect(self._errors, "veth", lambda: _delete_veth(self._args, self._netns))
         except BaseException as err:  # re-raised in the caller's thread by result()
             self._failure = err
+        finally:
+            if self._netns is not None:
+                os.close(self._netns)
 
     def result(self) -> list[str]:
         """Its errors once it is done, or none at all as soon as both ends are gone."""

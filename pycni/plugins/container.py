@@ -8,6 +8,7 @@ DEL removes nothing and succeeds whether or not the netns still exists.
 from __future__ import annotations
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.handle import NetNS
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result
 from pycni.net import addrs, links
@@ -16,11 +17,11 @@ from pycni.net.ipr import open_ipr, translate_netlink_error
 __all__ = ["cmd_add", "cmd_check", "cmd_del"]
 
 
-def shared_result(cni_version: str, netns_path: str) -> Result:
-    """The interfaces (lo included) and global addresses inside ``netns_path``."""
+def shared_result(cni_version: str, netns: NetNS) -> Result:
+    """The interfaces (lo included) and global addresses inside ``netns``."""
     interfaces: list[Interface] = []
     ips: list[IPConfig] = []
-    with open_ipr(netns_path) as ipr:
+    with open_ipr(netns) as ipr:
         with translate_netlink_error("list links"):
             indexes = sorted(int(msg["index"]) for msg in ipr.get_links())
         for index in indexes:
@@ -29,7 +30,7 @@ def shared_result(cni_version: str, netns_path: str) -> Result:
                 continue
             position = len(interfaces)
             interfaces.append(
-                Interface(name=link.name, mac=link.mac, mtu=link.mtu or None, sandbox=netns_path)
+                Interface(name=link.name, mac=link.mac, mtu=link.mtu or None, sandbox=netns.path)
             )
             ips.extend(
                 IPConfig(address=cidr, interface=position)
@@ -39,7 +40,7 @@ def shared_result(cni_version: str, netns_path: str) -> Result:
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    return shared_result(args.cni_version, args.netns)
+    return shared_result(args.cni_version, args.container_netns())
 
 
 def cmd_del(args: CmdArgs) -> None:
@@ -47,7 +48,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    present = {i.name for i in shared_result(args.cni_version, args.netns).interfaces}
+    present = {i.name for i in shared_result(args.cni_version, args.container_netns()).interfaces}
     prev = args.config.prev_result
     missing = sorted(i.name for i in prev.interfaces if i.name not in present) if prev else []
     if missing:

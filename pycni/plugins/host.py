@@ -16,16 +16,17 @@ from pycni.net.ipr import open_ipr, translate_netlink_error
 __all__ = ["cmd_add", "cmd_check", "cmd_del"]
 
 
-def _require_host_netns(path: str) -> None:
+def _require_host_netns(args: CmdArgs) -> None:
+    target = args.container_netns()
     try:
-        own = netns.is_current(path)
+        own = netns.is_current(target)
     except OSError as err:
-        raise CNIError(ErrorCode.INVALID_NETNS, f"cannot stat netns {path}", str(err)) from err
+        raise CNIError(ErrorCode.INVALID_NETNS, f"cannot stat netns {target}", str(err)) from err
     if not own:
         raise CNIError(
             ErrorCode.INVALID_NETNS,
             "host mode needs CNI_NETNS to be the host's network namespace",
-            path,
+            target.path,
         )
 
 
@@ -50,7 +51,7 @@ def host_result(cni_version: str) -> Result:
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    _require_host_netns(args.netns)
+    _require_host_netns(args)
     return host_result(args.cni_version)
 
 
@@ -59,7 +60,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    _require_host_netns(args.netns)
+    _require_host_netns(args)
     prev = args.config.prev_result
     if prev is None:
         return

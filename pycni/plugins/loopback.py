@@ -6,7 +6,6 @@ DEL sets lo down; a missing netns (or none given) is already gone. CHECK: lo mus
 
 from __future__ import annotations
 
-from pycni.cni.errors import NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Result
 from pycni.plugins._lo import loopback_result, set_lo, validate_lo_up
@@ -15,20 +14,16 @@ __all__ = ["cmd_add", "cmd_check", "cmd_del"]
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    cidrs = set_lo(args.netns, up=True)
+    cidrs = set_lo(args.container_netns(), up=True)
     if args.config.prev_result is not None:
         return args.config.prev_result
     return loopback_result(args.cni_version, args.netns, cidrs)
 
 
 def cmd_del(args: CmdArgs) -> None:
-    if not args.netns:
-        return
-    try:
-        set_lo(args.netns, up=False)
-    except NetNSNotFound:
-        return
+    if args.netns_handle is not None:  # none given, or gone already: nothing to set down
+        set_lo(args.netns_handle, up=False)
 
 
 def cmd_check(args: CmdArgs) -> None:
-    validate_lo_up(args.netns)
+    validate_lo_up(args.container_netns())

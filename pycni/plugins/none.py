@@ -14,7 +14,7 @@ __all__ = ["cmd_add", "cmd_check", "cmd_del"]
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    cidrs = set_lo(args.netns, up=True)
+    cidrs = set_lo(args.container_netns(), up=True)
     return loopback_result(args.cni_version, args.netns, cidrs)
 
 
@@ -23,4 +23,4 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    validate_lo_up(args.netns)
+    validate_lo_up(args.container_netns())

@@ -134,7 +134,8 @@ def cmd_add(args: CmdArgs) -> Result:
                        f"prevResult has no IP of the address families mapped on {args.ifname}")
     backend = select_portmap(conf.backend)
     registry = Registry(conf.data_dir)
-    record = Record(portmap=pm, netns=args.netns, netns_id=netns_identity(args.netns),
+    netns_id = netns_identity(args.netns_handle) if args.netns_handle is not None else ""
+    record = Record(portmap=pm, netns=args.netns, netns_id=netns_id,
                     backend=backend.name)
     with _undo_on_failure() as undo:
         stale = registry.reserve(record)

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from pycni.cni._fields import bad
-from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.handle import NetNS
 from pycni.cni.skel import (
     CmdArgs,
     validate_container_id,
@@ -201,9 +202,9 @@ def _undo_restore(cont: IPR, index: int, doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- sysctls
 
 
-def _check_sysctls(netns_path: str, sysctls: tuple[Sysctl, ...]) -> None:
+def _check_sysctls(container: NetNS, sysctls: tuple[Sysctl, ...]) -> None:
     """Every key must name a writable file of the container's own netns (code 7 otherwise)."""
-    with netns.enter(netns_path):
+    with netns.enter(container):
         for item in sysctls:
             if not os.path.isfile(item.path):
                 raise bad(
@@ -218,25 +219,25 @@ def _check_sysctls(netns_path: str, sysctls: tuple[Sysctl, ...]) -> None:
                 )
 
 
-def _restore_sysctl(netns_path: str, path: str, value: str) -> None:
+def _restore_sysctl(container: NetNS, path: str, value: str) -> None:
     try:
-        with netns.enter(netns_path):
+        with netns.enter(container):
             sysctl.write(path, value)
     except CNIError as err:
         print(f"tuning: rollback of {path} failed: {err}", file=sys.stderr)
 
 
 def _write_sysctls(
-    netns_path: str, sysctls: tuple[Sysctl, ...], undo: contextlib.ExitStack
+    container: NetNS, sysctls: tuple[Sysctl, ...], undo: contextlib.ExitStack
 ) -> None:
-    with netns.enter(netns_path):
+    with netns.enter(container):
         for item in sysctls:
             old = sysctl.read(item.path)
             try:
                 sysctl.write(item.path, item.value)
             except CNIError as err:  # exists and is writable (checked): the value was refused
                 raise bad(f"sysctl.{item.key}", err.details or err.msg) from err
-            undo.callback(_restore_sysctl, netns_path, item.path, old)
+            undo.callback(_restore_sysctl, container, item.path, old)
 
 
 # ---------------------------------------------------------------------------- ADD
@@ -267,12 +268,13 @@ def _updated_result(prev: Result, args: CmdArgs, state: LinkState, want: LinkSet
 
 def _apply(args: CmdArgs, conf: TuningConfig, cont: IPR, undo: contextlib.ExitStack) -> None:
     state = _read_target(cont, args)
-    _check_sysctls(args.netns, conf.sysctls)  # all refused before anything is written
+    container = args.container_netns()
+    _check_sysctls(container, conf.sysctls)  # all refused before anything is written
     originals = _originals(state, conf.link)
     if conf.link:
         path = backup_path(conf.data_dir, args.network, args.container_id, args.ifname)
         _save_backup(path, originals, undo)
-    _write_sysctls(args.netns, conf.sysctls, undo)  # sysctls first, as the reference does
+    _write_sysctls(container, conf.sysctls, undo)  # sysctls first, as the reference does
     if conf.link:
         undo.callback(_undo_restore, cont, state.index, originals)
         _apply_link(cont, state.index, conf.link)
@@ -283,7 +285,7 @@ def cmd_add(args: CmdArgs) -> Result:
     prev = _require_prev(args)
     if conf.empty:
         return dataclasses.replace(prev, cni_version=args.cni_version)
-    with open_ipr(args.netns) as cont, _undo_on_failure() as undo:
+    with open_ipr(args.container_netns()) as cont, _undo_on_failure() as undo:
         _apply(args, conf, cont, undo)
         state = _read_target(cont, args)
     return _updated_result(prev, args, state, conf.link)
@@ -293,16 +295,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def _restore_in_container(args: CmdArgs, doc: dict[str, Any]) -> list[str]:
-    if not args.netns:
-        return []
-    try:
-        with open_ipr(args.netns) as cont:
-            state = read_link(cont, args.ifname)
-            if state is None:
-                return []  # the interface is gone, and its attributes with it
-            return _restore_link(cont, state.index, doc)
-    except NetNSNotFound:
-        return []
+    if args.netns_handle is None:
+        return []  # none given, or gone already: the interface went with it
+    with open_ipr(args.netns_handle) as cont:
+        state = read_link(cont, args.ifname)
+        if state is None:
+            return []  # the interface is gone, and its attributes with it
+        return _restore_link(cont, state.index, doc)
 
 
 def cmd_del(args: CmdArgs) -> None:
@@ -364,9 +363,9 @@ def _link_problems(state: LinkState, want: LinkSettings) -> list[str]:
     ]
 
 
-def _sysctl_problems(netns_path: str, sysctls: tuple[Sysctl, ...]) -> list[str]:
+def _sysctl_problems(container: NetNS, sysctls: tuple[Sysctl, ...]) -> list[str]:
     problems = []
-    with netns.enter(netns_path):
+    with netns.enter(container):
         for item in sysctls:
             have = sysctl.read(item.path)
             if have.split() != item.value.split():
@@ -377,8 +376,8 @@ def _sysctl_problems(netns_path: str, sysctls: tuple[Sysctl, ...]) -> list[str]:
 def cmd_check(args: CmdArgs) -> None:
     conf = parse_tuning_config(args)
     _require_prev(args)
-    with open_ipr(args.netns) as cont:
+    with open_ipr(args.container_netns()) as cont:
         problems = _link_problems(_read_target(cont, args), conf.link)
-    problems += _sysctl_problems(args.netns, conf.sysctls)
+    problems += _sysctl_problems(args.container_netns(), conf.sysctls)
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "tuning CHECK failed", "; ".join(problems))

@@ -57,12 +57,11 @@ def _read_state(state_dir: str, name: str) -> dict[str, Any] | None:
 
 
 def _state_netns(name: str, doc: Mapping[str, Any]) -> str:
+    """The container's pinned netns. Never ``/proc/<its pid>/ns/net``: that pid is the
+    runtime's pid namespace's, and the probe's /proc may be another's (or the pid reused)."""
     path = str(doc.get("netns_path") or "")
     if path:
         return path
-    pid = int((doc.get("pid") or {}).get("pid") or 0)
-    if doc.get("status") == "running" and pid > 0 and os.path.exists(f"/proc/{pid}/ns/net"):
-        return f"/proc/{pid}/ns/net"
     raise ProbeError(f"container {name} has no network namespace (is it running?)")
 
 

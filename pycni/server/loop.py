@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.net import syscalls
 from pycni.plugins import PLUGINS
 from pycni.server import listener, protocol
 from pycni.server.answer import VersionAnswers
@@ -32,6 +33,7 @@ from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
     Call,
     PeerError,
+    peer_pidfd,
     peer_uid,
     receive_call,
     report_failure,
@@ -181,7 +183,7 @@ class Server:
             log.warning("refused pid %d: uid %d is not root", pid, uid)
             sock.close()
             return
-        if not _same_pid_namespace(pid):
+        if not _same_pid_namespace(sock):
             # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
             # in: /proc/self would not resolve there. Such a caller runs in-process.
             log.info("pid %d is in another pid namespace: it runs the call itself", pid)
@@ -354,11 +356,21 @@ class Server:
         return 1
 
 
-def _same_pid_namespace(pid: int) -> bool:
+def _same_pid_namespace(sock: socket.socket) -> bool:
+    """The peer's pid namespace, through a pidfd of it (not ``/proc/PID``, which may be
+    another process's in a /proc of another pid namespace), is ours."""
     try:
-        theirs = os.stat(f"/proc/{pid}/ns/pid")
+        pidfd = peer_pidfd(sock)
+    except PeerError:
+        return False  # gone already: not ours to serve
+    try:
+        pidns = syscalls.pidfd_namespace(pidfd, "pid")
     except OSError:
-        return False  # gone already, or not visible from here: not ours to serve
+        return False  # exited meanwhile
+    finally:
+        os.close(pidfd)
+    theirs = os.fstat(pidns)
+    os.close(pidns)
     ours = os.stat("/proc/self/ns/pid")
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 

@@ -23,6 +23,7 @@ from pycni.server import protocol
 __all__ = [
     "Call",
     "PeerError",
+    "peer_pidfd",
     "peer_uid",
     "receive_call",
     "receive_packet",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
+_SO_PEERPIDFD = 77  # Linux >= 6.5; Python 3.11's socket module has no name for it
 _FD_BYTES = array.array("i").itemsize
 
 T = TypeVar("T")
@@ -78,6 +80,16 @@ def peer_uid(conn: socket.socket) -> tuple[int, int]:
     raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, _gid = _UCRED.unpack(raw)
     return pid, uid
+
+
+def peer_pidfd(conn: socket.socket) -> int:
+    """A pidfd of the process at the other end (SO_PEERPIDFD): its namespaces and its /proc
+    entry are reached through it, never through its pid (which names it only in our pid
+    namespace, and only while it lives). PeerError if it is gone already."""
+    try:
+        return conn.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+    except OSError as err:
+        raise PeerError(f"no pidfd of the peer: {err}") from err
 
 
 def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

@@ -336,6 +336,25 @@ def procs(cg: Cgroup) -> list[int]:
     return sorted(found)
 
 
+def _kill_listed(pids: list[int], cg: Cgroup) -> None:
+    """SIGKILL each of ``pids`` through a pidfd, if it is still listed in the cgroup once that
+    pidfd is open: a listed process that exited and whose pid went to a process outside the
+    cgroup before the pidfd was opened is not listed any more, and is never signalled."""
+    held: dict[int, int] = {}
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                held[pid] = os.pidfd_open(pid)
+        still = set(procs(cg))
+        for pid, pidfd in held.items():
+            if pid in still:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        for pidfd in held.values():
+            os.close(pidfd)
+
+
 def kill_all(cg: Cgroup, timeout: float = 5.0) -> None:
     """SIGKILL everything in the cgroup until it is empty (v1 has no cgroup.kill)."""
     deadline = time.monotonic() + timeout
@@ -346,9 +365,7 @@ def kill_all(cg: Cgroup, timeout: float = 5.0) -> None:
         kill_file = os.path.join(next(iter(cg.paths.values())), "cgroup.kill")
         if cg.version == 2 and os.path.exists(kill_file):
             write_file(kill_file, "1")
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_listed(pids, cg)
         time.sleep(0.01)
     raise RunError(f"processes {procs(cg)} survived SIGKILL in {dict(cg.paths)}")
 

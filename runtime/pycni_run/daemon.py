@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from pycni.net import syscalls
 from pycni.server import listener
-from pycni.server.peer import PeerError, peer_uid, receive_packet
+from pycni.server.peer import PeerError, peer_pidfd, peer_uid, receive_packet
 from pycni.server.spare import wake
-from pycni_run import handoff, standby, wire
+from pycni_run import handoff, pidfds, standby, wire
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.served import Call
 
@@ -232,15 +233,27 @@ class Daemon:
             raise PeerError("stays in-process (tty or daemon command)")
         if len(self._running) >= MAX_RUNNING:
             raise PeerError(f"{MAX_RUNNING} commands already running")
-        if _ns_id(f"/proc/{pending.pid}/ns/user") != self._own["user"]:
-            raise PeerError("another user namespace: it runs the command itself")
-        call.cgroup_text = _read_text(f"/proc/{pending.pid}/cgroup")
-        same_pidns = _ns_id(f"/proc/{pending.pid}/ns/pid") == self._own["pid"]
+        same_pidns = self._read_caller(call)
         worker = self._take_spare() if same_pidns else None
         if worker is None:
             self._ack_and_start(call, self._fork_for(call), handoff.go, argv)
         else:
             self._ack_and_start(call, worker, lambda w: handoff.hand(w, call), argv)
+
+    def _read_caller(self, call: Call) -> bool:
+        """The caller's cgroups (``call.cgroup_text``), through a pidfd of it: its pid names it
+        only in our pid namespace, and /proc may be another's. True if it is in our pid
+        namespace. PeerError for a caller in another user namespace (it runs the command)."""
+        pidfd = peer_pidfd(call.conn)
+        try:
+            if _pidfd_ns_id(pidfd, "user") != self._own["user"]:
+                raise PeerError("another user namespace: it runs the command itself")
+            call.cgroup_text = pidfds.read_proc(pidfd, "cgroup")
+            return _pidfd_ns_id(pidfd, "pid") == self._own["pid"]
+        except (RunError, OSError) as err:
+            raise PeerError(f"cannot read the caller: {err}") from err
+        finally:
+            os.close(pidfd)
 
     def _fork_for(self, call: Call) -> handoff.Worker:
         try:
@@ -335,12 +348,13 @@ def _ns_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _read_text(path: str) -> str:
+def _pidfd_ns_id(pidfd: int, kind: str) -> tuple[int, int]:
+    fd = syscalls.pidfd_namespace(pidfd, kind)
     try:
-        with open(path) as f:
-            return f.read()
-    except OSError as err:
-        raise PeerError(f"cannot read {path}: {err}") from err
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
 
 
 def _receive(sock: socket.socket) -> Call:

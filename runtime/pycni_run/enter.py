@@ -1,10 +1,11 @@
 """`exec`: run a command inside a running container by setns, as ``docker exec`` does.
 
-All ``/proc/PID/ns/*`` of the container's init are opened first; a forked, single-threaded
-child joins the cgroup (while host paths still resolve), then the namespaces with mnt last,
-then forks once more so the command is really inside the pid namespace; that process takes
-the container's capabilities, no_new_privs and seccomp program (saved at start) before exec.
-This process is a child subreaper, so it inherits that grandchild and returns its exit code.
+The container's init is opened as a pidfd checked to be that very process (``state.ProcRef``:
+a reused pid is refused, "not running"); a forked, single-threaded child joins the cgroup
+(while host paths still resolve), then every namespace of the init through that pidfd, then
+forks once more so the command is really inside the pid namespace; that process takes the
+container's capabilities, no_new_privs and seccomp program (saved at start) before exec. This
+process is a child subreaper, so it inherits that grandchild and returns its exit code.
 """
 
 from __future__ import annotations
@@ -48,17 +49,21 @@ def _command_side(
 
 def _joiner(
     channel: Channel,
-    fds: Mapping[str, int],
+    init: int,
     cg: cgroups.Cgroup | None,
     run: Channel,
     body: Callable[[], object],
 ) -> None:
-    """Join the cgroup, then every namespace; fork the command; report its pid and exit."""
+    """Join the cgroup, then every namespace of ``init`` (a pidfd); fork the command; report
+    its pid and exit."""
     process.reset_signals()
     run.close()
     if cg is not None:
         cgroups.enter(cg)
-    namespaces.join(fds)
+    try:
+        namespaces.join(init)
+    except ProcessLookupError:
+        raise RunError("the container's init exited: nothing joined") from None
     pid = process.fork_child(channel, body)
     channel.send(pid=pid)
     os._exit(0)
@@ -75,7 +80,7 @@ def exec_in(
     tty: bool,
 ) -> int:
     st = state.load(cfg.containers_dir, name)
-    if not st.running:
+    if st.status != "running":
         raise RunError(f"container {name} is not running")
     if not command:
         raise RunError("no command given")
@@ -96,8 +101,8 @@ def exec_in(
             confinement=confinement,
         )
 
-    with namespaces.open_namespaces(st.pid.pid) as fds:
-        joiner = process.fork_child(theirs, lambda: _joiner(theirs, fds, cg, ours, command_side))
+    with st.pid.opened(f"container {name} (its init, pid {st.pid.pid})") as init:
+        joiner = process.fork_child(theirs, lambda: _joiner(theirs, init, cg, ours, command_side))
     theirs.close()
     return _collect(ours, joiner, interactive=interactive)
 

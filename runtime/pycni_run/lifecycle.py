@@ -19,7 +19,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
-from pycni_run import cgroups, console, network, process, rootfs, security, standby, state
+from pycni.net import netns
+from pycni_run import cgroups, console, network, pidfds, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.process import Child, InitPlan, Stdio
@@ -48,6 +49,21 @@ def _peer_state(cfg: RuntimeConfig, spec: ContainerSpec) -> ContainerState | Non
     if not peer.running or not peer.netns_path:
         raise RunError(f"cannot join the network of {spec.net.peer}: it is not running")
     return peer
+
+
+def _open_peer_netns(peer: ContainerState) -> int:
+    """container:NAME: NAME's pinned netns, checked to be the one its init (held by a pidfd
+    of that very process) is in; the descriptor the new init joins."""
+    with peer.pid.opened(f"container {peer.name}") as pidfd:
+        fd = netns.open_netns(peer.netns_path)
+        try:
+            with pidfds.namespace(pidfd, "net") as own:
+                if not netns.same(fd, own):
+                    raise RunError(f"{peer.netns_path} is not the netns of {peer.name}'s init")
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
 
 
 def _hostname(spec: ContainerSpec, peer: ContainerState | None) -> str:
@@ -84,11 +100,11 @@ def _new_state(spec: ContainerSpec, hostname: str, env: dict[str, str]) -> Conta
     )
 
 
-def _kill_and_reap(pid: int) -> None:
+def _kill_and_reap(child: Child) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        os.waitpid(child.pid, 0)
 
 
 def _detach(cfg: RuntimeConfig, st: ContainerState) -> None:
@@ -149,14 +165,18 @@ def start(
             confinement=confinement,
             stdio=stdio(st, directory),
             init=spec.init,
-            peer_netns=peer.netns_path if peer else "",
+            peer_netns=_open_peer_netns(peer) if peer else -1,
         )
-        child = held.launch(plan) if held else process.spawn(plan)
-        undo.callback(_kill_and_reap, child.pid)
+        try:
+            child = held.launch(plan) if held else process.spawn(plan)
+        finally:
+            if plan.peer_netns >= 0:
+                os.close(plan.peer_netns)  # joined by the init, which is ready (or failed)
+        undo.callback(_kill_and_reap, child)
         # From now on, not once started: a signal in between (the command may already print)
         # would end this monitor and leave the container running without one.
-        _forward_signals(child.pid)
-        st.pid = state.proc_ref(child.pid)
+        _forward_signals(child.pidfd)
+        st.pid = state.ProcRef.of(child.pid, child.pidfd)
         save()
         master = _network_and_release(cfg, st, child, undo, conflist)
         st.status, st.started = "running", time.time()
@@ -169,7 +189,8 @@ def _network_and_release(
     cfg: RuntimeConfig, st: ContainerState, child: Child, undo: ExitStack, conflist: Any
 ) -> int | None:
     """Pin the netns, CNI ADD (both recorded first), then let the init exec."""
-    st.netns_path = network.pin_netns(cfg, st.name, child.pid)
+    with pidfds.namespace(child.pidfd, "net") as netns_fd:
+        st.netns_path = network.pin_netns(cfg, st.name, netns_fd)
     state.save(cfg.containers_dir, st)
     undo.callback(_quietly, "unpin netns", network.unpin_netns, st.netns_path)
     st.network = conflist.name
@@ -199,9 +220,7 @@ def teardown(cfg: RuntimeConfig, st: ContainerState) -> list[str]:
     """Kill, CNI DEL, unpin, remove the cgroup; each step recorded when done. Errors, if any."""
     errors: list[str] = []
     cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
-    if st.pid.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid.pid, signal.SIGKILL)
+    st.pid.signal(signal.SIGKILL)
     if cg is not None:
         _step(errors, "kill", lambda: cgroups.kill_all(cg))
     if st.network and _step(errors, "CNI DEL", lambda: _detach(cfg, st)):
@@ -242,10 +261,12 @@ def finish(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
         state.save(cfg.containers_dir, current)
 
 
-def _forward_signals(pid: int) -> None:
+def _forward_signals(pidfd: int) -> None:
+    """To the init through its pidfd: never to whoever has its pid once it is reaped."""
+
     def forward(sig: int, _frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+            signal.pidfd_send_signal(pidfd, sig)
 
     for sig in process.FORWARDED:
         signal.signal(sig, forward)
@@ -275,18 +296,9 @@ def wait_container(
     return code
 
 
-def _wait_gone(ref: state.ProcRef, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while ref.alive():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _settle(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
     """After the init died: let its monitor finish; if the monitor is gone, finish for it."""
-    if _wait_gone(st.monitor, 15.0):
+    if st.monitor.wait_gone(15.0):
         current = _reload(cfg, st)
         if current is not None and current.id == st.id and current.status != "exited":
             finish(cfg, current, code)
@@ -296,27 +308,24 @@ def stop(cfg: RuntimeConfig, name: str, timeout: float | None = None) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` (Docker's stop); then the teardown ran."""
     st = state.load(cfg.containers_dir, name)
     code = None
-    if st.pid.alive():
-        os.kill(st.pid.pid, signal.SIGTERM)
-        if not _wait_gone(st.pid, cfg.stop_timeout if timeout is None else timeout):
-            _kill_all(st)
-            _wait_gone(st.pid, 5.0)
-            code = 128 + signal.SIGKILL
+    grace = cfg.stop_timeout if timeout is None else timeout
+    if st.pid.signal(signal.SIGTERM) and not st.pid.wait_gone(grace):
+        _kill_all(st)
+        st.pid.wait_gone(5.0)
+        code = 128 + signal.SIGKILL
     _settle(cfg, st, code)
 
 
 def _kill_all(st: ContainerState) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(st.pid.pid, signal.SIGKILL)
+    st.pid.signal(signal.SIGKILL)
     if st.cgroup:
         cgroups.kill_all(cgroups.Cgroup.from_dict(st.cgroup))
 
 
 def kill(cfg: RuntimeConfig, name: str, sig: int = signal.SIGKILL) -> None:
     st = state.load(cfg.containers_dir, name)
-    if not st.pid.alive():
+    if not st.pid.signal(sig):
         raise RunError(f"container {name} is not running")
-    os.kill(st.pid.pid, sig)
 
 
 def remove(cfg: RuntimeConfig, name: str, *, force: bool = False) -> None:
@@ -327,8 +336,8 @@ def remove(cfg: RuntimeConfig, name: str, *, force: bool = False) -> None:
             raise RunError(f"cannot remove running container {name}: stop it or use rm -f")
         if st.pid.alive():
             _kill_all(st)
-            _wait_gone(st.pid, 5.0)
-        _wait_gone(st.monitor, 15.0)
+            st.pid.wait_gone(5.0)
+        st.monitor.wait_gone(15.0)
     if not os.path.isdir(state.container_dir(cfg.containers_dir, name)):
         return  # its monitor removed it (--rm)
     with state.locked(cfg.containers_dir, name):

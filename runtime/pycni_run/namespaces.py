@@ -2,19 +2,21 @@
 
 A container always gets new mnt, uts, ipc, pid and cgroup namespaces; the network namespace
 is new for bridge and none, the caller's for host, and another container's for
-container:NAME (youki's ``unshare_or_setns``). ``exec`` opens every ``/proc/PID/ns/*`` first,
-then joins them with mnt last: after joining the mount namespace, ``/proc`` paths would name
-the container's view, not the host's.
+container:NAME (youki's ``unshare_or_setns``). ``exec`` joins them all at once through a pidfd
+of the container's init (``setns(pidfd, flags)``, Linux >= 5.8): no ``/proc/PID/ns/*`` path,
+which names another process when ``/proc`` is another pid namespace's or the pid was reused,
+and a pidfd whose process has exited joins nothing (ESRCH).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Mapping
+import functools
+import operator
+from collections.abc import Mapping
 from typing import Final
 
 from pycni.net import syscalls
+from pycni_run import pidfds
 from pycni_run.errors import RunError
 from pycni_run.spec import NetMode
 
@@ -23,7 +25,6 @@ __all__ = [
     "JOIN_ORDER",
     "join",
     "ns_links",
-    "open_namespaces",
     "unshare_flags",
 ]
 
@@ -35,8 +36,9 @@ CLONE_FLAGS: Final[Mapping[str, int]] = {
     "cgroup": syscalls.CLONE_NEWCGROUP,
     "mnt": syscalls.CLONE_NEWNS,
 }
-# nsenter's and youki's order; mnt last (see the module docstring).
+# What exec joins (nsenter's and youki's set); one setns takes them all, the kernel orders them.
 JOIN_ORDER: Final = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+_JOIN_FLAGS: Final = functools.reduce(operator.or_, (CLONE_FLAGS[k] for k in JOIN_ORDER))
 SHOWN: Final = ("cgroup", "ipc", "mnt", "net", "pid", "uts", "user", "time")
 
 
@@ -49,33 +51,19 @@ def unshare_flags(net: NetMode) -> int:
     return flags
 
 
-def ns_links(pid: int) -> dict[str, str]:
-    """``/proc/PID/ns/*`` link targets (``net:[4026532181]``) for the namespaces we show."""
+def ns_links(pidfd: int) -> dict[str, str]:
+    """Namespace links (``net:[4026532181]``, as ``/proc/PID/ns/*`` shows them) of the
+    pidfd's process, for the namespaces we show; empty once it has exited."""
     links: dict[str, str] = {}
     for kind in SHOWN:
-        with contextlib.suppress(OSError):
-            links[kind] = os.readlink(f"/proc/{pid}/ns/{kind}")
+        try:
+            links[kind] = pidfds.namespace_link(pidfd, kind)
+        except RunError:
+            return {}
     return links
 
 
-@contextlib.contextmanager
-def open_namespaces(pid: int) -> Iterator[dict[str, int]]:
-    """Open every namespace of ``pid`` we join, before joining any of them."""
-    fds: dict[str, int] = {}
-    try:
-        for kind in JOIN_ORDER:
-            try:
-                fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as err:
-                raise RunError(f"cannot open /proc/{pid}/ns/{kind}: {err.strerror}") from err
-        yield fds
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-
-
-def join(fds: Mapping[str, int]) -> None:
-    """setns into each namespace in ``JOIN_ORDER``; the caller must be single-threaded."""
-    for kind in JOIN_ORDER:
-        if kind in fds:
-            syscalls.setns(fds[kind], CLONE_FLAGS[kind])
+def join(pidfd: int) -> None:
+    """setns into every namespace in ``JOIN_ORDER`` of the pidfd's process, at once; the
+    caller must be single-threaded (mnt). OSError (ESRCH) if that process has exited."""
+    syscalls.setns(pidfd, _JOIN_FLAGS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from pycni.net import netns
-from pycni_run import network, state
+from pycni_run import network, pidfds, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.spec import validate_name
@@ -27,7 +27,10 @@ def link(cfg: RuntimeConfig, name: str, link_name: str | None = None) -> str:
         target = os.path.join(cfg.netns_dir, validate_name(link_name or name))
         if target == st.netns_path or target in st.links:
             return target  # already there (the container's own pin is <netns_dir>/<name>)
-        network.pin_netns(cfg, os.path.basename(target), st.pid.pid)
+        # From the init's own netns (its pidfd checked to be that very process), not from
+        # a pid turned into a /proc path.
+        with st.pid.opened(f"container {name}") as pidfd, pidfds.namespace(pidfd, "net") as fd:
+            network.pin_netns(cfg, os.path.basename(target), fd)
         st.links.append(target)
         state.save(cfg.containers_dir, st)
     return target

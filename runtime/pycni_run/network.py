@@ -79,17 +79,18 @@ def _runtime_conf(
     )
 
 
-def pin_netns(cfg: RuntimeConfig, name: str, pid: int) -> str:
-    """Bind-mount ``/proc/PID/ns/net`` at ``<netns_dir>/<name>`` (``ip netns`` sees it)."""
+def pin_netns(cfg: RuntimeConfig, name: str, netns_fd: int) -> str:
+    """Bind-mount the netns behind ``netns_fd`` (the container init's, from its pidfd) at
+    ``<netns_dir>/<name>`` (``ip netns`` sees it)."""
     target = os.path.join(cfg.netns_dir, name)
     try:
-        netns.pin(f"/proc/{pid}/ns/net", target)
+        netns.pin_fd(netns_fd, target)
     except FileExistsError:
         raise RunError(
             f"{target} already exists: another netns is pinned under that name"
         ) from None
     except OSError as err:
-        raise RunError(f"cannot pin the netns of pid {pid} at {target}: {err}") from err
+        raise RunError(f"cannot pin the container's netns at {target}: {err}") from err
     return target
 
 

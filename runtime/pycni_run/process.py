@@ -119,7 +119,7 @@ class InitPlan:
     cgroup: cgroups.Cgroup
     net: NetMode
     confinement: Confinement  # capabilities, seccomp, masked paths: applied last (security)
-    peer_netns: str = ""  # container:NAME -> NAME's pinned netns
+    peer_netns: int = -1  # container:NAME -> a descriptor of NAME's netns, joined by the init
     stdio: Stdio = field(default_factory=Stdio)
     init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
 
@@ -154,6 +154,7 @@ class CgroupMove:
 @dataclass(slots=True)
 class Child:
     pid: int  # the container's init, as this runtime's pid namespace sees it
+    pidfd: int  # held for the monitor's life: signals and namespaces go through it
     channel: Channel
     cgroup_move: CgroupMove | None = None  # done before "go": nothing runs uncharged
 
@@ -225,10 +226,9 @@ def _enter_namespaces(plan: InitPlan, channel: Channel, made: int) -> None:
     root is the container's own cgroup, crun's order): ``_enter_cgroup_namespace``. ``made``:
     the namespaces a standby init made ahead of time (``standby``)."""
     reset_signals()
-    if plan.peer_netns:
-        fd = os.open(plan.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
-        syscalls.setns(fd, syscalls.CLONE_NEWNET)
-        os.close(fd)
+    if plan.peer_netns >= 0:
+        syscalls.setns(plan.peer_netns, syscalls.CLONE_NEWNET)
+        os.close(plan.peer_netns)
     flags = namespaces.unshare_flags(plan.net) & ~_LATE_FLAGS & ~made
     if flags:
         syscalls.unshare(flags)
@@ -340,12 +340,15 @@ def spawn(plan: InitPlan) -> Child:
         pid = fork_pid1(theirs, init_body)
     finally:
         theirs.close()
+    # Right after the fork: the child cannot be reaped before we wait for it, so the pid is
+    # still that child's. Its pid, written to cgroup.procs below, is safe for the same reason.
+    pidfd = os.pidfd_open(pid)
     # Started before this thread blocks on "ready": the move's write then runs at once (and
     # waits in the kernel without the GIL) instead of after a 5 ms GIL switch interval.
-    return await_ready(pid, ours, CgroupMove(plan.cgroup, pid))
+    return await_ready(pid, pidfd, ours, CgroupMove(plan.cgroup, pid))
 
 
-def await_ready(pid: int, ours: Channel, move: CgroupMove | None) -> Child:
+def await_ready(pid: int, pidfd: int, ours: Channel, move: CgroupMove | None) -> Child:
     """The init's "ready" (its namespaces exist); RunError, with the init reaped, if it failed."""
     try:
         msg = ours.recv()
@@ -356,9 +359,10 @@ def await_ready(pid: int, ours: Channel, move: CgroupMove | None) -> Child:
                 str(doc.get("error", f"container setup failed (status {status})")),
                 int(doc.get("code", EXIT_RUNTIME)),
             )
-        return Child(pid=pid, channel=ours, cgroup_move=move)
+        return Child(pid=pid, pidfd=pidfd, channel=ours, cgroup_move=move)
     except BaseException:
         ours.close()
+        os.close(pidfd)
         raise
 
 

@@ -53,6 +53,7 @@ MADE: Final = syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEW
 @dataclass(slots=True, eq=False)
 class Standby:
     pid: int
+    pidfd: int  # opened right after its fork, as ``process.spawn`` does
     channel: Channel
     cgroup: cgroups.Cgroup  # its standby cgroup, or the container's once adopted
     owner: int  # the process that forked it: the only one that can wait for it
@@ -75,7 +76,7 @@ class Standby:
             self.end(remove_cgroup=not adopted)
             return process.spawn(plan)
         move = None if adopted else process.CgroupMove(plan.cgroup, self.pid, self.cgroup)
-        return process.await_ready(self.pid, self.channel, move)
+        return process.await_ready(self.pid, self.pidfd, self.channel, move)
 
     def _send(self, plan: InitPlan) -> None:
         stdio = plan.stdio
@@ -88,18 +89,22 @@ class Standby:
         try:
             with open(memfd, "wb", closefd=False) as f:
                 pickle.dump((plan, umask), f)
+            # The net namespace it joins unless it keeps its own: the caller's (host) or the
+            # peer's (container:NAME, already open: ``plan.peer_netns``).
             namespaces = [os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                           for ns in ("mnt", "net")]
-            self.channel.send(fds=[memfd, *namespaces, *fds], plan=True)
+            net = plan.peer_netns if plan.peer_netns >= 0 else namespaces[1]
+            self.channel.send(fds=[memfd, namespaces[0], net, *fds], plan=True)
         finally:
             for fd in (memfd, *namespaces):
                 os.close(fd)
 
     def end(self, *, remove_cgroup: bool) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
         self.channel.close()
         if remove_cgroup:
             with contextlib.suppress(RunError, OSError):
@@ -131,9 +136,10 @@ def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     with open(memfd, "rb") as f:
         f.seek(0)  # the sender's write moved the shared offset to the end
         plan, umask = pickle.load(f)  # noqa: S301 - written by the process that forked this one
-    plan = replace(plan, stdio=_stdio(plan.stdio, stdio))
-    if not plan.net.new_netns and not plan.peer_netns:
-        syscalls.setns(net, syscalls.CLONE_NEWNET)  # host: the caller's
+    # Its peer_netns is a number of the sender's: the peer's netns came as ``net``.
+    plan = replace(plan, stdio=_stdio(plan.stdio, stdio), peer_netns=-1)
+    if not plan.net.new_netns:
+        syscalls.setns(net, syscalls.CLONE_NEWNET)  # host: the caller's; container: the peer's
     syscalls.setns(mnt, syscalls.CLONE_NEWNS)  # its paths are the caller's from here on
     os.close(net)
     os.close(mnt)
@@ -167,7 +173,8 @@ def park(parent: str, close_inherited: Callable[[], None]) -> None:
         return
     finally:
         theirs.close()
-    _held.append(Standby(pid=pid, channel=ours, cgroup=cg, owner=os.getpid()))
+    pidfd = os.pidfd_open(pid)  # our child, not reaped: the pid is still its own
+    _held.append(Standby(pid=pid, pidfd=pidfd, channel=ours, cgroup=cg, owner=os.getpid()))
 
 
 def take() -> Standby | None:

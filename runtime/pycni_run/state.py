@@ -2,7 +2,8 @@
 
 Every resource is recorded before or as it is created (cgroup, netns pin, network attachment),
 so ``rm -f`` can undo all of it after the runtime that created it was killed. A process is
-identified by its pid *and* its start time, so a recycled pid is never mistaken for it.
+identified by its pid *and* the pidfs inode of a pidfd of it (``pidfds``), so a recycled pid
+is never mistaken for it, and every signal goes through a pidfd checked that way.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import errno
 import fcntl
 import json
 import os
+import select
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pycni_run import pidfds
 from pycni_run.errors import RunError
 
 __all__ = [
@@ -40,31 +44,73 @@ STATE_FILE: Final = "state.json"
 
 @dataclass(frozen=True, slots=True)
 class ProcRef:
-    """A process as pid + start time (clock ticks since boot, /proc/PID/stat field 22)."""
+    """A process as its pid (in the runtime's pid namespace) and its pidfs inode."""
 
     pid: int = 0
-    start: int = 0
+    ino: int = 0
+
+    @classmethod
+    def of(cls, pid: int, pidfd: int) -> ProcRef:
+        return cls(pid, pidfds.identity(pidfd))
+
+    def open(self) -> int | None:
+        """A pidfd of this very process while it runs; None once it is gone (or the pid is
+        another process's now). The caller closes it."""
+        return pidfds.open_verified(self.pid, self.ino)
+
+    @contextlib.contextmanager
+    def opened(self, what: str) -> Iterator[int]:
+        """``open`` for the body; RunError "``what`` is not running" without one."""
+        pidfd = self.open()
+        if pidfd is None:
+            raise RunError(f"{what} is not running")
+        try:
+            yield pidfd
+        finally:
+            os.close(pidfd)
 
     def alive(self) -> bool:
-        if self.pid <= 0:
+        pidfd = self.open()
+        if pidfd is None:
             return False
-        current = _stat(self.pid)
-        return current is not None and current[1] == self.start and current[0] != "Z"
+        os.close(pidfd)
+        return True
 
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` if this process still runs; False if it did not."""
+        pidfd = self.open()
+        if pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+        return True
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the comm may contain spaces and parens
-    return fields[0], int(fields[19])
+    def wait_gone(self, timeout: float) -> bool:
+        """True once this process has exited (at once if it is not running), False if it
+        still runs after ``timeout`` seconds."""
+        pidfd = self.open()
+        if pidfd is None:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            return bool(poller.poll(timeout * 1000))
+        finally:
+            os.close(pidfd)
 
 
 def proc_ref(pid: int) -> ProcRef:
-    found = _stat(pid)
-    return ProcRef(pid, found[1] if found else 0)
+    """``pid`` (of this pid namespace) as a ProcRef; only for a process that cannot be reaped
+    meanwhile: this process itself, or a child it has not waited for."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        return ProcRef.of(pid, pidfd)
+    finally:
+        os.close(pidfd)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,7 +151,7 @@ class ContainerState:
         doc = {f.name: getattr(self, f.name) for f in _FIELDS}
         for key in ("pid", "monitor"):
             ref = doc[key]
-            doc[key] = {"pid": ref.pid, "start": ref.start}
+            doc[key] = {"pid": ref.pid, "ino": ref.ino}
         return doc
 
     @classmethod
@@ -114,7 +160,8 @@ class ContainerState:
         values = {k: v for k, v in doc.items() if k in known}
         for key in ("pid", "monitor"):
             ref = values.get(key) or {}
-            values[key] = ProcRef(int(ref.get("pid", 0)), int(ref.get("start", 0)))
+            # No "ino" (a state written before pids were pinned by pidfs inode): not running.
+            values[key] = ProcRef(int(ref.get("pid", 0)), int(ref.get("ino", 0)))
         return cls(**values)
 
     @property

@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any
 
-from pycni_run import cgroups, namespaces, network
+from pycni_run import cgroups, namespaces, network, pidfds
 from pycni_run.errors import RunError
 from pycni_run.state import ContainerState
 
@@ -62,17 +62,27 @@ def render_table(rows: list[list[str]]) -> str:
     )
 
 
-def _namespaces(pid: int) -> dict[str, Any]:
-    mine = namespaces.ns_links(os.getpid())
-    theirs = namespaces.ns_links(pid)
-    return {
-        kind: {
-            "path": f"/proc/{pid}/ns/{kind}",
-            "link": link,
-            "shared_with_host": mine.get(kind) == link,
-        }
-        for kind, link in theirs.items()
-    }
+def _namespaces(st: ContainerState) -> dict[str, Any]:
+    """The init's namespaces, read through a pidfd of that very process; their
+    ``/proc/PID/ns`` paths only when this ``/proc`` is our pid namespace's (else they would
+    name another process's)."""
+    init = st.pid.open()
+    if init is None:
+        return {}
+    me = os.pidfd_open(os.getpid())
+    try:
+        mine, theirs = namespaces.ns_links(me), namespaces.ns_links(init)
+    finally:
+        os.close(me)
+        os.close(init)
+    paths = pidfds.proc_is_own()
+    doc: dict[str, Any] = {}
+    for kind, link in theirs.items():
+        entry: dict[str, Any] = {"link": link, "shared_with_host": mine.get(kind) == link}
+        if paths:
+            entry["path"] = f"/proc/{st.pid.pid}/ns/{kind}"
+        doc[kind] = entry
+    return doc
 
 
 def _iso(ts: float | None) -> str:
@@ -113,7 +123,7 @@ def inspect_doc(st: ContainerState) -> dict[str, Any]:
             "WorkingDir": st.workdir,
             "Hostname": st.hostname,
         },
-        "Namespaces": _namespaces(st.pid.pid) if running else {},
+        "Namespaces": _namespaces(st) if running else {},
         "NetworkSettings": {
             "Mode": st.net_mode,
             "Network": st.network,

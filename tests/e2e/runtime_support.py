@@ -5,6 +5,11 @@ writes under /run and /var/lib, brings its lo up and waits; each command runs in
 through ``nsenter``. Nothing touches the root network namespace or the host's mounts; when
 the sandbox ends, the kernel kills everything left in its pid namespace and drops its mounts
 and network namespace. cgroups are global, so ``close`` also sweeps the test's cgroup parent.
+
+``nested=True`` adds a pid namespace inside it that keeps the sandbox's /proc (``unshare
+--pid --fork`` without ``--mount-proc``, a second reaper as its PID 1), and every command runs
+in there: a pid of the runtime turned into a ``/proc`` path then names a process of the
+sandbox (the stand-in host), never one of the machine.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ class RuntimeSandbox:
     image_store: Path
     cgroup_parent: str
     proc: subprocess.Popen[str] | None = None
-    init_pid: int = 0
+    init_pid: int = 0  # the sandbox's PID 1, as the machine sees it
+    inner: subprocess.Popen[str] | None = None  # nested: the inner pid namespace's reaper
+    runtime_pid: int = 0  # the PID 1 of the pid namespace commands run in, as the machine sees it
     daemon: subprocess.Popen[bytes] | None = None
     daemon_socket: str = ""
     daemon_log: Path | None = None
@@ -103,7 +110,7 @@ class RuntimeSandbox:
             "  stop_timeout: 3\n"
         )
 
-    def start(self) -> None:
+    def start(self, *, nested: bool = False) -> None:
         argv = [
             "unshare",
             "--mount",
@@ -122,10 +129,21 @@ class RuntimeSandbox:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "ready"
-        self.init_pid = _children(self.proc.pid)[0]
+        self.init_pid = self.runtime_pid = _children(self.proc.pid)[0]
+        if nested:
+            self._start_inner()
+
+    def _start_inner(self) -> None:
+        """A pid namespace in the sandbox, its /proc still the sandbox's, for every command."""
+        argv = self._argv(["unshare", "--pid", "--fork", "--", sys.executable, "-c", _INIT])
+        self.inner = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert self.inner.stdout is not None
+        assert self.inner.stdout.readline().strip() == "ready"
+        unshare = _children(self.inner.pid)[0]  # nsenter's child, in the sandbox
+        self.runtime_pid = _children(unshare)[0]
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
-        return ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", *argv]
+        return ["nsenter", "-t", str(self.runtime_pid), "-m", "-n", "-p", "--", *argv]
 
     def _env(self) -> dict[str, str]:
         # Plugins run in-process inside the sandbox: a `pycni serve` outside it could not
@@ -221,6 +239,14 @@ class RuntimeSandbox:
             for name in names:
                 self.run("rm", "-f", name, timeout=60)
         self.stop_daemon()
+        if self.inner is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.runtime_pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.inner.wait(timeout=10)  # else it goes with the sandbox's PID 1 below
+            if self.inner.stdout is not None:
+                self.inner.stdout.close()
+            self.inner = None
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.init_pid, signal.SIGTERM)
         try:
@@ -285,7 +311,9 @@ def sweep_cgroups(parent: str) -> None:
 
 
 @contextlib.contextmanager
-def open_sandbox(workdir: Path, cni_bin: Path, image_store: Path) -> Iterator[RuntimeSandbox]:
+def open_sandbox(
+    workdir: Path, cni_bin: Path, image_store: Path, *, nested: bool = False
+) -> Iterator[RuntimeSandbox]:
     box = RuntimeSandbox(
         workdir=workdir,
         cni_bin=cni_bin,
@@ -293,7 +321,7 @@ def open_sandbox(workdir: Path, cni_bin: Path, image_store: Path) -> Iterator[Ru
         cgroup_parent=f"pycni-test-{os.getpid()}",
     )
     try:
-        box.start()
+        box.start(nested=nested)
         yield box
     finally:
         box.close()

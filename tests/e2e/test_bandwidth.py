@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from pycni.cni.conf import find_conflist
 from pycni.cni.errors import CNIError
+from pycni.cni.handle import open_netns_handle
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest, Result
 from pycni.net import netns, tc
@@ -410,14 +412,16 @@ def test_failed_add_leaves_no_qdisc_and_no_ifb(
         **INGRESS,
         **EGRESS,
     }
+    handle = open_netns_handle(sandbox.containers["a"])  # what skel opens from CNI_NETNS
     args = CmdArgs(
         command="ADD",
         container_id="a",
         netns=sandbox.containers["a"],
+        netns_handle=handle,
         ifname="eth0",
         config=PluginRequest.from_dict(doc),
     )
-    with netns.enter(sandbox.host_ns), pytest.raises(CNIError, match="failpoint"):
+    with closing(handle), netns.enter(sandbox.host_ns), pytest.raises(CNIError, match="failpoint"):
         bandwidth.cmd_add(args)
     assert ifbs(sandbox.host_ns) == set()
     qdiscs = tc_json(sandbox.host_ns, "qdisc", "show", "dev", host_veth(prev))

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pycni.cni.errors import CNIError
+from pycni.cni.handle import open_netns_handle
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest
 from pycni.net import netns
@@ -259,14 +261,16 @@ def test_failed_add_rolls_back_sysctls_link_and_backup(
         "allmulti": True,
         "txQLen": 5,
     }
+    handle = open_netns_handle(attached)  # what skel opens from CNI_NETNS
     args = CmdArgs(
         command="ADD",
         container_id="c1",
         netns=attached,
+        netns_handle=handle,
         ifname="eth0",
         config=PluginRequest.from_dict(doc),
     )
-    with netns.enter(host_ns), pytest.raises(CNIError, match="failpoint"):
+    with closing(handle), netns.enter(host_ns), pytest.raises(CNIError, match="failpoint"):
         tuning.cmd_add(args)
     assert (read_sysctl(attached, "net/core/somaxconn"), state(attached)) == before
     assert backups(tmp_path) == []

@@ -335,20 +335,31 @@ def test_missing_command_is_code_4(command: str | None) -> None:
     del env["CNI_COMMAND"]
     if command is not None:
         env["CNI_COMMAND"] = command
-    doc = call(env=env).error()
+    doc = call(env=env, stdin=config("0.4.0")).error()
     assert doc["code"] == ErrorCode.INVALID_ENVIRONMENT
     assert "CNI_COMMAND" in doc["msg"]
-    assert "cniVersion" not in doc  # stdin is not read without a command
+    assert doc["cniVersion"] == "0.4.0"  # the request's config is readable: its version
+
+
+@pytest.mark.parametrize("command", [None, "add"])
+def test_bad_command_without_a_readable_config_has_no_version(command: str | None) -> None:
+    env = base_env("ADD")
+    del env["CNI_COMMAND"]
+    if command is not None:
+        env["CNI_COMMAND"] = command
+    doc = call(env=env, stdin=b"not json").error()
+    assert doc["code"] == ErrorCode.INVALID_ENVIRONMENT
+    assert "cniVersion" not in doc
 
 
 @pytest.mark.parametrize("command", ["add", "Add", "DELETE", "VERSIONS", "UPDATE", " ADD"])
 def test_unknown_command_is_code_4(command: str) -> None:
     env = base_env("ADD") | {"CNI_COMMAND": command}
     plugin = FakePlugin()
-    doc = call(info_for(plugin), env=env).error()
+    doc = call(info_for(plugin), env=env, stdin=config("1.0.0")).error()
     assert doc["code"] == ErrorCode.INVALID_ENVIRONMENT
     assert repr(command) in doc["details"]
-    assert "cniVersion" not in doc
+    assert doc["cniVersion"] == "1.0.0"
     assert plugin.calls == []
 
 

@@ -1,8 +1,10 @@
-"""Container state files: atomic save/load, name claims, liveness by pid + start time."""
+"""Container state files: atomic save/load, name claims, liveness by pid + pidfs inode."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,14 +51,31 @@ def test_load_missing_and_corrupt(tmp_path: Path) -> None:
 def test_a_recycled_pid_is_not_alive() -> None:
     me = state.proc_ref(os.getpid())
     assert me.alive()
-    assert not ProcRef(me.pid, me.start + 1).alive()
+    assert not ProcRef(me.pid, me.ino + 1).alive()  # this pid, but another process's inode
+    assert not ProcRef(me.pid, 0).alive()  # a state from before inodes were recorded
     assert not ProcRef(0, 0).alive()
+    assert not ProcRef(me.pid, me.ino + 1).signal(0)
+
+
+def test_signals_reach_the_process_and_stop_at_its_exit() -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        ref = state.proc_ref(proc.pid)
+        assert ref.alive()
+        assert not ref.wait_gone(0.01)
+        assert ref.signal(signal.SIGKILL)
+        assert ref.wait_gone(10)  # exited: a zombie counts as gone
+        assert not ref.alive()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not ref.signal(signal.SIGTERM)  # reaped: its pid may be anyone's now
 
 
 def test_live_status_notices_a_dead_runtime(tmp_path: Path) -> None:
     st = _state()
     st.status = "running"
-    st.pid = ProcRef(os.getpid(), 1)  # wrong start time: that process is gone
+    st.pid = ProcRef(os.getpid(), 1)  # wrong pidfs inode: that process is gone
     assert st.live_status() == "dead"
     st.monitor = state.proc_ref(os.getpid())
     assert st.live_status() == "running"  # its monitor will record the exit
