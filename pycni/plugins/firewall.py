@@ -44,6 +44,7 @@ def _forward(args: CmdArgs, conf: FirewallConfig, prev: Result) -> Forward:
         network_subnets=tuple(dict.fromkeys(ip.network for ip in prev.ips)),
         sources=tuple(ip.ip for ip in prev.ips),
         ingress_policy=conf.ingress_policy,
+        internal=conf.internal,
     )
 
 
