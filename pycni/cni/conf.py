@@ -19,6 +19,7 @@ from pycni.cni.skel import validate_network_name
 
 __all__ = [
     "NetworkConfigList",
+    "conflist_from_doc",
     "find_conflist",
     "list_networks",
     "load_conflist_file",
@@ -76,6 +77,12 @@ def parse_conflist(data: bytes, source: str = "") -> NetworkConfigList:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"cannot decode {source or 'config'}", str(err)
         ) from err
+    return conflist_from_doc(doc, data, source)
+
+
+def conflist_from_doc(doc: Any, data: bytes, source: str = "") -> NetworkConfigList:
+    """``parse_conflist`` for a caller that decoded ``data`` already (and keeps the document
+    for keys a runtime does not read, such as a conflist's top-level ``args``)."""
     if not isinstance(doc, dict):
         raise CNIError(ErrorCode.DECODING_FAILURE, f"{source or 'config'} must be a JSON object")
     if "plugins" not in doc and "type" in doc:
