@@ -159,7 +159,7 @@ def main(argv: Sequence[str], *, prog: str = "pycni network", config_file: Path 
             from pycni.config_file import find_config_file
 
             config_file = find_config_file()
-        flags: dict[str, Any] = {k: getattr(ns, k) for k in _LOCATIONS}
+        flags: dict[str, Any] = {k: getattr(ns, k) for k in _LOCATIONS if getattr(ns, k)}
         if ns.cni_path:
             flags["cni_path"] = tuple(p for p in ns.cni_path.split(os.pathsep) if p)
         settings = load_settings(config_file, env=os.environ if env is None else env,
