@@ -15,7 +15,7 @@ from typing import Any
 from pycni.cni import version as versions
 from pycni.cni._fields import bad, opt_bool, opt_str_list, req_str
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.cni.skel import validate_network_name
+from pycni.cni.names import validate_network_name
 
 __all__ = [
     "NetworkConfigList",

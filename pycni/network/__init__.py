@@ -2,8 +2,8 @@
 
 - ``spec`` (with ``names``, ``subnets``): a `network create` request validated into a
   ``NetworkSpec``, the subnet picked clear of other networks and of the host's routes;
-- ``render``: the spec as a conflist (the default network's chain), and any conflist back as a
-  ``NetworkView``;
+- ``render``: the spec as a conflist (the default network's chain); ``view``: any conflist
+  back as a ``NetworkView``;
 - ``store``: the conf dir (atomic writes under a lock); ``attachments``: the results cache;
   ``attach``: CNI ADD/DEL of one container, as a runtime runs them;
 - ``manager``: create, list, inspect, remove, prune; ``report`` and ``cli``: what `pycni

@@ -62,8 +62,15 @@ def _results_dir(cache_dir: str) -> str:
 
 
 def _owners(filename: str, networks: Collection[str]) -> list[str]:
-    """Networks ``filename`` (``<network>-<container id>-<ifname>``) may belong to."""
-    return [filename[:i] for i, ch in enumerate(filename) if ch == "-" and filename[:i] in networks]
+    """Networks ``filename`` (``<network>-<container id>-<ifname>``) may belong to: each
+    prefix ending before a '-' that names one."""
+    found = []
+    dash = filename.find("-")
+    while dash > 0:
+        if filename[:dash] in networks:
+            found.append(filename[:dash])
+        dash = filename.find("-", dash + 1)
+    return found
 
 
 def count_attachments(cache_dir: str, networks: Collection[str]) -> dict[str, int]:

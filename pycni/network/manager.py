@@ -12,10 +12,12 @@ is put back: the same `rm` can be run again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.network import store
@@ -27,8 +29,10 @@ from pycni.network.attachments import (
 )
 from pycni.network.config import NetworkSettings
 from pycni.network.names import BUILTIN_NETWORKS, invalid
-from pycni.network.spec import CreateRequest, Taken, build_spec
 from pycni.network.store import StoredNetwork
+
+if TYPE_CHECKING:  # create's modules are imported when a network is created
+    from pycni.network.spec import CreateRequest, Taken
 
 __all__ = [
     "Failures",
@@ -40,6 +44,10 @@ __all__ = [
     "prune_networks",
     "remove_networks",
 ]
+
+
+# (network name, what went wrong) for each network a multi-name command could not handle
+Failures = list[tuple[str, CNIError]]
 
 
 class NetworkInUse(CNIError):
@@ -64,6 +72,7 @@ class NetworkSummary:
 
 def _taken(networks: Sequence[StoredNetwork]) -> Taken:
     from pycni.network import hostnet  # pyroute2: only for the commands that need the kernel
+    from pycni.network.spec import Taken
 
     return Taken(
         networks={n.name: n.path for n in networks},
@@ -76,8 +85,6 @@ def _taken(networks: Sequence[StoredNetwork]) -> Taken:
 
 def _validate_rendered(doc: dict[str, object], path: str) -> None:
     """The plugins' own parsers agree with what is about to be written."""
-    import json
-
     from pycni.cni.conf import conflist_from_doc
     from pycni.ipam.config import parse_ipam_config
 
@@ -89,6 +96,7 @@ def create_network(settings: NetworkSettings, req: CreateRequest
                    ) -> tuple[StoredNetwork, list[str]]:
     """Write the network's conflist; it and the warnings worth printing."""
     from pycni.network.render import render_conflist
+    from pycni.network.spec import build_spec
 
     os.makedirs(settings.conf_dir, mode=0o755, exist_ok=True)
     with store.locked(settings.conf_dir):
@@ -98,8 +106,7 @@ def create_network(settings: NetworkSettings, req: CreateRequest
                               firewall_backend=settings.firewall_backend)
         path = store.conflist_path(settings.conf_dir, spec.name)
         _validate_rendered(doc, path)
-        store.write_new(settings.conf_dir, spec.name, doc)
-        created = store.find_network(store.load_networks(settings.conf_dir), spec.name, path)
+        created = store.load_network(store.write_new(settings.conf_dir, spec.name, doc))
     return created, warnings
 
 
@@ -182,9 +189,6 @@ def _remove_one(settings: NetworkSettings, network: StoredNetwork, *, force: boo
         store.restore(hidden, network)
         raise
     os.unlink(hidden)
-
-
-Failures = list[tuple[str, CNIError]]
 
 
 def _each(names: Sequence[str], act: Callable[[str], None]) -> Failures:

@@ -10,7 +10,6 @@ and the conflist itself under ``Config``.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ from typing import Any
 
 from pycni.network.attachments import Attachment
 from pycni.network.manager import NetworkSummary
-from pycni.network.render import NetworkView
 from pycni.network.store import StoredNetwork
+from pycni.network.view import NetworkView
 from pycni.tables import render_table
 
 __all__ = ["inspect_document", "ls_json_lines", "ls_table", "network_id"]
@@ -27,6 +26,8 @@ __all__ = ["inspect_document", "ls_json_lines", "ls_table", "network_id"]
 
 def network_id(name: str) -> str:
     """podman's network id: the sha256 of the name."""
+    import hashlib  # ~4 ms (OpenSSL): the table does without
+
     return hashlib.sha256(name.encode()).hexdigest()
 
 

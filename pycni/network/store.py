@@ -22,12 +22,13 @@ from typing import Any, Final
 from pycni.cni.conf import NetworkConfigList, conflist_from_doc
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.lockfile import hold
-from pycni.network.render import NetworkView, view_of
+from pycni.network.view import NetworkView, view_of
 
 __all__ = [
     "StoredNetwork",
     "conflist_path",
     "find_network",
+    "load_network",
     "load_networks",
     "locked",
     "restore",
@@ -55,6 +56,13 @@ class StoredNetwork:
 
 def conflist_path(conf_dir: str, name: str) -> str:
     return os.path.join(conf_dir, f"{FILE_PREFIX}{name}.conflist")
+
+
+def load_network(path: str) -> StoredNetwork:
+    found = _load(path)
+    if found is None:
+        raise CNIError(ErrorCode.IO_FAILURE, f"cannot load {path}")
+    return found
 
 
 def _load(path: str) -> StoredNetwork | None:

@@ -14,7 +14,6 @@ machine id), cut into /64s.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +83,8 @@ def parse_pool(doc: Any, *, where: str) -> AddressPool:
 
 def ula_pool(seed: bytes) -> AddressPool:
     """A /48 under fd00::/8 whose 40-bit global id is a hash of ``seed``, cut into /64s."""
+    import hashlib  # ~4 ms (OpenSSL): only `create` picks
+
     global_id = int.from_bytes(hashlib.sha256(seed).digest()[:5], "big")
     base = ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48))
     return AddressPool(base, ULA_SUBNET_SIZE)

@@ -10,8 +10,9 @@ import pytest
 
 from pycni.cni.conf import conflist_from_doc, parse_conflist
 from pycni.ipam.config import parse_ipam_config
-from pycni.network.render import MANAGED_MARK, render_conflist, view_of
+from pycni.network.render import render_conflist
 from pycni.network.spec import NetworkSpec, SubnetSpec
+from pycni.network.view import MANAGED_MARK, view_of
 
 net = ipaddress.ip_network
 addr = ipaddress.ip_address
