@@ -19,6 +19,7 @@ from pycni.cni.names import validate_network_name
 
 __all__ = [
     "NetworkConfigList",
+    "conf_files",
     "conflist_from_doc",
     "find_conflist",
     "list_networks",
@@ -118,7 +119,8 @@ def load_conflist_file(path: str) -> NetworkConfigList:
     return parse_conflist(data, path)
 
 
-def _candidates(conf_dir: str) -> list[str]:
+def conf_files(conf_dir: str) -> list[str]:
+    """The files a runtime loads, in libcni's order: conflists, then single-plugin files."""
     try:
         names = sorted(os.listdir(conf_dir))
     except FileNotFoundError:
@@ -131,7 +133,7 @@ def _candidates(conf_dir: str) -> list[str]:
 def list_networks(conf_dir: str) -> list[NetworkConfigList]:
     """Every loadable network in ``conf_dir`` (unreadable files are skipped, as libcni does)."""
     found: list[NetworkConfigList] = []
-    for path in _candidates(conf_dir):
+    for path in conf_files(conf_dir):
         try:
             found.append(load_conflist_file(path))
         except CNIError:

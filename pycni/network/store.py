@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni.conf import NetworkConfigList, conflist_from_doc
+from pycni.cni.conf import NetworkConfigList, conf_files, conflist_from_doc
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.lockfile import hold
 from pycni.network.view import NetworkView, view_of
@@ -80,13 +80,7 @@ def _load(path: str) -> StoredNetwork | None:
 
 def load_networks(conf_dir: str) -> list[StoredNetwork]:
     """Every loadable network, in libcni's order (conflists, then single-plugin files)."""
-    try:
-        names = sorted(os.listdir(conf_dir))
-    except FileNotFoundError:
-        return []
-    ordered = [n for n in names if n.endswith(".conflist")]
-    ordered += [n for n in names if n.endswith((".conf", ".json"))]
-    found = (_load(os.path.join(conf_dir, n)) for n in ordered)
+    found = (_load(path) for path in conf_files(conf_dir))
     return [n for n in found if n is not None]
 
 

@@ -17,8 +17,9 @@ import bisect
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
+from pycni.ipam.config import IPAddress, IPNetwork
 from pycni.network.names import invalid
 
 __all__ = [
@@ -32,9 +33,6 @@ __all__ = [
     "pick_subnet",
     "ula_pool",
 ]
-
-IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Smallest networks worth making: a gateway and at least two containers.
 _MAX_PREFIX: Final = {4: 29, 6: 125}

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from pycni import cli
 from pycni.cni.types import Result
 from pycni.firewall.model import network_tag
 from pycni.net import netns
@@ -25,7 +24,7 @@ from pycni.network import store
 from pycni.network.attach import AttachRequest, attach, detach
 from pycni.network.attachments import list_attachments
 from tests.e2e.bridge_support import Sandbox, link_names, nsexec, ping
-from tests.support import run_cli
+from tests.support import run_cli, run_cli_in_process
 
 OUTSIDE = "10.200.0.2"
 
@@ -45,11 +44,9 @@ class Networks:
                 "--state-dir", str(box.data_dir.parent / "state")]
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        with netns.enter(self.sandbox.host_ns):
-            code = cli.main(["network", *args, *self.flags()])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        ran = run_cli_in_process(["network", *args, *self.flags()],
+                                 run_in=self.sandbox.host_ns, capsys=self.capsys)
+        return ran.code, ran.stdout, ran.stderr
 
     def ok(self, *args: str) -> str:
         code, out, err = self.run(*args)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from pycni import cli
 from pycni.net import netns
+from tests.support import run_cli_in_process
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,10 @@ class Manager:
     capsys: pytest.CaptureFixture[str]
 
     def run(self, *args: str, config: Path | None = None) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        with netns.enter(self.host_ns):
-            code = cli.main(["network", *args, "--config",
-                             str(config or self.config), "--conf-dir", str(self.conf_dir)])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        flags = ["--config", str(config or self.config), "--conf-dir", str(self.conf_dir)]
+        ran = run_cli_in_process(["network", *args, *flags], run_in=self.host_ns,
+                                 capsys=self.capsys)
+        return ran.code, ran.stdout, ran.stderr
 
     def ok(self, *args: str) -> str:
         code, out, err = self.run(*args)
