@@ -17,7 +17,6 @@ needs when it runs: `pycni network ls` pays for none of the plugin machinery.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -38,6 +37,8 @@ DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 
 def _default_container_id(netns: str) -> str:
+    import hashlib
+
     # cnitool's convention, so both tools address the same attachment for a netns.
     return ("cnitool-" + hashlib.sha512(netns.encode()).hexdigest())[: len("cnitool-") + 20]
 

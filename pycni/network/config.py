@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,8 @@ def machine_seed() -> bytes:
             continue
         if seed:
             return seed
+    import socket
+
     return socket.gethostname().encode()
 
 

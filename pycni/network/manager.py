@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,8 +30,10 @@ from pycni.network.config import NetworkSettings
 from pycni.network.names import BUILTIN_NETWORKS, invalid
 from pycni.network.store import StoredNetwork
 
-if TYPE_CHECKING:  # create's modules are imported when a network is created
+if TYPE_CHECKING:  # imported where used: `ls` pays for neither
+    from pycni.cni.invoke import Invoker
     from pycni.network.spec import CreateRequest, Taken
+    from pycni.network.view import NetworkView
 
 __all__ = [
     "Failures",
@@ -144,16 +145,11 @@ def _attached(settings: NetworkSettings, network: StoredNetwork) -> list[Attachm
                             names=container_names(settings.state_dir))
 
 
-def _teardown(settings: NetworkSettings, network: StoredNetwork,
-              attached: Sequence[Attachment]) -> None:
-    from pycni.cni.invoke import Invoker
-    from pycni.ipam.config import DEFAULT_DATA_DIR
-    from pycni.lockfile import network_lock_path
-    from pycni.network import hostnet
+def _disconnect(invoker: Invoker, network: StoredNetwork,
+                attached: Sequence[Attachment]) -> None:
+    """DEL every attachment; all are tried, the failures reported together."""
     from pycni.network.attach import detach
 
-    invoker = Invoker(path=settings.cni_path, cache_dir=settings.cache_dir,
-                      timeout=settings.timeout)
     errors = []
     for attachment in attached:
         try:
@@ -163,15 +159,34 @@ def _teardown(settings: NetworkSettings, network: StoredNetwork,
     if errors:
         raise CNIError(ErrorCode.INTERNAL, f"cannot disconnect every container of {network.name}",
                        "; ".join(errors))
-    invoker.gc(network.conflist, [])
-    view = network.view
+
+
+def _remove_host_state(view: NetworkView) -> None:
+    """The bridge (and its lock file) and the IPAM directory; already gone is fine."""
+    import shutil
+
+    from pycni.ipam.config import DEFAULT_DATA_DIR
+    from pycni.lockfile import network_lock_path
+    from pycni.network import hostnet
+
     if view.bridge:
         hostnet.remove_bridge(view.bridge)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(network_lock_path("bridge", view.bridge))
     if view.ipam_driver == "host-local":
-        shutil.rmtree(os.path.join(view.ipam_data_dir or DEFAULT_DATA_DIR, network.name),
+        shutil.rmtree(os.path.join(view.ipam_data_dir or DEFAULT_DATA_DIR, view.name),
                       ignore_errors=True)
+
+
+def _teardown(settings: NetworkSettings, network: StoredNetwork,
+              attached: Sequence[Attachment]) -> None:
+    from pycni.cni.invoke import Invoker
+
+    invoker = Invoker(path=settings.cni_path, cache_dir=settings.cache_dir,
+                      timeout=settings.timeout)
+    _disconnect(invoker, network, attached)
+    invoker.gc(network.conflist, [])  # every plugin drops what it keeps for the network
+    _remove_host_state(network.view)
 
 
 def _remove_one(settings: NetworkSettings, network: StoredNetwork, *, force: bool) -> None:

@@ -9,7 +9,6 @@ and the conflist itself under ``Config``.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -99,6 +98,8 @@ def _ipam_doc(view: NetworkView) -> dict[str, Any]:
 
 
 def inspect_document(network: StoredNetwork, attached: Sequence[Attachment]) -> dict[str, Any]:
+    import datetime  # inspect only: ls does without
+
     view = network.view
     created = datetime.datetime.fromtimestamp(network.created, tz=datetime.UTC)
     return {
