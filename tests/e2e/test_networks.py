@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,25 +126,47 @@ def test_containers_reach_their_own_network_and_not_another(nets: Networks) -> N
     assert doc["Containers"][0]["MacAddress"] == a1.interfaces[2].mac
 
 
-def test_an_internal_network_reaches_nothing_outside_it(nets_on: Networks) -> None:
-    box = nets_on.sandbox
+def _internal_pair(nets: Networks) -> tuple[str, Result, Result]:
+    """An --internal network with two containers, and an outside host that a container and
+    the outside could reach each other through if only routes decided: the container has a
+    route there via the gateway (one with NET_ADMIN could add it), the outside a route back.
+    Only the firewall stands in the way."""
+    box = nets.sandbox
     outside = box.connect_outside()
-    nets_on.ok("create", "--internal", "--subnet", "10.100.8.0/24", "inner")
-    c1, c2 = nets_on.attach("inner", "c1"), nets_on.attach("inner", "c2")
+    nets.ok("create", "--internal", "--subnet", "10.100.8.0/24", "inner")
+    c1, c2 = nets.attach("inner", "c1"), nets.attach("inner", "c2")
     one = box.containers["c1"]
     assert c1.routes == ()  # no default route, and so none in the container
     assert "default" not in nsexec(one, "ip", "route").stdout
-    # Give the traffic a way anyway (a container with NET_ADMIN could add the route; the
-    # outside host routes back): only the firewall stands in the way now.
     assert nsexec(outside, "ip", "route", "add", "10.100.8.0/24", "via", "10.200.0.1"
                   ).returncode == 0
     assert nsexec(one, "ip", "route", "add", "10.200.0.0/24", "via", "10.100.8.1"
                   ).returncode == 0
+    return outside, c1, c2
+
+
+def _only_the_network_answers(nets: Networks, outside: str, c1: Result, c2: Result) -> None:
+    one = nets.sandbox.containers["c1"]
     assert ping(one, _ip(c2))  # the peer on the network answers
-    assert ping(box.containers["c2"], _ip(c1))
+    assert ping(nets.sandbox.containers["c2"], _ip(c1))
     assert ping(one, "10.100.8.1")  # the gateway is the host itself (input, not forward)
     assert not ping(one, OUTSIDE, wait=1)
     assert not ping(outside, _ip(c1), wait=1)
+
+
+def test_an_internal_network_reaches_nothing_outside_it(nets_on: Networks) -> None:
+    _only_the_network_answers(nets_on, *_internal_pair(nets_on))
+
+
+def test_reconcile_restores_an_internal_network_as_internal(nets: Networks) -> None:
+    outside, c1, c2 = _internal_pair(nets)
+    host = nets.sandbox.host_ns
+    assert nsexec(host, "nft", "flush", "ruleset").returncode == 0
+    assert ping(nets.sandbox.containers["c1"], OUTSIDE)  # nothing stops it now
+    ran = nsexec(host, sys.executable, "-m", "pycni.cli", "reconcile", "--cache-dir",
+                 str(nets.sandbox.cache_dir), timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    _only_the_network_answers(nets, outside, c1, c2)
 
 
 def _firewall_text(box: Sandbox) -> str:
