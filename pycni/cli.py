@@ -7,26 +7,27 @@
     pycni status NETWORK
     pycni gc NETWORK [--valid CID:IFNAME ...]
     pycni probe TARGET [--to ADDR[:PORT[/tcp|udp]] ...] [--json] [--timeout S]
+    pycni network create|ls|inspect|rm|prune ...   (pycni.network.cli)
 
 The conf dir and plugin path come from NETCONFPATH and CNI_PATH (as for cnitool) or flags.
-Errors print the plugin's error JSON on stdout and exit non-zero.
+Errors print the plugin's error JSON on stdout and exit non-zero. Each command imports what it
+needs when it runs: `pycni network ls` pays for none of the plugin machinery.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycni.cni import cache
-from pycni.cni.conf import find_conflist
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.cni.invoke import Invoker, RuntimeConf
-from pycni.cni.skel import parse_cni_args
+
+if TYPE_CHECKING:
+    from pycni.cni.invoke import RuntimeConf
 
 __all__ = ["main"]
 
@@ -36,6 +37,8 @@ DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 
 def _default_container_id(netns: str) -> str:
+    import hashlib
+
     # cnitool's convention, so both tools address the same attachment for a netns.
     return ("cnitool-" + hashlib.sha512(netns.encode()).hexdigest())[: len("cnitool-") + 20]
 
@@ -77,10 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--valid", action="append", default=[], metavar="CID:IFNAME")
     _add_probe_args(subs)
     _add_reconcile_args(subs)
+    # Listed for --help; `main` hands `network ...` to pycni.network.cli before parsing.
+    subs.add_parser("network", help="create, list, inspect and remove networks", add_help=False)
     return parser
 
 
 def _runtime_conf(ns: argparse.Namespace) -> RuntimeConf:
+    from pycni.cni.invoke import RuntimeConf
+    from pycni.cni.skel import parse_cni_args
+
     cap_args: Any = {}
     if ns.cap_args:
         try:
@@ -109,6 +117,9 @@ def _valid_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _run_network_verb(ns: argparse.Namespace) -> int:
+    from pycni.cni.conf import find_conflist
+    from pycni.cni.invoke import Invoker
+
     invoker = Invoker(
         path=tuple(p for p in ns.cni_path.split(os.pathsep) if p),
         cache_dir=ns.cache_dir,
@@ -214,7 +225,15 @@ def _reconcile(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["network"]:
+        from pycni.network.cli import main as network_main
+
+        return network_main(args[1:])
+    return _dispatch(_parser().parse_args(args))
+
+
+def _dispatch(ns: argparse.Namespace) -> int:
     try:
         if ns.command == "install":
             return _install(ns)

@@ -12,7 +12,7 @@ from typing import Final
 
 from pycni.cni.errors import CNIError, ErrorCode
 
-__all__ = ["LOCK_DIR", "hold", "network_lock"]
+__all__ = ["LOCK_DIR", "hold", "network_lock", "network_lock_path"]
 
 LOCK_DIR: Final = "/run/pycni/locks"
 _POLL: Final = 0.002
@@ -50,4 +50,9 @@ def network_lock(
     kind: str, name: str, *, timeout: float = 30.0
 ) -> contextlib.AbstractContextManager[None]:
     """The lock serialising changes to one shared host object (e.g. ``("bridge", "pycni0")``)."""
-    return hold(os.path.join(LOCK_DIR, f"{kind}-{name}.lock"), timeout=timeout)
+    return hold(network_lock_path(kind, name), timeout=timeout)
+
+
+def network_lock_path(kind: str, name: str) -> str:
+    """Where ``network_lock(kind, name)`` lives (removed with the object it guards)."""
+    return os.path.join(LOCK_DIR, f"{kind}-{name}.lock")

@@ -33,7 +33,7 @@ from pycni.cni.invoke import build_plugin_config
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest, Result
 from pycni.firewall import AttachmentKey, Masquerade, select
-from pycni.firewall.forward_model import Forward, select_forward
+from pycni.firewall.forward_model import select_forward
 from pycni.firewall.hostports import Registry
 from pycni.firewall.portmap_backends import select_portmap
 
@@ -109,6 +109,7 @@ def _portmap(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None:
 
 
 def _forward(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None:
+    from pycni.plugins.firewall import forward_of
     from pycni.plugins.firewall_conf import parse_firewall_config
 
     conf = parse_firewall_config(args)
@@ -116,14 +117,7 @@ def _forward(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None:
         return None
     backend = select_forward(conf.backend)
     backend.teardown_forward(key)
-    backend.setup_forward(
-        Forward(
-            key=key,
-            network_subnets=tuple(dict.fromkeys(ip.network for ip in result.ips)),
-            sources=tuple(ip.ip for ip in result.ips),
-            ingress_policy=conf.ingress_policy,
-        )
-    )
+    backend.setup_forward(forward_of(key, conf, result))  # what the ADD made, internal too
     return "forward"
 
 

@@ -91,3 +91,17 @@ def run_cli(
     """Run ``pycni ARGS`` (the console script's module) from inside ``run_in``."""
     argv = [sys.executable, "-m", "pycni.cli", *args]
     return _run(argv, stdin=None, env={**os.environ, **(env or {})}, run_in=run_in, timeout=timeout)
+
+
+def run_cli_in_process(
+    args: Sequence[str], *, run_in: str, capsys: Any
+) -> PluginRun:
+    """``pycni ARGS`` through ``pycni.cli.main`` in this process, from inside ``run_in`` (what
+    ``run_cli`` runs, without an interpreter's start-up); ``capsys`` is pytest's fixture."""
+    from pycni import cli
+
+    capsys.readouterr()
+    with netns.enter(run_in):
+        code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return PluginRun(code, out, err)

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -82,6 +81,8 @@ def entry_path(cache_dir: str, network: str, container_id: str, ifname: str) -> 
 
 def write(cache_dir: str, entry: CachedAttachment) -> str:
     """Write atomically (temp file, fsync, rename): a crash leaves the old entry or the new one."""
+    import tempfile  # ~5 ms (shutil, random): only writers pay it, not `network ls`
+
     path = entry_path(cache_dir, entry.network, entry.container_id, entry.ifname)
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)

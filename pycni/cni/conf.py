@@ -15,10 +15,12 @@ from typing import Any
 from pycni.cni import version as versions
 from pycni.cni._fields import bad, opt_bool, opt_str_list, req_str
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.cni.skel import validate_network_name
+from pycni.cni.names import validate_network_name
 
 __all__ = [
     "NetworkConfigList",
+    "conf_files",
+    "conflist_from_doc",
     "find_conflist",
     "list_networks",
     "load_conflist_file",
@@ -76,6 +78,12 @@ def parse_conflist(data: bytes, source: str = "") -> NetworkConfigList:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"cannot decode {source or 'config'}", str(err)
         ) from err
+    return conflist_from_doc(doc, data, source)
+
+
+def conflist_from_doc(doc: Any, data: bytes, source: str = "") -> NetworkConfigList:
+    """``parse_conflist`` for a caller that decoded ``data`` already (and keeps the document
+    for keys a runtime does not read, such as a conflist's top-level ``args``)."""
     if not isinstance(doc, dict):
         raise CNIError(ErrorCode.DECODING_FAILURE, f"{source or 'config'} must be a JSON object")
     if "plugins" not in doc and "type" in doc:
@@ -111,7 +119,8 @@ def load_conflist_file(path: str) -> NetworkConfigList:
     return parse_conflist(data, path)
 
 
-def _candidates(conf_dir: str) -> list[str]:
+def conf_files(conf_dir: str) -> list[str]:
+    """The files a runtime loads, in libcni's order: conflists, then single-plugin files."""
     try:
         names = sorted(os.listdir(conf_dir))
     except FileNotFoundError:
@@ -124,7 +133,7 @@ def _candidates(conf_dir: str) -> list[str]:
 def list_networks(conf_dir: str) -> list[NetworkConfigList]:
     """Every loadable network in ``conf_dir`` (unreadable files are skipped, as libcni does)."""
     found: list[NetworkConfigList] = []
-    for path in _candidates(conf_dir):
+    for path in conf_files(conf_dir):
         try:
             found.append(load_conflist_file(path))
         except CNIError:

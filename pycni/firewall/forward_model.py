@@ -19,6 +19,12 @@ reached from a lookup of the packet's source address, then of its destination ad
 
 Anything else (a new connection from outside to an unpublished port, say) is left to the host.
 
+An **internal** network (``internal: true``, `network create --internal`) keeps rule 1 and
+replaces the others by a **drop** of whatever comes from or goes to the network: its containers
+reach each other and nothing outside it, not even a host that routes back to them, and nothing
+outside reaches in (published ports included). Traffic to the host itself (the gateway address
+on the bridge) takes the input hook, not this one, and stays.
+
 An nftables accept ends only the base chain it is in: a later base chain on the same hook (the
 ``ip filter FORWARD`` chain of iptables-nft with Docker's policy DROP, or an nft ``policy drop``
 forward chain) still drops. So every accepted packet carries ``FORWARD_MARK``, and each foreign
@@ -66,12 +72,14 @@ def _digest(*parts: str) -> str:
 @dataclass(frozen=True)
 class Forward:
     """Accept forwarding for ``sources`` (the container's IPs, no prefix) within the network's
-    ``network_subnets``, with the network's ``ingress_policy`` towards other pycni networks."""
+    ``network_subnets``, with the network's ``ingress_policy`` towards other pycni networks;
+    an ``internal`` network forwards nothing in or out."""
 
     key: AttachmentKey
     network_subnets: tuple[str, ...]
     sources: tuple[str, ...]
     ingress_policy: str = "same-bridge"
+    internal: bool = False
 
     def __post_init__(self) -> None:
         if self.ingress_policy not in INGRESS_POLICIES:
@@ -100,7 +108,9 @@ class Forward:
     def chain_tag(self) -> str:
         """Names the network's chain: its contents follow from the name alone."""
         subnets = self.subnets_of(4) + self.subnets_of(6)
-        return _digest(_CHAIN_LAYOUT, self.key.network, self.ingress_policy, *subnets)
+        # "internal" only when set, so every other network keeps the chain name it had.
+        internal = ("internal",) if self.internal else ()
+        return _digest(_CHAIN_LAYOUT, self.key.network, self.ingress_policy, *internal, *subnets)
 
 
 class ForwardBackend(Protocol):

@@ -16,6 +16,7 @@ they win over it; the jump is inserted at position 1, as the reference firewall 
     -A PYCNI-F-<net>-<chain> -d 10.99.0.0/24 -m conntrack --ctstate DNAT -j ACCEPT
     -A PYCNI-F-<net>-<chain> -d 10.99.0.0/24 -m mark --mark 0x100000/0x100000 -j DROP
     -A PYCNI-F-<net>-<chain> -s 10.99.0.0/24 -j MARK --set-xmark 0x100000/0x100000
+    (internal: the first rule, then -s 10.99.0.0/24 -j DROP and -d 10.99.0.0/24 -j DROP)
 
 Two rules per container address (iptables has no sets without ipset), tagged with the
 attachment label. One ``iptables-save -t filter`` and at most one ``iptables-restore
@@ -124,6 +125,8 @@ def network_lines(f: Forward, version: int) -> list[str]:
     chain, subnets = network_chain(f), f.subnets_of(version)
     ingress = "DROP" if f.isolated else "ACCEPT"
     lines = [f"-A {chain} -s {s} -d {d} -j ACCEPT" for s in subnets for d in subnets]
+    if f.internal:  # nothing else in or out
+        return lines + [f"-A {chain} {way} {s} -j DROP" for way in ("-s", "-d") for s in subnets]
     for d in subnets:
         lines += [f"-A {chain} -d {d} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
                   f"-A {chain} -d {d} -m conntrack --ctstate DNAT -j ACCEPT",

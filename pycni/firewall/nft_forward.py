@@ -20,8 +20,8 @@
             ip daddr 10.99.0.0/24 ct status dnat meta mark set ... accept
             ip daddr 10.99.0.0/24 meta mark & 0x00100000 == 0x00100000 drop   # same-bridge
             ip saddr 10.99.0.0/24 meta mark set meta mark | 0x00100000 return
-        }
-    }
+        }                                        # internal: the first rule, then
+    }                                            # ip saddr <subnet> drop; ip daddr <subnet> drop
     elements: 10.99.0.2 comment "<network tag>-<attachment tag>" : jump fwd-<...>
 
     # and, in every other forward base chain whose policy is drop (iptables-nft's
@@ -133,6 +133,10 @@ def network_rules(f: Forward) -> list[list[Any]]:
         subnets = f.subnets_of(v)
         rules += [[nj.addr_match("saddr", s), nj.addr_match("daddr", d), *accept]
                   for s in subnets for d in subnets]
+        if f.internal:  # nothing else in or out
+            rules += [[nj.addr_match(way, s), {"drop": None}]
+                      for way in ("saddr", "daddr") for s in subnets]
+            continue
         for d in subnets:
             to = nj.addr_match("daddr", d)
             rules += [[to, _ct("state", ["established", "related"]), *accept],

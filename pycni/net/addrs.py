@@ -26,6 +26,8 @@ __all__ = [
     "delete_address",
     "delete_route",
     "list_addresses",
+    "list_all_addresses",
+    "list_routed_prefixes",
     "list_routes",
     "parse_cidr",
     "wait_addresses_settled",
@@ -36,6 +38,7 @@ IFA_F_DADFAILED: Final = 0x08
 IFA_F_TENTATIVE: Final = 0x40
 RT_SCOPE_UNIVERSE: Final = 0
 RT_TABLE_MAIN: Final = 254
+RT_TABLE_LOCAL: Final = 255
 
 RT_SCOPE_NOWHERE: Final = 255  # in a delete request: match a route of any scope
 # A default route has no RTA_DST; these are what RouteInfo.dst shows then ("0.0.0.0/0", "::/0").
@@ -300,3 +303,20 @@ def list_routes(
         msgs = list(ipr.route("dump", **query))
     routes = [_to_route_info(m) for m in msgs]
     return [r for r in routes if r.table == table and (index is None or r.index == index)]
+
+
+def list_all_addresses(ipr: IPR) -> list[str]:
+    """Every address of every link, any scope, as CIDR strings."""
+    with translate_netlink_error("list addresses"):
+        msgs = list(ipr.addr("dump"))
+    return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in msgs]
+
+
+def list_routed_prefixes(ipr: IPR) -> list[str]:
+    """The destination of every route in every table but ``local`` (the namespace's own
+    addresses and broadcasts), default routes left out: what the namespace sends somewhere
+    specific (LAN, VPN, policy-routed tables), as CIDR strings."""
+    with translate_netlink_error("list routes"):
+        msgs = list(ipr.route("dump"))
+    routes = (_to_route_info(m) for m in msgs)
+    return [r.dst for r in routes if r.table != RT_TABLE_LOCAL and not r.dst.endswith("/0")]

@@ -42,6 +42,7 @@ __all__ = [
     "get_link",
     "get_link_by_index",
     "host_veth_name",
+    "list_link_names",
     "random_host_veth_name",
     "random_mac",
     "set_bridge_port",
@@ -178,6 +179,11 @@ def get_link(ipr: IPR, name: str) -> LinkInfo | None:
 def get_link_by_index(ipr: IPR, index: int) -> LinkInfo | None:
     msg = _get_msg(ipr, f"#{index}", index=index)
     return None if msg is None else _to_link_info(msg)
+
+
+def list_link_names(ipr: IPR) -> list[str]:
+    with translate_netlink_error("list links"):
+        return [str(msg.get_attr("IFLA_IFNAME")) for msg in ipr.link("dump")]
 
 
 def _require_link(ipr: IPR, index: int) -> LinkInfo:

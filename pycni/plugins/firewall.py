@@ -20,7 +20,7 @@ from pycni.firewall import AttachmentKey, select
 from pycni.firewall.forward_model import Forward, select_forward
 from pycni.plugins.firewall_conf import FirewallConfig, parse_firewall_config
 
-__all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status"]
+__all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "forward_of"]
 
 
 def _key(args: CmdArgs) -> AttachmentKey:
@@ -38,13 +38,19 @@ def _previous(args: CmdArgs) -> Result:
     return prev
 
 
-def _forward(args: CmdArgs, conf: FirewallConfig, prev: Result) -> Forward:
+def forward_of(key: AttachmentKey, conf: FirewallConfig, result: Result) -> Forward:
+    """What the backend makes for one attachment (ADD, CHECK, and `pycni reconcile`)."""
     return Forward(
-        key=_key(args),
-        network_subnets=tuple(dict.fromkeys(ip.network for ip in prev.ips)),
-        sources=tuple(ip.ip for ip in prev.ips),
+        key=key,
+        network_subnets=tuple(dict.fromkeys(ip.network for ip in result.ips)),
+        sources=tuple(ip.ip for ip in result.ips),
         ingress_policy=conf.ingress_policy,
+        internal=conf.internal,
     )
+
+
+def _forward(args: CmdArgs, conf: FirewallConfig, prev: Result) -> Forward:
+    return forward_of(_key(args), conf, prev)
 
 
 def cmd_add(args: CmdArgs) -> Result:

@@ -12,6 +12,8 @@ Keys (reference: containernetworking/plugins meta/firewall, reference §2.6):
   ``icc=false``) is refused with code 2: bridged frames never reach the IP forward hook
   without br_netfilter, so the rule would silently not apply; use `bridge`'s
   ``portIsolation: true``, which the kernel enforces on the bridge itself.
+- ``internal`` (pycni's, default false): the network is internal (`network create
+  --internal`): its containers reach each other and nothing is forwarded into or out of it.
 - ``iptablesAdminChainName``, ``firewalldZone``: refused with code 2 (not implemented).
 
 Unlike the reference default (``open``), pycni isolates networks unless told otherwise.
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
@@ -31,7 +33,7 @@ from pycni.firewall.forward_model import INGRESS_POLICIES
 
 __all__ = ["FirewallConfig", "parse_firewall_config"]
 
-_KEYS: Final = frozenset({"backend", "ingressPolicy"})
+_KEYS: Final = frozenset({"backend", "ingressPolicy", "internal"})
 _NOT_IMPLEMENTED: Final = {
     "iptablesAdminChainName": "an admin chain is not implemented",
     "firewalldZone": "the firewalld backend is not implemented",
@@ -48,6 +50,7 @@ _REFUSED_VALUES: Final = {
 class FirewallConfig:
     backend: str | None = None
     ingress_policy: str = "same-bridge"
+    internal: bool = False
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
@@ -71,4 +74,5 @@ def parse_firewall_config(args: CmdArgs) -> FirewallConfig:
     _refuse_unimplemented("ingressPolicy", policy)
     if policy not in INGRESS_POLICIES:
         raise bad("ingressPolicy", f"{policy!r} is not one of {', '.join(INGRESS_POLICIES)}")
-    return FirewallConfig(backend=backend, ingress_policy=policy)
+    return FirewallConfig(backend=backend, ingress_policy=policy,
+                          internal=opt_bool(raw, "internal"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pycni.tables import table_lines
 
 __all__ = ["Finding", "InterfaceView", "Report", "render_json", "render_table"]
 
@@ -68,14 +69,6 @@ def render_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
-def _columns(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
 def _header(report: Report) -> list[str]:
     network = f", network {report.network}" if report.network else ""
     where = f"{report.target} ({report.kind}{network})"
@@ -91,7 +84,7 @@ def _header(report: Report) -> list[str]:
         for i in report.interfaces
     ]
     if rows:
-        lines += _columns(rows, indent="  ")
+        lines += table_lines(rows, indent="  ")
     lines.append(f"  gateway {report.gateway or '-'}")
     return lines
 
@@ -101,5 +94,5 @@ def render_table(report: Report) -> str:
     rows = [["PROBE", "TARGET", "STATUS", "DETAIL", "WHY"]]
     rows += [[f.probe, f.target, f.status, f.detail, f.origin] for f in report.findings]
     lines.append("")
-    lines += _columns(rows) if report.findings else ["(nothing to probe)"]
+    lines += table_lines(rows) if report.findings else ["(nothing to probe)"]
     return "\n".join(lines)

@@ -45,6 +45,7 @@ COMMANDS: Final = (
     "rm",
     "logs",
     "netns",
+    "network",
     "daemon",
     "install-client",
 )
@@ -356,6 +357,21 @@ def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
     return 0
 
 
+def cmd_network(cfg: RuntimeConfig, argv: list[str]) -> int:
+    """`pycni network`'s commands, on this runtime's conf dir, plugins, cache and state."""
+    from pycni.network.cli import main as network_main
+
+    return network_main(
+        argv,
+        prog="pycni-run network",
+        config_file=Path(cfg.source) if cfg.source else None,
+        defaults={"conf_dir": cfg.conf_dir, "cni_path": cfg.cni_path,
+                  "cache_dir": cfg.cni_cache_dir, "state_dir": cfg.state_dir},
+        env={},  # NETCONFPATH/CNI_PATH are cnitool's, not the runtime's
+        usage_status=EXIT_RUNTIME,
+    )
+
+
 def cmd_daemon(_cfg: RuntimeConfig, argv: list[str]) -> int:
     from pycni_run import warm
 
@@ -383,6 +399,7 @@ HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
     "rm": _names_command("rm", _rm, lambda p: p.add_argument("-f", "--force", action="store_true")),
     "logs": cmd_logs,
     "netns": cmd_netns,
+    "network": cmd_network,
     "daemon": cmd_daemon,
     "install-client": cmd_install_client,
 }
@@ -391,6 +408,7 @@ USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
        pycni-run [GLOBAL OPTIONS] [RUN OPTIONS] IMAGE [CMD...]   (same as `run`)
 
 commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink,
+          network create|ls|inspect|rm|prune (as `pycni network`),
           daemon [--socket PATH] (the warm runtime daemon, foreground), install-client [DIR]
 global options: --config FILE, --state-dir, --storage-dir, --image-store, --netns-dir,
                 --cni-path DIR[:DIR], --conf-dir, --cni-cache-dir, --cgroup-parent

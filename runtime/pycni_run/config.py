@@ -1,7 +1,7 @@
 """Runtime settings: built-in defaults < ``pycni.yaml`` (``runtime:`` section) < flags.
 
-The file is ``$PYCNI_RUN_CONFIG`` if set, else ``/etc/pycni/pycni.yaml`` if present, else the
-repository's ``conf/pycni.yaml``.
+The file is found by ``pycni.config_file`` (``$PYCNI_RUN_CONFIG``, ``/etc/pycni/pycni.yaml``,
+the repository's ``conf/pycni.yaml``), which `pycni network` reads its own section from too.
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import yaml
-
+from pycni.config_file import CONFIG_ENV, ConfigFileError, find_config_file, read_section
 from pycni_run.errors import RunError
 
 __all__ = ["CONFIG_ENV", "RuntimeConfig", "find_config_file", "load_config"]
-
-CONFIG_ENV: Final = "PYCNI_RUN_CONFIG"
-_ETC_CONFIG: Final = Path("/etc/pycni/pycni.yaml")
-_REPO_CONFIG: Final = Path(__file__).resolve().parents[2] / "conf" / "pycni.yaml"
-# libyaml's safe loader when PyYAML was built with it (~10x faster: ~1 ms of every run), the
-# pure-Python one otherwise; both construct the same safe types.
-_SAFE_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +30,9 @@ class RuntimeConfig:
     cni_cache_dir: str = "/var/lib/cni"
     cgroup_parent: str = "pycni"
     stop_timeout: float = 10.0
+    # The file these settings came from ("" for the built-in defaults): `pycni-run network`
+    # reads its `network:` section from the same file.
+    source: str = dataclasses.field(default="", compare=False)
 
     @property
     def containers_dir(self) -> str:
@@ -48,7 +43,7 @@ class RuntimeConfig:
 
 
 def _build(base: RuntimeConfig, values: Mapping[str, Any], where: str) -> RuntimeConfig:
-    known = {f.name for f in dataclasses.fields(RuntimeConfig)}
+    known = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"source"}
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:
@@ -71,26 +66,13 @@ def _build(base: RuntimeConfig, values: Mapping[str, Any], where: str) -> Runtim
     return dataclasses.replace(base, **changes)
 
 
-def find_config_file() -> Path | None:
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env)
-    for candidate in (_ETC_CONFIG, _REPO_CONFIG):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load_config(path: Path | None = None) -> RuntimeConfig:
     """Defaults overlaid with the ``runtime`` section of the config file, if there is one."""
     path = path if path is not None else find_config_file()
     if path is None:
         return RuntimeConfig()
     try:
-        doc = yaml.load(path.read_text(), Loader=_SAFE_LOADER) or {}  # noqa: S506 - safe loader
-    except (OSError, yaml.YAMLError) as err:
-        raise RunError(f"cannot read config {path}: {err}") from err
-    section = doc.get("runtime", {}) if isinstance(doc, dict) else None
-    if not isinstance(section, dict):
-        raise RunError(f"{path}: the runtime section must be a mapping")
-    return _build(RuntimeConfig(), section, str(path))
+        section = read_section(path, "runtime")
+    except ConfigFileError as err:
+        raise RunError(str(err)) from err
+    return dataclasses.replace(_build(RuntimeConfig(), section, str(path)), source=str(path))

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+from pycni.tables import render_table
 from pycni_run import cgroups, namespaces, network, pidfds
 from pycni_run.errors import RunError
 from pycni_run.state import ContainerState
@@ -52,14 +53,6 @@ def ps_rows(states: list[ContainerState], *, all_: bool) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def render_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
 
 
 def _namespaces(st: ContainerState) -> dict[str, Any]:

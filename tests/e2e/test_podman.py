@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,43 @@ def test_two_containers_reach_each_other_and_a_published_port_then_leave_nothing
     assert_clean(podman.box)
     assert str(HOST_PORT) not in podman.box.sh("ss", "-ltn").stdout  # conmon let the port go
     assert_plugins_ran_where_told(podman.box)
+
+
+def test_a_network_made_by_pycni_network_create_works_under_podman(podman: Podman) -> None:
+    box = podman.box
+
+    def pycni_network(*args: str) -> Ran:
+        # pycni's defaults are podman's paths: /etc/cni/net.d, /var/lib/cni, /opt/cni/bin
+        return box.sh(sys.executable, "-m", "pycni.cli", "network", *args)
+
+    assert pycni_network("create", "--label", "app=shop", "appnet").ok() == "appnet\n"
+    assert "appnet" in podman.ok("network", "ls", "--format", "{{.Name}}").split()
+    inspect = json.loads(podman.ok("network", "inspect", "appnet"))[0]
+    subnet = inspect["subnets"][0]["subnet"]
+    assert subnet == "10.100.0.0/24"  # the first of the default pool: the sandbox routes none
+    assert inspect["labels"] == {"app": "shop"}
+    assert inspect["network_interface"].startswith("pycni-")
+
+    for name in ("one", "two"):
+        podman.ok("run", "-d", "--name", name, "--network", "appnet", IMAGE, "sleep", "600")
+    ips = {n: podman.ok("inspect", "-f", "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+                        n).strip() for n in ("one", "two")}
+    assert all(ip.startswith("10.100.0.") for ip in ips.values()), ips
+    podman.ok("exec", "one", "ping", "-c1", "-W2", ips["two"])
+    podman.ok("exec", "two", "ping", "-c1", "-W2", ips["one"])
+
+    # podman's attachments are in libcni's cache: pycni sees them, by name
+    (doc,) = json.loads(pycni_network("inspect", "appnet").ok())
+    assert sorted((c["Name"], c["IPv4Address"].split("/")[0]) for c in doc["Containers"]) == \
+        sorted(ips.items())
+    refused = pycni_network("rm", "appnet")
+    assert refused.code == 1
+    assert "containers one, two" in refused.stderr
+
+    podman.ok("stop", "-t", "0", "one", "two")
+    podman.ok("rm", "one", "two")
+    assert pycni_network("rm", "appnet").ok() == "appnet\n"
+    assert "appnet" not in podman.ok("network", "ls", "--format", "{{.Name}}").split()
+    assert inspect["network_interface"] not in {
+        link["ifname"] for link in box.ip_json("link", "show")}
+    assert_clean(box, "appnet")

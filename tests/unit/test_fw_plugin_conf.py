@@ -64,6 +64,7 @@ def test_backends(backend: str) -> None:
         ({"ingressPolicy": "closed"}, ErrorCode.INVALID_NETWORK_CONFIG, "ingressPolicy"),
         ({"ingressPolicy": 1}, ErrorCode.INVALID_NETWORK_CONFIG, "ingressPolicy"),
         ({"backend": "pf"}, ErrorCode.INVALID_NETWORK_CONFIG, "backend"),
+        ({"internal": "yes"}, ErrorCode.INVALID_NETWORK_CONFIG, "internal"),
     ],
 )
 def test_refused_naming_the_field(config: dict[str, Any], code: int, field: str) -> None:
@@ -123,6 +124,14 @@ def test_add_hands_addresses_and_subnets_and_passes_the_result_on(recorder: Reco
     assert f.sources == ("10.99.0.5", "fd00:99::5")
     assert f.network_subnets == ("10.99.0.0/24", "fd00:99::/64")
     assert f.ingress_policy == "open"
+
+
+def test_internal_reaches_the_backend(recorder: Recorder) -> None:
+    assert parse_firewall_config(args_for({})).internal is False
+    firewall.cmd_add(args_for({"internal": True}))
+    (_, f), = recorder.calls
+    assert isinstance(f, Forward)
+    assert f.internal
 
 
 def test_add_without_prev_result_is_code_7(recorder: Recorder) -> None:

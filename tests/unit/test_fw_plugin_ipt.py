@@ -13,9 +13,9 @@ EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]
 
 
 def fwd(cid: str = "c1", *sources: str, network: str = "net",
-        policy: str = "same-bridge") -> Forward:
+        policy: str = "same-bridge", internal: bool = False) -> Forward:
     return Forward(key=AttachmentKey(network, cid, "eth0"), network_subnets=("10.99.0.0/24",),
-                   sources=sources or ("10.99.0.5",), ingress_policy=policy)
+                   sources=sources or ("10.99.0.5",), ingress_policy=policy, internal=internal)
 
 
 def apply(save: str, script: str | None) -> str:
@@ -55,6 +55,19 @@ def test_setup_puts_the_jump_at_the_top_and_is_idempotent() -> None:
     assert ipf.check_state(state, f, 4) == []
     assert ipf.setup_script(state, f, 4) is None
     assert len(ipf.network_chain(f)) <= 28
+
+
+def test_internal_chain_accepts_within_and_drops_the_rest() -> None:
+    f = fwd(internal=True)
+    chain = ipf.network_chain(f)
+    assert ipf.network_lines(f, 4) == [
+        f"-A {chain} -s 10.99.0.0/24 -d 10.99.0.0/24 -j ACCEPT",
+        f"-A {chain} -s 10.99.0.0/24 -j DROP",
+        f"-A {chain} -d 10.99.0.0/24 -j DROP",
+    ]
+    assert chain != ipf.network_chain(fwd())
+    save = apply(EMPTY, ipf.setup_script(ipf.parse_filter(EMPTY), f, 4))
+    assert ipf.check_state(ipf.parse_filter(save), f, 4) == []
 
 
 def test_second_container_adds_two_rules_only() -> None:

@@ -16,9 +16,9 @@ Doc = dict[str, Any]
 
 
 def fwd(cid: str = "c1", *sources: str, network: str = "net", policy: str = "same-bridge",
-        subnets: tuple[str, ...] = ("10.99.0.0/24",)) -> Forward:
+        subnets: tuple[str, ...] = ("10.99.0.0/24",), internal: bool = False) -> Forward:
     return Forward(key=AttachmentKey(network, cid, "eth0"), network_subnets=subnets,
-                   sources=sources or ("10.99.0.5",), ingress_policy=policy)
+                   sources=sources or ("10.99.0.5",), ingress_policy=policy, internal=internal)
 
 
 def verdicts(rules: list[list[Any]]) -> list[str]:
@@ -42,6 +42,17 @@ def test_dual_stack_rules_per_family_and_chain_names_depend_on_policy() -> None:
     assert len(nf.network_rules(dual)) == 10
     assert nf.chain_name(fwd()) != nf.chain_name(fwd(policy="open"))
     assert nf.chain_name(fwd("c1")) == nf.chain_name(fwd("c2", "10.99.0.6"))
+
+
+def test_internal_accepts_within_and_drops_everything_else_in_or_out() -> None:
+    dual = ("10.99.0.0/24", "fd00::/64")
+    rules = nf.network_rules(fwd("c1", "10.99.0.5", "fd00::5", subnets=dual, internal=True))
+    assert verdicts(rules) == ["accept", "drop", "drop"] * 2
+    assert rules[1] == [nj.addr_match("saddr", "10.99.0.0/24"), {"drop": None}]
+    assert rules[2] == [nj.addr_match("daddr", "10.99.0.0/24"), {"drop": None}]
+    # its own chain: an internal network never shares rules with a routed one
+    assert nf.chain_name(fwd(internal=True)) != nf.chain_name(fwd())
+    assert nf.chain_name(fwd()) == nf.chain_name(fwd(internal=False))
 
 
 def test_base_chain_clears_then_looks_up_then_accepts_marked() -> None:
