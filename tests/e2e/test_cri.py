@@ -1,0 +1,210 @@
+"""Kubernetes' node path: kubelet's CRI calls to containerd 1.6, whose CRI plugin runs pycni's
+installed plugins and default conflist (``cri_support``: a CRI v1 client generated at test
+time, containerd started in the client sandbox, images built locally, nothing pulled).
+
+What kubelet asks and what is checked, from the kernel:
+- ``Version`` and ``Status``: NetworkReady (the CRI plugin loaded pycni's conflist).
+- ``RunPodSandbox`` with ``port_mappings``, ``dns_config`` and the
+  ``kubernetes.io/ingress-bandwidth``/``egress-bandwidth`` annotations, which containerd hands
+  the plugins as go-cni's capitalised ``portMappings`` and ``bandwidth`` capability args;
+  ``PodSandboxStatus`` for the pod IPs; a container in each pod (``CreateContainer``,
+  ``StartContainer``, ``ExecSync``, ``StopContainer``, ``RemoveContainer``).
+- The hostPort answers on the node's address from outside the node (a second network
+  namespace) and from the node; two pods have different addresses and reach each other; a
+  tbf at the annotated ingress rate sits on the pod's host veth and an ifb shapes its egress.
+- ``StopPodSandbox`` (CNI DEL) then ``RemovePodSandbox`` (containerd 1.6 sends the whole DEL
+  chain again, with an empty ``CNI_NETNS``) leave no veth, ifb, IPAM reservation, nft
+  element, results-cache entry, host-port reservation or netns pin; the node's links,
+  addresses, routes, qdiscs, nft tables and sysctls are as they were but for what the
+  network keeps by design (the ``pycni0`` bridge, pycni's nft tables, ``ip_forward``).
+
+Host changes: as in ``test_containerd`` (cgroups under the test's own, swept; everything else
+on the sandbox's tmpfs or in its network namespace), and ``HostCheck`` proves the machine
+unchanged. Runs with the plugins in-process and through ``pycni serve`` in the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycni_run.rootfs import ensure_image
+
+from tests.e2e.clients_support import (
+    ClientSandbox,
+    HostCheck,
+    assert_clean,
+    assert_plugins_ran_where_told,
+    node_state,
+    open_sandbox,
+    pycni_leftovers,
+)
+from tests.e2e.cri_support import (
+    NODE_IP,
+    CriApi,
+    CriClient,
+    NodeOutside,
+    Pod,
+    find_cri_proto,
+    http_get,
+    load_cri_api,
+    short_socket_dir,
+    start_containerd,
+    tc_qdiscs,
+)
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+
+HOST_PORT = 18080
+INGRESS = ("10M", 10_000_000)  # the annotation, and the rate in bit/s it stands for
+EGRESS = ("20M", 20_000_000)
+BANDWIDTH = {"kubernetes.io/ingress-bandwidth": INGRESS[0],
+             "kubernetes.io/egress-bandwidth": EGRESS[0]}
+# What the network keeps once its last pod is gone, by design (as Docker keeps docker0).
+KEPT_LINKS = {"pycni0 bridge"}
+KEPT_NFT_TABLES = {"inet pycni", "inet pycni_portmap"}
+# ip_forward, and what the kernel sets along with it (devinet's inet_forward_change)
+KEPT_SYSCTLS = {"net.ipv4.ip_forward = 1", "net.ipv4.conf.all.forwarding = 1",
+                "net.ipv4.conf.default.forwarding = 1", "net.ipv4.conf.all.accept_redirects = 0"}
+
+
+@dataclass
+class Node:
+    box: ClientSandbox
+    cri: CriClient
+    outside: NodeOutside
+    pods_dir: Path
+
+    def pod(self, name: str, **kw: Any) -> Pod:
+        return Pod(self.cri.api, name, self.pods_dir, **kw)
+
+    def cached_result(self, pod_id: str) -> dict[str, Any]:
+        """What go-cni's libcni cached for the pod's attachment to the pycni network."""
+        doc: dict[str, Any] = json.loads(self.box.read(f"/var/lib/cni/results/pycni-{pod_id}-eth0"))
+        return dict(doc["result"])
+
+
+@pytest.fixture(scope="session")
+def cri_api(tmp_path_factory: pytest.TempPathFactory) -> CriApi:
+    return load_cri_api(find_cri_proto(REPO), tmp_path_factory.mktemp("cri-stubs"))
+
+
+@pytest.fixture
+def node(tmp_path: Path, cni_bin: Path, plugin_mode: str, cri_api: CriApi) -> Iterator[Node]:
+    for tool in ("containerd", "ctr", "runc"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (make test installs containerd and runc)")
+    host = HostCheck()
+    rootfs = Path(ensure_image(str(tmp_path / "images"), "busybox"))
+    with short_socket_dir() as sockets, open_sandbox(
+        tmp_path / "box", cni_bin, tag="cri", plugin_mode=plugin_mode or "inprocess"
+    ) as box:
+        socket = sockets / "containerd.sock"
+        start_containerd(box, socket=socket, workdir=tmp_path, rootfs=rootfs)
+        cri = CriClient(cri_api, str(socket))
+        outside = NodeOutside(box)
+        outside.create()
+        try:
+            yield Node(box, cri, outside, tmp_path / "pods")
+        finally:
+            cri.close()
+    # close() stopped containerd (SIGTERM to its PID), then the sandbox, and swept cgroups
+    assert box.cgroup.paths == [], f"cgroups left: {box.cgroup.paths}"
+    assert host.restore_sysctls() == [], "a client changed global sysctls (restored)"
+    assert host.changes() == []
+
+
+def test_version_and_network_ready(node: Node) -> None:
+    version = node.cri.call("Version", version="v1")
+    assert (version.runtime_name, version.runtime_api_version) == ("containerd", "v1")
+    assert node.cri.network_ready()
+
+
+def _root_tbf_rate(box: ClientSandbox, dev: str) -> int | None:
+    roots = [q for q in tc_qdiscs(box, dev) if q.get("root") and q["kind"] == "tbf"]
+    return int(roots[0]["options"]["rate"]) if roots else None
+
+
+def _redirect_targets(box: ClientSandbox, dev: str) -> list[str]:
+    filters = json.loads(box.sh("tc", "-j", "filter", "show", "dev", dev, "ingress").ok() or "[]")
+    return [a["to_dev"] for f in filters for a in f.get("options", {}).get("actions", [])]
+
+
+def _assert_shaped(node: Node, pod_id: str) -> None:
+    """A tbf at the ingress rate on the host veth; egress redirected to an ifb shaped at the
+    egress rate (tc reports rates in bytes/s)."""
+    interfaces = [i["name"] for i in node.cached_result(pod_id)["interfaces"]]
+    veth, ifb = interfaces[1], interfaces[-1]
+    assert _root_tbf_rate(node.box, veth) == INGRESS[1] // 8
+    assert ifb in pycni_leftovers(node.box)["ifbs"]
+    assert _root_tbf_rate(node.box, ifb) == EGRESS[1] // 8
+    assert _redirect_targets(node.box, veth) == [ifb]
+
+
+def _diff(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, Any]:
+    """What changed on the node, leaving out the bridge's own addresses and routes."""
+    changed = {}
+    for key, was in before.items():
+        gone = {x for x in was - after[key] if "pycni0" not in x}
+        new = {x for x in after[key] - was if "pycni0" not in x}
+        if gone or new:
+            changed[key] = {"gone": sorted(gone), "new": sorted(new)}
+    return changed
+
+
+def test_pods_with_a_host_port_and_bandwidth_work_and_leave_the_node_as_it_was(
+    node: Node,
+) -> None:
+    cri, box = node.cri, node.box
+    before = node_state(box)
+    web = node.pod("web", host_ports={HOST_PORT: 80}, annotations=BANDWIDTH)
+    cli = node.pod("cli")
+    web_pod, cli_pod = cri.run_pod(web.sandbox_config()), cri.run_pod(cli.sandbox_config())
+    web_ctr = cri.start_container(web_pod, web.sandbox_config(), web.container_config(
+        "httpd", "httpd", "-f", "-p", "80", "-h", "/etc"))
+    cli_ctr = cri.start_container(cli_pod, cli.sandbox_config(), cli.container_config(
+        "sleeper", "sleep", "infinity"))
+    web_ip, cli_ip = cri.pod_ip(web_pod), cri.pod_ip(cli_pod)
+    assert web_ip.startswith("10.99.")
+    assert cli_ip.startswith("10.99.")
+    assert web_ip != cli_ip
+
+    # the hostPort, from outside the node and from the node itself
+    assert http_get(node.outside.sh, f"http://{NODE_IP}:{HOST_PORT}/passwd").startswith("root:")
+    for address in (NODE_IP, "127.0.0.1"):
+        assert http_get(box.sh, f"http://{address}:{HOST_PORT}/group").startswith("root:")
+    # pod to pod, both ways, and the pod's DNS as kubelet configured it
+    code, out = cri.exec_sync(cli_ctr, "wget", "-qO-", f"http://{web_ip}/passwd")
+    assert (code, out[:5]) == (0, "root:")
+    assert cri.exec_sync(web_ctr, "ping", "-c1", "-W2", cli_ip)[0] == 0
+    assert "nameserver 10.96.0.10" in cri.exec_sync(web_ctr, "cat", "/etc/resolv.conf")[1]
+    _assert_shaped(node, web_pod)
+    during = pycni_leftovers(box)
+    assert sorted(during["ipam"]) == sorted([web_ip, cli_ip])
+    assert len(during["veths"]) == 2
+    assert len(during["ifbs"]) == 1  # the cli pod asked for no shaping
+    assert len(during["netns pins"]) == 2
+
+    for container in (web_ctr, cli_ctr):
+        cri.stop_container(container)
+    for pod in (web_pod, cli_pod):
+        cri.stop_pod(pod)  # CNI DEL with the pod's netns
+    assert_clean(box)
+    for pod in (web_pod, cli_pod):
+        cri.remove_pod(pod)  # the DEL chain again, CNI_NETNS=""
+    assert cri.call("ListPodSandbox").items == []
+    assert_clean(box)
+    assert http_get(node.outside.sh, f"http://{NODE_IP}:{HOST_PORT}/passwd") == ""
+    after = node_state(box)
+    assert after["links"] - before["links"] == KEPT_LINKS
+    assert after["nft tables"] - before["nft tables"] == KEPT_NFT_TABLES
+    assert after["sysctls"] - before["sysctls"] <= KEPT_SYSCTLS
+    rest = {k: v for k, v in after.items() if k not in ("links", "nft tables", "sysctls")}
+    assert _diff({k: before[k] for k in rest}, rest) == {}
+    assert_plugins_ran_where_told(box)
