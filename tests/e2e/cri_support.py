@@ -31,8 +31,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-import pytest
-
 from tests.e2e.clients_support import (
     CONTAINERD_CONFIG,
     IMAGE,
@@ -77,8 +75,9 @@ CRI_CONFIG: Final = CONTAINERD_CONFIG + f"""
 
 def find_cri_proto(repo: Path) -> Path:
     """The CRI API definition: ``$PYCNI_CRI_PROTO``, else ``shared/reference/cri/api.proto``
-    in the checkout's parent (``../shared``) or the nearest ancestor that has one. Missing is
-    a failure, not a skip: the CRI test must not pass by not running."""
+    in the checkout's parent (``../shared``) or the nearest ancestor that has one.
+    FileNotFoundError if there is none (the test fails on it: it must not pass by not
+    running)."""
     explicit = os.environ.get(CRI_PROTO_ENV)
     candidates = [Path(explicit)] if explicit else [
         parent / PROTO_IN_SHARED for parent in repo.resolve().parents]
@@ -86,7 +85,8 @@ def find_cri_proto(repo: Path) -> Path:
         if candidate.is_file():
             return candidate
     where = ", ".join(str(c) for c in candidates[:3])
-    pytest.fail(f"the CRI API definition is missing (looked at {where}; set {CRI_PROTO_ENV})")
+    raise FileNotFoundError(
+        f"the CRI API definition is missing (looked at {where}; set {CRI_PROTO_ENV})")
 
 
 @dataclass(frozen=True)
