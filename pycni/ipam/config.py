@@ -51,7 +51,6 @@ _IPAM_KEYS: Final = GoKeys(
     (*_RANGE_NAMES, "type", "name", "ranges", "routes", "dataDir", "resolvConf")
 )
 _RANGE_KEYS: Final = GoKeys(_RANGE_NAMES)
-_ROUTE_KEYS: Final = GoKeys(("dst", "gw", "mtu", "advmss", "priority", "table", "scope"))
 _RUNTIME_KEYS: Final = GoKeys(("ips", "ipRanges"))
 _REQUEST_KEYS: Final = GoKeys(("ipam", "runtimeConfig", "cniVersion"))
 
@@ -63,6 +62,7 @@ _ROUTE_INT_LIMITS: Final = {
     "table": 2**32 - 1,
     "scope": 255,
 }
+_ROUTE_KEYS: Final = GoKeys(("dst", "gw", *_ROUTE_INT_LIMITS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
