@@ -179,6 +179,9 @@ def test_pods_with_a_host_port_and_bandwidth_work_and_leave_the_node_as_it_was(
     assert cli_ip.startswith("10.99.")
     assert web_ip != cli_ip
 
+    # StartContainer returns once httpd runs, not once it listens
+    box.wait_for(lambda: http_get(box.sh, f"http://{web_ip}/passwd").startswith("root:"),
+                 what="httpd listening in the web pod")
     # the hostPort, from outside the node and from the node itself
     assert http_get(node.outside.sh, f"http://{NODE_IP}:{HOST_PORT}/passwd").startswith("root:")
     for address in (NODE_IP, "127.0.0.1"):
