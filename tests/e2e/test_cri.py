@@ -151,67 +151,86 @@ def _assert_shaped(node: Node, pod_id: str) -> None:
     assert _redirect_targets(node.box, veth) == [ifb]
 
 
-def _diff(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, Any]:
-    """What changed on the node, leaving out the bridge's own addresses and routes."""
+def _assert_node_as_before(before: dict[str, set[str]], after: dict[str, set[str]]) -> None:
+    """What changed on the node is what the network keeps by design, and nothing else (the
+    bridge's own addresses and routes go with the bridge)."""
+    assert after["links"] - before["links"] == KEPT_LINKS
+    assert after["nft tables"] - before["nft tables"] == KEPT_NFT_TABLES
+    assert after["sysctls"] - before["sysctls"] <= KEPT_SYSCTLS
     changed = {}
     for key, was in before.items():
+        if key in ("links", "nft tables", "sysctls"):
+            continue
         gone = {x for x in was - after[key] if "pycni0" not in x}
         new = {x for x in after[key] - was if "pycni0" not in x}
         if gone or new:
             changed[key] = {"gone": sorted(gone), "new": sorted(new)}
-    return changed
+    assert changed == {}
 
 
-def test_pods_with_a_host_port_and_bandwidth_work_and_leave_the_node_as_it_was(
-    node: Node,
-) -> None:
+@dataclass
+class RunningPod:
+    pod_id: str
+    container_id: str
+    ip: str
+
+
+def _start(node: Node, pod: Pod, *argv: str) -> RunningPod:
+    """RunPodSandbox, then one container in it, as kubelet starts a pod."""
+    pod_id = node.cri.run_pod(pod.sandbox_config())
+    container = node.cri.start_container(pod_id, pod.sandbox_config(),
+                                         pod.container_config(argv[0], *argv))
+    return RunningPod(pod_id, container, node.cri.pod_ip(pod_id))
+
+
+def _assert_served_and_reachable(node: Node, web: RunningPod, cli: RunningPod) -> None:
     cri, box = node.cri, node.box
-    before = node_state(box)
-    web = node.pod("web", host_ports={HOST_PORT: 80}, annotations=BANDWIDTH)
-    cli = node.pod("cli")
-    web_pod, cli_pod = cri.run_pod(web.sandbox_config()), cri.run_pod(cli.sandbox_config())
-    web_ctr = cri.start_container(web_pod, web.sandbox_config(), web.container_config(
-        "httpd", "httpd", "-f", "-p", "80", "-h", "/etc"))
-    cli_ctr = cri.start_container(cli_pod, cli.sandbox_config(), cli.container_config(
-        "sleeper", "sleep", "infinity"))
-    web_ip, cli_ip = cri.pod_ip(web_pod), cri.pod_ip(cli_pod)
-    assert web_ip.startswith("10.99.")
-    assert cli_ip.startswith("10.99.")
-    assert web_ip != cli_ip
-
     # StartContainer returns once httpd runs, not once it listens
-    box.wait_for(lambda: http_get(box.sh, f"http://{web_ip}/passwd").startswith("root:"),
+    box.wait_for(lambda: http_get(box.sh, f"http://{web.ip}/passwd").startswith("root:"),
                  what="httpd listening in the web pod")
     # the hostPort, from outside the node and from the node itself
     assert http_get(node.outside.sh, f"http://{NODE_IP}:{HOST_PORT}/passwd").startswith("root:")
     for address in (NODE_IP, "127.0.0.1"):
         assert http_get(box.sh, f"http://{address}:{HOST_PORT}/group").startswith("root:")
     # pod to pod, both ways, and the pod's DNS as kubelet configured it
-    code, out = cri.exec_sync(cli_ctr, "wget", "-qO-", f"http://{web_ip}/passwd")
+    code, out = cri.exec_sync(cli.container_id, "wget", "-qO-", f"http://{web.ip}/passwd")
     assert (code, out[:5]) == (0, "root:")
-    assert cri.exec_sync(web_ctr, "ping", "-c1", "-W2", cli_ip)[0] == 0
-    assert "nameserver 10.96.0.10" in cri.exec_sync(web_ctr, "cat", "/etc/resolv.conf")[1]
-    _assert_shaped(node, web_pod)
-    during = pycni_leftovers(box)
-    assert sorted(during["ipam"]) == sorted([web_ip, cli_ip])
+    assert cri.exec_sync(web.container_id, "ping", "-c1", "-W2", cli.ip)[0] == 0
+    resolv = cri.exec_sync(web.container_id, "cat", "/etc/resolv.conf")[1]
+    assert "nameserver 10.96.0.10" in resolv
+
+
+def _stop_and_remove(node: Node, pods: list[RunningPod]) -> None:
+    """As kubelet tears pods down; pycni keeps nothing per pod after Stop, nor after Remove."""
+    for pod in pods:
+        node.cri.stop_container(pod.container_id)
+    for pod in pods:
+        node.cri.stop_pod(pod.pod_id)  # CNI DEL with the pod's netns
+    assert_clean(node.box)
+    for pod in pods:
+        node.cri.remove_pod(pod.pod_id)  # the DEL chain again, CNI_NETNS=""
+    assert node.cri.call("ListPodSandbox").items == []
+    assert_clean(node.box)
+
+
+def test_pods_with_a_host_port_and_bandwidth_work_and_leave_the_node_as_it_was(
+    node: Node,
+) -> None:
+    before = node_state(node.box)
+    web = _start(node, node.pod("web", host_ports={HOST_PORT: 80}, annotations=BANDWIDTH),
+                 "httpd", "-f", "-p", "80", "-h", "/etc")
+    cli = _start(node, node.pod("cli"), "sleep", "infinity")
+    assert web.ip.startswith("10.99.")
+    assert cli.ip.startswith("10.99.")
+    assert web.ip != cli.ip
+    _assert_served_and_reachable(node, web, cli)
+    _assert_shaped(node, web.pod_id)
+    during = pycni_leftovers(node.box)
+    assert sorted(during["ipam"]) == sorted([web.ip, cli.ip])
     assert len(during["veths"]) == 2
     assert len(during["ifbs"]) == 1  # the cli pod asked for no shaping
     assert len(during["netns pins"]) == 2
-
-    for container in (web_ctr, cli_ctr):
-        cri.stop_container(container)
-    for pod in (web_pod, cli_pod):
-        cri.stop_pod(pod)  # CNI DEL with the pod's netns
-    assert_clean(box)
-    for pod in (web_pod, cli_pod):
-        cri.remove_pod(pod)  # the DEL chain again, CNI_NETNS=""
-    assert cri.call("ListPodSandbox").items == []
-    assert_clean(box)
+    _stop_and_remove(node, [web, cli])
     assert http_get(node.outside.sh, f"http://{NODE_IP}:{HOST_PORT}/passwd") == ""
-    after = node_state(box)
-    assert after["links"] - before["links"] == KEPT_LINKS
-    assert after["nft tables"] - before["nft tables"] == KEPT_NFT_TABLES
-    assert after["sysctls"] - before["sysctls"] <= KEPT_SYSCTLS
-    rest = {k: v for k, v in after.items() if k not in ("links", "nft tables", "sysctls")}
-    assert _diff({k: before[k] for k in rest}, rest) == {}
-    assert_plugins_ran_where_told(box)
+    _assert_node_as_before(before, node_state(node.box))
+    assert_plugins_ran_where_told(node.box)
