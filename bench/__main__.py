@@ -1,4 +1,5 @@
-"""`make bench`: the plugin benchmarks, then the runtime's if ``bench/bench_runtime.py`` exists."""
+"""`make bench`: the plugin benchmarks, the runtime's if ``bench/bench_runtime.py`` exists, then
+pod sandboxes under containerd's CRI (``bench/bench_cri.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ def main() -> int:
     if importlib.util.find_spec("bench.bench_runtime") is not None:
         runtime = importlib.import_module("bench.bench_runtime")
         status = runtime.main([]) or status
-    return status
+    from bench import bench_cri
+
+    return bench_cri.main([]) or status
 
 
 if __name__ == "__main__":

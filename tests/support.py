@@ -105,3 +105,70 @@ def run_cli_in_process(
         code = cli.main(list(args))
     out, err = capsys.readouterr()
     return PluginRun(code, out, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# What containerd's CRI hands a plugin: go-cni's capability structs in libcni's stdin.
+
+
+class GoStruct(dict[str, Any]):
+    """A Go struct's fields in declaration order: ``json.Marshal`` keeps that order, and the
+    field names as they are when the struct has no json tags (go-cni's have none)."""
+
+
+def go_cni_port_mapping(host_port: int, container_port: int, protocol: str = "tcp",
+                        host_ip: str = "") -> GoStruct:
+    """go-cni's ``PortMapping``, as containerd's CRI fills it from a pod's hostPort."""
+    return GoStruct(HostPort=host_port, ContainerPort=container_port, Protocol=protocol,
+                    HostIP=host_ip)
+
+
+def go_cni_bandwidth(*, ingress_rate: int = 0, egress_rate: int = 0) -> GoStruct:
+    """go-cni's ``BandWidth`` as containerd's CRI fills it from the kubernetes.io/ingress-
+    and egress-bandwidth annotations: a burst of MaxUint32 bits for a rate that is set."""
+    burst = 2**32 - 1
+    return GoStruct(IngressRate=ingress_rate, IngressBurst=burst if ingress_rate else 0,
+                    EgressRate=egress_rate, EgressBurst=burst if egress_rate else 0)
+
+
+def go_cni_ip_range(subnet: str, *, range_start: str = "", range_end: str = "",
+                    gateway: str = "") -> GoStruct:
+    """go-cni's ``IPRanges`` (one range of the ipRanges capability)."""
+    return GoStruct(Subnet=subnet, RangeStart=range_start, RangeEnd=range_end, Gateway=gateway)
+
+
+def go_json(value: Any) -> str:
+    """``value`` as Go's ``json.Marshal`` renders it: compact, a map's keys sorted, a
+    ``GoStruct``'s fields in their order."""
+
+    def ordered(item: Any) -> Any:
+        if isinstance(item, GoStruct):
+            return {key: ordered(v) for key, v in item.items()}
+        if isinstance(item, dict):
+            return {key: ordered(item[key]) for key in sorted(item)}
+        if isinstance(item, list):
+            return [ordered(v) for v in item]
+        return item
+
+    return json.dumps(ordered(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def libcni_stdin(
+    plugin: Mapping[str, Any],
+    *,
+    name: str,
+    cni_version: str,
+    capability_args: Mapping[str, Any],
+    prev_result: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The exact bytes libcni 1.1 (containerd 1.6's go-cni) writes to ``plugin``'s stdin: the
+    conflist entry re-marshalled with ``name``, ``cniVersion``, ``prevResult`` and a
+    ``runtimeConfig`` of the capabilities it declares (``buildOneConfig``/``InjectConf``)."""
+    doc = {**plugin, "name": name, "cniVersion": cni_version}
+    if prev_result is not None:
+        doc["prevResult"] = prev_result
+    declared = plugin.get("capabilities") or {}
+    runtime = {k: v for k, v in capability_args.items() if declared.get(k)}
+    if runtime:
+        doc["runtimeConfig"] = runtime
+    return go_json(doc).encode()

@@ -1,16 +1,30 @@
-"""Typed reads from decoded JSON that name the bad field in their error (code 7)."""
+"""Typed reads from decoded JSON that name the bad field in their error (code 7), and the
+keys of a JSON object matched as the reference plugins match them.
+
+The reference plugins decode every config, capability argument and result into Go structs,
+and Go's ``encoding/json`` matches a key to a field by its exact name first, then case
+insensitively: containerd's go-cni serialises its ``PortMapping`` and ``BandWidth`` structs
+without json tags, so ``HostPort`` and ``IngressRate`` arrive capitalised and the reference
+plugins read them as ``hostPort`` and ``ingressRate``. ``GoKeys`` + ``decode_keys`` do the same
+once, where a document enters a plugin, and hand on a copy spelt as the code expects; a key
+that matches nothing is refused with code 2 naming it, never silently ignored.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
     "PROTOCOL_KEYS",
+    "GoKeys",
     "bad",
     "check_plugin_keys",
+    "check_runtime_keys",
+    "decode_keys",
+    "go_fold",
     "opt_bool",
     "opt_int",
     "opt_map",
@@ -38,26 +52,127 @@ PROTOCOL_KEYS = frozenset(
 )
 
 
+def go_fold(key: str) -> str:
+    """``key`` as Go's ``encoding/json`` compares it with a field name: simple case folding,
+    one character for one (the Kelvin sign is a ``k``, the long s an ``s``; "ß" is not "ss")."""
+    if key.isascii():
+        return key.lower()
+    return "".join(_fold_char(c) for c in key)
+
+
+def _fold_char(c: str) -> str:
+    upper = c.upper()
+    if len(upper) != 1:
+        upper = c
+    lower = upper.lower()
+    return lower if len(lower) == 1 else upper
+
+
+class GoKeys:
+    """The JSON names of one Go struct's fields, matched to a document's keys as Go's
+    ``encoding/json`` matches them: the exact name first, else the one equal under folding."""
+
+    __slots__ = ("_exact", "_folded")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._exact = frozenset(names)
+        self._folded: dict[str, str] = {}
+        for name in sorted(self._exact):
+            self._folded.setdefault(go_fold(name), name)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.match(key) is not None
+
+    def match(self, key: str) -> str | None:
+        """The name ``key`` stands for, or None."""
+        if key in self._exact:
+            return key
+        return self._folded.get(go_fold(key))
+
+
+def decode_keys(
+    doc: Mapping[str, Any],
+    keys: GoKeys,
+    *,
+    where: str = "",
+    refuse: str | None = None,
+    not_implemented: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A copy of ``doc`` with every key spelt as the name in ``keys`` it matches.
+
+    A key that matches none is refused with code 2, "<where><key>=<value> is not <refuse>",
+    or, with ``refuse`` None, kept as it is (for objects that carry other plugins' keys too:
+    ``args``, an IPAM plugin's view of its parent's config). ``not_implemented`` names keys
+    (matched the same way) refused with code 2 and their reason. Two keys that match one name
+    are refused with code 7: Go would let the last one win, silently.
+    """
+    out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for key, value in doc.items():
+        name = keys.match(key)
+        if name is None:
+            _refuse_unknown(key, value, where=where, refuse=refuse, not_implemented=not_implemented)
+            out[key] = value
+            continue
+        if name in seen:
+            raise bad(f"{where}{key}", f"names the same field as {where}{seen[name]}")
+        seen[name] = key
+        out[name] = value
+    return out
+
+
+def _refuse_unknown(
+    key: str,
+    value: Any,
+    *,
+    where: str,
+    refuse: str | None,
+    not_implemented: Mapping[str, str] | None,
+) -> None:
+    named = GoKeys(not_implemented).match(key) if not_implemented else None
+    if named is not None and not_implemented is not None:
+        raise CNIError(
+            ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {where}{key}", not_implemented[named]
+        )
+    if refuse is not None and not key.startswith("cni.dev/"):
+        raise CNIError(
+            ErrorCode.UNSUPPORTED_FIELD,
+            f"unsupported field {where}{key}",
+            f"{where}{key}={value!r} is not {refuse}",
+        )
+
+
 def check_plugin_keys(
     raw: Mapping[str, Any],
     *,
     plugin: str,
     known: Collection[str],
     not_implemented: Mapping[str, str] | None = None,
-) -> None:
-    """Refuse (code 2, naming it) a key the plugin does not implement or does not know:
-    a misspelt key silently ignored is how networks end up not doing what their file says."""
-    for key in raw:
-        if not_implemented and key in not_implemented:
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD, f"unsupported field {key}", not_implemented[key]
-            )
-        if key not in known and key not in PROTOCOL_KEYS and not key.startswith("cni.dev/"):
-            raise CNIError(
-                ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field {key}",
-                f"{key}={raw[key]!r} is not a {plugin} plugin key",
-            )
+) -> dict[str, Any]:
+    """``raw`` spelt as ``known`` and the protocol's keys are, for the plugin to read. A key
+    the plugin does not implement or does not know is refused (code 2, naming it): a misspelt
+    key silently ignored is how networks end up not doing what their file says. Anything
+    under the runtime-reserved "cni.dev/" prefix (GC's valid attachments) passes."""
+    return decode_keys(
+        raw,
+        GoKeys((*known, *PROTOCOL_KEYS)),
+        refuse=f"a {plugin} plugin key",
+        not_implemented=not_implemented,
+    )
+
+
+def check_runtime_keys(
+    runtime_config: Mapping[str, Any], *, plugin: str, known: Collection[str]
+) -> dict[str, Any]:
+    """``runtimeConfig`` spelt as the capabilities ``known`` are; any other is refused (code
+    2): a runtime sends only what the conflist declares for the plugin, so a capability the
+    plugin cannot honour is a configuration error, not something to drop on the floor."""
+    return decode_keys(
+        runtime_config,
+        GoKeys(known),
+        where="runtimeConfig.",
+        refuse=f"a capability the {plugin} plugin reads",
+    )
 
 
 _TYPE_NAMES = {

@@ -11,12 +11,22 @@ the spec's conversion rules (reference: cni pkg/types/100 and 040):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycni.cni import version as versions
-from pycni.cni._fields import bad, opt_int, opt_map, opt_str, opt_str_list, req_str
+from pycni.cni._fields import (
+    PROTOCOL_KEYS,
+    GoKeys,
+    bad,
+    decode_keys,
+    opt_int,
+    opt_map,
+    opt_str,
+    opt_str_list,
+    req_str,
+)
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
@@ -32,6 +42,17 @@ __all__ = [
 
 _V11 = (1, 1, 0)
 _V1 = (1, 0, 0)
+
+# The fields of each document as the reference's Go structs name them; keys are matched to
+# them as Go matches them (``pycni.cni._fields.GoKeys``). Results are read leniently (another
+# plugin's result may carry more), a request's own ``dns`` strictly.
+_INTERFACE_KEYS = GoKeys(("name", "mac", "mtu", "sandbox", "socketPath", "pciID"))
+_IP_KEYS = GoKeys(("address", "gateway", "interface", "version"))
+_ROUTE_KEYS = GoKeys(("dst", "gw", "mtu", "advmss", "priority", "table", "scope"))
+_DNS_KEYS = GoKeys(("nameservers", "domain", "search", "options"))
+_RESULT_KEYS = GoKeys(("cniVersion", "interfaces", "ips", "routes", "dns"))
+_REQUEST_KEYS = GoKeys((*PROTOCOL_KEYS, "ipam", "dns"))
+_ARGS_KEYS = GoKeys(("cni",))
 
 
 def parse_cidr(text: Any, where: str) -> str:
@@ -73,6 +94,7 @@ class Interface:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> Interface:
+        doc = decode_keys(doc, _INTERFACE_KEYS, where=where)
         return cls(
             name=req_str(doc, "name", where),
             mac=opt_str(doc, "mac", where),
@@ -118,6 +140,7 @@ class IPConfig:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> IPConfig:
+        doc = decode_keys(doc, _IP_KEYS, where=where)
         gateway = doc.get("gateway")
         return cls(
             address=parse_cidr(doc.get("address"), f"{where}address"),
@@ -157,6 +180,7 @@ class Route:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> Route:
+        doc = decode_keys(doc, _ROUTE_KEYS, where=where)
         gw = doc.get("gw")
         return cls(
             dst=_parse_net(doc.get("dst"), f"{where}dst"),
@@ -191,7 +215,10 @@ class DNS:
         return bool(self.nameservers or self.domain or self.search or self.options)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any], where: str) -> DNS:
+    def from_dict(cls, doc: Mapping[str, Any], where: str, *, strict: bool = False) -> DNS:
+        """``strict``: a key that is none of the four is refused (code 2), as in a request's
+        own ``dns``; a result's is read leniently."""
+        doc = decode_keys(doc, _DNS_KEYS, where=where, refuse="a DNS key" if strict else None)
         return cls(
             nameservers=opt_str_list(doc, "nameservers", where),
             domain=opt_str(doc, "domain", where),
@@ -235,6 +262,7 @@ class Result:
     def from_dict(cls, doc: Any, where: str = "result.") -> Result:
         if not isinstance(doc, dict):
             raise bad(where.rstrip("."), "must be an object")
+        doc = decode_keys(doc, _RESULT_KEYS, where=where)
         cni_version = opt_str(doc, "cniVersion", where, default=versions.CURRENT)
         if versions.parse(cni_version) < (0, 3, 0):
             raise CNIError(
@@ -297,6 +325,9 @@ class PluginRequest:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> PluginRequest:
+        """The protocol's keys matched as Go matches them; ``raw`` is spelt accordingly (the
+        plugin's own keys are its to match and check: ``_fields.check_plugin_keys``)."""
+        doc = decode_keys(doc, _REQUEST_KEYS)
         prev = doc.get("prevResult")
         opt_map(doc, "capabilities")  # only the runtime reads it, but a non-object is refused
         return cls(
@@ -307,11 +338,14 @@ class PluginRequest:
             runtime_config=opt_map(doc, "runtimeConfig"),
             args=opt_map(doc, "args"),
             ipam=opt_map(doc, "ipam"),
-            dns=DNS.from_dict(opt_map(doc, "dns"), "dns."),
+            dns=DNS.from_dict(opt_map(doc, "dns"), "dns.", strict=True),
             prev_result=Result.from_dict(prev, "prevResult.") if prev else None,
         )
 
-    def cni_args_section(self) -> Mapping[str, Any]:
-        """``args.cni`` (structured per-attachment arguments, CONVENTIONS.md)."""
-        section = self.args.get("cni")
-        return section if isinstance(section, dict) else {}
+    def cni_args_section(self, known: Collection[str] = ()) -> Mapping[str, Any]:
+        """``args.cni`` (structured per-attachment arguments, CONVENTIONS.md), its ``known``
+        keys matched as Go matches them; the others (other plugins' arguments) kept as is."""
+        section = decode_keys(self.args, _ARGS_KEYS).get("cni")
+        if not isinstance(section, dict):
+            return {}
+        return decode_keys(section, GoKeys(known), where="args.cni.")

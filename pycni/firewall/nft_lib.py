@@ -90,6 +90,13 @@ def _load_library() -> ctypes.CDLL:
     return _bind(ctypes.CDLL(_LIBRARY, use_errno=True))
 
 
+@functools.cache
+def _has_input_flags() -> bool:
+    """Asked once: ctypes does not remember a symbol it did not find, and looking for it again
+    (every runner, every plugin call) searched every loaded library, ~1 ms."""
+    return hasattr(_load_library(), "nft_ctx_input_set_flags")
+
+
 class LibRunner:
     """libnftables through ctypes: the default, no process per call."""
 
@@ -97,7 +104,7 @@ class LibRunner:
 
     def __init__(self) -> None:
         self._lib = _load_library()  # OSError if the library is missing: caller falls back
-        self._set_input = hasattr(self._lib, "nft_ctx_input_set_flags")
+        self._set_input = _has_input_flags()
 
     def run(self, commands: list[Doc]) -> Doc:
         lib = self._lib

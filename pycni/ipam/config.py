@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from pycni.cni._fields import path_problem
+from pycni.cni._fields import GoKeys, decode_keys, path_problem
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
@@ -42,6 +42,18 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 # addresses until the range is exhausted (field problem #1 in the reference notes).
 DEFAULT_DATA_DIR: Final = "/run/pycni/ipam"
 
+# Keys as the reference's Go structs name them (host-local's IPAMConfig with its embedded
+# Range, RangeSet entries, types.Route), matched as Go matches them: go-cni's ipRanges arrive
+# as Subnet/RangeStart/RangeEnd/Gateway. A key of the ipam object, a range or a route that
+# matches none is refused (code 2); the request's other keys are the parent plugin's.
+_RANGE_NAMES: Final = ("subnet", "rangeStart", "rangeEnd", "gateway")
+_IPAM_KEYS: Final = GoKeys(
+    (*_RANGE_NAMES, "type", "name", "ranges", "routes", "dataDir", "resolvConf")
+)
+_RANGE_KEYS: Final = GoKeys(_RANGE_NAMES)
+_RUNTIME_KEYS: Final = GoKeys(("ips", "ipRanges"))
+_REQUEST_KEYS: Final = GoKeys(("ipam", "runtimeConfig", "cniVersion"))
+
 _NAME_MAX: Final = 255  # NAME_MAX of Linux file systems: the network name is a directory name
 _ROUTE_INT_LIMITS: Final = {
     "mtu": 2**32 - 1,
@@ -50,6 +62,7 @@ _ROUTE_INT_LIMITS: Final = {
     "table": 2**32 - 1,
     "scope": 255,
 }
+_ROUTE_KEYS: Final = GoKeys(("dst", "gw", *_ROUTE_INT_LIMITS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +119,11 @@ def _mapping(value: object, field: str) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
         raise _invalid(field, f"must be an object, not {type(value).__name__}")
     return value
+
+
+def _object(value: object, field: str, keys: GoKeys, what: str) -> Mapping[str, object]:
+    """An object whose keys are all in ``keys`` (matched as Go matches them), spelt so."""
+    return decode_keys(_mapping(value, field), keys, where=f"{field}.", refuse=what)
 
 
 def _list(value: object, field: str) -> Sequence[object]:
@@ -187,7 +205,7 @@ def _ip_in_subnet(
 
 def _parse_range(value: object, path: str) -> IPRange:
     """One range; ``path`` is where it sits in the input, used in every message."""
-    raw = _mapping(value, path)
+    raw = _object(value, path, _RANGE_KEYS, "a range key")
     subnet = _parse_subnet(raw.get("subnet"), f"{path}.subnet")
     start = _ip_in_subnet(raw, "rangeStart", subnet, path)
     end = _ip_in_subnet(raw, "rangeEnd", subnet, path)
@@ -233,7 +251,7 @@ def _raw_range_sets(
         path = "runtimeConfig.ipRanges"
         sets += [(f"{path}[{i}]", s) for i, s in enumerate(_list(ip_ranges, path))]
     if not _absent(ipam.get("subnet")):
-        sets.append(("ipam", [ipam]))
+        sets.append(("ipam", [{k: ipam[k] for k in _RANGE_NAMES if k in ipam}]))
     else:
         for key in ("rangeStart", "rangeEnd", "gateway"):
             if not _absent(ipam.get(key)):
@@ -278,7 +296,7 @@ def _route_int(raw: Mapping[str, object], key: str, path: str) -> int | None:
 
 
 def _parse_route(value: object, path: str) -> RouteSpec:
-    raw = _mapping(value, path)
+    raw = _object(value, path, _ROUTE_KEYS, "a route key")
     # Host bits in dst are masked: the kernel refuses them, the intent is plain.
     dst = _parse_cidr(raw.get("dst"), f"{path}.dst", strict=False)
     gw = None if _absent(raw.get("gw")) else parse_ip(raw.get("gw"), f"{path}.gw")
@@ -324,9 +342,9 @@ def parse_ipam_config(
     cni_version: str | None = None,
 ) -> HostLocalConfig:
     """Validate the ``ipam`` object (plus ``runtimeConfig.ipRanges``) completely."""
-    raw = _mapping(ipam, "ipam")
+    raw = _object(ipam, "ipam", _IPAM_KEYS, "a host-local ipam key")
     if runtime_config is not None:
-        _mapping(runtime_config, "runtimeConfig")
+        runtime_config = decode_keys(_mapping(runtime_config, "runtimeConfig"), _RUNTIME_KEYS)
     sets = [(p, _parse_range_set(s, p)) for p, s in _raw_range_sets(raw, runtime_config)]
     _check_overlaps(sets)
     _check_families(sets, cni_version)
@@ -342,6 +360,7 @@ def parse_ipam_config(
 
 def load_config(netconf: Mapping[str, object]) -> HostLocalConfig:
     """The host-local config from a whole request config (``ipam``, ``runtimeConfig``...)."""
+    netconf = decode_keys(netconf, _REQUEST_KEYS)
     rc = netconf.get("runtimeConfig")
     version = netconf.get("cniVersion")
     return parse_ipam_config(
@@ -370,7 +389,7 @@ def _list_at(
     for key in keys:
         if not isinstance(node, Mapping):
             return []
-        node = node.get(key)
+        node = decode_keys(node, GoKeys((key,))).get(key)
     return [] if node is None else _list(node, field)
 
 

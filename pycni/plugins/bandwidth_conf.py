@@ -4,7 +4,10 @@ Keys follow the reference plugin (reference §2.5): ``ingressRate``/``ingressBur
 into the container) and ``egressRate``/``egressBurst`` (out of it), rates in bit/s and bursts
 in bits, both of a pair or neither (0 means "no limit"). ``runtimeConfig.bandwidth`` (the
 ``bandwidth`` capability) carries the same four keys and is used only when the config has none
-of them: static configuration wins, as in the reference.
+of them: static configuration wins, as in the reference. containerd's CRI (go-cni) sends them
+capitalised (``IngressRate``, ``IngressBurst``, ...; a burst of 4294967295 when the pod sets
+none): keys are matched as the reference's Go decoder matches them, and one that matches none
+is refused, so a limit that was asked for is never silently left unapplied.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys
+from pycni.cni._fields import GoKeys, bad, check_plugin_keys, check_runtime_keys, decode_keys
 from pycni.cni.skel import CmdArgs
 
 __all__ = ["BandwidthConfig", "Limit", "parse_bandwidth_config", "parse_limits"]
 
 _LIMIT_KEYS: Final = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
+_LIMITS: Final = GoKeys(_LIMIT_KEYS)
 # tc_tbf_qopt carries rate (bytes/s) and the queue limit in u32; the reference refuses a
 # burst/8 of 4 GiB or more, and we cannot express a rate of 2**32 bytes/s (~34 Gbit/s) or more.
 _MAX_BYTES: Final = 2**32 - 1
@@ -51,8 +55,8 @@ class BandwidthConfig:
         return self.ingress is not None or self.egress is not None
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    check_plugin_keys(raw, plugin="bandwidth", known=_LIMIT_KEYS)
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return check_plugin_keys(raw, plugin="bandwidth", known=_LIMIT_KEYS)
 
 
 def _value(doc: Mapping[str, Any], key: str, where: str) -> int:
@@ -88,17 +92,21 @@ def _limit(doc: Mapping[str, Any], direction: str, where: str) -> Limit | None:
 
 
 def parse_limits(doc: Mapping[str, Any], where: str = "") -> tuple[Limit | None, Limit | None]:
-    """``(ingress, egress)`` from an object holding the four keys; code 7 names a bad field."""
+    """``(ingress, egress)`` from an object holding the four keys; code 7 names a bad field,
+    code 2 a key that is none of them."""
+    doc = decode_keys(doc, _LIMITS, where=where, refuse="a bandwidth key")
     return _limit(doc, "ingress", where), _limit(doc, "egress", where)
 
 
 def parse_bandwidth_config(args: CmdArgs) -> BandwidthConfig:
-    raw = args.config.raw
-    _check_keys(raw)
+    raw = _check_keys(args.config.raw)
+    capabilities = check_runtime_keys(
+        args.config.runtime_config, plugin="bandwidth", known=("bandwidth",)
+    )
     if any(key in raw for key in _LIMIT_KEYS):
-        ingress, egress = parse_limits(raw)
+        ingress, egress = parse_limits({k: raw[k] for k in _LIMIT_KEYS if k in raw})
         return BandwidthConfig(ingress=ingress, egress=egress, source="config")
-    runtime = args.config.runtime_config.get("bandwidth")
+    runtime = capabilities.get("bandwidth")
     if runtime is None:
         return BandwidthConfig()
     if not isinstance(runtime, dict):

@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str
+from pycni.cni._fields import (
+    GoKeys,
+    bad,
+    check_plugin_keys,
+    check_runtime_keys,
+    decode_keys,
+    opt_bool,
+    opt_int,
+    opt_str,
+)
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import DNS
@@ -46,6 +55,10 @@ _NOT_IMPLEMENTED: Final = {
     "preserveDefaultVlan": "only meaningful with vlanTrunk, which is not implemented",
     "disableContainerInterface": "not implemented: pycni always brings the container interface up",
 }
+# Capabilities: the bridge's own (mac) and its IPAM plugin's (host-local's ips and ipRanges),
+# which it passes on in the config the IPAM plugin is delegated.
+_RUNTIME_KEYS: Final = ("mac", "ips", "ipRanges")
+_IPAM_TYPE: Final = GoKeys(("type",))
 _MAC_RE: Final = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _IFNAME_MAX: Final = 15
 
@@ -70,8 +83,10 @@ class BridgeConfig:
     mac: str | None = None
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    check_plugin_keys(raw, plugin="bridge", known=_BRIDGE_KEYS, not_implemented=_NOT_IMPLEMENTED)
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return check_plugin_keys(
+        raw, plugin="bridge", known=_BRIDGE_KEYS, not_implemented=_NOT_IMPLEMENTED
+    )
 
 
 def _bridge_name(raw: Mapping[str, Any]) -> str:
@@ -100,13 +115,13 @@ def _vlan(raw: Mapping[str, Any]) -> int:
     return vlan
 
 
-def _mac(args: CmdArgs) -> str | None:
+def _mac(args: CmdArgs, runtime: Mapping[str, Any]) -> str | None:
     """Container MAC; later wins, as in the reference:
     CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac."""
     candidates = [
         ("CNI_ARGS MAC", args.cni_args.get("MAC")),
-        ("args.cni.mac", args.config.cni_args_section().get("mac")),
-        ("runtimeConfig.mac", args.config.runtime_config.get("mac")),
+        ("args.cni.mac", args.config.cni_args_section(("mac",)).get("mac")),
+        ("runtimeConfig.mac", runtime.get("mac")),
     ]
     chosen = None
     for source, value in candidates:
@@ -124,15 +139,15 @@ def _ipam_type(raw: Mapping[str, Any]) -> str:
     ipam = raw.get("ipam", {})
     if not isinstance(ipam, dict):
         raise bad("ipam", "must be an object")
-    kind = ipam.get("type", "")
+    kind = decode_keys(ipam, _IPAM_TYPE, where="ipam.").get("type", "")
     if not isinstance(kind, str) or "/" in kind:
         raise bad("ipam.type", f"{kind!r} is not a plugin name")
     return kind
 
 
 def parse_bridge_config(args: CmdArgs) -> BridgeConfig:
-    raw = args.config.raw
-    _check_keys(raw)
+    raw = _check_keys(args.config.raw)
+    runtime = check_runtime_keys(args.config.runtime_config, plugin="bridge", known=_RUNTIME_KEYS)
     # Docker-style defaults: gateway on the bridge and a default route through it, unless the
     # config turns the gateway off (then the default route follows it off).
     is_gateway = opt_bool(raw, "isGateway", default=True)
@@ -173,5 +188,5 @@ def parse_bridge_config(args: CmdArgs) -> BridgeConfig:
         port_isolation=opt_bool(raw, "portIsolation"),
         dns=args.config.dns,
         ipam_type=_ipam_type(raw),
-        mac=_mac(args),
+        mac=_mac(args, runtime),
     )

@@ -95,6 +95,21 @@ class _VethDeletion:
         return self._errors
 
 
+def _start_veth_deletion(args: CmdArgs) -> _VethDeletion | None:
+    """The veth's deletion under way, or None when there is no veth to delete. Without a
+    netns (containerd's second DEL at RemovePodSandbox, a runtime whose container is gone)
+    only the host end can be left, and one lookup says whether it is: no thread then. A netns
+    path that no longer opens (the container is gone) counts as none."""
+    if args.netns_handle is None:
+        try:
+            with open_ipr() as host:
+                if links.get_link(host, host_veth_name(args)) is None:
+                    return None
+        except CNIError:
+            pass  # cannot tell: the deletion says what it finds
+    return _VethDeletion(args)
+
+
 def _teardown_firewall(conf: BridgeConfig, args: CmdArgs) -> list[str]:
     errors: list[str] = []
     if conf.ip_masq:
@@ -111,7 +126,7 @@ def _teardown_firewall(conf: BridgeConfig, args: CmdArgs) -> list[str]:
 
 def cmd_del(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
-    veth = _VethDeletion(args)
+    veth = _start_veth_deletion(args)
     errors: list[str] = []
     try:
         if conf.ipam_type:
@@ -126,7 +141,7 @@ def cmd_del(args: CmdArgs) -> None:
         failpoint("bridge.del.after_ipam")
         errors += _teardown_firewall(conf, args)
     finally:
-        errors += veth.result()
+        errors += veth.result() if veth is not None else []
     failpoint("bridge.del.after_veth")
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge DEL incomplete", "; ".join(errors))

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str
+from pycni.cni._fields import bad, check_plugin_keys, check_runtime_keys, opt_bool, opt_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
@@ -53,8 +53,10 @@ class FirewallConfig:
     internal: bool = False
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    check_plugin_keys(raw, plugin="firewall", known=_KEYS, not_implemented=_NOT_IMPLEMENTED)
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return check_plugin_keys(
+        raw, plugin="firewall", known=_KEYS, not_implemented=_NOT_IMPLEMENTED
+    )
 
 
 def _refuse_unimplemented(key: str, value: str) -> None:
@@ -64,8 +66,8 @@ def _refuse_unimplemented(key: str, value: str) -> None:
 
 
 def parse_firewall_config(args: CmdArgs) -> FirewallConfig:
-    raw = args.config.raw
-    _check_keys(raw)
+    raw = _check_keys(args.config.raw)
+    check_runtime_keys(args.config.runtime_config, plugin="firewall", known=())
     backend = opt_str(raw, "backend") or None
     if backend is not None:
         _refuse_unimplemented("backend", backend)

@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_str, path_problem
+from pycni.cni._fields import (
+    GoKeys,
+    bad,
+    check_plugin_keys,
+    check_runtime_keys,
+    decode_keys,
+    opt_bool,
+    opt_str,
+    path_problem,
+)
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.firewall import validate_backend_name
@@ -30,7 +39,10 @@ _NOT_IMPLEMENTED: Final = {
     "conditionsV4": "extra match conditions are not implemented",
     "conditionsV6": "extra match conditions are not implemented",
 }
-_MAPPING_KEYS: Final = frozenset({"hostPort", "containerPort", "protocol", "hostIP"})
+_TEARDOWN_KEYS: Final = GoKeys(("dataDir", "backend"))  # what DEL keeps of a bad config
+# One portMappings entry; go-cni (containerd's CRI) sends them as HostPort, ContainerPort,
+# Protocol and HostIP, which the reference plugin's Go decoder matches case-insensitively.
+_MAPPING_KEYS: Final = GoKeys(("hostPort", "containerPort", "protocol", "hostIP"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,8 +54,10 @@ class PortmapConfig:
     data_dir: str = DEFAULT_ROOT
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    check_plugin_keys(raw, plugin="portmap", known=_PORTMAP_KEYS, not_implemented=_NOT_IMPLEMENTED)
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return check_plugin_keys(
+        raw, plugin="portmap", known=_PORTMAP_KEYS, not_implemented=_NOT_IMPLEMENTED
+    )
 
 
 def _port(entry: Mapping[str, Any], key: str, where: str) -> int:
@@ -56,9 +70,7 @@ def _port(entry: Mapping[str, Any], key: str, where: str) -> int:
 def _mapping(entry: Any, where: str) -> PortMapping:
     if not isinstance(entry, dict):
         raise bad(where, "must be an object")
-    unknown = sorted(set(entry) - _MAPPING_KEYS)
-    if unknown:
-        raise bad(where, f"unknown keys {unknown}")
+    entry = decode_keys(entry, _MAPPING_KEYS, where=f"{where}.", refuse="a port mapping key")
     protocol = entry.get("protocol") or "tcp"
     if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
         raise bad(f"{where}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -88,7 +100,9 @@ def _check_duplicates(mappings: tuple[PortMapping, ...]) -> None:
 
 
 def parse_mappings(runtime_config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
-    raw = runtime_config.get("portMappings")
+    raw = check_runtime_keys(runtime_config, plugin="portmap", known=("portMappings",)).get(
+        "portMappings"
+    )
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -99,8 +113,7 @@ def parse_mappings(runtime_config: Mapping[str, Any]) -> tuple[PortMapping, ...]
 
 
 def parse_portmap_config(args: CmdArgs) -> PortmapConfig:
-    raw = args.config.raw
-    _check_keys(raw)
+    raw = _check_keys(args.config.raw)
     backend = raw.get("backend")
     if backend is not None and not isinstance(backend, str):
         raise bad("backend", f"must be a string, got {backend!r}")
@@ -129,7 +142,7 @@ def parse_for_teardown(args: CmdArgs) -> PortmapConfig:
             f"portmap: DEL with an invalid config ({err}); removing by attachment key",
             file=sys.stderr,
         )
-    raw = args.config.raw
+    raw = decode_keys(args.config.raw, _TEARDOWN_KEYS)
     data_dir = raw.get("dataDir")
     backend = raw.get("backend")
     return PortmapConfig(

@@ -18,7 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pycni.cni._fields import bad, check_plugin_keys, opt_bool, opt_int, opt_str, path_problem
+from pycni.cni._fields import (
+    GoKeys,
+    bad,
+    check_plugin_keys,
+    check_runtime_keys,
+    decode_keys,
+    opt_bool,
+    opt_int,
+    opt_str,
+    path_problem,
+)
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.net import sysctl
@@ -38,6 +48,10 @@ NET_PREFIX: Final = f"{sysctl.PROC_SYS}/net/"
 _TUNING_KEYS: Final = frozenset(
     {"sysctl", "mac", "mtu", "promisc", "allmulti", "txQLen", "dataDir"}
 )
+# What args.cni may override (everything but dataDir); sysctl is a map of sysctl names, whose
+# keys are data, not field names.
+_ARGS_KEYS: Final = ("sysctl", "mac", "mtu", "promisc", "allmulti", "txQLen")
+_DATA_DIR: Final = GoKeys(("dataDir",))
 _NOT_IMPLEMENTED: Final = {
     "allowlist": "pycni has no sysctl allow-list file; only net.* keys inside the netns apply",
 }
@@ -79,8 +93,10 @@ class TuningConfig:
         return not self.sysctls and not self.link
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    check_plugin_keys(raw, plugin="tuning", known=_TUNING_KEYS, not_implemented=_NOT_IMPLEMENTED)
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return check_plugin_keys(
+        raw, plugin="tuning", known=_TUNING_KEYS, not_implemented=_NOT_IMPLEMENTED
+    )
 
 
 def _is_path_form(key: str) -> bool:
@@ -140,10 +156,11 @@ def _mac(value: Any, source: str) -> str:
 
 
 def _pick_mac(args: CmdArgs, raw: Mapping[str, Any], cni: Mapping[str, Any]) -> str | None:
+    runtime = check_runtime_keys(args.config.runtime_config, plugin="tuning", known=("mac",))
     candidates = [
         ("mac", raw.get("mac")),
         ("CNI_ARGS MAC", args.cni_args.get("MAC")),
-        ("runtimeConfig.mac", args.config.runtime_config.get("mac")),
+        ("runtimeConfig.mac", runtime.get("mac")),
         ("args.cni.mac", cni.get("mac")),
     ]
     chosen = None
@@ -181,8 +198,9 @@ def _link_settings(args: CmdArgs, raw: Mapping[str, Any], cni: Mapping[str, Any]
 
 
 def parse_data_dir(raw: Mapping[str, Any]) -> str:
-    """``dataDir``: an absolute directory for the backups of original link values."""
-    data_dir = opt_str(raw, "dataDir", default=DEFAULT_DATA_DIR)
+    """``dataDir``: an absolute directory for the backups of original link values (``raw``
+    as the request has it: DEL reads this alone, whatever else the config says)."""
+    data_dir = opt_str(decode_keys(raw, _DATA_DIR), "dataDir", default=DEFAULT_DATA_DIR)
     problem = path_problem(data_dir)  # NUL, relative, a '..' component, overlong
     if problem:
         raise bad("dataDir", problem)
@@ -190,9 +208,8 @@ def parse_data_dir(raw: Mapping[str, Any]) -> str:
 
 
 def parse_tuning_config(args: CmdArgs) -> TuningConfig:
-    raw = args.config.raw
-    _check_keys(raw)
-    cni = args.config.cni_args_section()
+    raw = _check_keys(args.config.raw)
+    cni = args.config.cni_args_section(_ARGS_KEYS)
     merged = {**_sysctl_map(raw, ""), **_sysctl_map(cni, "args.cni.")}
     return TuningConfig(
         sysctls=_sysctls(merged, args.ifname),

@@ -250,7 +250,8 @@ class Server:
         self._sel.register(pending.sock, selectors.EVENT_READ,
                            lambda _: self._on_hangup(running))
         log.debug("%s from pid %d: worker pid %d", what, pending.peer, pid)
-        self._refill_spare()
+        # No spare is forked here: the fork (a few ms of page-table copying) would hold up
+        # this very call's status, which this single thread delivers. It comes after it.
 
     def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int, socket.socket]:
         def child(report: socket.socket) -> NoReturn:
@@ -334,6 +335,9 @@ class Server:
             send_status(running.sock, status)
             running.sock.close()
             running.sock = None
+        # The caller has its status: a runtime's next plugin call is an interpreter start-up
+        # away (~10 ms), time enough to fork the spare that will take it.
+        self._refill_spare()
 
     def _on_exit(self, running: _Running) -> None:
         self._sel.unregister(running.pidfd)

@@ -17,7 +17,7 @@ from pycni.net import addrs, links, syscalls
 from pycni.net.ipr import open_ipr
 from pycni.plugins import PLUGINS
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
-from pycni.server.spare import populate_private_memory
+from pycni.server.spare import populate_when_idle
 
 __all__ = ["DEFAULT_SOCKET", "ensure_std_fds", "preload", "serve"]
 
@@ -125,7 +125,10 @@ def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT
     log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload() * 1000)
     if os.geteuid() != 0:
         log.warning("not running as root: workers cannot join callers' namespaces")
-    server = Server(socket_path, timeout=timeout, warm=populate_private_memory)
+    # The spare copies its pages in the idle class: at normal priority, the ~30 MB it copies
+    # after every call took CPU from the runtime's next plugin executable starting up (a
+    # runtime calls a chain's plugins one after the other).
+    server = Server(socket_path, timeout=timeout, warm=populate_when_idle)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

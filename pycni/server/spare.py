@@ -5,11 +5,14 @@ A forked worker writes to thousands of the server's pages as it runs (reference 
 every object it uses): ~1900 copy-on-write faults, 5-6 ms of an ADD. The spare, while it
 waits, copies every private writable page of its own at once (``populate_private_memory``:
 ``madvise(MADV_POPULATE_WRITE)``, ~30 MB at kernel speed, no Python, no kernel objects made)
-so the call it gets takes almost none. It then blocks on its channel, a
-socketpair, until the server hands it one call: the request packet with the caller's five
-descriptors (SCM_RIGHTS), exactly as the launcher sent them. From there it is a worker like
-any other (``run_worker``), and the same channel carries its status back. EOF on the channel
-(the server stopped or dropped it) exits it.
+so the call it gets takes almost none. It copies in the SCHED_IDLE class
+(``populate_when_idle``), with CPU time nothing else wants: a runtime calls a chain's plugins
+one after another, and at normal priority the copying slowed the next plugin executable's
+start-up down; the server gives it its policy back as it hands it a call. It then blocks on
+its channel, a socketpair, until the server hands it one call: the request packet with the
+caller's five descriptors (SCM_RIGHTS), exactly as the launcher sent them. From there it is a
+worker like any other (``run_worker``), and the same channel carries its status back. EOF on
+the channel (the server stopped or dropped it) exits it.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class SpareKeeper:
             log.warning("spare worker %d could not take the call: %s", spare.pid, err)
             _reap(spare)
             return None
+        wake(spare.pid)  # out of the idle class its warm-up may be in: the call is there
         return spare.pid, spare.pidfd, spare.chan  # the channel now carries its status
 
     def drop(self) -> None:

@@ -155,31 +155,81 @@ def _layer_tar(rootfs: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_image_archive(rootfs: Path, out: Path, name: str = IMAGE) -> Path:
-    """A docker-archive tarball (``podman load`` and ``ctr images import`` both read it):
-    ``manifest.json`` naming one config and one uncompressed layer of ``rootfs``."""
-    layer = _layer_tar(rootfs)
-    layer_id = _sha256(layer)
-    config = json.dumps(
+def _image_config(layer_id: str, *, cmd: Sequence[str], entrypoint: Sequence[str]) -> bytes:
+    """An OCI image config for one layer (``diff_ids`` is its digest: it is uncompressed)."""
+    config: dict[str, Any] = {
+        "Cmd": list(cmd),
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    }
+    if entrypoint:
+        config["Entrypoint"] = list(entrypoint)
+    return json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
             "created": "1970-01-01T00:00:00Z",
-            "config": {
-                "Cmd": ["/bin/sh"],
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            },
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
             "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "pycni tests"}],
         },
         sort_keys=True,
     ).encode()
+
+
+def build_image_archive(rootfs: Path, out: Path, name: str = IMAGE) -> Path:
+    """A docker-archive tarball (``podman load`` and ``ctr images import`` both read it):
+    ``manifest.json`` naming one config and one uncompressed layer of ``rootfs``."""
+    layer = _layer_tar(rootfs)
+    layer_id = _sha256(layer)
+    config = _image_config(layer_id, cmd=["/bin/sh"], entrypoint=())
     config_name = f"{_sha256(config)}.json"
     manifest = [{"Config": config_name, "RepoTags": [name], "Layers": [f"{layer_id}/layer.tar"]}]
     with tarfile.open(out, "w") as tar:
         _tar_member(tar, f"{layer_id}/layer.tar", layer)
         _tar_member(tar, config_name, config)
         _tar_member(tar, "manifest.json", json.dumps(manifest).encode())
+    return out
+
+
+@dataclass(frozen=True)
+class OciImage:
+    """One image of an OCI archive: its name and what it runs."""
+
+    name: str
+    cmd: Sequence[str] = ("/bin/sh",)
+    entrypoint: Sequence[str] = ()
+
+
+def build_oci_archive(rootfs: Path, out: Path, images: Sequence[OciImage]) -> Path:
+    """An OCI image layout tarball (``ctr images import`` reads it) holding ``images``, all
+    of one uncompressed layer of ``rootfs``, each named by its ``io.containerd.image.name``."""
+    layer = _layer_tar(rootfs)
+    layer_id = _sha256(layer)
+    blobs = {layer_id: layer}
+    manifests = []
+    for image in images:
+        config = _image_config(layer_id, cmd=image.cmd, entrypoint=image.entrypoint)
+        manifest = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": f"sha256:{_sha256(config)}", "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_id}", "size": len(layer)}],
+        }, sort_keys=True).encode()
+        blobs[_sha256(config)], blobs[_sha256(manifest)] = config, manifest
+        manifests.append({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": f"sha256:{_sha256(manifest)}", "size": len(manifest),
+            "annotations": {"io.containerd.image.name": image.name,
+                            "org.opencontainers.image.ref.name": image.name.rsplit(":", 1)[-1]},
+        })
+    index = {"schemaVersion": 2, "manifests": manifests}
+    with tarfile.open(out, "w") as tar:
+        _tar_member(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _tar_member(tar, "index.json", json.dumps(index, sort_keys=True).encode())
+        for digest, data in blobs.items():
+            _tar_member(tar, f"blobs/sha256/{digest}", data)
     return out
 
 
@@ -401,6 +451,7 @@ class ClientSandbox:
     plugin_mode: str = "inprocess"  # or "server": a `pycni serve` inside the sandbox
     proc: subprocess.Popen[str] | None = None
     init_pid: int = 0
+    own_links: set[str] = field(default_factory=set)  # the test's own links (not a pod's)
     daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -627,7 +678,8 @@ def pycni_leftovers(box: ClientSandbox, network: str = NETWORK) -> dict[str, Any
     pycni's nft tables, chains and (empty) sets, IPAM's ``lock``/``last_reserved_ip.0``.
     """
     ipam = [n for n in box.ls(f"/run/pycni/ipam/{network}") if n[0].isdigit() or ":" in n]
-    veths = [link["ifname"] for link in box.ip_json("link", "show", "type", "veth")]
+    veths = [link["ifname"] for link in box.ip_json("link", "show", "type", "veth")
+             if link["ifname"] not in box.own_links]
     nft = json.loads(box.sh("nft", "-j", "list", "ruleset").ok())
     elements = {
         f"{s['family']} {s['table']} {s['name']}": s["elem"]
@@ -636,12 +688,41 @@ def pycni_leftovers(box: ClientSandbox, network: str = NETWORK) -> dict[str, Any
     return {
         "ipam": ipam,
         "veths": veths,
+        "ifbs": [link["ifname"] for link in box.ip_json("link", "show", "type", "ifb")],
         "nft elements": elements,
         "results cache": box.files_under("/var/lib/cni/results"),
         "hostports": [f for f in box.files_under("/run/pycni/hostports")
                       if not f.endswith("/lock")],
         "tuning": box.files_under("/run/pycni/tuning"),
         "netns pins": box.files_under("/run/netns"),
+    }
+
+
+def node_state(box: ClientSandbox) -> dict[str, set[str]]:
+    """The sandbox node's network state, per-packet counters aside: links, addresses and
+    routes of every table (not IPv6 link-local ones, which come and go with their links on
+    their own time), rules, root qdiscs, nft tables and the net sysctls of the node itself."""
+    links = box.ip_json("-d", "link", "show")
+    addrs = box.ip_json("addr", "show")
+    routes = [*box.ip_json("route", "show", "table", "all"),
+              *box.ip_json("-6", "route", "show", "table", "all")]
+    nft = json.loads(box.sh("nft", "-j", "list", "tables").ok())["nftables"]
+    qdiscs = json.loads(box.sh("tc", "-j", "qdisc", "show").ok() or "[]")
+    return {
+        "links": {f"{link['ifname']} {link.get('linkinfo', {}).get('info_kind', '')}"
+                  for link in links},
+        "addresses": {f"{a['ifname']} {i['local']}/{i['prefixlen']}" for a in addrs
+                      for i in a["addr_info"] if i.get("scope") != "link"},
+        "routes": {" ".join(f"{k}={r[k]}" for k in ("type", "dst", "gateway", "dev", "table")
+                            if k in r) for r in routes
+                   if not r.get("dst", "").startswith(("fe80:", "ff00:"))},
+        "rules": {json.dumps(rule, sort_keys=True) for rule in box.ip_json("rule", "show")},
+        "qdiscs": {f"{q['dev']} {q['kind']} {q.get('handle', '')}" for q in qdiscs
+                   if q["kind"] not in ("noqueue", "noop")},
+        "nft tables": {f"{t['table']['family']} {t['table']['name']}" for t in nft
+                       if "table" in t},
+        "sysctls": set(box.sh("sysctl", "-a", "--pattern", "^net\\.ipv[46]\\.(ip_forward|"
+                              "conf\\.(all|default))").stdout.splitlines()),
     }
 
 

@@ -30,7 +30,7 @@ from pycni.net import netns, tc
 from pycni.plugins import bandwidth
 from pycni.plugins.bandwidth import ifb_name
 from tests.e2e.bridge_support import REFERENCE_BIN, Sandbox, bridge_conflist, link_names, nsexec
-from tests.support import exec_plugin
+from tests.support import exec_plugin, go_cni_bandwidth, libcni_stdin
 
 INGRESS = {"ingressRate": 8_000_000, "ingressBurst": 160_000}  # into the container
 EGRESS = {"egressRate": 20_000_000, "egressBurst": 400_000}  # out of the container
@@ -199,6 +199,36 @@ def test_ingress_only_makes_no_ifb_and_egress_only_leaves_the_veth_root_alone(
     b = sandbox.add("b", capability_args={"bandwidth": EGRESS})
     assert ifbs(sandbox.host_ns) == {ifb_name("testnet", "b", "eth0")}
     assert root_tbf(sandbox.host_ns, host_veth(b)) is None
+
+
+def test_go_cni_bandwidth_shapes_both_directions_and_del_removes_it(sandbox: Sandbox) -> None:
+    """bandwidth run with the exact bytes containerd's CRI (go-cni, libcni 1.1) writes for the
+    kubernetes.io/ingress-bandwidth and egress-bandwidth annotations: ``IngressRate`` ...
+    capitalised, burst MaxUint32 bits (clamped to the largest tbf buffer, as documented)."""
+    conf = chained(sandbox, version="1.0.0")
+    sandbox.write_conf(conf)
+    prev = sandbox.add("a")  # the chain without limits: what bridge hands bandwidth
+    limits = go_cni_bandwidth(ingress_rate=INGRESS["ingressRate"],
+                              egress_rate=EGRESS["egressRate"])
+    stdin = libcni_stdin(conf["plugins"][1], name="testnet", cni_version="1.0.0",
+                         prev_result=prev.to_dict(), capability_args={"bandwidth": limits})
+    assert b'"runtimeConfig":{"bandwidth":{"IngressRate":8000000,"IngressBurst":4294967295,' \
+           b'"EgressRate":20000000,"EgressBurst":4294967295}}' in stdin
+    env = {**_env(sandbox, "a"), "CNI_ARGS": "K8S_POD_NAME=a;IgnoreUnknown=1"}
+    added = exec_plugin(sandbox.bin_dir / "bandwidth", command="ADD", config=stdin, env=env,
+                        run_in=sandbox.host_ns)
+    assert added.code == 0, added.stdout + added.stderr
+    ifb = ifb_name("testnet", "a", "eth0")
+    assert [i["name"] for i in added.json()["interfaces"]][-1] == ifb
+    veth_tbf, ifb_tbf = root_tbf(sandbox.host_ns, host_veth(prev)), root_tbf(sandbox.host_ns, ifb)
+    assert veth_tbf is not None
+    assert ifb_tbf is not None
+    assert veth_tbf["rate"] == INGRESS["ingressRate"] // 8  # bytes/s
+    assert ifb_tbf["rate"] == EGRESS["egressRate"] // 8
+    deleted = exec_plugin(sandbox.bin_dir / "bandwidth", command="DEL", config=stdin,
+                          env={**env, "CNI_NETNS": ""}, run_in=sandbox.host_ns)
+    assert deleted.code == 0, deleted.stdout + deleted.stderr
+    assert ifbs(sandbox.host_ns) == set()
 
 
 def test_static_keys_win_over_runtime_config(sandbox: Sandbox) -> None:

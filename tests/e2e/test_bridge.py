@@ -25,6 +25,7 @@ from tests.e2e.bridge_support import (
     nsexec,
     ping,
 )
+from tests.support import exec_plugin, go_cni_ip_range, libcni_stdin
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -116,6 +117,41 @@ def _firewall_state(sandbox: Sandbox, backend: str) -> str:
         return sandbox.nft_ruleset()
     out = nsexec(sandbox.host_ns, "iptables-save", "-t", "nat")
     return out.stdout
+
+
+def test_go_cni_ip_ranges_and_capitalised_static_keys_are_read_as_the_reference_reads_them(
+    sandbox: Sandbox,
+) -> None:
+    """bridge (delegating to host-local) run with the exact bytes libcni 1.1 writes for go-cni's
+    ``ipRanges`` capability (its ``IPRanges`` struct: ``Subnet``, ``RangeStart``...), from a
+    conflist spelling static keys as Go's decoder also accepts them."""
+    conf = bridge_conflist(data_dir=sandbox.data_dir, version="1.0.0")
+    plugin = conf["plugins"][0]
+    plugin["IsGateway"] = plugin.pop("isGateway")
+    plugin["IPAM"] = {"Type": "host-local", "DataDir": str(sandbox.data_dir),
+                      "Ranges": plugin.pop("ipam")["ranges"]}
+    plugin["capabilities"] = {"ipRanges": True}
+    ranges = [[go_cni_ip_range("10.98.7.0/24", range_start="10.98.7.50",
+                               range_end="10.98.7.60", gateway="10.98.7.1")]]
+    stdin = libcni_stdin(plugin, name="testnet", cni_version="1.0.0",
+                         capability_args={"ipRanges": ranges})
+    assert b'"runtimeConfig":{"ipRanges":[[{"Subnet":"10.98.7.0/24","RangeStart":"10.98.7.50",' \
+           b'"RangeEnd":"10.98.7.60","Gateway":"10.98.7.1"}]]}' in stdin
+    container = sandbox.make_netns("go", lo_up=False)
+    env = {"CNI_CONTAINERID": "go", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
+           "CNI_PATH": str(sandbox.bin_dir)}
+    added = exec_plugin(sandbox.bin_dir / "bridge", command="ADD", config=stdin, env=env,
+                        run_in=sandbox.host_ns)
+    assert added.code == 0, added.stdout + added.stderr
+    ips = [(ip["address"], ip["gateway"]) for ip in added.json()["ips"]]
+    assert ips == [("10.98.7.50/24", "10.98.7.1"), ("10.99.0.2/24", "10.99.0.1")]
+    assert ping(container, "10.98.7.1")
+    assert sandbox.allocations() == ["10.98.7.50", "10.99.0.2"]
+    deleted = exec_plugin(sandbox.bin_dir / "bridge", command="DEL", config=stdin,
+                          env={**env, "CNI_NETNS": ""}, run_in=sandbox.host_ns)
+    assert deleted.code == 0, deleted.stdout + deleted.stderr
+    assert sandbox.allocations() == []
+    assert sandbox.host_veths() == set()
 
 
 def test_exhausted_pool_leaves_nothing_behind(sandbox: Sandbox) -> None:

@@ -28,6 +28,7 @@ from pycni.cni.types import Result
 from pycni.firewall.model import AttachmentKey
 from pycni.net import netns
 from tests.e2e.bridge_support import REFERENCE_BIN, Sandbox, bridge_conflist, link_names, nsexec
+from tests.support import exec_plugin, go_cni_port_mapping, libcni_stdin
 
 HOST_IP = "10.200.0.1"  # the sandbox host's address on the "outside" link
 OUTSIDE_IP = "10.200.0.2"
@@ -428,6 +429,40 @@ def test_bad_mapping_is_refused(sandbox: Sandbox, bad: dict[str, object]) -> Non
     assert err.value.code == 7
     assert "portMappings[0]" in err.value.msg
     assert sandbox.host_veths() == set()
+
+
+def test_go_cni_port_mappings_publish_the_port_and_del_removes_them(
+    sandbox: Sandbox, serve: Serve
+) -> None:
+    """portmap run with the exact bytes containerd's CRI (go-cni, libcni 1.1) writes for a
+    pod with a hostPort: ``HostPort``/``ContainerPort``/``Protocol``/``HostIP``, capitalised,
+    as the reference plugin's Go decoder accepts them."""
+    conf = portmap_conflist(sandbox, version="1.0.0")
+    sandbox.write_conf(conf)
+    outside = sandbox.connect_outside()
+    prev = sandbox.add("a")  # the chain without mappings: what bridge hands portmap
+    serve(sandbox.containers["a"], "http", 80, "hello from a")
+    stdin = libcni_stdin(
+        conf["plugins"][1], name="testnet", cni_version="1.0.0", prev_result=prev.to_dict(),
+        capability_args={"portMappings": [go_cni_port_mapping(8080, 80)]},
+    )
+    assert b'"runtimeConfig":{"portMappings":[{"HostPort":8080,"ContainerPort":80,' \
+           b'"Protocol":"tcp","HostIP":""}]}' in stdin
+    env = {"CNI_CONTAINERID": "a", "CNI_NETNS": sandbox.containers["a"], "CNI_IFNAME": "eth0",
+           "CNI_PATH": str(sandbox.bin_dir),
+           "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=a;IgnoreUnknown=1"}
+    added = exec_plugin(sandbox.bin_dir / "portmap", command="ADD", config=stdin, env=env,
+                        run_in=sandbox.host_ns)
+    assert added.code == 0, added.stdout + added.stderr
+    assert http_get(outside, f"http://{HOST_IP}:8080/") == "hello from a"
+    assert http_get(sandbox.host_ns, "http://127.0.0.1:8080/") == "hello from a"
+    assert registry_files(sandbox) != []
+    deleted = exec_plugin(sandbox.bin_dir / "portmap", command="DEL", config=stdin,
+                          env={**env, "CNI_NETNS": ""}, run_in=sandbox.host_ns)
+    assert deleted.code == 0, deleted.stdout + deleted.stderr
+    assert http_get(outside, f"http://{HOST_IP}:8080/", timeout=1) is None
+    assert registry_files(sandbox) == []
+    assert AttachmentKey("testnet", "a", "eth0").label not in portmap_table(sandbox)
 
 
 # ------------------------------------------------------------------ differential

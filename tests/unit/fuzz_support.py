@@ -22,6 +22,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from pycni.cni import skel
+from pycni.cni._fields import GoKeys
 from pycni.cni.errors import ErrorCode
 from pycni.plugins import PLUGINS
 
@@ -180,7 +181,10 @@ def refused_config(draw: st.DrawFn, data_dir: str, plugins: tuple[str, ...] = PL
     if how == "unknown":
         key = draw(
             st.text(min_size=1, max_size=12).filter(
-                lambda k: k not in doc and not k.startswith("cni.dev/") and k not in _KNOWN_ANY
+                # matched as Go matches keys: "MTU" is mtu, not unknown
+                lambda k: GoKeys(doc).match(k) is None
+                and not k.startswith("cni.dev/")
+                and _KNOWN.match(k) is None
             )
         )
         doc[key] = draw(_JSON)
@@ -246,6 +250,9 @@ _KNOWN_ANY = frozenset(
         "disableContainerInterface",
     }
 )
+
+
+_KNOWN = GoKeys(_KNOWN_ANY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ def test_runtime_config_is_ignored_even_when_invalid_if_static_keys_win() -> Non
         {},
         {"ingressRate": 0, "ingressBurst": 0},
         {"runtimeConfig": {"bandwidth": {}}},
-        {"runtimeConfig": {"portMappings": []}},
+        {"runtimeConfig": {"bandwidth": {"IngressRate": 0, "IngressBurst": 0}}},
     ],
 )
 def test_no_limits(config: dict[str, Any]) -> None:
@@ -136,3 +136,40 @@ def test_protocol_and_runtime_keys_are_accepted() -> None:
         "prevResult": {"cniVersion": "1.1.0"},
     }
     assert not parse(config).limited
+
+
+def test_go_cni_bandwidth_is_read_as_the_reference_reads_it() -> None:
+    """containerd's CRI sends go-cni's ``BandWidth`` struct (no json tags): capitalised keys,
+    a burst of MaxUint32 bits for a rate the pod set, zeros for one it did not."""
+    limits = {"IngressRate": 8_000_000, "IngressBurst": 4294967295, "EgressRate": 0,
+              "EgressBurst": 0}
+    conf = parse({"runtimeConfig": {"bandwidth": limits}})
+    assert conf.ingress == Limit(rate=8_000_000, burst=4294967295)
+    assert conf.egress is None
+    assert conf.source == "runtimeConfig.bandwidth"
+
+
+def test_static_keys_are_matched_as_go_matches_them() -> None:
+    conf = parse({"IngressRate": 1000, "INGRESSBURST": 800})
+    assert conf.ingress == Limit(rate=1000, burst=800)
+    assert conf.source == "config"
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (
+            {"runtimeConfig": {"bandwidth": {"IngressRate": 1000, "IngressBurst": 800,
+                                             "IngressPeak": 9}}},
+            "runtimeConfig.bandwidth.IngressPeak",
+        ),
+        ({"runtimeConfig": {"bandwidth": {"rate": 1000}}}, "runtimeConfig.bandwidth.rate"),
+        ({"runtimeConfig": {"portMappings": []}}, "runtimeConfig.portMappings"),
+    ],
+)
+def test_asked_for_shaping_the_plugin_cannot_read_is_refused_with_code_2(
+    config: dict[str, Any], field: str
+) -> None:
+    err = refused(config)
+    assert err.code == ErrorCode.UNSUPPORTED_FIELD
+    assert err.msg == f"unsupported field {field}"

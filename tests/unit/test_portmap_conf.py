@@ -64,13 +64,45 @@ def test_mappings_are_parsed_and_normalised() -> None:
     ({"hostPort": 80, "containerPort": 80, "protocol": "icmp"}, "protocol"),
     ({"hostPort": 80, "containerPort": 80, "hostIP": "10.0.0.300"}, "hostIP"),
     ({"hostPort": 80, "containerPort": 80, "hostIP": 7}, "hostIP"),
-    ({"hostPort": 80, "containerPort": 80, "hostAddr": "x"}, "hostAddr"),
 ])
 def test_bad_mapping_is_code_7_naming_the_field(entry: dict[str, Any], field: str) -> None:
     err = refused({}, [entry])
     assert err.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert "portMappings[0]" in err.msg
     assert field in err.msg + err.details
+
+
+def test_go_cni_mappings_are_read_as_the_reference_reads_them() -> None:
+    """containerd's CRI (go-cni ``PortMapping``, no json tags) capitalises every key."""
+    conf = parse({}, [
+        {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""},
+        {"HostPort": 53, "ContainerPort": 5353, "Protocol": "udp", "HostIP": "10.0.0.1"},
+        {"HOSTPORT": 9090, "containerport": 90},
+    ])
+    assert conf.mappings == (
+        PortMapping(None, 8080, 80, "tcp"),
+        PortMapping("10.0.0.1", 53, 5353, "udp"),
+        PortMapping(None, 9090, 90, "tcp"),
+    )
+
+
+@pytest.mark.parametrize(("entry", "code", "field"), [
+    ({"hostPort": 80, "containerPort": 80, "hostAddr": "x"}, 2, "hostAddr"),
+    ({"HostPort": 80, "ContainerPort": 80, "HostIp4": "x"}, 2, "HostIp4"),
+    ({"hostPort": 80, "HostPort": 81, "containerPort": 80}, 7, "HostPort"),
+])
+def test_a_mapping_key_that_matches_none_or_one_twice_is_refused(
+    entry: dict[str, Any], code: int, field: str
+) -> None:
+    err = refused({}, [entry])
+    assert err.code == code
+    assert f"runtimeConfig.portMappings[0].{field}" in err.msg
+
+
+def test_a_capability_portmap_does_not_read_is_refused() -> None:
+    err = refused({"runtimeConfig": {"portMappings": [], "bandwidth": {}}})
+    assert err.code == ErrorCode.UNSUPPORTED_FIELD
+    assert err.msg == "unsupported field runtimeConfig.bandwidth"
 
 
 @pytest.mark.parametrize("pair", [
