@@ -247,11 +247,32 @@ def _listener_hits(m: PortMapping, found: Iterable[Listener]) -> list[Listener]:
             and overlaps(m.reservation, s.reservation)]
 
 
+_TMP_PREFIX: Final = ".tmp-"
+
+
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Temp file + rename: a writer killed midway leaves the old file or none, never an empty
+    or half one. The temp file's leading dot keeps it out of every listing that matters."""
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f"{_TMP_PREFIX}{name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _remove_temp_files(directory: str) -> None:
+    """Temp files of writers that died mid-write (called under the lock: none is live)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith(_TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
 
 
 class Registry:
@@ -298,7 +319,7 @@ class Registry:
             return []
         out = []
         for name in names:
-            if overlaps(m.reservation, name):
+            if not name.startswith(_TMP_PREFIX) and overlaps(m.reservation, name):
                 try:
                     with open(os.path.join(directory, name), encoding="utf-8") as f:
                         out.append((name, f.read().strip()))
@@ -311,11 +332,15 @@ class Registry:
             path = os.path.join(self._port_dir(m), m.reservation)
             try:
                 with open(path, encoding="utf-8") as f:
-                    if f.read().strip() != rec.label:
-                        continue  # someone else's now
+                    owner = f.read().strip()
+                # Empty: a writer of an older pycni killed between create and write (they
+                # are written atomically now); under the lock nobody is writing it.
+                if owner not in (rec.label, ""):
+                    continue  # someone else's now
                 os.unlink(path)
             except FileNotFoundError:
                 continue
+            _remove_temp_files(self._port_dir(m))
             with contextlib.suppress(OSError):
                 os.rmdir(self._port_dir(m))  # only when empty
 
@@ -383,10 +408,7 @@ class Registry:
             _write_atomic(self._record_path(rec.label), rec.to_json())
             for m in rec.portmap.published():
                 os.makedirs(self._port_dir(m), mode=0o700, exist_ok=True)
-                path = os.path.join(self._port_dir(m), m.reservation)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(rec.label)
+                _write_atomic(os.path.join(self._port_dir(m), m.reservation), rec.label)
         except OSError as err:
             self._remove(rec)
             raise CNIError(ErrorCode.IO_FAILURE, "cannot record host-port reservation",
