@@ -314,12 +314,15 @@ class Store:
             _write_atomic(os.path.join(self._index_dir, INDEX_COMPLETE), _COMPLETE_TEXT)
         self.indexed = True
 
-    def detect_indexed(self) -> bool:
-        """Indexed if marked so, or if nothing is reserved yet (then mark it)."""
+    def detect_indexed(self, *, mark: bool = True) -> bool:
+        """Indexed if marked so, or if nothing is reserved yet (then marked, if ``mark``)."""
         if os.path.lexists(os.path.join(self._index_dir, INDEX_COMPLETE)):
             self.indexed = True
         elif not self.reserved_ips():
-            self.mark_indexed()
+            if mark:
+                self.mark_indexed()
+            else:
+                self.indexed = True  # nothing to find, so nothing a scan could add
         return self.indexed
 
     def remove_temp_files(self) -> None:
@@ -332,11 +335,15 @@ class Store:
 
 
 @contextlib.contextmanager
-def open_store(data_dir: str, network: str, *, timeout: float | None = None) -> Iterator[Store]:
+def open_store(
+    data_dir: str, network: str, *, timeout: float | None = None, release_only: bool = False
+) -> Iterator[Store]:
     """Create ``<dataDir>/<network>`` (0700) if needed, take its lock, hand out the Store.
 
     The lock (``pycni.lockfile.hold``: bounded wait, then code 11) is released when the
     block ends, and by the kernel when the process dies: a crash never leaves it locked.
+    ``release_only`` (DEL, CHECK): the store is never marked indexed on the way, so nothing
+    is written that needs a free block or inode: a DEL must work on a full disk.
     """
     path = network_dir(data_dir, network)
     with _fs(f"create {data_dir}"):
@@ -348,5 +355,5 @@ def open_store(data_dir: str, network: str, *, timeout: float | None = None) -> 
         with _fs(f"lock {path}"):  # only taking the lock: the caller's errors pass untouched
             held.enter_context(hold(os.path.join(path, LOCK_FILE), timeout=wait))
         store = Store(path)
-        store.detect_indexed()
+        store.detect_indexed(mark=not release_only)
         yield store
