@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 
 from pycni.cni.delegate import delegate
-from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
+from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.failpoints import failpoint
 from pycni.firewall import macspoof, select
@@ -34,29 +34,19 @@ __all__ = ["cmd_del"]
 
 
 def _delete_veth(args: CmdArgs) -> None:
-    """The host end first: deleting it takes its peer, the container end, along, and needs no
-    entry into the container's netns. Only if it is gone already may a container end be left
-    (its host end removed by hand, or a crash between the two): delete that by name."""
+    """Delete the host end, named from the attachment: that takes its peer, the container
+    end, along, and needs no entry into the container's netns. Nothing else, ever: a veth's
+    two ends die together, so with ours gone whatever is called CNI_IFNAME in the container
+    is someone else's (another attachment's ``eth0``, whose second ADD in that netns failed
+    on the name and is being rolled back: the reference deletes it by name here)."""
     with open_ipr() as host:
-        if links.delete_link(host, host_veth_name(args)):
-            return
-    if args.netns:
-        with open_ipr(args.netns) as container:
-            links.delete_link(container, args.ifname)
+        links.delete_link(host, host_veth_name(args))
 
 
 def _veth_gone(args: CmdArgs) -> bool:
-    """Neither end is listed any more (a netns that is gone holds nothing)."""
+    """The host end is not listed any more: the kernel unlists both ends at once."""
     with open_ipr() as host:
-        if links.get_link(host, host_veth_name(args)) is not None:
-            return False
-    if not args.netns:
-        return True
-    try:
-        with open_ipr(args.netns) as container:
-            return links.get_link(container, args.ifname) is None
-    except NetNSNotFound:
-        return True
+        return links.get_link(host, host_veth_name(args)) is None
 
 
 class _VethDeletion:
