@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pycni.cni import jsonio
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
@@ -149,7 +150,7 @@ def read(path: str) -> CachedAttachment | None:
     """The entry at ``path``; ``None`` if it is missing, empty or corrupt (DEL goes on without)."""
     try:
         with open(path, "rb") as f:
-            return CachedAttachment.from_dict(json.loads(f.read()))
+            return CachedAttachment.from_dict(jsonio.loads(f.read()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from pycni.cni import cache
+from pycni.cni import cache, jsonio
 from pycni.cni import version as versions
 from pycni.cni._fields import path_problem
 from pycni.cni.conf import NetworkConfigList
@@ -96,7 +96,7 @@ def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> CNIError:
     text = stdout.strip()
     if text:
         try:
-            return CNIError.from_dict(json.loads(text), fallback=text.decode(errors="replace"))
+            return CNIError.from_dict(jsonio.loads(text), fallback=text.decode(errors="replace"))
         except ValueError:
             return CNIError(
                 ErrorCode.INTERNAL,
@@ -231,7 +231,7 @@ class Invoker:
             kind, "VERSION", json.dumps({"cniVersion": versions.CURRENT}).encode(), None
         )
         try:
-            doc = json.loads(out)
+            doc = jsonio.loads(out)
         except ValueError as err:  # was an uncaught ValueError: callers only handle CNIError
             raise CNIError(
                 ErrorCode.DECODING_FAILURE, f"plugin {kind} VERSION answer is not JSON", str(err)
@@ -309,7 +309,7 @@ class Invoker:
 
     def _parse_result(self, out: bytes, conflist: NetworkConfigList, kind: str) -> dict[str, Any]:
         try:
-            doc = json.loads(out)
+            doc = jsonio.loads(out)
         except ValueError as err:
             raise CNIError(
                 ErrorCode.DECODING_FAILURE, f"plugin {kind} printed no valid result", str(err)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, Protocol, TextIO
 
+from pycni.cni import jsonio
 from pycni.cni import version as versions
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.types import PluginRequest, Result
@@ -82,8 +83,9 @@ def validate_ifname(value: str) -> None:
         problem = f"is longer than {_MAX_IFNAME} characters"
     elif value in (".", ".."):
         problem = "may not be . or .."
-    elif any(c in value for c in "/:\0") or any(c.isspace() for c in value):
-        problem = "may not contain '/', ':', NUL or whitespace"
+    elif any(c in value for c in "/:%\0") or any(c.isspace() for c in value):
+        # '%': the kernel takes "eth%d" as a template and names the link eth0, eth1...
+        problem = "may not contain '/', ':', '%', NUL or whitespace"
     if problem:
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_IFNAME", f"{value!r} {problem}")
 
@@ -199,7 +201,7 @@ def _read_stdin(stdin: BinaryIO) -> bytes:
 
 def _decode_config(data: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, "error decoding network config", str(err)
@@ -212,7 +214,7 @@ def _decode_config(data: bytes) -> dict[str, Any]:
 def _sniff_version(data: bytes) -> str | None:
     """The request's cniVersion if stdin names one, so even an env error can carry it."""
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     found = doc.get("cniVersion") if isinstance(doc, dict) else None
@@ -248,7 +250,7 @@ def _version_answer(info: PluginInfo, stdin: BinaryIO) -> dict[str, Any]:
     # The spec echoes the input's cniVersion; an empty or odd stdin still gets an answer.
     asked = versions.CURRENT
     try:
-        doc = json.loads(stdin.read() or b"{}")
+        doc = jsonio.loads(stdin.read() or b"{}")
         if isinstance(doc, dict) and isinstance(doc.get("cniVersion"), str) and doc["cniVersion"]:
             asked = doc["cniVersion"]
     except (OSError, ValueError, UnicodeDecodeError):
