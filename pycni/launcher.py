@@ -8,7 +8,9 @@ must run the plugin in-process this module imports builtins only: ``_socket`` (n
 
 The decision:
 - ``PYCNI_NO_SERVER`` set (not "0"), no socket, a refused connection, or any error before the
-  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower.
+  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower. So does a
+  socket whose directory or listener is not root's alone (with a note on stderr): nothing of
+  the call (stdio, environment, namespaces) is handed to it.
 - After the ACK the call may have run: never re-run it. A lost connection or a missing
   status prints one error JSON (code 999) on stdout and exits 1. The wait for the status has
   its own deadline, a little above the server's call timeout, so the executable never hangs.
@@ -61,6 +63,9 @@ def _connect(path: bytes) -> _socket.socket:
     try:
         return protocol.connect(path, CONNECT_TIMEOUT)
     except OSError:
+        raise _Fallback from None
+    except protocol.UntrustedSocket as err:
+        protocol.note(f"pycni: not using the pycni server socket: {err}; running it here")
         raise _Fallback from None
 
 

@@ -368,3 +368,5 @@ def _bind(path: str) -> socket.socket:
         return listener.bind(path, log)
     except listener.SocketInUse:
         raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}") from None
+    except listener.ListenError as err:
+        raise CNIError(ErrorCode.INTERNAL, "pycni server cannot listen", str(err)) from None

@@ -355,3 +355,5 @@ def bind(path: str) -> socket.socket:
         return listener.bind(path, log)
     except listener.SocketInUse:
         raise RunError(f"another pycni-run daemon is listening on {path}") from None
+    except listener.ListenError as err:
+        raise RunError(str(err)) from None
