@@ -4,7 +4,8 @@ No threads anywhere: a worker must join the caller's mount namespace, which the 
 only to a single-threaded process. Workers are watched through pidfds in the same selector,
 so reaping, call timeouts and callers that hang up are all plain events of the one loop.
 
-Per connection: accept -> peer check (root only) -> read the one request within
+Per connection: accept -> peer check (root, in this pid namespace, and holding every
+privilege the server has: ``privileges``) -> read the one request within
 ``READ_TIMEOUT`` -> ACK -> fork -> (worker reports its status on its report channel, or exits
 without one | call timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
 the caller as soon as the worker reports it, before its exit is reaped. VERSION is answered
@@ -26,7 +27,7 @@ from typing import Final, NoReturn
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.plugins import PLUGINS
-from pycni.server import listener, protocol
+from pycni.server import listener, privileges, protocol
 from pycni.server.answer import VersionAnswers
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
@@ -94,6 +95,7 @@ class Server:
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
+        self._myself = privileges.myself()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,20 +178,32 @@ class Server:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
-        pid, uid = peer_uid(sock)
-        if uid != 0:
-            log.warning("refused pid %d: uid %d is not root", pid, uid)
+        why = self._refusal(sock)
+        if why:
+            log.warning("refused %s; it runs the call itself", why)
             sock.close()
             return
-        if not _same_pid_namespace(pid):
-            # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
-            # in: /proc/self would not resolve there. Such a caller runs in-process.
-            log.info("pid %d is in another pid namespace: it runs the call itself", pid)
-            sock.close()
-            return
+        pid, _ = peer_uid(sock)
         pending = _Pending(sock=sock, peer=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
+
+    def _refusal(self, sock: socket.socket) -> str:
+        """Why this caller is not served here ("" if it is): nothing done through the socket
+        may exceed what it could do itself (``privileges``)."""
+        pid, uid = peer_uid(sock)
+        if uid != 0:
+            return f"pid {pid}: uid {uid} is not root"
+        try:
+            caller = privileges.identify(sock)
+        except privileges.UnknownCaller as err:
+            return f"pid {pid}: {err}"
+        if caller.pid_ns != self._myself.pid_ns:
+            # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
+            # in: /proc/self would not resolve there.
+            return f"pid {pid}: it is in another pid namespace"
+        why = privileges.refusal(caller.privileges, self._myself.privileges)
+        return f"pid {pid}: {why}" if why else ""
 
     def _drop(self, pending: _Pending, why: str) -> None:
         log.warning("dropped request from pid %d: %s", pending.peer, why)
@@ -352,15 +366,6 @@ class Server:
         log.error("%s (pid %d): worker %s", running.what, running.pid, why)
         report_failure(running.stdout, f"pycni server worker for {running.what} failed", why)
         return 1
-
-
-def _same_pid_namespace(pid: int) -> bool:
-    try:
-        theirs = os.stat(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return False  # gone already, or not visible from here: not ours to serve
-    ours = os.stat("/proc/self/ns/pid")
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _bind(path: str) -> socket.socket:

@@ -2,7 +2,8 @@
 
 Single-threaded, one selector, no threads anywhere (a worker must join the caller's mount
 namespace, which the kernel allows only to a single-threaded process). Per connection:
-accept -> peer check (root only, same user namespace) -> read the one request within
+accept -> peer check (root, same user namespace, holding every privilege the daemon has:
+``pycni.server.privileges``) -> read the one request within
 ``READ_TIMEOUT`` -> ``LOCAL`` for what stays in-process (``cli.stays_local``) -> ACK with the
 worker's pidfd -> hand the call to a worker (``handoff``) -> the worker reports the status
 itself. The daemon only watches the worker's pidfd: an exit other than "reported" becomes
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.server import listener
+from pycni.server import listener, privileges
 from pycni.server.peer import PeerError, peer_uid, receive_packet
 from pycni.server.spare import wake
 from pycni_run import handoff, standby, wire
@@ -75,6 +76,7 @@ class Daemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._own = {ns: _ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
+        self._myself = privileges.myself()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,13 +193,25 @@ class Daemon:
             return
         sock.setblocking(False)
         pid, uid = peer_uid(sock)
-        if uid != 0 or pid <= 0:
-            log.warning("refused pid %d: uid %d is not root (or not visible)", pid, uid)
+        why = self._refusal(sock, pid, uid)
+        if why:
+            log.warning("refused pid %d: %s; it runs the command itself", pid, why)
             sock.close()
             return
         pending = _Pending(sock=sock, pid=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
+
+    def _refusal(self, sock: socket.socket, pid: int, uid: int) -> str:
+        """Why this caller is not served ("" if it is): nothing done through the socket may
+        exceed what it could do itself (``privileges``)."""
+        if uid != 0 or pid <= 0:
+            return f"uid {uid} is not root (or not visible)"
+        try:
+            caller = privileges.identify(sock)
+        except privileges.UnknownCaller as err:
+            return str(err)
+        return privileges.refusal(caller.privileges, self._myself.privileges)
 
     def _drop(self, pending: _Pending, why: str) -> None:
         log.warning("dropped request from pid %d: %s", pending.pid, why)

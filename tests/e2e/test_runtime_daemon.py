@@ -216,3 +216,28 @@ def test_socket_is_private(served: RuntimeSandbox) -> None:
     parent = served.sh("stat", "-c", "%a", os.path.dirname(served.daemon_socket)).stdout.strip()
     assert (mode, parent) == ("600", "700")
     assert socket.SOCK_SEQPACKET  # the protocol's socket type (one packet per message)
+
+
+# ------------------------------------------------------------------ a caller's privileges
+
+CAPLESS = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+
+
+def test_a_root_caller_without_capabilities_gets_the_in_process_refusal(
+    served: RuntimeSandbox,
+) -> None:
+    """uid 0 with every capability dropped: through the socket it used to get a fully
+    privileged container. Nothing done through the daemon may exceed what the caller could do
+    itself: it gets exactly what the in-process pycni-run gives it, one clear error."""
+    args = ("--rm", "--net=none", "busybox", "true")
+    through = served.sh(*CAPLESS, str(served.client), *args)
+    alone = served.sh("env", "PYCNI_RUN_NO_DAEMON=1", *CAPLESS, sys.executable, "-m",
+                      "pycni_run.cli", *args)
+    assert (through.code, through.stderr) == (alone.code, alone.stderr)
+    assert through.code == 125
+    assert "Traceback" not in through.stderr
+    assert "CAP_SYS_ADMIN" in through.stderr
+    assert served.sh("ls", "-A", "/run/pycni/containers").stdout.split() == []
+    assert served.daemon_log is not None
+    assert _served(served) == 0
+    assert "capabilities lack" in served.daemon_log.read_text()

@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 from pycni_run.entry import install_client
 
+from pycni.net import netns
+from tests.conftest import MakeNetNS
+from tests.e2e.bridge_support import ip_json
+from tests.netns.test_server import _start_server
 from tests.support import exec_plugin
 
 NOBODY = 65534
@@ -145,6 +149,38 @@ def test_pycni_run_client_sends_nothing_to_a_socket_not_roots_alone(
         sent = listener.first_packet()
     assert sent == ("b'sentinel'" if owner == "directory" else "b''")
     assert "not using the runtime daemon's socket" in ran.stderr
+
+
+# ---------------------------------------------------------------------------- privileges
+
+CAPLESS = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+
+
+def test_a_root_caller_without_capabilities_gets_the_in_process_refusal(
+    tmp_path: Path, host_ns: str, make_netns: MakeNetNS, cni_bin: Path
+) -> None:
+    """uid 0 with every capability dropped: the server used to run its ADD with all of its
+    own. Now it refuses the caller before the ACK and the launcher runs the call itself,
+    where the kernel refuses it: the same error either way, and the container untouched."""
+    with _start_server(tmp_path / "run" / "pycni.sock", tmp_path / "server.log") as server:
+        outcomes = {}
+        for mode, extra in (("server", {"PYCNI_SOCKET": str(server.socket)}),
+                            ("in-process", {"PYCNI_NO_SERVER": "1"})):
+            container = make_netns(f"c-{mode}", lo_up=False)
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD",
+                   "CNI_CONTAINERID": "capless", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
+                   "CNI_PATH": str(cni_bin), **extra}
+            with netns.enter(host_ns):
+                ran = subprocess.run([*CAPLESS, str(cni_bin / "loopback")],
+                                     input=json.dumps(LO_CONFIG).encode(), env=env,
+                                     capture_output=True, timeout=60, check=False)
+            (doc,) = [json.loads(line) for line in ran.stdout.decode().splitlines()]
+            outcomes[mode] = (ran.returncode, doc["code"], doc["msg"].replace(container, "NS"))
+            assert "UP" not in ip_json(container, "link", "show", "lo")[0]["flags"]
+        assert outcomes["server"] == outcomes["in-process"]
+        assert outcomes["server"][0] == 1
+        assert "effective capabilities lack CAP_" in server.log_text()
+        assert "loopback ADD (pid" not in server.log_text()  # no worker ran it
 
 
 # ---------------------------------------------------------------------------- the listeners

@@ -1,0 +1,203 @@
+"""What a caller may do, read before anything is done for it through a socket.
+
+The fork server and the runtime daemon run with their own privileges; a call they take is
+done with those. So a call is taken only from a caller who could have done it itself: one in
+the server's own user namespace (capabilities mean something only there), holding at least
+the server's capabilities in every set (effective, permitted, bounding, inheritable, ambient),
+without ``no_new_privs`` or a seccomp filter the server does not have. Anyone else (a root
+process whose capabilities were dropped, ``setpriv --bounding-set=-all``, a systemd unit with
+an empty ``CapabilityBoundingSet=``) is refused before the ACK, and the launcher or client
+runs the call in-process, where the kernel refuses it exactly as it would have anyway.
+
+The caller is identified by the socket, never by a pid turned into a path: SO_PEERPIDFD
+(Linux >= 6.5) gives a pidfd of the process that connected (older kernels: ``pidfd_open`` of
+SO_PEERCRED's pid, which a pid reused since the connect could fool). Its ``/proc`` directory
+is found through that pidfd's fdinfo (the pid as this ``/proc`` numbers it), must be the pid
+SO_PEERCRED reports in the server's own pid namespace (so this ``/proc`` is that namespace's),
+and is opened before the pidfd is checked to be still alive: the directory read is the
+caller's own, not a process that took its pid afterwards. Not compared: LSM labels
+(AppArmor, SELinux) and resource limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["Caller", "Privileges", "UnknownCaller", "identify", "myself", "refusal"]
+
+SO_PEERPIDFD: Final = 77  # Linux >= 6.5; Python 3.11's socket module does not name it
+_UCRED: Final = struct.Struct("iII")  # pid, uid, gid
+_SETS: Final = (
+    ("CapEff", "effective"),
+    ("CapPrm", "permitted"),
+    ("CapBnd", "bounding"),
+    ("CapInh", "inheritable"),
+    ("CapAmb", "ambient"),
+)
+
+
+class UnknownCaller(Exception):
+    """The caller's privileges cannot be read (it is gone, or not visible from here)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Privileges:
+    """A process's capability sets (bit masks by ``capabilities(7)`` number) and the rest of
+    what bounds it: its user namespace, ``no_new_privs`` and seccomp mode."""
+
+    effective: int
+    permitted: int
+    bounding: int
+    inheritable: int
+    ambient: int
+    no_new_privs: bool
+    seccomp: int  # 0 none, 1 strict, 2 filter
+    user_ns: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    pid: int  # in the server's pid namespace (SO_PEERCRED)
+    uid: int
+    pid_ns: tuple[int, int]
+    privileges: Privileges
+
+
+def myself() -> Caller:
+    """This process, as ``identify`` describes a caller."""
+    with _opened_dir("/proc/thread-self") as fd:
+        return Caller(pid=os.getpid(), uid=os.geteuid(), pid_ns=_ns_id(fd, "pid"),
+                      privileges=_read(fd))
+
+
+def identify(conn: socket.socket) -> Caller:
+    """Who is at the other end of ``conn`` and what it may do; ``UnknownCaller`` if that
+    cannot be established from here."""
+    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   _UCRED.size))
+    if pid <= 0:
+        raise UnknownCaller("the caller is not in this pid namespace")
+    pidfd = _peer_pidfd(conn, pid)
+    try:
+        seen = _pid_in_proc(pidfd)
+        if seen != pid:
+            raise UnknownCaller(f"/proc is not this pid namespace's (pid {pid} is {seen} there)")
+        with _opened_dir(f"/proc/{pid}") as fd:
+            if _exited(pidfd):
+                raise UnknownCaller(f"pid {pid} exited")
+            pid_ns = _ns_id(fd, "pid")
+            return Caller(pid=pid, uid=uid, pid_ns=pid_ns, privileges=_read(fd))
+    finally:
+        os.close(pidfd)
+
+
+def refusal(caller: Privileges, server: Privileges) -> str:
+    """Why a call of ``caller`` would exceed what it may do itself ("" if it would not)."""
+    if caller.user_ns != server.user_ns:
+        return "it is in another user namespace"
+    for _, name in _SETS:
+        missing = getattr(server, name) & ~getattr(caller, name)
+        if missing:
+            return f"its {name} capabilities lack {_names(missing)}"
+    if caller.no_new_privs and not server.no_new_privs:
+        return "it has no_new_privs set"
+    if caller.seccomp and caller.seccomp != server.seccomp:
+        return "it runs under a seccomp filter"
+    return ""
+
+
+def _names(mask: int) -> str:
+    bits = [bit for bit in range(mask.bit_length()) if mask >> bit & 1]
+    shown = ", ".join(_CAP_NAMES.get(bit, f"cap {bit}") for bit in bits[:4])
+    return shown + (f" and {len(bits) - 4} more" if len(bits) > 4 else "")
+
+
+def _peer_pidfd(conn: socket.socket, pid: int) -> int:
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4)
+    except OSError as err:
+        if err.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+            raise UnknownCaller(f"SO_PEERPIDFD: {err}") from err
+    else:
+        return int(struct.unpack("i", raw)[0])
+    try:  # an older kernel: the pid SO_PEERCRED recorded at connect, if it is still that
+        return os.pidfd_open(pid)
+    except OSError as err:
+        raise UnknownCaller(f"pid {pid}: {err}") from err
+
+
+def _pid_in_proc(pidfd: int) -> int:
+    """The pid of ``pidfd``'s process as this ``/proc`` numbers it (0: not visible here)."""
+    try:
+        with open(f"/proc/thread-self/fdinfo/{pidfd}", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError) as err:
+        raise UnknownCaller(f"cannot read the caller's pidfd: {err}") from err
+    raise UnknownCaller("this kernel's pidfd fdinfo has no Pid line")
+
+
+def _exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@contextlib.contextmanager
+def _opened_dir(path: str) -> Iterator[int]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise UnknownCaller(f"cannot open {path}: {err}") from err
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _ns_id(proc_dir: int, name: str) -> tuple[int, int]:
+    try:
+        st = os.stat(f"ns/{name}", dir_fd=proc_dir)
+    except OSError as err:
+        raise UnknownCaller(f"cannot read its {name} namespace: {err}") from err
+    return st.st_dev, st.st_ino
+
+
+def _read(proc_dir: int) -> Privileges:
+    """Parse ``status`` of the /proc directory ``proc_dir``."""
+    try:
+        fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir)
+        with open(fd, encoding="ascii", errors="replace") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        values = {key: fields[key].strip() for key in
+                  (*(k for k, _ in _SETS), "NoNewPrivs", "Seccomp")}
+    except (OSError, KeyError) as err:
+        raise UnknownCaller(f"cannot read its status: {err}") from err
+    return Privileges(
+        **{name: int(values[key], 16) for key, name in _SETS},
+        no_new_privs=values["NoNewPrivs"] == "1",
+        seccomp=int(values["Seccomp"] or 0),
+        user_ns=_ns_id(proc_dir, "user"),
+    )
+
+
+_CAP_NAMES: Final = dict(enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)))
