@@ -21,15 +21,15 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
-from typing import Final, NoReturn
+from typing import Final
 
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.plugins import PLUGINS
 from pycni.server import listener, privileges, protocol
 from pycni.server.answer import VersionAnswers
-from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
     Call,
     PeerError,
@@ -38,8 +38,7 @@ from pycni.server.peer import (
     report_failure,
     send_status,
 )
-from pycni.server.spare import SpareKeeper, Warm
-from pycni.server.worker import run_worker
+from pycni.server.spare import Spare, SpareKeeper, Warm, fork_worker
 
 __all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
 
@@ -232,46 +231,70 @@ class Server:
 
     def _start(self, pending: _Pending, call: Call) -> None:
         what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"
+        if call.env_value(b"CNI_COMMAND") == "VERSION":
+            if self._ack(pending, call, what, None):
+                self._answers.start(pending.sock, pending.peer, call)
+            return
         try:
-            pending.sock.send(protocol.encode_ack(self.timeout))
+            worker = self._spares.take() or self._fork(pending.sock)
+        except OSError as err:  # before the ACK: the launcher runs the call in-process
+            log.warning("%s from pid %d: cannot fork a worker (%s)", what, pending.peer, err)
+            call.close()
+            pending.sock.close()
+            return
+        if not self._ack(pending, call, what, worker):
+            worker.reap()  # it holds no call
+            return
+        try:
+            worker.hand(call)
+        except OSError as err:  # it died since it was forked: the launcher waits for a status
+            log.warning("%s: worker %d could not take the call: %s", what, worker.pid, err)
+            report_failure(call.stdout, "pycni server's worker could not take the call", str(err))
+            send_status(pending.sock, 1)
+            worker.reap()
+            call.close()
+            pending.sock.close()
+            return
+        self._run(pending, call, worker, what)
+
+    def _ack(self, pending: _Pending, call: Call, what: str, worker: Spare | None) -> bool:
+        """ACK the call, with the worker's pidfd (the launcher waits on it before it reports
+        a failure of its own); False, with everything closed, if the launcher gave up."""
+        rights = [] if worker is None else [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, worker.pidfd.to_bytes(4, sys.byteorder))]
+        try:
+            pending.sock.sendmsg([protocol.encode_ack(self.timeout)], rights)
         except OSError as err:  # the launcher gave up first: it runs in-process, we run nothing
             log.warning("%s from pid %d: ACK failed (%s)", what, pending.peer, err)
             call.close()
             pending.sock.close()
-            return
-        if call.env_value(b"CNI_COMMAND") == "VERSION":
-            self._answers.start(pending.sock, pending.peer, call)
-            return
-        try:
-            pid, pidfd, report = self._spares.take(call) or self._fork(call, pending.sock)
-        except OSError as err:
-            log.exception("%s: fork failed", what)
-            report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
-            send_status(pending.sock, 1)
-            call.close()
-            pending.sock.close()
-            return
+            return False
+        return True
+
+    def _run(self, pending: _Pending, call: Call, worker: Spare, what: str) -> None:
+        """Watch ``worker`` run ``call``: its exit, its report, its caller hanging up."""
         for fd in (call.stdin, call.stderr, call.netns, call.mntns):
             os.close(fd)
+        report = worker.chan  # the channel that carried the call now carries its status
+        report.setblocking(False)
         now = time.monotonic()
-        running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid, pidfd=pidfd,
-                           report=report, what=what, started=now, deadline=now + self.timeout)
-        self._running[pid] = running
+        running = _Running(sock=pending.sock, stdout=call.stdout, pid=worker.pid,
+                           pidfd=worker.pidfd, report=report, what=what, started=now,
+                           deadline=now + self.timeout)
+        self._running[worker.pid] = running
         self._sel.register(running.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
         self._sel.register(report, selectors.EVENT_READ, lambda _: self._on_report(running))
         self._sel.register(pending.sock, selectors.EVENT_READ,
                            lambda _: self._on_hangup(running))
-        log.debug("%s from pid %d: worker pid %d", what, pending.peer, pid)
+        log.debug("%s from pid %d: worker pid %d", what, pending.peer, worker.pid)
         self._refill_spare()
 
-    def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int, socket.socket]:
-        def child(report: socket.socket) -> NoReturn:
+    def _fork(self, sock: socket.socket) -> Spare:
+        def close_inherited() -> None:
+            self.close_inherited()
             sock.close()  # only the server talks to the launcher
-            run_worker(call, close_inherited=self.close_inherited, report=report)
 
-        pid, pidfd, report = fork_with_channel(child, own_group=True)
-        report.setblocking(False)
-        return pid, pidfd, report
+        return fork_worker(close_inherited=close_inherited)
 
     def _refill_spare(self) -> None:
         if not self._stopping and len(self._running) < SPARE_BELOW:

@@ -4,8 +4,10 @@ One ``SOCK_SEQPACKET`` connection per plugin call; every message is one packet.
 
 request   ``MAGIC name NUL cwd NUL (KEY=VALUE NUL)* NUL`` with SCM_RIGHTS carrying exactly
           ``FDS`` descriptors: stdin, stdout, stderr, the caller's netns and mntns.
-ack       ``b"ACK <timeout ms>"``: the server accepted the call and is forking its worker;
-          from here on the call may have run and the launcher never re-runs it.
+ack       ``b"ACK <timeout ms>"``: the server accepted the call; from here on the call may
+          have run and the launcher never re-runs it. SCM_RIGHTS carries a pidfd of the
+          worker that runs it (none when the server answers the call itself, VERSION): the
+          launcher kills it and waits for it before it reports a failure of its own.
 status    ``b"EXIT <0..255>"``: the worker's exit status, the launcher's own.
 
 NUL separates fields because no name, path or environment entry can contain one; the empty
@@ -36,6 +38,7 @@ __all__ = [
     "encode_request",
     "encode_status",
     "note",
+    "received_fds",
     "send_with_namespaces",
 ]
 
@@ -164,6 +167,16 @@ def _peer_uid(conn: _socket.socket) -> int:
 
 def _text(path: bytes) -> str:
     return path.decode(errors="backslashreplace")
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in ``recvmsg`` ancillary data (SCM_RIGHTS), in order."""
+    return [
+        int.from_bytes(raw[i : i + 4], sys.byteorder)
+        for level, kind, raw in ancdata
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+        for i in range(0, len(raw) - 3, 4)
+    ]
 
 
 def note(text: str) -> None:

@@ -23,7 +23,13 @@ import _socket
 import posix
 import sys
 
-from pycni.server.protocol import UntrustedSocket, connect, note, send_with_namespaces
+from pycni.server.protocol import (
+    UntrustedSocket,
+    connect,
+    note,
+    received_fds,
+    send_with_namespaces,
+)
 from pycni_run import wire
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
@@ -130,12 +136,7 @@ def _wait_ack(conn: _socket.socket) -> int:
         data, ancdata, _flags, _addr = conn.recvmsg(64, _socket.CMSG_SPACE(4))
     except OSError:
         raise _Fallback from None
-    fds = [
-        int.from_bytes(raw[i : i + 4], sys.byteorder)
-        for level, kind, raw in ancdata
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-        for i in range(0, len(raw) - 3, 4)
-    ]
+    fds = received_fds(ancdata)
     if data == wire.ACK and len(fds) == 1:
         return fds[0]
     for fd in fds:
