@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.runtime_support import RuntimeSandbox
+from tests.e2e.runtime_support import RuntimeSandbox, comm, descendants
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -98,7 +98,7 @@ def test_signal_is_forwarded_to_the_container(mbox: RuntimeSandbox) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        inner = [p for p in _descendants(proc.pid) if _comm(p).startswith(("python", "pycni"))]
+        inner = [p for p in descendants(proc.pid) if comm(p).startswith(("python", "pycni"))]
         os.kill(inner[0], 15)  # the pycni-run (or client) process nsenter forked: ours
         # No stderr in the message: were the container orphaned, it would hold the pipe open.
         assert proc.wait(timeout=30) == 42
@@ -106,17 +106,6 @@ def test_signal_is_forwarded_to_the_container(mbox: RuntimeSandbox) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _descendants(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        kids = [int(p) for p in f.read().split()]
-    return kids + [d for k in kids for d in _descendants(k)]
-
-
-def _comm(pid: int) -> str:
-    with open(f"/proc/{pid}/comm") as f:
-        return f.read().strip()
 
 
 # ------------------------------------------------------------------ the daemon itself
