@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.firewall.model import AttachmentKey
 from pycni.firewall.portmap_model import PortMap, PortMapping
@@ -247,34 +248,6 @@ def _listener_hits(m: PortMapping, found: Iterable[Listener]) -> list[Listener]:
             and overlaps(m.reservation, s.reservation)]
 
 
-_TMP_PREFIX: Final = ".tmp-"
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Temp file + rename: a writer killed midway leaves the old file or none, never an empty
-    or half one. The temp file's leading dot keeps it out of every listing that matters."""
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f"{_TMP_PREFIX}{name}.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _remove_temp_files(directory: str) -> None:
-    """Temp files of writers that died mid-write (called under the lock: none is live)."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            if name.startswith(_TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(directory, name))
-
-
 class Registry:
     """The reservations of the network namespace the calling thread is in."""
 
@@ -319,7 +292,7 @@ class Registry:
             return []
         out = []
         for name in names:
-            if not name.startswith(_TMP_PREFIX) and overlaps(m.reservation, name):
+            if not atomicfile.is_temp(name) and overlaps(m.reservation, name):
                 try:
                     with open(os.path.join(directory, name), encoding="utf-8") as f:
                         out.append((name, f.read().strip()))
@@ -340,7 +313,8 @@ class Registry:
                 os.unlink(path)
             except FileNotFoundError:
                 continue
-            _remove_temp_files(self._port_dir(m))
+            with contextlib.suppress(OSError):
+                atomicfile.remove_leftovers(self._port_dir(m))
             with contextlib.suppress(OSError):
                 os.rmdir(self._port_dir(m))  # only when empty
 
@@ -405,10 +379,11 @@ class Registry:
 
     def _write(self, rec: Record) -> None:
         try:
-            _write_atomic(self._record_path(rec.label), rec.to_json())
+            atomicfile.write(self._record_path(rec.label), rec.to_json().encode())
             for m in rec.portmap.published():
                 os.makedirs(self._port_dir(m), mode=0o700, exist_ok=True)
-                _write_atomic(os.path.join(self._port_dir(m), m.reservation), rec.label)
+                atomicfile.write(os.path.join(self._port_dir(m), m.reservation),
+                                 rec.label.encode())
         except OSError as err:
             self._remove(rec)
             raise CNIError(ErrorCode.IO_FAILURE, "cannot record host-port reservation",

@@ -138,7 +138,7 @@ def test_port_files_are_written_whole_and_temp_files_are_nobodys(reg: Registry) 
     port_dir = Path(reg.dir, "ports", "tcp-8080")
     assert (port_dir / "any").read_text() == record("a").label
     # What a writer killed between its temp file and the rename leaves: not a reservation.
-    (port_dir / ".tmp-any.4242").write_text(record("a").label)
+    (port_dir / ".any.4242.tmp").write_text(record("a").label)
     reg.reserve(record("b", PortMapping(None, 8080, 80, "udp")))
     assert reg.holds(record("a")) == []
     assert reg.release(record("a").label) == record("a")
