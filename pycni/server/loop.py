@@ -94,7 +94,9 @@ class Server:
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
-        self._myself = privileges.myself()
+        self._myself = privileges.myself_or_none()  # None: every caller runs its call
+        if self._myself is None:
+            log.warning("this /proc cannot tell this process's own privileges: serving nobody")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,7 +179,9 @@ class Server:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
-        why = self._refusal(sock)
+        # Its /proc (in its mount namespace) must be of the pid namespace our workers are in,
+        # or /proc/self would not resolve there: same_pid_ns.
+        why = privileges.refuse_caller(sock, self._myself, same_pid_ns=True)
         if why:
             log.warning("refused %s; it runs the call itself", why)
             sock.close()
@@ -186,23 +190,6 @@ class Server:
         pending = _Pending(sock=sock, peer=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
-
-    def _refusal(self, sock: socket.socket) -> str:
-        """Why this caller is not served here ("" if it is): nothing done through the socket
-        may exceed what it could do itself (``privileges``)."""
-        pid, uid = peer_uid(sock)
-        if uid != 0:
-            return f"pid {pid}: uid {uid} is not root"
-        try:
-            caller = privileges.identify(sock)
-        except privileges.UnknownCaller as err:
-            return f"pid {pid}: {err}"
-        if caller.pid_ns != self._myself.pid_ns:
-            # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
-            # in: /proc/self would not resolve there.
-            return f"pid {pid}: it is in another pid namespace"
-        why = privileges.refusal(caller.privileges, self._myself.privileges)
-        return f"pid {pid}: {why}" if why else ""
 
     def _drop(self, pending: _Pending, why: str) -> None:
         log.warning("dropped request from pid %d: %s", pending.peer, why)
@@ -398,3 +385,4 @@ def _bind(path: str) -> socket.socket:
         raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}") from None
     except listener.ListenError as err:
         raise CNIError(ErrorCode.INTERNAL, "pycni server cannot listen", str(err)) from None
+

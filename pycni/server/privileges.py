@@ -31,7 +31,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Caller", "Privileges", "UnknownCaller", "identify", "myself", "refusal"]
+__all__ = [
+    "Caller",
+    "Privileges",
+    "UnknownCaller",
+    "identify",
+    "myself",
+    "myself_or_none",
+    "refusal",
+    "refuse_caller",
+]
 
 SO_PEERPIDFD: Final = 77  # Linux >= 6.5; Python 3.11's socket module does not name it
 _UCRED: Final = struct.Struct("iII")  # pid, uid, gid
@@ -72,7 +81,15 @@ class Caller:
 
 
 def myself() -> Caller:
-    """This process, as ``identify`` describes a caller."""
+    """This process, as ``identify`` describes a caller; ``UnknownCaller`` if this ``/proc``
+    is not its pid namespace's (then no caller can be read through it either)."""
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        seen = _pid_in_proc(pidfd)
+    finally:
+        os.close(pidfd)
+    if seen != os.getpid():
+        raise UnknownCaller(f"/proc is not this pid namespace's (pid {os.getpid()} is {seen})")
     with _opened_dir("/proc/thread-self") as fd:
         return Caller(pid=os.getpid(), uid=os.geteuid(), pid_ns=_ns_id(fd, "pid"),
                       privileges=_read(fd))
@@ -97,6 +114,34 @@ def identify(conn: socket.socket) -> Caller:
             return Caller(pid=pid, uid=uid, pid_ns=pid_ns, privileges=_read(fd))
     finally:
         os.close(pidfd)
+
+
+def myself_or_none() -> Caller | None:
+    """``myself``, or None when this /proc cannot tell (a server then serves nobody)."""
+    try:
+        return myself()
+    except UnknownCaller:
+        return None
+
+
+def refuse_caller(conn: socket.socket, server: Caller | None, *, same_pid_ns: bool) -> str:
+    """Why the caller at the other end of ``conn`` may not be served by ``server`` (root,
+    holding every privilege ``server`` has and, if ``same_pid_ns``, in its pid namespace);
+    "" if it may. The one peer check of the fork server and the runtime daemon."""
+    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   _UCRED.size))
+    if uid != 0 or pid <= 0:
+        return f"pid {pid}: uid {uid} is not root (or not visible)"
+    if server is None:
+        return f"pid {pid}: the server cannot read its own privileges in this /proc"
+    try:
+        caller = identify(conn)
+    except UnknownCaller as err:
+        return f"pid {pid}: {err}"
+    if same_pid_ns and caller.pid_ns != server.pid_ns:
+        return f"pid {pid}: it is in another pid namespace"
+    why = refusal(caller.privileges, server.privileges)
+    return f"pid {pid}: {why}" if why else ""
 
 
 def refusal(caller: Privileges, server: Privileges) -> str:

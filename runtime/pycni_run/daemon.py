@@ -76,7 +76,9 @@ class Daemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._own = {ns: _ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
-        self._myself = privileges.myself()
+        self._myself = privileges.myself_or_none()  # None: every caller runs its command
+        if self._myself is None:
+            log.warning("this /proc cannot tell this process's own privileges: serving nobody")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,26 +194,15 @@ class Daemon:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
-        pid, uid = peer_uid(sock)
-        why = self._refusal(sock, pid, uid)
+        why = privileges.refuse_caller(sock, self._myself, same_pid_ns=False)
         if why:
-            log.warning("refused pid %d: %s; it runs the command itself", pid, why)
+            log.warning("refused %s; it runs the command itself", why)
             sock.close()
             return
+        pid, _ = peer_uid(sock)
         pending = _Pending(sock=sock, pid=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
-
-    def _refusal(self, sock: socket.socket, pid: int, uid: int) -> str:
-        """Why this caller is not served ("" if it is): nothing done through the socket may
-        exceed what it could do itself (``privileges``)."""
-        if uid != 0 or pid <= 0:
-            return f"uid {uid} is not root (or not visible)"
-        try:
-            caller = privileges.identify(sock)
-        except privileges.UnknownCaller as err:
-            return str(err)
-        return privileges.refusal(caller.privileges, self._myself.privileges)
 
     def _drop(self, pending: _Pending, why: str) -> None:
         log.warning("dropped request from pid %d: %s", pending.pid, why)
@@ -371,3 +362,4 @@ def bind(path: str) -> socket.socket:
         raise RunError(f"another pycni-run daemon is listening on {path}") from None
     except listener.ListenError as err:
         raise RunError(str(err)) from None
+
