@@ -6,8 +6,9 @@ so reaping, call timeouts and callers that hang up are all plain events of the o
 
 Per connection: accept -> peer check (root, in this pid namespace, and holding every
 privilege the server has: ``privileges``) -> read the one request within
-``READ_TIMEOUT`` -> ACK -> fork -> (worker reports its status on its report channel, or exits
-without one | call timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
+``READ_TIMEOUT`` -> a worker (the idle spare, or a fork) -> ACK carrying its pidfd -> hand it
+the call -> (worker reports its status on its report channel, or exits without one | call
+timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
 the caller as soon as the worker reports it, before its exit is reaped. VERSION is answered
 by the loop itself (``answer``): no fork. Anything wrong before the ACK drops the connection
 and the launcher runs the call in-process; nothing a peer sends can stop the loop.
@@ -385,4 +386,3 @@ def _bind(path: str) -> socket.socket:
         raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}") from None
     except listener.ListenError as err:
         raise CNIError(ErrorCode.INTERNAL, "pycni server cannot listen", str(err)) from None
-

@@ -362,4 +362,3 @@ def bind(path: str) -> socket.socket:
         raise RunError(f"another pycni-run daemon is listening on {path}") from None
     except listener.ListenError as err:
         raise RunError(str(err)) from None
-
