@@ -52,6 +52,8 @@ _SETS: Final = (
     ("CapAmb", "ambient"),
 )
 
+_STATUS_KEYS: Final = (*(key.encode() for key, _ in _SETS), b"NoNewPrivs", b"Seccomp")
+
 
 class UnknownCaller(Exception):
     """The caller's privileges cannot be read (it is gone, or not visible from here)."""
@@ -182,13 +184,29 @@ def _peer_pidfd(conn: socket.socket, pid: int) -> int:
 def _pid_in_proc(pidfd: int) -> int:
     """The pid of ``pidfd``'s process as this ``/proc`` numbers it (0: not visible here)."""
     try:
-        with open(f"/proc/thread-self/fdinfo/{pidfd}", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Pid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError) as err:
-        raise UnknownCaller(f"cannot read the caller's pidfd: {err}") from err
-    raise UnknownCaller("this kernel's pidfd fdinfo has no Pid line")
+        fields = _fields(_read_file(f"/proc/thread-self/fdinfo/{pidfd}"), (b"Pid",))
+        return int(fields[b"Pid"])
+    except (OSError, KeyError, ValueError) as err:
+        raise UnknownCaller(f"cannot read the caller's pidfd: {err!r}") from err
+
+
+def _read_file(path: str, dir_fd: int | None = None) -> bytes:
+    """A small /proc file in one read (no text layer: this runs on every call)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def _fields(text: bytes, keys: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """``Key:\tvalue`` lines of a /proc file, for ``keys`` only."""
+    found = {}
+    for line in text.split(b"\n"):
+        key, _, value = line.partition(b":")
+        if key in keys:
+            found[key] = value.strip()
+    return found
 
 
 def _exited(pidfd: int) -> bool:
@@ -220,19 +238,15 @@ def _ns_id(proc_dir: int, name: str) -> tuple[int, int]:
 def _read(proc_dir: int) -> Privileges:
     """Parse ``status`` of the /proc directory ``proc_dir``."""
     try:
-        fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir)
-        with open(fd, encoding="ascii", errors="replace") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        values = {key: fields[key].strip() for key in
-                  (*(k for k, _ in _SETS), "NoNewPrivs", "Seccomp")}
-    except (OSError, KeyError) as err:
-        raise UnknownCaller(f"cannot read its status: {err}") from err
-    return Privileges(
-        **{name: int(values[key], 16) for key, name in _SETS},
-        no_new_privs=values["NoNewPrivs"] == "1",
-        seccomp=int(values["Seccomp"] or 0),
-        user_ns=_ns_id(proc_dir, "user"),
-    )
+        values = _fields(_read_file("status", proc_dir), _STATUS_KEYS)
+        return Privileges(
+            **{name: int(values[key.encode()], 16) for key, name in _SETS},
+            no_new_privs=values[b"NoNewPrivs"] == b"1",
+            seccomp=int(values[b"Seccomp"] or 0),
+            user_ns=_ns_id(proc_dir, "user"),
+        )
+    except (OSError, KeyError, ValueError) as err:
+        raise UnknownCaller(f"cannot read its status: {err!r}") from err
 
 
 _CAP_NAMES: Final = dict(enumerate((
