@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pycni.cni import cache
+from pycni.cni import cache, jsonio
 from pycni.cni.errors import CNIError, ErrorCode
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _runtime_conf(ns: argparse.Namespace) -> RuntimeConf:
     cap_args: Any = {}
     if ns.cap_args:
         try:
-            cap_args = json.loads(ns.cap_args)
+            cap_args = jsonio.loads(ns.cap_args)
         except ValueError as err:
             raise CNIError(ErrorCode.DECODING_FAILURE, "--cap-args is not JSON", str(err)) from err
         if not isinstance(cap_args, dict):

@@ -2,20 +2,28 @@
 
 Start-up is paid on every plugin call (podman makes 18 per container), so until it knows it
 must run the plugin in-process this module imports builtins only: ``_socket`` (not
-``socket``, which pulls in enum), ``posix`` (not even ``os``), ``sys`` and
-``pycni.server.protocol``. No ``json``, no ``re``, not even ``contextlib`` (it pulls in
-``os``, ``collections`` and ``functools``: ~2-3 ms).
+``socket``, which pulls in enum), ``_signal``, ``select``, ``posix`` (not even ``os``),
+``sys`` and ``pycni.server.protocol``. No ``json``, no ``re``, not even ``contextlib`` (it
+pulls in ``os``, ``collections`` and ``functools``: ~2-3 ms).
 
 The decision:
 - ``PYCNI_NO_SERVER`` set (not "0"), no socket, a refused connection, or any error before the
-  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower.
+  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower. So does a
+  socket whose directory or listener is not root's alone (with a note on stderr): nothing of
+  the call (stdio, environment, namespaces) is handed to it.
 - After the ACK the call may have run: never re-run it. A lost connection or a missing
   status prints one error JSON (code 999) on stdout and exits 1. The wait for the status has
   its own deadline, a little above the server's call timeout, so the executable never hangs.
+- No plugin work may happen after the caller was told the call failed (its runtime then
+  rolls back with a DEL): the ACK carries a pidfd of the worker, and before reporting a
+  failure the launcher kills that worker and waits until it is gone. (A server killed
+  mid-call takes its workers along too: they have it as their parent-death signal.)
 """
 
+import _signal  # type: ignore[import-not-found]  # signal.py imports enum: milliseconds
 import _socket
 import posix
+import select
 import sys
 
 from pycni.server import protocol
@@ -30,6 +38,7 @@ DEFAULT_SOCKET = b"/run/pycni/pycni.sock"
 CONNECT_TIMEOUT = 2.0
 ACK_TIMEOUT = 10.0  # the server ACKs as soon as it has read the request
 DEADLINE_MARGIN = 2.0  # beyond the server's call timeout, which it sends in the ACK
+WORKER_EXIT_TIMEOUT = 10.0  # a SIGKILLed worker is gone in milliseconds
 
 
 class _Fallback(Exception):
@@ -62,14 +71,17 @@ def _connect(path: bytes) -> _socket.socket:
         return protocol.connect(path, CONNECT_TIMEOUT)
     except OSError:
         raise _Fallback from None
+    except protocol.UntrustedSocket as err:
+        protocol.note(f"pycni: not using the pycni server socket: {err}; running it here")
+        raise _Fallback from None
 
 
 def _call(path: bytes, name: str) -> int:
     conn = _connect(path)
     try:
         _send_request(conn, name)
-        timeout = _wait_ack(conn)
-        return _wait_status(conn, timeout + DEADLINE_MARGIN)
+        timeout, worker = _wait_ack(conn)
+        return _wait_status(conn, timeout + DEADLINE_MARGIN, worker)
     finally:
         conn.close()
 
@@ -88,53 +100,79 @@ def _send_request(conn: _socket.socket, name: str) -> None:
         raise _Fallback from None
 
 
-def _wait_ack(conn: _socket.socket) -> float:
-    """The server's call timeout, once it has accepted; ``_Fallback`` if it has not."""
+def _wait_ack(conn: _socket.socket) -> tuple[float, int]:
+    """The server's call timeout and a pidfd of the worker running the call (-1: none, the
+    server answers it itself), once it has accepted; ``_Fallback`` if it has not."""
     conn.settimeout(ACK_TIMEOUT)
     try:
-        data = conn.recv(64)
+        data, worker = _receive_ack(conn)
     except TimeoutError:
-        data = _late_ack(conn)
+        data, worker = _late_ack(conn)
     except OSError:
         raise _Fallback from None
     try:
-        return protocol.decode_ack(data)
+        return protocol.decode_ack(data), worker
     except protocol.ProtocolError:
+        _end_worker(worker)  # not an ACK after all: nothing may run
         raise _Fallback from None
 
 
-def _late_ack(conn: _socket.socket) -> bytes:
+def _receive_ack(conn: _socket.socket) -> tuple[bytes, int]:
+    data, ancdata, _flags, _addr = conn.recvmsg(64, _socket.CMSG_SPACE(4))
+    fds = protocol.received_fds(ancdata)
+    for extra in fds[1:]:
+        posix.close(extra)
+    return data, fds[0] if fds else -1
+
+
+def _late_ack(conn: _socket.socket) -> tuple[bytes, int]:
     """Give up on the ACK without a race: once we shut the socket down, the server's ACK
-    fails and it forks nothing; an ACK that got in before the shutdown still counts."""
+    fails and it runs nothing; an ACK that got in before the shutdown still counts."""
     try:
         conn.shutdown(_socket.SHUT_RDWR)
         conn.setblocking(False)
-        data = conn.recv(64)
+        data, worker = _receive_ack(conn)
     except OSError:
         raise _Fallback from None
     if not data:
         raise _Fallback
-    _fail("pycni server accepted the call too late", f"no ACK within {ACK_TIMEOUT:.0f}s")
+    _fail("pycni server accepted the call too late", f"no ACK within {ACK_TIMEOUT:.0f}s", worker)
 
 
-def _wait_status(conn: _socket.socket, deadline: float) -> int:
+def _wait_status(conn: _socket.socket, deadline: float, worker: int) -> int:
     conn.settimeout(deadline)
     try:
         data = conn.recv(64)
     except TimeoutError:
-        _fail("pycni server call timed out", f"no exit status within {deadline:.1f}s")
+        _fail("pycni server call timed out", f"no exit status within {deadline:.1f}s", worker)
     except OSError as err:
-        _fail("lost the connection to the pycni server", str(err))
+        _fail("lost the connection to the pycni server", str(err), worker)
     if not data:
-        _fail("lost the connection to the pycni server", "it closed before sending a status")
+        _fail("lost the connection to the pycni server", "it closed before sending a status",
+              worker)
     try:
         return protocol.decode_status(data)
     except protocol.ProtocolError as err:
-        _fail("bad reply from the pycni server", str(err))
+        _fail("bad reply from the pycni server", str(err), worker)
 
 
-def _fail(msg: str, details: str) -> "NoReturn":
-    """The call may have run: report code 999 on stdout (one JSON document) and exit 1."""
+def _end_worker(worker: int) -> None:
+    """Kill the worker (``worker``: its pidfd, -1 for none) and wait until it is gone."""
+    if worker < 0:
+        return
+    try:  # noqa: SIM105 - contextlib costs milliseconds of start-up
+        _signal.pidfd_send_signal(worker, _signal.SIGKILL)
+    except OSError:
+        pass  # gone already
+    poller = select.poll()
+    poller.register(worker, select.POLLIN)  # readable once the process has exited
+    poller.poll(int(WORKER_EXIT_TIMEOUT * 1000))
+
+
+def _fail(msg: str, details: str, worker: int = -1) -> "NoReturn":
+    """The call may have run: make sure nothing of it runs any more, then report code 999
+    on stdout (one JSON document) and exit 1."""
+    _end_worker(worker)
     doc = f'{{"code": 999, "msg": {_quote(msg)}, "details": {_quote(details)}}}\n'
     try:  # noqa: SIM105 - contextlib costs milliseconds of start-up
         posix.write(1, doc.encode())

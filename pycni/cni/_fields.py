@@ -251,7 +251,10 @@ def path_problem(path: str) -> str | None:
         return f"{path!r} is not an absolute path"
     if ".." in path.split("/"):
         return f"{path!r} has a '..' component"
-    encoded = path.encode(errors="surrogateescape")
+    try:  # surrogateescape: bytes an environment carried; any other surrogate has no bytes
+        encoded = path.encode(errors="surrogateescape")
+    except UnicodeEncodeError:
+        return f"{path!r} is not valid UTF-8 (a lone surrogate)"
     if len(encoded) > _PATH_MAX or any(len(c) > _NAME_MAX for c in encoded.split(b"/")):
         return f"is longer than PATH_MAX ({_PATH_MAX}) or has a component over {_NAME_MAX} bytes"
     return None

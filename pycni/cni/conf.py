@@ -6,12 +6,12 @@ matches; then single-plugin ``*.conf``/``*.json`` files, upconverted to a one-pl
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pycni.cni import jsonio
 from pycni.cni import version as versions
 from pycni.cni._fields import bad, opt_bool, opt_str_list, req_str
 from pycni.cni.errors import CNIError, ErrorCode
@@ -73,7 +73,7 @@ def _validate_plugin(plugin: Any, where: str) -> Mapping[str, Any]:
 def parse_conflist(data: bytes, source: str = "") -> NetworkConfigList:
     """Parse a ``.conflist`` (or a single-plugin ``.conf``, upconverted)."""
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"cannot decode {source or 'config'}", str(err)

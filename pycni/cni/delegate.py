@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import os
 import select
 import signal
@@ -32,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, NoReturn
 
+from pycni.cni import jsonio
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.types import Result
 
@@ -101,7 +101,7 @@ def delegate(
         return stdout
     text = stdout.strip()
     try:
-        doc = json.loads(text) if text else None
+        doc = jsonio.loads(text) if text else None
     except ValueError:
         doc = None
     fallback = (text or stderr).decode(errors="replace").strip()
@@ -387,7 +387,7 @@ def delegate_add(
 ) -> Result:
     out = delegate(kind, command="ADD", stdin=stdin, env=env, path=path)
     try:
-        doc = json.loads(out)
+        doc = jsonio.loads(out)
     except ValueError as err:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"delegate {kind} printed no valid result", str(err)

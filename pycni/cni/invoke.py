@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from pycni.cni import cache
+from pycni.cni import cache, jsonio
 from pycni.cni import version as versions
 from pycni.cni._fields import path_problem
 from pycni.cni.conf import NetworkConfigList
@@ -96,7 +96,7 @@ def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> CNIError:
     text = stdout.strip()
     if text:
         try:
-            return CNIError.from_dict(json.loads(text), fallback=text.decode(errors="replace"))
+            return CNIError.from_dict(jsonio.loads(text), fallback=text.decode(errors="replace"))
         except ValueError:
             return CNIError(
                 ErrorCode.INTERNAL,
@@ -231,7 +231,7 @@ class Invoker:
             kind, "VERSION", json.dumps({"cniVersion": versions.CURRENT}).encode(), None
         )
         try:
-            doc = json.loads(out)
+            doc = jsonio.loads(out)
         except ValueError as err:  # was an uncaught ValueError: callers only handle CNIError
             raise CNIError(
                 ErrorCode.DECODING_FAILURE, f"plugin {kind} VERSION answer is not JSON", str(err)
@@ -244,19 +244,20 @@ class Invoker:
 
     # ---- verbs on a network list ------------------------------------------------------------
 
-    def _validate(self, rt: RuntimeConf | None) -> None:
+    def _validate(self, rt: RuntimeConf | None, network: str = "") -> None:
         """Attachment names and cache dir, before the cache (or anything else) is touched."""
         if rt is not None:
             rt.validate()
+            cache.check_entry_name(network, rt.container_id, rt.ifname)
         problem = path_problem(self.cache_dir)
         if problem:
             raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid cache dir", problem)
 
     @_reaping
     def add(self, conflist: NetworkConfigList, rt: RuntimeConf, *, rollback: bool = True) -> Result:
-        self._validate(rt)
-        pending = self._cache_entry(conflist, rt, None)
-        cache.write(self.cache_dir, pending)
+        self._validate(rt, conflist.name)
+        self._refuse_live_attachment(conflist, rt)
+        cache.write(self.cache_dir, self._cache_entry(conflist, rt, None))
         prev: dict[str, Any] | None = None
         try:
             for plugin in conflist.plugins:
@@ -265,13 +266,27 @@ class Invoker:
                 )
                 out = self.exec_plugin(str(plugin["type"]), "ADD", stdin, rt)
                 prev = self._parse_result(out, conflist, str(plugin["type"]))
+            assert prev is not None
+            cache.write(self.cache_dir, self._cache_entry(conflist, rt, prev))
         except CNIError as err:
             if rollback:
                 self._undo_failed_add(conflist, rt, prev, err)
             raise
-        assert prev is not None
-        cache.write(self.cache_dir, self._cache_entry(conflist, rt, prev))
         return Result.from_dict(prev)
+
+    def _refuse_live_attachment(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
+        """A completed entry is a live attachment (the spec forbids a second ADD before its
+        DEL): an ADD over it would fail on what it holds, and the rollback DEL of that
+        failure would destroy it. An entry without a result (a crashed ADD) may be retried."""
+        path = cache.entry_path(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
+        entry = cache.read(path)
+        if entry is not None and entry.result is not None:
+            raise CNIError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                "attachment already exists",
+                f"{conflist.name}/{rt.container_id}/{rt.ifname} was added and not deleted "
+                f"({path}); DEL it first",
+            )
 
     def _undo_failed_add(
         self,
@@ -287,11 +302,14 @@ class Invoker:
         except CNIError as err:
             self.log(f"pycni: cleanup after failed ADD ({cause}) also failed: {err}")
             return
-        cache.delete(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
+        try:
+            cache.delete(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
+        except CNIError as err:  # the cause is what the caller must hear about
+            self.log(f"pycni: cleanup after failed ADD ({cause}): {err}")
 
     def _parse_result(self, out: bytes, conflist: NetworkConfigList, kind: str) -> dict[str, Any]:
         try:
-            doc = json.loads(out)
+            doc = jsonio.loads(out)
         except ValueError as err:
             raise CNIError(
                 ErrorCode.DECODING_FAILURE, f"plugin {kind} printed no valid result", str(err)
@@ -341,7 +359,7 @@ class Invoker:
 
     @_reaping
     def delete(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
-        self._validate(rt)
+        self._validate(rt, conflist.name)
         prev = None
         if versions.at_least(conflist.cni_version, "0.4.0"):
             prev = self._cached_result(conflist, rt)
@@ -350,7 +368,7 @@ class Invoker:
 
     @_reaping
     def check(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
-        self._validate(rt)
+        self._validate(rt, conflist.name)
         if not versions.at_least(conflist.cni_version, "0.4.0"):
             raise CNIError(
                 ErrorCode.INCOMPATIBLE_CNI_VERSION,
@@ -407,10 +425,18 @@ class Invoker:
         self, conflist: NetworkConfigList, valid: frozenset[tuple[str, str]]
     ) -> list[str]:
         errors: list[str] = []
+        try:
+            for path in cache.remove_stale_temp_files(self.cache_dir):
+                self.log(f"pycni: removed {path}, left by a writer that died")
+        except CNIError as err:
+            errors.append(str(err))
         for path, entry in cache.list_network(self.cache_dir, conflist.name):
             if entry is None:
                 self.log(f"pycni: removing corrupt cache entry {path}")
-                os.unlink(path)
+                try:
+                    cache.remove(path)
+                except CNIError as err:
+                    errors.append(str(err))
                 continue
             if (entry.container_id, entry.ifname) in valid:
                 continue

@@ -47,8 +47,9 @@ def validate_ifname(value: str) -> None:
         problem = f"is longer than {_MAX_IFNAME} characters"
     elif value in (".", ".."):
         problem = "may not be . or .."
-    elif any(c in value for c in "/:\0") or any(c.isspace() for c in value):
-        problem = "may not contain '/', ':', NUL or whitespace"
+    elif any(c in value for c in "/:%\0") or any(c.isspace() for c in value):
+        # '%': the kernel takes "eth%d" as a template and names the link eth0, eth1...
+        problem = "may not contain '/', ':', '%', NUL or whitespace"
     if problem:
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_IFNAME", f"{value!r} {problem}")
 

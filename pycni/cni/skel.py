@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, Protocol, TextIO
 
+from pycni.cni import jsonio
 from pycni.cni import version as versions
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.handle import NetNS, open_netns_handle
@@ -159,7 +160,7 @@ def _read_stdin(stdin: BinaryIO) -> bytes:
 
 def _decode_config(data: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, "error decoding network config", str(err)
@@ -172,7 +173,7 @@ def _decode_config(data: bytes) -> dict[str, Any]:
 def _sniff_version(data: bytes) -> str | None:
     """The request's cniVersion if stdin names one, so even an env error can carry it."""
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     found = doc.get("cniVersion") if isinstance(doc, dict) else None
@@ -208,7 +209,7 @@ def _version_answer(info: PluginInfo, stdin: BinaryIO) -> dict[str, Any]:
     # The spec echoes the input's cniVersion; an empty or odd stdin still gets an answer.
     asked = versions.CURRENT
     try:
-        doc = json.loads(stdin.read() or b"{}")
+        doc = jsonio.loads(stdin.read() or b"{}")
         if isinstance(doc, dict) and isinstance(doc.get("cniVersion"), str) and doc["cniVersion"]:
             asked = doc["cniVersion"]
     except (OSError, ValueError, UnicodeDecodeError):

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.handle import NetNS
 from pycni.firewall.model import AttachmentKey
@@ -249,13 +250,6 @@ def _listener_hits(m: PortMapping, found: Iterable[Listener]) -> list[Listener]:
             and overlaps(m.reservation, s.reservation)]
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class Registry:
     """The reservations of the network namespace the calling thread is in."""
 
@@ -300,7 +294,7 @@ class Registry:
             return []
         out = []
         for name in names:
-            if overlaps(m.reservation, name):
+            if not atomicfile.is_temp(name) and overlaps(m.reservation, name):
                 try:
                     with open(os.path.join(directory, name), encoding="utf-8") as f:
                         out.append((name, f.read().strip()))
@@ -313,11 +307,16 @@ class Registry:
             path = os.path.join(self._port_dir(m), m.reservation)
             try:
                 with open(path, encoding="utf-8") as f:
-                    if f.read().strip() != rec.label:
-                        continue  # someone else's now
+                    owner = f.read().strip()
+                # Empty: a writer of an older pycni killed between create and write (they
+                # are written atomically now); under the lock nobody is writing it.
+                if owner not in (rec.label, ""):
+                    continue  # someone else's now
                 os.unlink(path)
             except FileNotFoundError:
                 continue
+            with contextlib.suppress(OSError):
+                atomicfile.remove_leftovers(self._port_dir(m))
             with contextlib.suppress(OSError):
                 os.rmdir(self._port_dir(m))  # only when empty
 
@@ -382,13 +381,11 @@ class Registry:
 
     def _write(self, rec: Record) -> None:
         try:
-            _write_atomic(self._record_path(rec.label), rec.to_json())
+            atomicfile.write(self._record_path(rec.label), rec.to_json().encode())
             for m in rec.portmap.published():
                 os.makedirs(self._port_dir(m), mode=0o700, exist_ok=True)
-                path = os.path.join(self._port_dir(m), m.reservation)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(rec.label)
+                atomicfile.write(os.path.join(self._port_dir(m), m.reservation),
+                                 rec.label.encode())
         except OSError as err:
             self._remove(rec)
             raise CNIError(ErrorCode.IO_FAILURE, "cannot record host-port reservation",

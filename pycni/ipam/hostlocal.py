@@ -2,12 +2,13 @@
 
 Error codes (a ``CNIError`` is raised unless said otherwise):
 
-- 7  invalid config or request: raised by ``config`` before anything is touched, and for a
-     requested address outside every range set, equal to a gateway, or two in one set;
+- 7  invalid config or request: raised by ``config`` before anything is touched, for a
+     requested address outside every range set, equal to a gateway, or two in one set, and
+     for a second allocation to an attachment that holds one (an ADD without its DEL);
      retrying cannot help.
-- 999 no address left in a range set, requested address taken, duplicate allocation for
-     the same attachment: the reference returns these as plain errors, which its skel turns
-     into 999; no spec code fits (11 "try again later" would invite pointless retries).
+- 999 no address left in a range set, requested address taken: the reference returns these
+     as plain errors, which its skel turns into 999; no spec code fits (11 "try again later"
+     would invite pointless retries).
 - 5  I/O failure on the data dir; 11 the network's lock was not obtained in time.
 
 ADD is all or nothing: the whole plan (one address per range set) is chosen first, so an
@@ -66,7 +67,7 @@ def _pick(
     dup = next((ip for ip in held if range_for(range_set, ip) is not None), None)
     if dup is not None:
         raise CNIError(
-            ErrorCode.INTERNAL,
+            ErrorCode.INVALID_NETWORK_CONFIG,
             f"{dup} has been allocated to {container_id}, duplicate allocation is not allowed",
         )
     if wanted is not None:
@@ -150,7 +151,7 @@ def release(config: HostLocalConfig, *, network: str, container_id: str, ifname:
     if not os.path.isdir(network_dir(config.data_dir, network)):
         return  # the network was never used here: nothing to release, nothing to create
     failed: list[tuple[IPAddress, CNIError]] = []
-    with open_store(config.data_dir, network) as store:
+    with open_store(config.data_dir, network, release_only=True) as store:
         for ip in store.attachment_ips(container_id, ifname):
             try:
                 store.remove_ip(ip)
@@ -172,7 +173,7 @@ def find(config: HostLocalConfig, *, network: str, container_id: str, ifname: st
     """The addresses (no prefix) the attachment holds, for CHECK."""
     if not os.path.isdir(network_dir(config.data_dir, network)):
         return []
-    with open_store(config.data_dir, network) as store:
+    with open_store(config.data_dir, network, release_only=True) as store:
         return [str(ip) for ip in store.attachment_ips(container_id, ifname)]
 
 

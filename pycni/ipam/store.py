@@ -41,6 +41,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Final
 
+from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.ipam.config import IPAddress, validate_network_name
 from pycni.lockfile import hold
@@ -73,7 +74,6 @@ LOCK_TIMEOUT: float = 30.0
 
 IndexEntry = tuple[str, str, list[IPAddress]]  # (containerID, ifname, addresses)
 
-_TMP_SUFFIX: Final = ".tmp"
 _COMPLETE_TEXT: Final = (
     b"Every reservation in this directory has an index entry in by-attachment/.\n"
     b"Remove this file to make pycni scan the directory instead.\n"
@@ -123,22 +123,6 @@ def _fs(action: str) -> Iterator[None]:
         yield
     except OSError as err:
         raise CNIError(ErrorCode.IO_FAILURE, f"cannot {action}", str(err)) from err
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` by temp + rename: readers (and a process killed midway) see the old or
-    the new, never half. No fsync (see the module docstring): ~0.35 ms each on ext4."""
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.{os.getpid()}{_TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_text(path: str) -> str | None:
@@ -225,7 +209,7 @@ class Store:
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
         path = os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{index}")
         with _fs(f"write {path}"):
-            _write_atomic(path, str(ip).encode())
+            atomicfile.write(path, str(ip).encode())
 
     # -- per-attachment index ----------------------------------------------------------
 
@@ -266,7 +250,7 @@ class Store:
                 return
             os.makedirs(self._index_dir, mode=0o700, exist_ok=True)
             doc = {"containerID": container_id, "ifname": ifname, "ips": [str(ip) for ip in ips]}
-            _write_atomic(path, json.dumps(doc).encode())
+            atomicfile.write(path, json.dumps(doc).encode())
 
     def index_entries(self) -> Iterator[tuple[str, IndexEntry | None]]:
         """(key, (cid, ifname, ips)) of every index file; the entry is None if garbled."""
@@ -311,32 +295,37 @@ class Store:
         """Declare every reservation here indexed: from now on lookups skip the scan."""
         with _fs(f"write {self._index_dir}"):
             os.makedirs(self._index_dir, mode=0o700, exist_ok=True)
-            _write_atomic(os.path.join(self._index_dir, INDEX_COMPLETE), _COMPLETE_TEXT)
+            atomicfile.write(os.path.join(self._index_dir, INDEX_COMPLETE), _COMPLETE_TEXT)
         self.indexed = True
 
-    def detect_indexed(self) -> bool:
-        """Indexed if marked so, or if nothing is reserved yet (then mark it)."""
+    def detect_indexed(self, *, mark: bool = True) -> bool:
+        """Indexed if marked so, or if nothing is reserved yet (then marked, if ``mark``)."""
         if os.path.lexists(os.path.join(self._index_dir, INDEX_COMPLETE)):
             self.indexed = True
         elif not self.reserved_ips():
-            self.mark_indexed()
+            if mark:
+                self.mark_indexed()
+            else:
+                self.indexed = True  # nothing to find, so nothing a scan could add
         return self.indexed
 
     def remove_temp_files(self) -> None:
         """Temp files left by a writer that died mid-write (under the lock, none is live)."""
         for folder in (self.path, self._index_dir):
-            with _fs(f"clean {folder}"), contextlib.suppress(FileNotFoundError):
-                for name in os.listdir(folder):
-                    if name.startswith(".") and name.endswith(_TMP_SUFFIX):
-                        _unlink(os.path.join(folder, name))
+            with _fs(f"clean {folder}"):
+                atomicfile.remove_leftovers(folder)
 
 
 @contextlib.contextmanager
-def open_store(data_dir: str, network: str, *, timeout: float | None = None) -> Iterator[Store]:
+def open_store(
+    data_dir: str, network: str, *, timeout: float | None = None, release_only: bool = False
+) -> Iterator[Store]:
     """Create ``<dataDir>/<network>`` (0700) if needed, take its lock, hand out the Store.
 
     The lock (``pycni.lockfile.hold``: bounded wait, then code 11) is released when the
     block ends, and by the kernel when the process dies: a crash never leaves it locked.
+    ``release_only`` (DEL, CHECK): the store is never marked indexed on the way, so nothing
+    is written that needs a free block or inode: a DEL must work on a full disk.
     """
     path = network_dir(data_dir, network)
     with _fs(f"create {data_dir}"):
@@ -348,5 +337,5 @@ def open_store(data_dir: str, network: str, *, timeout: float | None = None) -> 
         with _fs(f"lock {path}"):  # only taking the lock: the caller's errors pass untouched
             held.enter_context(hold(os.path.join(path, LOCK_FILE), timeout=wait))
         store = Store(path)
-        store.detect_indexed()
+        store.detect_indexed(mark=not release_only)
         yield store

@@ -194,12 +194,14 @@ def _require_link(ipr: IPR, index: int) -> LinkInfo:
 
 
 def validate_ifname(name: str) -> None:
-    """The kernel's ``dev_valid_name`` rules, checked before any request is sent."""
+    """The kernel's ``dev_valid_name`` rules, checked before any request is sent, and no
+    '%': the kernel takes such a name as a template ("br%d" makes br0, br1... a link we
+    would never find again under the name we asked for)."""
     if (
         not name
         or len(name.encode()) >= IFNAMSIZ
         or name in (".", "..")
-        or any(ch in name for ch in "/:")
+        or any(ch in name for ch in "/:%")
         or any(ch.isspace() for ch in name)
     ):
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"invalid interface name {name!r}")

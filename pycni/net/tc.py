@@ -27,10 +27,13 @@ from pycni.net.ipr import IPR, translate_netlink_error
 
 __all__ = [
     "ETH_P_ALL",
+    "IFALIAS_MAX",
     "MAX_TBF_BYTES",
     "TBF_LATENCY_US",
     "IfbInfo",
     "Tbf",
+    "add_ifb",
+    "configure_ifb",
     "create_ifb",
     "delete_ifb",
     "delete_ingress_qdisc",
@@ -293,19 +296,45 @@ def list_ifbs(ipr: IPR) -> list[IfbInfo]:
     return [ifb for ifb in map(_to_ifb, msgs) if ifb is not None]
 
 
+# IFALIASZ is 256 with the NUL, but the kernel refuses an alias of 255 bytes (ERANGE).
+IFALIAS_MAX: Final = 254
+
+
 def create_ifb(ipr: IPR, name: str, *, mtu: int, alias: str) -> IfbInfo:
     """Create ifb ``name`` with ``mtu`` and ``alias`` (IFLA_IFALIAS), up. EEXIST is an error:
-    the caller owns the name and removes its own leftovers first."""
-    if len(alias.encode()) > 255:  # IFALIASZ - 1
-        raise CNIError(ErrorCode.INTERNAL, f"alias for {name} is longer than 255 bytes")
+    the caller owns the name and removes its own leftovers first. Two requests (the kernel
+    ignores IFLA_IFALIAS in a RTM_NEWLINK that creates): if the second fails, the ifb is
+    deleted again, never left without the alias that names its owner."""
+    _check_alias(name, alias)
+    index = add_ifb(ipr, name, mtu=mtu)
+    try:
+        return configure_ifb(ipr, name, index, alias=alias)
+    except BaseException:
+        delete_ifb(ipr, name)
+        raise
+
+
+def _check_alias(name: str, alias: str) -> None:
+    if len(alias.encode()) > IFALIAS_MAX:
+        raise CNIError(ErrorCode.INTERNAL, f"alias for {name} is longer than {IFALIAS_MAX} bytes")
+
+
+def add_ifb(ipr: IPR, name: str, *, mtu: int) -> int:
+    """The first half of ``create_ifb``: the ifb, down and without an alias; its index."""
     with translate_netlink_error(f"create ifb {name}"):
         ipr.link("add", ifname=name, kind="ifb", mtu=mtu)
     created = get_ifb(ipr, name)
     if created is None:
         raise CNIError(ErrorCode.INTERNAL, f"ifb {name} vanished right after creation")
+    return created.index
+
+
+def configure_ifb(ipr: IPR, name: str, index: int, *, alias: str) -> IfbInfo:
+    """The second half: its alias, txqlen 0 and up."""
+    _check_alias(name, alias)
     with translate_netlink_error(f"set up ifb {name}", link=name):
         # txqlen 0 as in the reference: the tbf on it is the only queue that matters.
-        ipr.link("set", index=created.index, ifalias=alias, txqlen=0, state="up")
+        ipr.link("set", index=index, ifalias=alias, txqlen=0, state="up")
     ifb = get_ifb(ipr, name)
     if ifb is None:
         raise CNIError(ErrorCode.INTERNAL, f"ifb {name} vanished right after creation")

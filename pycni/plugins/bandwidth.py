@@ -7,6 +7,9 @@ The host end of the container's veth is found through the container interface's 
   an ingress qdisc there redirects all of it (u32 match-all, mirred egress redirect) to an ifb
   device whose root tbf shapes it. The ifb is named from a hash of the attachment and carries
   an alias naming its network, so DEL and GC find it in the kernel without any state file.
+  The alias takes a second request (the kernel ignores it in the one that creates the ifb):
+  a failed second request deletes the ifb again, and an ifb of the attachment's own name
+  without any alias (a crash between the two) is that attachment's to DEL or replace.
 
 No limits configured: the result passes through with no kernel call at all.
 """
@@ -34,7 +37,7 @@ __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "ifb_alias", "ifb_name",
 IFB_PREFIX: Final = "bwp"
 _IFNAME_MAX: Final = 15
 ALIAS_PREFIX: Final = "pycni-bandwidth"
-_ALIAS_MAX: Final = 255  # IFALIASZ - 1
+_ALIAS_MAX: Final = tc.IFALIAS_MAX
 
 
 def ifb_name(network: str, container_id: str, ifname: str) -> str:
@@ -49,13 +52,20 @@ def _network_tag(network: str) -> str:
 
 def ifb_alias(network: str, container_id: str, ifname: str) -> str:
     """The ifb's IFLA_IFALIAS: a fixed-length network tag GC matches on, then the attachment
-    for humans (cut to the kernel's 255 bytes; names are ASCII, so cutting is safe)."""
+    for humans (cut to the 254 bytes the kernel takes, after the tag; names are ASCII, so
+    cutting is safe)."""
     return (_network_tag(network) + f"{network}/{container_id}/{ifname}")[:_ALIAS_MAX]
 
 
 def owns_ifb(alias: str, network: str) -> bool:
     """True if an ifb with ``alias`` was made by this plugin for ``network``."""
     return alias.startswith(_network_tag(network))
+
+
+def _ours_by_name(ifb: tc.IfbInfo, network: str) -> bool:
+    """An ifb found under the attachment's own derived name is ours if it carries our
+    network's tag, or no alias at all: an ADD that died between creating and naming it."""
+    return not ifb.alias or owns_ifb(ifb.alias, network)
 
 
 def _names(args: CmdArgs) -> tuple[str, str]:
@@ -117,7 +127,7 @@ def _remove_leftover_ifb(host: IPR, args: CmdArgs, name: str) -> None:
         if links.get_link(host, name) is not None:
             raise CNIError(ErrorCode.INTERNAL, f"link {name} exists and is not an ifb")
         return
-    if not owns_ifb(existing.alias, args.network):
+    if not _ours_by_name(existing, args.network):
         raise CNIError(
             ErrorCode.INTERNAL,
             f"ifb {name} exists and is not this network's",
@@ -131,8 +141,10 @@ def _setup_egress(
 ) -> tc.IfbInfo:
     name, alias = _names(args)
     _remove_leftover_ifb(host, args, name)
-    ifb = tc.create_ifb(host, name, mtu=veth.mtu, alias=alias)
-    undo.callback(tc.delete_ifb, host, name)
+    index = tc.add_ifb(host, name, mtu=veth.mtu)
+    undo.callback(tc.delete_ifb, host, name)  # also if naming it fails
+    failpoint("bandwidth.add.after_ifb_create")
+    ifb = tc.configure_ifb(host, name, index, alias=alias)
     failpoint("bandwidth.add.after_ifb")
     tc.set_tbf(host, ifb.index, shape)  # shaped before any traffic is redirected to it
     failpoint("bandwidth.add.after_ifb_tbf")
@@ -205,7 +217,7 @@ def cmd_del(args: CmdArgs) -> None:
     errors: list[str] = []
     with open_ipr() as host:
         ifb = tc.get_ifb(host, name)
-        if ifb is not None and not owns_ifb(ifb.alias, args.network):
+        if ifb is not None and not _ours_by_name(ifb, args.network):
             print(f"bandwidth: leaving {name} alone: alias {ifb.alias!r}", file=sys.stderr)
             ifb = None
         index = ifb.index if ifb is not None else None

@@ -94,7 +94,7 @@ def _bridge_name(raw: Mapping[str, Any]) -> str:
     if (
         len(name) > _IFNAME_MAX
         or not name
-        or any(c in name for c in "/: \t\n\0")
+        or any(c in name for c in "/:% \t\n\0")  # '%': a kernel name template (br%d)
         or name in (".", "..")
     ):
         raise bad("bridge", f"{name!r} is not a valid interface name")

@@ -18,7 +18,6 @@ fork server, or by a forked plugin's status pipe, before the exit) does not.
 
 from __future__ import annotations
 
-import os
 import threading
 
 from pycni.cni.delegate import delegate
@@ -34,27 +33,20 @@ from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
 __all__ = ["cmd_del"]
 
 
-def _delete_veth(args: CmdArgs, container_netns: int | None) -> None:
-    """The host end first: deleting it takes its peer, the container end, along, and needs no
-    entry into the container's netns. Only if it is gone already may a container end be left
-    (its host end removed by hand, or a crash between the two): delete that by name."""
+def _delete_veth(args: CmdArgs) -> None:
+    """Delete the host end, named from the attachment: that takes its peer, the container
+    end, along, and needs no entry into the container's netns. Nothing else, ever: a veth's
+    two ends die together, so with ours gone whatever is called CNI_IFNAME in the container
+    is someone else's (another attachment's ``eth0``, whose second ADD in that netns failed
+    on the name and is being rolled back: the reference deletes it by name here)."""
     with open_ipr() as host:
-        if links.delete_link(host, host_veth_name(args)):
-            return
-    if container_netns is not None:
-        with open_ipr(container_netns) as container:
-            links.delete_link(container, args.ifname)
+        links.delete_link(host, host_veth_name(args))
 
 
 def _veth_gone(args: CmdArgs) -> bool:
-    """Neither end is listed any more (a netns that is gone holds nothing)."""
+    """The host end is not listed any more: the kernel unlists both ends at once."""
     with open_ipr() as host:
-        if links.get_link(host, host_veth_name(args)) is not None:
-            return False
-    if args.netns_handle is None:
-        return True
-    with open_ipr(args.netns_handle) as container:
-        return links.get_link(container, args.ifname) is None
+        return links.get_link(host, host_veth_name(args)) is None
 
 
 class _VethDeletion:
@@ -63,10 +55,6 @@ class _VethDeletion:
 
     def __init__(self, args: CmdArgs) -> None:
         self._args = args
-        # Its own copy of the netns descriptor: the thread may outlive the verb, after which
-        # skel closes the handle (and the number may be reused).
-        handle = args.netns_handle
-        self._netns = os.dup(handle.fd) if handle is not None else None
         self._errors: list[str] = []
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bridge-del-veth", daemon=True)
@@ -74,12 +62,9 @@ class _VethDeletion:
 
     def _run(self) -> None:
         try:
-            collect(self._errors, "veth", lambda: _delete_veth(self._args, self._netns))
+            collect(self._errors, "veth", lambda: _delete_veth(self._args))
         except BaseException as err:  # re-raised in the caller's thread by result()
             self._failure = err
-        finally:
-            if self._netns is not None:
-                os.close(self._netns)
 
     def result(self) -> list[str]:
         """Its errors once it is done, or none at all as soon as both ends are gone."""
@@ -96,17 +81,16 @@ class _VethDeletion:
 
 
 def _start_veth_deletion(args: CmdArgs) -> _VethDeletion | None:
-    """The veth's deletion under way, or None when there is no veth to delete. Without a
-    netns (containerd's second DEL at RemovePodSandbox, a runtime whose container is gone)
-    only the host end can be left, and one lookup says whether it is: no thread then. A netns
-    path that no longer opens (the container is gone) counts as none."""
-    if args.netns_handle is None:
-        try:
-            with open_ipr() as host:
-                if links.get_link(host, host_veth_name(args)) is None:
-                    return None
-        except CNIError:
-            pass  # cannot tell: the deletion says what it finds
+    """The veth's deletion under way, or None when there is no veth to delete. DEL deletes
+    only the host end (its peer goes with it), so one lookup says whether there is anything
+    to do: containerd's second DEL at RemovePodSandbox, and any DEL after a container is
+    gone, starts no thread."""
+    try:
+        with open_ipr() as host:
+            if links.get_link(host, host_veth_name(args)) is None:
+                return None
+    except CNIError:
+        pass  # cannot tell: the deletion says what it finds
     return _VethDeletion(args)
 
 

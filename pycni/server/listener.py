@@ -1,5 +1,10 @@
 """The listening side the fork server and the runtime daemon share: a root-only
-SEQPACKET socket, and dispatching one selector batch."""
+SEQPACKET socket, and dispatching one selector batch.
+
+The socket's directory must be ours alone (owned by this user, root, and writable by nobody
+else): callers hand their stdio and namespaces to whatever listens there, and check the same
+on their side (``protocol.connect``). A path that exists and is not a socket (a symlink,
+dangling or not) is refused, never followed or replaced."""
 
 from __future__ import annotations
 
@@ -9,41 +14,75 @@ import logging
 import os
 import selectors
 import socket
+import stat
 
-__all__ = ["SocketInUse", "bind", "close", "dispatch"]
+__all__ = ["ListenError", "SocketInUse", "bind", "close", "dispatch"]
 
 
-class SocketInUse(Exception):
+class ListenError(Exception):
+    """The socket cannot be set up at this path; the message says why."""
+
+
+class SocketInUse(ListenError):
     """Another process is listening on the path."""
 
 
 def bind(path: str, log: logging.Logger) -> socket.socket:
     """The listening socket: its directory 0700, itself 0600, a stale one replaced."""
     directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_mode & 0o077:
-        log.warning("%s is accessible to others; the socket itself is 0600", directory)
-    _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
     try:
-        sock.bind(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _check_directory(directory, log)
+        _remove_stale(path)
+        return _listen(path)
+    except OSError as err:
+        raise ListenError(f"cannot listen on {path}: {err}") from err
+
+
+def _listen(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
 
+def _check_directory(directory: str, log: logging.Logger) -> None:
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ListenError(
+            f"{directory} is not this user's alone (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): whoever else can write there could put a "
+            "socket of theirs in the callers' way; use a directory only root can write"
+        )
+    if st.st_mode & 0o055:
+        log.warning("%s is readable by others; the socket itself is 0600", directory)
+
+
 def _remove_stale(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a socket"
+        raise ListenError(f"{path} exists and is {what}: remove it, or choose another path")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         probe.connect(path)
     except FileNotFoundError:
         return
     except OSError as err:
-        if err.errno not in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
+        if err.errno not in (errno.ECONNREFUSED, errno.EPROTOTYPE):
             raise
         os.unlink(path)  # nobody listens there: a leftover of a process that died
         return

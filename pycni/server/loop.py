@@ -4,9 +4,11 @@ No threads anywhere: a worker must join the caller's mount namespace, which the 
 only to a single-threaded process. Workers are watched through pidfds in the same selector,
 so reaping, call timeouts and callers that hang up are all plain events of the one loop.
 
-Per connection: accept -> peer check (root only) -> read the one request within
-``READ_TIMEOUT`` -> ACK -> fork -> (worker reports its status on its report channel, or exits
-without one | call timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
+Per connection: accept -> peer check (root, in this pid namespace, and holding every
+privilege the server has: ``privileges``) -> read the one request within
+``READ_TIMEOUT`` -> a worker (the idle spare, or a fork) -> ACK carrying its pidfd -> hand it
+the call -> (worker reports its status on its report channel, or exits without one | call
+timeout: SIGKILL | caller hangs up: SIGKILL) -> status. The status goes to
 the caller as soon as the worker reports it, before its exit is reaped. VERSION is answered
 by the loop itself (``answer``): no fork. Anything wrong before the ACK drops the connection
 and the launcher runs the call in-process; nothing a peer sends can stop the loop.
@@ -20,27 +22,24 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
-from typing import Final, NoReturn
+from typing import Final
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.net import syscalls
 from pycni.plugins import PLUGINS
-from pycni.server import listener, protocol
+from pycni.server import listener, privileges, protocol
 from pycni.server.answer import VersionAnswers
-from pycni.server.forking import fork_with_channel
 from pycni.server.peer import (
     Call,
     PeerError,
-    peer_pidfd,
     peer_uid,
     receive_call,
     report_failure,
     send_status,
 )
-from pycni.server.spare import SpareKeeper, Warm
-from pycni.server.worker import run_worker
+from pycni.server.spare import Spare, SpareKeeper, Warm, fork_worker
 
 __all__ = ["DEFAULT_TIMEOUT", "READ_TIMEOUT", "Server"]
 
@@ -96,6 +95,9 @@ class Server:
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
+        self._myself = privileges.myself_or_none()  # None: every caller runs its call
+        if self._myself is None:
+            log.warning("this /proc cannot tell this process's own privileges: serving nobody")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,17 +180,14 @@ class Server:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
-        pid, uid = peer_uid(sock)
-        if uid != 0:
-            log.warning("refused pid %d: uid %d is not root", pid, uid)
+        # Its /proc (in its mount namespace) must be of the pid namespace our workers are in,
+        # or /proc/self would not resolve there: same_pid_ns.
+        why = privileges.refuse_caller(sock, self._myself, same_pid_ns=True)
+        if why:
+            log.warning("refused %s; it runs the call itself", why)
             sock.close()
             return
-        if not _same_pid_namespace(sock):
-            # Its /proc (in its mount namespace) belongs to a pid namespace our workers are not
-            # in: /proc/self would not resolve there. Such a caller runs in-process.
-            log.info("pid %d is in another pid namespace: it runs the call itself", pid)
-            sock.close()
-            return
+        pid, _ = peer_uid(sock)
         pending = _Pending(sock=sock, peer=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
@@ -220,47 +219,71 @@ class Server:
 
     def _start(self, pending: _Pending, call: Call) -> None:
         what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"
+        if call.env_value(b"CNI_COMMAND") == "VERSION":
+            if self._ack(pending, call, what, None):
+                self._answers.start(pending.sock, pending.peer, call)
+            return
         try:
-            pending.sock.send(protocol.encode_ack(self.timeout))
+            worker = self._spares.take() or self._fork(pending.sock)
+        except OSError as err:  # before the ACK: the launcher runs the call in-process
+            log.warning("%s from pid %d: cannot fork a worker (%s)", what, pending.peer, err)
+            call.close()
+            pending.sock.close()
+            return
+        if not self._ack(pending, call, what, worker):
+            worker.reap()  # it holds no call
+            return
+        try:
+            worker.hand(call)
+        except OSError as err:  # it died since it was forked: the launcher waits for a status
+            log.warning("%s: worker %d could not take the call: %s", what, worker.pid, err)
+            report_failure(call.stdout, "pycni server's worker could not take the call", str(err))
+            send_status(pending.sock, 1)
+            worker.reap()
+            call.close()
+            pending.sock.close()
+            return
+        self._run(pending, call, worker, what)
+
+    def _ack(self, pending: _Pending, call: Call, what: str, worker: Spare | None) -> bool:
+        """ACK the call, with the worker's pidfd (the launcher waits on it before it reports
+        a failure of its own); False, with everything closed, if the launcher gave up."""
+        rights = [] if worker is None else [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, worker.pidfd.to_bytes(4, sys.byteorder))]
+        try:
+            pending.sock.sendmsg([protocol.encode_ack(self.timeout)], rights)
         except OSError as err:  # the launcher gave up first: it runs in-process, we run nothing
             log.warning("%s from pid %d: ACK failed (%s)", what, pending.peer, err)
             call.close()
             pending.sock.close()
-            return
-        if call.env_value(b"CNI_COMMAND") == "VERSION":
-            self._answers.start(pending.sock, pending.peer, call)
-            return
-        try:
-            pid, pidfd, report = self._spares.take(call) or self._fork(call, pending.sock)
-        except OSError as err:
-            log.exception("%s: fork failed", what)
-            report_failure(call.stdout, "pycni server cannot fork a worker", str(err))
-            send_status(pending.sock, 1)
-            call.close()
-            pending.sock.close()
-            return
+            return False
+        return True
+
+    def _run(self, pending: _Pending, call: Call, worker: Spare, what: str) -> None:
+        """Watch ``worker`` run ``call``: its exit, its report, its caller hanging up."""
         for fd in (call.stdin, call.stderr, call.netns, call.mntns):
             os.close(fd)
+        report = worker.chan  # the channel that carried the call now carries its status
+        report.setblocking(False)
         now = time.monotonic()
-        running = _Running(sock=pending.sock, stdout=call.stdout, pid=pid, pidfd=pidfd,
-                           report=report, what=what, started=now, deadline=now + self.timeout)
-        self._running[pid] = running
+        running = _Running(sock=pending.sock, stdout=call.stdout, pid=worker.pid,
+                           pidfd=worker.pidfd, report=report, what=what, started=now,
+                           deadline=now + self.timeout)
+        self._running[worker.pid] = running
         self._sel.register(running.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(running))
         self._sel.register(report, selectors.EVENT_READ, lambda _: self._on_report(running))
         self._sel.register(pending.sock, selectors.EVENT_READ,
                            lambda _: self._on_hangup(running))
-        log.debug("%s from pid %d: worker pid %d", what, pending.peer, pid)
+        log.debug("%s from pid %d: worker pid %d", what, pending.peer, worker.pid)
         # No spare is forked here: the fork (a few ms of page-table copying) would hold up
         # this very call's status, which this single thread delivers. It comes after it.
 
-    def _fork(self, call: Call, sock: socket.socket) -> tuple[int, int, socket.socket]:
-        def child(report: socket.socket) -> NoReturn:
+    def _fork(self, sock: socket.socket) -> Spare:
+        def close_inherited() -> None:
+            self.close_inherited()
             sock.close()  # only the server talks to the launcher
-            run_worker(call, close_inherited=self.close_inherited, report=report)
 
-        pid, pidfd, report = fork_with_channel(child, own_group=True)
-        report.setblocking(False)
-        return pid, pidfd, report
+        return fork_worker(close_inherited=close_inherited)
 
     def _refill_spare(self) -> None:
         if not self._stopping and len(self._running) < SPARE_BELOW:
@@ -360,27 +383,10 @@ class Server:
         return 1
 
 
-def _same_pid_namespace(sock: socket.socket) -> bool:
-    """The peer's pid namespace, through a pidfd of it (not ``/proc/PID``, which may be
-    another process's in a /proc of another pid namespace), is ours."""
-    try:
-        pidfd = peer_pidfd(sock)
-    except PeerError:
-        return False  # gone already: not ours to serve
-    try:
-        pidns = syscalls.pidfd_namespace(pidfd, "pid")
-    except OSError:
-        return False  # exited meanwhile
-    finally:
-        os.close(pidfd)
-    theirs = os.fstat(pidns)
-    os.close(pidns)
-    ours = os.stat("/proc/self/ns/pid")
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
 def _bind(path: str) -> socket.socket:
     try:
         return listener.bind(path, log)
     except listener.SocketInUse:
         raise CNIError(ErrorCode.INTERNAL, f"another pycni server is listening on {path}") from None
+    except listener.ListenError as err:
+        raise CNIError(ErrorCode.INTERNAL, "pycni server cannot listen", str(err)) from None

@@ -4,12 +4,18 @@ One ``SOCK_SEQPACKET`` connection per plugin call; every message is one packet.
 
 request   ``MAGIC name NUL cwd NUL (KEY=VALUE NUL)* NUL`` with SCM_RIGHTS carrying exactly
           ``FDS`` descriptors: stdin, stdout, stderr, the caller's netns and mntns.
-ack       ``b"ACK <timeout ms>"``: the server accepted the call and is forking its worker;
-          from here on the call may have run and the launcher never re-runs it.
+ack       ``b"ACK <timeout ms>"``: the server accepted the call; from here on the call may
+          have run and the launcher never re-runs it. SCM_RIGHTS carries a pidfd of the
+          worker that runs it (none when the server answers the call itself, VERSION): the
+          launcher kills it and waits for it before it reports a failure of its own.
 status    ``b"EXIT <0..255>"``: the worker's exit status, the launcher's own.
 
 NUL separates fields because no name, path or environment entry can contain one; the empty
 field at the end tells a complete request from one cut at a field boundary.
+
+Before a caller sends anything (its stdio, environment and namespaces) it checks who would
+get it (``connect``): the socket's directory is root's and writable by nobody else, and the
+process listening is root (SO_PEERCRED). Otherwise it runs the call itself.
 """
 
 import _socket
@@ -23,6 +29,7 @@ __all__ = [
     "MAX_REQUEST",
     "ProtocolError",
     "Request",
+    "UntrustedSocket",
     "connect",
     "decode_ack",
     "decode_request",
@@ -30,6 +37,8 @@ __all__ = [
     "encode_ack",
     "encode_request",
     "encode_status",
+    "note",
+    "received_fds",
     "send_with_namespaces",
 ]
 
@@ -45,6 +54,11 @@ _NS_FLAGS = posix.O_RDONLY | posix.O_CLOEXEC
 
 class ProtocolError(ValueError):
     """A packet that is not what the protocol says; the connection is dropped."""
+
+
+class UntrustedSocket(Exception):
+    """The socket's directory or the process listening there is not root's alone: nothing
+    may be sent to it. The caller runs the call itself (and says why on stderr)."""
 
 
 class Request:
@@ -114,15 +128,63 @@ def decode_status(data: bytes) -> int:
 
 
 def connect(path: bytes, timeout: float) -> _socket.socket:
-    """A SEQPACKET connection to ``path`` (OSError, nothing left open, if there is none)."""
+    """A SEQPACKET connection to root's listener at ``path``: OSError if there is none,
+    ``UntrustedSocket`` if the directory or the listener is not root's alone (nothing left
+    open either way, nothing sent)."""
+    _check_directory(path)
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         conn.settimeout(timeout)
         conn.connect(path)
+        uid = _peer_uid(conn)
     except OSError:
         conn.close()
         raise
+    if uid != 0:
+        conn.close()
+        raise UntrustedSocket(f"the process listening on {_text(path)} is uid {uid}, not root")
     return conn
+
+
+def _check_directory(path: bytes) -> None:
+    """Only root may have put a socket (or a symlink to one) there: the directory is root's
+    and not writable by group or others (a sticky /tmp is not enough: anyone may create)."""
+    head, sep, _ = path.rpartition(b"/")
+    directory = (head or b"/") if sep else b"."
+    st = posix.stat(directory)  # OSError: no such directory, so no socket either
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise UntrustedSocket(
+            f"{_text(directory)} is not root's alone (owner uid {st.st_uid}, mode "
+            f"{st.st_mode & 0o7777:04o})"
+        )
+
+
+def _peer_uid(conn: _socket.socket) -> int:
+    """The uid of the process at the other end (``struct ucred``: pid, uid, gid)."""
+    raw = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(raw[4:8], sys.byteorder)
+
+
+def _text(path: bytes) -> str:
+    return path.decode(errors="backslashreplace")
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in ``recvmsg`` ancillary data (SCM_RIGHTS), in order."""
+    return [
+        int.from_bytes(raw[i : i + 4], sys.byteorder)
+        for level, kind, raw in ancdata
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+        for i in range(0, len(raw) - 3, 4)
+    ]
+
+
+def note(text: str) -> None:
+    """One line on stderr, best effort (the launcher's and the client's: no ``print``)."""
+    try:  # noqa: SIM105 - contextlib costs milliseconds of start-up
+        posix.write(2, (text + "\n").encode(errors="backslashreplace"))
+    except OSError:
+        pass
 
 
 def send_with_namespaces(conn: _socket.socket, data: bytes, namespaces: tuple[str, ...]) -> None:

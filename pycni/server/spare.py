@@ -12,7 +12,13 @@ start-up down; the server gives it its policy back as it hands it a call. It the
 its channel, a socketpair, until the server hands it one call: the request packet with the
 caller's five descriptors (SCM_RIGHTS), exactly as the launcher sent them. From there it is a
 worker like any other (``run_worker``), and the same channel carries its status back. EOF on
-the channel (the server stopped or dropped it) exits it.
+the channel (the server stopped or dropped it) exits it. A worker forked for one call when no
+spare is ready is the same thing without the warm-up (``fork_worker``): forked, ACKed with its
+pidfd, then handed the call, so a call the launcher gave up on never runs.
+
+Every worker has SIGKILL as its parent-death signal: a server that dies mid-call (SIGKILL,
+OOM) takes its workers along, so no plugin work goes on behind the back of a caller who was
+told the call failed (the launcher also waits for the worker's pidfd before it says so).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
+from pycni.net import syscalls
 from pycni.server import protocol
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import Call, PeerError, receive_call
@@ -40,6 +47,7 @@ __all__ = [
     "Spare",
     "SpareKeeper",
     "fork_spare",
+    "fork_worker",
     "populate_private_memory",
     "populate_when_idle",
     "wake",
@@ -71,11 +79,20 @@ class Spare:
         data = protocol.encode_request(request.name, request.cwd, dict(request.env))
         rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in call.fds())
         self.chan.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        wake(self.pid)  # out of the idle class its warm-up may be in: the call is there
 
     def close(self) -> None:
         self.chan.close()
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
+
+    def reap(self) -> None:
+        """SIGKILL and reap it: our own idle child, holding no call."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.close()
 
 
 class SpareKeeper:
@@ -100,27 +117,18 @@ class SpareKeeper:
         self._spare = spare
         self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(spare))
 
-    def take(self, call: Call) -> tuple[int, int, socket.socket] | None:
-        """(pid, pidfd, report channel) of the spare now running ``call``; None if there is
-        none to take it. The pidfd and the channel are the caller's from now on."""
+    def take(self) -> Spare | None:
+        """The idle spare, if there is one: the caller's from now on (``hand`` it a call)."""
         spare, self._spare = self._spare, None
-        if spare is None:
-            return None
-        self._sel.unregister(spare.pidfd)
-        try:
-            spare.hand(call)
-        except OSError as err:
-            log.warning("spare worker %d could not take the call: %s", spare.pid, err)
-            _reap(spare)
-            return None
-        wake(spare.pid)  # out of the idle class its warm-up may be in: the call is there
-        return spare.pid, spare.pidfd, spare.chan  # the channel now carries its status
+        if spare is not None:
+            self._sel.unregister(spare.pidfd)
+        return spare
 
     def drop(self) -> None:
         spare, self._spare = self._spare, None
         if spare is not None:
             self._sel.unregister(spare.pidfd)
-            _reap(spare)
+            spare.reap()
 
     def close_in_child(self) -> None:
         """In a freshly forked worker or spare: close our descriptors, touch nothing else."""
@@ -131,30 +139,32 @@ class SpareKeeper:
         log.warning("spare worker %d exited while idle", spare.pid)
         self._spare = None
         self._sel.unregister(spare.pidfd)
-        _reap(spare)
-
-
-def _reap(spare: Spare) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(spare.pid, signal.SIGKILL)  # our own idle child: it holds no call
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(spare.pid, 0)
-    spare.close()
+        spare.reap()
 
 
 def fork_spare(*, close_inherited: Callable[[], None], warm: Warm) -> Spare:
     """Fork a spare; in it, close the server's descriptors, run ``warm`` and wait."""
+    parent = os.getpid()
     pid, pidfd, chan = fork_with_channel(
-        lambda theirs: _spare_main(theirs, close_inherited=close_inherited, warm=warm),
+        lambda theirs: _spare_main(theirs, close_inherited=close_inherited, warm=warm,
+                                   parent=parent),
         own_group=True,
     )
     return Spare(pid=pid, pidfd=pidfd, chan=chan)
 
 
+def fork_worker(*, close_inherited: Callable[[], None]) -> Spare:
+    """A worker for the call at hand: a spare without the warm-up, ``hand`` it the call."""
+    return fork_spare(close_inherited=close_inherited, warm=lambda _: None)
+
+
 def _spare_main(
-    chan: socket.socket, *, close_inherited: Callable[[], None], warm: Warm
+    chan: socket.socket, *, close_inherited: Callable[[], None], warm: Warm, parent: int
 ) -> NoReturn:
     try:
+        syscalls.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:  # the server died before the line above
+            os._exit(0)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

@@ -423,9 +423,30 @@ def _dispatch(argv: list[str]) -> int:
     config_file = settings.pop("config", None)
     cfg = load_config(Path(config_file) if config_file else None).with_overrides(settings)
     command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
-    if os.geteuid() != 0 and command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon"):
-        raise RunError("pycni-run needs root (namespaces, cgroups, mounts)")
+    if command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon"):
+        _require_privileges()
     return HANDLERS[command](cfg, args)
+
+
+# What pycni-run cannot work without: namespaces and mounts, and the CNI plugins' netlink.
+_REQUIRED_CAPABILITIES: Final = {"CAP_SYS_ADMIN": 21, "CAP_NET_ADMIN": 12}
+
+
+def _require_privileges() -> None:
+    """Root with the capabilities it needs, said up front in one line: a root process whose
+    capabilities were dropped would otherwise fail somewhere midway with a traceback."""
+    if os.geteuid() != 0:
+        raise RunError("pycni-run needs root (namespaces, cgroups, mounts)")
+    from pycni.server.privileges import UnknownCaller, myself
+
+    try:
+        effective = myself().privileges.effective
+    except UnknownCaller:
+        return  # /proc cannot tell here: the kernel will say what is missing
+    missing = [name for name, bit in _REQUIRED_CAPABILITIES.items() if not effective >> bit & 1]
+    if missing:
+        raise RunError(f"pycni-run needs root with {' and '.join(missing)}; this process "
+                       "lacks them (its capabilities were dropped)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -434,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as err:
         print(f"pycni-run: {err}", file=sys.stderr)
         return err.code
+    except PermissionError as err:  # a privilege the up-front check does not know about
+        print(f"pycni-run: {err}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `pycni-run inspect web | head`

@@ -9,7 +9,9 @@ imports builtins only (``_socket``, ``_signal``, ``posix``, ``sys``), ``pycni_ru
 The decision, as the plugin launcher makes it:
 - ``PYCNI_RUN_NO_DAEMON`` set (not "0"), no socket, a refused connection, a ``LOCAL`` answer
   (``-t``, which needs this terminal's process group, and ``daemon``) or any error before the
-  daemon's ACK: run in-process (``pycni_run.cli``), same behaviour and exit codes.
+  daemon's ACK: run in-process (``pycni_run.cli``), same behaviour and exit codes. So does a
+  socket whose directory or listener is not root's alone (with a note on stderr): nothing of
+  the command (stdio, environment, namespaces) is handed to it.
 - After the ACK the command may have run: never re-run it. SIGINT, SIGTERM, SIGHUP, SIGQUIT,
   SIGUSR1 and SIGUSR2 are forwarded to the process running it (a pidfd sent with the ACK), as
   a foreground ``pycni-run`` forwards them to its container. A lost connection before the
@@ -21,7 +23,13 @@ import _socket
 import posix
 import sys
 
-from pycni.server.protocol import connect, send_with_namespaces
+from pycni.server.protocol import (
+    UntrustedSocket,
+    connect,
+    note,
+    received_fds,
+    send_with_namespaces,
+)
 from pycni_run import wire
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
@@ -81,6 +89,9 @@ def _connect(path: bytes) -> _socket.socket:
         return connect(path, CONNECT_TIMEOUT)
     except OSError:
         raise _Fallback from None
+    except UntrustedSocket as err:
+        note(f"pycni-run: not using the runtime daemon's socket: {err}; running here")
+        raise _Fallback from None
 
 
 def _call(path: bytes) -> int:
@@ -125,12 +136,7 @@ def _wait_ack(conn: _socket.socket) -> int:
         data, ancdata, _flags, _addr = conn.recvmsg(64, _socket.CMSG_SPACE(4))
     except OSError:
         raise _Fallback from None
-    fds = [
-        int.from_bytes(raw[i : i + 4], sys.byteorder)
-        for level, kind, raw in ancdata
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-        for i in range(0, len(raw) - 3, 4)
-    ]
+    fds = received_fds(ancdata)
     if data == wire.ACK and len(fds) == 1:
         return fds[0]
     for fd in fds:
@@ -163,10 +169,7 @@ def _wait_status(conn: _socket.socket, pidfd: int) -> int:
 
 def _fail(msg: str) -> "NoReturn":
     """The command may have run: Docker's 125 (runtime error), with the reason on stderr."""
-    try:  # noqa: SIM105
-        posix.write(2, f"pycni-run: {msg}\n".encode())
-    except OSError:
-        pass
+    note(f"pycni-run: {msg}")
     posix._exit(EXIT_RUNTIME)
 
 

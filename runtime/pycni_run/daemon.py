@@ -2,7 +2,8 @@
 
 Single-threaded, one selector, no threads anywhere (a worker must join the caller's mount
 namespace, which the kernel allows only to a single-threaded process). Per connection:
-accept -> peer check (root only, same user namespace) -> read the one request within
+accept -> peer check (root, same user namespace, holding every privilege the daemon has:
+``pycni.server.privileges``) -> read the one request within
 ``READ_TIMEOUT`` -> ``LOCAL`` for what stays in-process (``cli.stays_local``) -> ACK with the
 worker's pidfd -> hand the call to a worker (``handoff``) -> the worker reports the status
 itself. The daemon only watches the worker's pidfd: an exit other than "reported" becomes
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycni.net import syscalls
-from pycni.server import listener
+from pycni.server import listener, privileges
 from pycni.server.peer import PeerError, peer_pidfd, peer_uid, receive_packet
 from pycni.server.spare import wake
 from pycni_run import handoff, pidfds, standby, wire
@@ -76,6 +77,9 @@ class Daemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._own = {ns: _ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
+        self._myself = privileges.myself_or_none()  # None: every caller runs its command
+        if self._myself is None:
+            log.warning("this /proc cannot tell this process's own privileges: serving nobody")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,11 +195,12 @@ class Daemon:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
-        pid, uid = peer_uid(sock)
-        if uid != 0 or pid <= 0:
-            log.warning("refused pid %d: uid %d is not root (or not visible)", pid, uid)
+        why = privileges.refuse_caller(sock, self._myself, same_pid_ns=False)
+        if why:
+            log.warning("refused %s; it runs the command itself", why)
             sock.close()
             return
+        pid, _ = peer_uid(sock)
         pending = _Pending(sock=sock, pid=pid, deadline=time.monotonic() + READ_TIMEOUT)
         self._pending.add(pending)
         self._sel.register(sock, selectors.EVENT_READ, lambda _: self._on_request(pending))
@@ -369,3 +374,5 @@ def bind(path: str) -> socket.socket:
         return listener.bind(path, log)
     except listener.SocketInUse:
         raise RunError(f"another pycni-run daemon is listening on {path}") from None
+    except listener.ListenError as err:
+        raise RunError(str(err)) from None

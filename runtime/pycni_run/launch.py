@@ -2,7 +2,8 @@
 
 The monitor is the process that waits on the container's init and tears everything down when
 it exits; with ``-d`` it is a child in its own session whose stdio is the container log, and it
-tells the caller over a pipe whether the container started.
+tells the caller over a pipe whether the container started. In the foreground the caller is
+the monitor, and a ``watchdog`` finishes the container for it if it is killed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from pycni_run import lifecycle
+from pycni_run import lifecycle, watchdog
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.process import Stdio
@@ -31,8 +32,13 @@ def run_foreground(cfg: RuntimeConfig, spec: ContainerSpec) -> int:
     def stdio(_st: ContainerState, _dir: str) -> Stdio:
         return Stdio(stdin=stdin, tty=spec.tty)
 
-    st, master = lifecycle.start(cfg, spec, stdio)
-    return lifecycle.wait_container(cfg, st, master=master, stdin_fd=stdin)
+    guard = watchdog.start(cfg, spec.name, spec.id)
+    try:
+        # Undone by itself if it fails; the watchdog knows the init before it may exec.
+        st, master = lifecycle.start(cfg, spec, stdio, on_init=guard.watch)
+        return lifecycle.wait_container(cfg, st, master=master, stdin_fd=stdin)
+    finally:
+        guard.release()
 
 
 def _open_log(path: str) -> int:

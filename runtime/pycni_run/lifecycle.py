@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
+from pycni.failpoints import failpoint
 from pycni.net import netns
 from pycni_run import cgroups, console, network, pidfds, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
@@ -27,7 +28,16 @@ from pycni_run.process import Child, InitPlan, Stdio
 from pycni_run.spec import ContainerSpec, validate_spec
 from pycni_run.state import ContainerState
 
-__all__ = ["finish", "kill", "remove", "start", "stop", "teardown", "wait_container"]
+__all__ = [
+    "finish",
+    "finish_named",
+    "kill",
+    "remove",
+    "start",
+    "stop",
+    "teardown",
+    "wait_container",
+]
 
 
 def _log(msg: str) -> None:
@@ -118,11 +128,15 @@ def _etc_for(st: ContainerState) -> tuple[str, str]:
 
 
 def start(
-    cfg: RuntimeConfig, spec: ContainerSpec, stdio: Callable[[ContainerState, str], Stdio]
+    cfg: RuntimeConfig,
+    spec: ContainerSpec,
+    stdio: Callable[[ContainerState, str], Stdio],
+    on_init: Callable[[int], None] = lambda _pidfd: None,
 ) -> tuple[ContainerState, int | None]:
     """Create and start the container up to its exec; the state and the pty master (-t).
 
-    ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed.
+    ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed;
+    ``on_init(pidfd)`` is given a pidfd of the init as soon as it exists.
     """
     validate_spec(spec)
     confinement = security.resolve(spec.security)  # caps, seccomp program: nothing made yet
@@ -173,6 +187,7 @@ def start(
             if plan.peer_netns >= 0:
                 os.close(plan.peer_netns)  # joined by the init, which is ready (or failed)
         undo.callback(_kill_and_reap, child)
+        on_init(child.pidfd)
         # From now on, not once started: a signal in between (the command may already print)
         # would end this monitor and leave the container running without one.
         _forward_signals(child.pidfd)
@@ -200,6 +215,7 @@ def _network_and_release(
         cfg, conflist, container_id=st.id, netns_path=st.netns_path, ports=st.ports
     )
     state.save(cfg.containers_dir, st)
+    failpoint("run.start.after_attach")
     hosts, resolv = _etc_for(st)
     return process.release(child, hosts=hosts, resolv=resolv)
 
@@ -244,9 +260,17 @@ def _reload(cfg: RuntimeConfig, st: ContainerState) -> ContainerState | None:
 
 def finish(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
     """The container's init is gone: tear down, record the exit, remove if --rm."""
-    with contextlib.suppress(RunError), state.locked(cfg.containers_dir, st.name):
-        current = _reload(cfg, st)
-        if current is None or current.id != st.id:
+    finish_named(cfg, st.name, st.id, code)
+
+
+def finish_named(cfg: RuntimeConfig, name: str, container_id: str, code: int | None) -> None:
+    """``finish`` for the container called ``name`` if it is still the one with that id."""
+    with contextlib.suppress(RunError), state.locked(cfg.containers_dir, name):
+        try:
+            current = state.load(cfg.containers_dir, name)
+        except RunError:
+            return  # never claimed, or removed already
+        if current.id != container_id:
             return  # rm -f got here first
         errors = teardown(cfg, current)
         for err in errors:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pycni.net import syscalls
-from pycni_run import cgroups, network, standby, wire
+from pycni_run import cgroups, network, standby, watchdog, wire
 from pycni_run.errors import EXIT_RUNTIME
 
 __all__ = ["Call", "run_call"]
@@ -105,6 +105,7 @@ def _become_caller(call: Call) -> None:
     if call.cgroup_text:
         cgroups.set_reference(call.cgroup_text)
     network.run_plugins_in_process()  # this worker is thrown away after the command
+    watchdog.not_needed()  # a killed client leaves this worker running: it finishes the run
     # Received descriptors are >= 3 (the daemon keeps 0-2 open), so dup2 cannot clobber them.
     for target, fd in enumerate(call.fds[:3]):
         os.dup2(fd, target)

@@ -37,6 +37,10 @@ __all__ = [
 
 DEFAULT_IMAGE: Final = "busybox"
 MIN_MEMORY: Final = 6 * 1024 * 1024  # Docker's floor
+# Docker's ceiling (an int64 of bytes): a larger number is a typo, not a limit; the kernel
+# would overflow on it or clamp it to "unlimited" silently.
+MAX_MEMORY: Final = 2**63 - 1
+MAX_PIDS: Final = 2**63 - 1
 CPU_PERIOD_US: Final = 100_000
 
 # Docker's four modes -> the CNI network (conf/) that implements each one.
@@ -148,6 +152,8 @@ def parse_memory(text: str) -> int:
     value = int(match.group(1)) * _UNITS[match.group(2)]
     if value < MIN_MEMORY:
         raise RunError(f"invalid --memory {text!r}: the minimum is 6m")
+    if value > MAX_MEMORY:
+        raise RunError(f"invalid --memory {text!r}: more than {MAX_MEMORY} bytes")
     return value
 
 
@@ -167,6 +173,8 @@ def parse_pids_limit(text: str) -> int | None:
         value = int(text)
     except ValueError:
         raise RunError(f"invalid --pids-limit {text!r}: not an integer") from None
+    if value > MAX_PIDS:
+        raise RunError(f"invalid --pids-limit {text!r}: more than {MAX_PIDS}")
     return None if value <= 0 else value  # Docker: 0 or -1 = unlimited
 
 

@@ -79,6 +79,17 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (a process this test started), children first."""
+    kids = _children(pid)
+    return kids + [d for k in kids for d in descendants(k)]
+
+
+def comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
 @dataclass
 class RuntimeSandbox:
     workdir: Path

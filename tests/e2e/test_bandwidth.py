@@ -167,6 +167,24 @@ def test_add_shapes_host_veth_and_ifb_and_del_removes_the_ifb(sandbox: Sandbox) 
     sandbox.delete("a")  # twice: already gone is success
 
 
+def test_an_alias_of_255_bytes_is_cut_to_254_and_del_still_finds_the_ifb(
+    sandbox: Sandbox,
+) -> None:
+    """A container id that makes the alias exactly 255 bytes, which the kernel refuses: the
+    ifb used to be created, its alias refused, the ADD failed and the ifb stayed for good
+    (no DEL or GC matches an ifb without our alias)."""
+    cid = "c" * (255 - len(bandwidth.ifb_alias("testnet", "", "eth0")))
+    assert len(f"{bandwidth._network_tag('testnet')}testnet/{cid}/eth0") == 255
+    sandbox.write_conf(chained(sandbox))
+    sandbox.add(cid, capability_args={"bandwidth": {**INGRESS, **EGRESS}})
+    name = ifb_name("testnet", cid, "eth0")
+    alias = ip_link(sandbox.host_ns, name)["ifalias"]
+    assert len(alias.encode()) == 254
+    assert bandwidth.owns_ifb(alias, "testnet")
+    sandbox.delete(cid)
+    assert ifbs(sandbox.host_ns) == set()
+
+
 def test_del_with_the_veth_still_there_takes_our_qdiscs_off_it(sandbox: Sandbox) -> None:
     """bandwidth DEL alone (bridge not yet run): no redirect may point at a deleted ifb."""
     sandbox.write_conf(chained(sandbox))

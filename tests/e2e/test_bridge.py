@@ -25,7 +25,7 @@ from tests.e2e.bridge_support import (
     nsexec,
     ping,
 )
-from tests.support import exec_plugin, go_cni_ip_range, libcni_stdin
+from tests.support import exec_plugin, go_cni_ip_range, libcni_stdin, run_cli
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -166,6 +166,43 @@ def test_exhausted_pool_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert "eth0" not in link_names(sandbox.containers["b"])
     assert sandbox.nft_ruleset() == before_rules
     assert sorted(p.name for p in (sandbox.cache_dir / "results").iterdir()) == ["testnet-a-eth0"]
+
+
+def test_a_failed_second_attachment_in_a_netns_leaves_the_first_alone(sandbox: Sandbox) -> None:
+    """A second attachment (another container id) asking for the same CNI_IFNAME in the same
+    netns fails on the name; the rollback DEL of that failure removes only what is provably
+    its own (its derived host veth), never the first attachment's eth0."""
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    first = sandbox.add("a")
+    sandbox.containers["b"] = sandbox.containers["a"]
+    with pytest.raises(CNIError, match="eth0 already exists"):
+        sandbox.add("b")
+    assert "eth0" in link_names(sandbox.containers["a"])
+    assert sandbox.host_veths() == {first.interfaces[1].name}
+    assert sandbox.allocations() == [_ip(first)]
+    assert ping(sandbox.containers["a"], "10.99.0.1")
+    sandbox.delete("b")  # the runtime's DEL of the failed attachment: still not a's
+    assert "eth0" in link_names(sandbox.containers["a"])
+    assert ping(sandbox.containers["a"], "10.99.0.1")
+
+
+def test_a_repeated_cli_add_of_a_live_attachment_is_refused_and_keeps_it(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.write_conf(bridge_conflist(data_dir=sandbox.data_dir))
+    container = sandbox.make_netns("c", lo_up=False)
+    args = ["add", "testnet", container, "--container-id", "c", "--conf-dir",
+            str(sandbox.conf_dir), "--cni-path", str(sandbox.bin_dir), "--cache-dir",
+            str(sandbox.cache_dir)]
+    first = run_cli(args, run_in=sandbox.host_ns)
+    assert first.code == 0, first.stdout + first.stderr
+    again = run_cli(args, run_in=sandbox.host_ns)
+    assert again.code == 1
+    assert again.json()["code"] == 4
+    assert "already exists" in again.json()["msg"]
+    assert sandbox.host_veths() == {first.json()["interfaces"][1]["name"]}
+    assert sandbox.allocations() == [first.json()["ips"][0]["address"].split("/")[0]]
+    assert ping(container, "10.99.0.1")
 
 
 def test_missing_ipam_plugin_leaves_nothing_behind(sandbox: Sandbox) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.runtime_support import RuntimeSandbox
+from tests.e2e.runtime_support import RuntimeSandbox, comm, descendants
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -98,7 +98,7 @@ def test_signal_is_forwarded_to_the_container(mbox: RuntimeSandbox) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        inner = [p for p in _descendants(proc.pid) if _comm(p).startswith(("python", "pycni"))]
+        inner = [p for p in descendants(proc.pid) if comm(p).startswith(("python", "pycni"))]
         os.kill(inner[0], 15)  # the pycni-run (or client) process nsenter forked: ours
         # No stderr in the message: were the container orphaned, it would hold the pipe open.
         assert proc.wait(timeout=30) == 42
@@ -106,17 +106,6 @@ def test_signal_is_forwarded_to_the_container(mbox: RuntimeSandbox) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _descendants(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        kids = [int(p) for p in f.read().split()]
-    return kids + [d for k in kids for d in _descendants(k)]
-
-
-def _comm(pid: int) -> str:
-    with open(f"/proc/{pid}/comm") as f:
-        return f.read().strip()
 
 
 # ------------------------------------------------------------------ the daemon itself
@@ -216,3 +205,28 @@ def test_socket_is_private(served: RuntimeSandbox) -> None:
     parent = served.sh("stat", "-c", "%a", os.path.dirname(served.daemon_socket)).stdout.strip()
     assert (mode, parent) == ("600", "700")
     assert socket.SOCK_SEQPACKET  # the protocol's socket type (one packet per message)
+
+
+# ------------------------------------------------------------------ a caller's privileges
+
+CAPLESS = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+
+
+def test_a_root_caller_without_capabilities_gets_the_in_process_refusal(
+    served: RuntimeSandbox,
+) -> None:
+    """uid 0 with every capability dropped: through the socket it used to get a fully
+    privileged container. Nothing done through the daemon may exceed what the caller could do
+    itself: it gets exactly what the in-process pycni-run gives it, one clear error."""
+    args = ("--rm", "--net=none", "busybox", "true")
+    through = served.sh(*CAPLESS, str(served.client), *args)
+    alone = served.sh("env", "PYCNI_RUN_NO_DAEMON=1", *CAPLESS, sys.executable, "-m",
+                      "pycni_run.cli", *args)
+    assert (through.code, through.stderr) == (alone.code, alone.stderr)
+    assert through.code == 125
+    assert "Traceback" not in through.stderr
+    assert "CAP_SYS_ADMIN" in through.stderr
+    assert served.sh("ls", "-A", "/run/pycni/containers").stdout.split() == []
+    assert served.daemon_log is not None
+    assert _served(served) == 0
+    assert "capabilities lack" in served.daemon_log.read_text()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -10,6 +14,8 @@ import pytest
 
 from tests.e2e.runtime_support import (
     RuntimeSandbox,
+    comm,
+    descendants,
     until,
 )
 
@@ -193,3 +199,74 @@ def test_foreground_runtime_killed_then_rm_f(box: RuntimeSandbox) -> None:
     assert json.loads(box.ok("inspect", "fg"))["State"]["Pid"] == pid
     box.ok("rm", "-f", "fg")
     _assert_same(_host_snapshot(box), before)
+
+
+def _published(box: RuntimeSandbox) -> dict[str, Any]:
+    """What publishing a port leaves: nft map elements and host-port reservation files."""
+    ruleset = box.sh("nft", "-j", "list", "ruleset").stdout
+    elements = sorted(
+        json.dumps(item["map"].get("elem", []))
+        for item in json.loads(ruleset or '{"nftables": []}')["nftables"]
+        if "map" in item
+    )
+    files = box.sh("sh", "-c", "find /run/pycni/hostports -type f ! -name lock 2>/dev/null")
+    return {"nft": elements, "hostports": sorted(files.stdout.split())}
+
+
+def _with_published(box: RuntimeSandbox) -> dict[str, Any]:
+    """The host snapshot and what publishing leaves; the daemon's spares' standby cgroups
+    come and go with the spares."""
+    snapshot = {**_host_snapshot(box), **_published(box)}
+    snapshot["cgroups"] = [d for d in snapshot["cgroups"] if not box.is_standby_or_parent(d)]
+    return snapshot
+
+
+@pytest.mark.parametrize(
+    ("mode", "when"), [("in-process", "running"), ("daemon", "running"), ("in-process", "starting")]
+)
+def test_a_killed_foreground_run_rm_is_removed_when_its_container_exits(
+    box: RuntimeSandbox, mode: str, when: str
+) -> None:
+    """SIGKILL to a foreground `pycni-run run --rm` (the process itself, or the client of
+    the daemon's worker): the container lives on, as under Docker or podman, and when it
+    exits --rm still holds: netns pin, veth, IP, nft elements, host-port reservation, cache,
+    state, overlay and cgroups all go. Killed while starting (attached, its init not yet
+    released), the container never runs and all of it goes at once."""
+    if mode == "daemon":
+        box.start_daemon()
+    box.ok("run", "--rm", "-p", "8081:80", "busybox", "true")  # the bridge and tables exist
+    before = _with_published(box)
+    argv = ["run", "--rm", "-i", "-p", "8080:80", "--name", "rmme", "busybox", "sh", "-c",
+            "echo ready; read line"]
+    entry = [str(box.client)] if mode == "daemon" else [sys.executable, "-m", "pycni_run.cli"]
+    env = box._env()
+    if when == "starting":
+        env["PYCNI_FAILPOINTS"] = "run.start.after_attach=sleep:600"
+    proc = subprocess.Popen(box._argv([*entry, *argv]), env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        if when == "starting":
+            lines = iter(proc.stderr.readline, "")
+            assert any("failpoint run.start.after_attach: sleeping" in line for line in lines)
+            assert _published(box) != {k: before[k] for k in _published(box)}  # attached
+        else:
+            assert proc.stdout.readline().strip() == "ready"
+        runtime = next(p for p in descendants(proc.pid)
+                       if comm(p).startswith(("python", "pycni")))
+        os.kill(runtime, signal.SIGKILL)  # the pycni-run (or client) nsenter started: ours
+        proc.wait(timeout=30)
+        if when == "running":
+            # It may have printed before its monitor recorded "running": the init counts.
+            assert box.sh("kill", "-0", str(box.state("rmme")["pid"]["pid"])).code == 0
+            assert _published(box) != {k: before[k] for k in _published(box)}
+            proc.stdin.close()  # `read` gets EOF: the container exits
+        until("the container removed",
+              lambda: box.sh("ls", "-A", "/run/pycni/containers").stdout.split() == [])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_same(_with_published(box), before)

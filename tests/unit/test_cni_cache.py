@@ -13,6 +13,7 @@ import pytest
 
 from pycni.cni import cache
 from pycni.cni.cache import CachedAttachment
+from pycni.cni.errors import CNIError, ErrorCode
 
 CONFIG = b'{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}'
 RESULT = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]}
@@ -137,8 +138,9 @@ def test_failed_write_keeps_the_old_entry_and_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(CNIError, match="No space") as err:
         cache.write(str(tmp_path), entry(netns="/run/netns/new"))
+    assert err.value.code == ErrorCode.IO_FAILURE
     assert os.listdir(results_dir(tmp_path)) == ["net-ctr1-eth0"]
     read = cache.read(path)
     assert read is not None

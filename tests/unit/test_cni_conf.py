@@ -201,7 +201,7 @@ def test_bad_network_name_is_code_7(name: str) -> None:
     assert err.code == ErrorCode.INVALID_NETWORK_CONFIG
 
 
-@pytest.mark.parametrize("data", [b"{", b"", b"\xff", b"{'a': 1}"])
+@pytest.mark.parametrize("data", [b"{", b"", b"\xff", b"{'a': 1}", b"[" * 100_000])
 def test_undecodable_is_code_6(data: bytes) -> None:
     with pytest.raises(CNIError) as info:
         parse_conflist(data, "x.conflist")

@@ -445,6 +445,58 @@ def test_add_without_rollback_leaves_the_pending_entry_for_gc(rig: Rig) -> None:
     assert pending.result is None
 
 
+def test_a_second_add_of_a_live_attachment_is_refused_and_leaves_it_alone(rig: Rig) -> None:
+    """Without the refusal the second ADD fails on what the first one holds and its rollback
+    DEL destroys the live attachment (and its cache entry)."""
+    rig.plugin("p1", ip="10.0.0.2/24")
+    conf = network({"type": "p1"})
+    rig.invoker().add(conf, RT)
+    first = rig.cached(RT)
+    rig.log.unlink()
+    with pytest.raises(CNIError) as info:
+        rig.invoker().add(conf, RT)
+    assert info.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert "already exists" in info.value.msg
+    assert rig.calls() == []  # no plugin ran: neither an ADD nor a rollback DEL
+    assert rig.cached(RT) == first
+    rig.invoker().delete(conf, RT)
+    rig.invoker().add(conf, RT)  # once deleted, it may be added again
+
+
+def test_a_crashed_add_may_be_retried(rig: Rig) -> None:
+    rig.plugin("p1", ip="10.0.0.2/24")
+    conf = network({"type": "p1"})
+    cache.write(str(rig.cache_dir), cache.CachedAttachment(
+        network="testnet", container_id="ctr1", ifname="eth0", netns="/run/netns/ctr1"))
+    rig.invoker().add(conf, RT)
+    assert rig.trace() == [("ADD", "p1")]
+
+
+def test_a_read_only_cache_is_one_clear_error(rig: Rig) -> None:
+    """A file where the cache's results directory should be stands in for a read-only file
+    system (root ignores permission bits): code 5, not a traceback, and no plugin ran."""
+    rig.plugin("p1")
+    rig.cache_dir.mkdir()
+    (rig.cache_dir / "results").write_text("")
+    with pytest.raises(CNIError) as info:
+        rig.invoker().add(network({"type": "p1"}), RT)
+    assert info.value.code == ErrorCode.IO_FAILURE
+    assert "results cache" in info.value.msg
+    assert rig.calls() == []
+
+
+def test_an_overlong_cache_file_name_is_refused_before_anything_runs(rig: Rig) -> None:
+    rig.plugin("p1")
+    long_net = network({"type": "p1"}, name="n" * 200)
+    rt = RuntimeConf(container_id="c" * 60, netns="/run/netns/x", ifname="eth0")
+    for verb in ("add", "delete", "check"):
+        with pytest.raises(CNIError) as info:
+            getattr(rig.invoker(), verb)(long_net, rt)
+        assert info.value.code == ErrorCode.INVALID_ENVIRONMENT
+        assert "too long for the results cache" in info.value.msg
+    assert rig.calls() == []
+
+
 def test_failed_rollback_keeps_the_original_error_and_the_entry(rig: Rig) -> None:
     rig.plugin("p1", DEL=cni_error(11, "del failed"))
     rig.plugin("p2", ADD=cni_error(7, "add failed"))
@@ -953,6 +1005,19 @@ def test_gc_goes_on_after_errors_and_reports_them_all(rig: Rig, stale: NetworkCo
         assert text in info.value.details
     # A failed DEL keeps its entry for the next GC.
     assert "testnet-ctr2-eth0" in rig.cache_files()
+
+
+def test_gc_removes_temp_files_of_dead_writers_only(rig: Rig, stale: NetworkConfigList) -> None:
+    results = rig.cache_dir / "results"
+    dead, live = results / ".tmp-dead1234", results / ".tmp-live5678"
+    dead.write_text("{")
+    live.write_text("{")
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    rig.invoker().gc(stale, [("ctr1", "eth0")])
+    assert not dead.exists()
+    assert live.exists()  # a writer may be between its write and its rename right now
+    assert any(".tmp-dead1234" in m for m in rig.messages)
 
 
 def test_gc_sorts_valid_attachments(rig: Rig) -> None:

@@ -296,7 +296,16 @@ def test_version_with_unreadable_stdin() -> None:
 
 
 @pytest.mark.parametrize(
-    "stdin", [b"", b"{", b"not json", b'{"cniVersion": "1.1.0",}', b"\xff\xfe{}"]
+    "stdin",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b'{"cniVersion": "1.1.0",}',
+        b"\xff\xfe{}",
+        b"[" * 100_000,  # deeper than the recursion limit: was a RecursionError and 999
+        b'{"cniVersion": "1.1.0", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
 )
 @pytest.mark.parametrize("verb", CONFIG_VERBS)
 def test_malformed_json_is_code_6(verb: str, stdin: bytes) -> None:

@@ -39,7 +39,8 @@ HOSTILE = [
     "a\nb",
     "-rf",
 ]
-HOSTILE_IFNAMES = ["..", ".", "a/b", "../x", "a\0b", "x" * 16, "a b", "a:b", ""]
+# "eth%d": the kernel would take it as a template and name the link eth0, eth1...
+HOSTILE_IFNAMES = ["..", ".", "a/b", "../x", "a\0b", "x" * 16, "a b", "a:b", "", "eth%d"]
 HOSTILE_DATA_DIRS = [
     "relative/dir",
     "../escape",
@@ -47,6 +48,7 @@ HOSTILE_DATA_DIRS = [
     "/tmp/..",
     "/tmp/a\0b",
     "/" + "x" * 5000,
+    "/tmp/\ud800",  # a lone surrogate: JSON can carry it, no file name can
 ]
 # Every plugin with a dataDir of its own (host-local's is under "ipam").
 # (bridge hands its "ipam" section to host-local unread: host-local's refusal is the one.)
@@ -122,6 +124,26 @@ def test_hostile_data_dir(plugin: str, value: str, verb: str) -> None:
         assert touched == [], (case, touched)
     if verb in ("ADD", "CHECK", "GC") or outcome.status:
         assert_one_spec_error(case, outcome)
+
+
+def test_a_lone_surrogate_in_data_dir_is_code_7() -> None:
+    case = Case("host-local", base_env("ADD"),
+                json.dumps(_with_data_dir("host-local", "/tmp/\ud800")).encode())
+    outcome, touched = Recorder.get().run(case)
+    assert_one_spec_error(case, outcome)
+    doc = json.loads(outcome.stdout)
+    assert doc["code"] == ErrorCode.INVALID_NETWORK_CONFIG
+    assert "lone surrogate" in doc["details"]
+    assert touched == []
+
+
+@pytest.mark.parametrize("bridge", ["br%d", "%s", "pycni%"])
+def test_a_percent_in_the_bridge_name_is_code_7(bridge: str) -> None:
+    """The kernel would take it as a name template: one new bridge per attempt, each one
+    under a name the plugin never asked for and never finds again."""
+    doc = {**base_config("bridge", "/unused"), "bridge": bridge}
+    _refused(Case("bridge", base_env("ADD"), json.dumps(doc).encode()),
+             {ErrorCode.INVALID_NETWORK_CONFIG})
 
 
 # ---------------------------------------------------------------------------- runtime side

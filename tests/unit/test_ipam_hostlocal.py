@@ -122,7 +122,7 @@ def test_duplicate_allocation_refused(tmp_path: Path) -> None:
     _add(conf, "c1")
     with pytest.raises(CNIError) as info:
         _add(conf, "c1")
-    assert info.value.code == 999
+    assert info.value.code == 7  # an ADD without its DEL: retrying cannot help
     assert info.value.msg == (
         "10.1.0.2 has been allocated to c1, duplicate allocation is not allowed"
     )
@@ -209,6 +209,17 @@ def test_release_on_unused_network_creates_nothing(tmp_path: Path) -> None:
     assert hostlocal.find(conf, network=NET, container_id="c1", ifname="eth0") == []
     assert hostlocal.gc(conf, network=NET, valid=[]) == []
     assert not (tmp_path / "absent").exists()
+
+
+def test_release_and_find_write_nothing_in_an_unindexed_directory(tmp_path: Path) -> None:
+    """DEL must work on a full disk: a directory not yet indexed (the Go plugin's, or one
+    whose marker was lost) with nothing of ours in it is not marked on the way (that is a
+    new file: a block and an inode)."""
+    _go_state(tmp_path, {})
+    before = sorted(p.name for p in (tmp_path / NET).rglob("*"))
+    _del(_config(tmp_path), "c1")
+    assert hostlocal.find(_config(tmp_path), network=NET, container_id="c1", ifname="eth0") == []
+    assert sorted(p.name for p in (tmp_path / NET).rglob("*")) == before
 
 
 def test_release_uses_the_index_not_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

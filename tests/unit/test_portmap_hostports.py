@@ -123,6 +123,28 @@ def test_an_orphan_port_file_is_reclaimed(reg: Registry) -> None:
     assert reg.holds(record("b")) == []
 
 
+def test_an_empty_port_file_of_a_killed_writer_is_released_by_del(reg: Registry) -> None:
+    """A writer killed between creating a port file and writing it (pycni before the writes
+    were atomic) left it empty: the attachment's DEL removes it, and its directory."""
+    reg.reserve(record("a"))
+    Path(reg.dir, "ports", "tcp-8080", "any").write_text("")
+    assert reg.release(record("a").label) == record("a")
+    assert files(reg) == []
+    assert not Path(reg.dir, "ports", "tcp-8080").exists()
+
+
+def test_port_files_are_written_whole_and_temp_files_are_nobodys(reg: Registry) -> None:
+    reg.reserve(record("a"))
+    port_dir = Path(reg.dir, "ports", "tcp-8080")
+    assert (port_dir / "any").read_text() == record("a").label
+    # What a writer killed between its temp file and the rename leaves: not a reservation.
+    (port_dir / ".any.4242.tmp").write_text(record("a").label)
+    reg.reserve(record("b", PortMapping(None, 8080, 80, "udp")))
+    assert reg.holds(record("a")) == []
+    assert reg.release(record("a").label) == record("a")
+    assert not port_dir.exists()
+
+
 def test_an_unreadable_record_is_an_io_error(reg: Registry) -> None:
     reg.reserve(record("a"))
     Path(reg.dir, "attachments", f"{record('a').label}.json").write_text("{")

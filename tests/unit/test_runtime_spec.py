@@ -37,7 +37,9 @@ def test_parse_memory(text: str, value: int) -> None:
     assert parse_memory(text) == value
 
 
-@pytest.mark.parametrize("text", ["5m", "1k", "", "lots", "-1m", "1.5g", "64mb"])
+@pytest.mark.parametrize(
+    "text", ["5m", "1k", "", "lots", "-1m", "1.5g", "64mb", "8589934592g", "9" * 40]
+)
 def test_parse_memory_refuses(text: str) -> None:
     with pytest.raises(RunError) as err:
         parse_memory(text)
@@ -59,6 +61,8 @@ def test_parse_pids_limit() -> None:
     assert parse_pids_limit("0") is None
     with pytest.raises(RunError):
         parse_pids_limit("many")
+    with pytest.raises(RunError):
+        parse_pids_limit("9" * 40)  # overflows the kernel's pids.max
 
 
 @pytest.mark.parametrize(
