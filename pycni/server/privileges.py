@@ -14,8 +14,8 @@ The caller is identified by the socket, never by a pid turned into a path: SO_PE
 ``/proc`` directory is found through that pidfd's fdinfo (the pid as this ``/proc`` numbers
 it), must be the pid SO_PEERCRED reports in the server's own pid namespace (so this
 ``/proc`` is that namespace's), and is opened before the pidfd is checked to be still alive:
-the directory read is the caller's own, not a process that took its pid afterwards. Not compared: LSM labels
-(AppArmor, SELinux) and resource limits.
+the directory read is the caller's own, not a process that took its pid afterwards. Not
+compared: LSM labels (AppArmor, SELinux) and resource limits.
 """
 
 from __future__ import annotations
