@@ -139,14 +139,14 @@ def _spawn(service: Service) -> int:
         child = os.fork()
         if child == 0:  # pragma: no cover - runs in the child, which never returns
             _intermediate(service, log_fd, null_fd, write_end)
-        os.close(write_end)
+    finally:
+        for fd in (log_fd, null_fd, write_end):
+            os.close(fd)
+    try:
         os.waitpid(child, 0)  # it exits as soon as it has forked the daemon
         return _read_pid(read_end, service)
     finally:
-        for fd in (log_fd, null_fd, read_end):
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.close(write_end)
+        os.close(read_end)
 
 
 def _intermediate(service: Service, log_fd: int, null_fd: int, report: int) -> None:
