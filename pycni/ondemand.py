@@ -73,7 +73,7 @@ def python_argv(module: str, *args: str) -> tuple[str, ...]:
     ``-I`` (no environment, no user site): the daemon's imports come from the path given here,
     the one the calling plugin executable was pinned to, never from the caller's environment.
     """
-    paths = [p for p in sys.path if p]
+    paths = [os.path.abspath(p) for p in sys.path if p]  # the daemon's cwd is /
     bootstrap = (
         f"import sys, runpy; sys.path[:0] = {paths!r}; "
         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"

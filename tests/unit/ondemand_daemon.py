@@ -1,7 +1,8 @@
 """A stand-in daemon for tests/unit/test_ondemand.py: it reports what it inherited.
 
-``python -m tests.unit.ondemand_daemon SOCKET``: prints one "started" line, then answers each
-SEQPACKET connection with its pid, parent, session, cwd, open descriptors and environment.
+``python -m tests.unit.ondemand_daemon SOCKET``: prints "started PID" first thing (a second
+instance shows in the log even though it cannot bind), then answers each SEQPACKET connection
+with its pid, parent, session, cwd, open descriptors and environment.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def state() -> dict[str, object]:
 
 
 def main() -> None:
+    print(f"started {os.getpid()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(sys.argv[1])
     server.listen(16)
-    print(f"started {os.getpid()}", flush=True)
     while True:
         conn, _ = server.accept()
         with conn:

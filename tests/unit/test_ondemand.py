@@ -86,10 +86,30 @@ def test_a_running_daemon_is_reached_not_started_again(run_dir: Path) -> None:
     assert len(_starts(run_dir)) == 1
 
 
-def test_racing_callers_start_one_daemon(run_dir: Path) -> None:
+def test_racing_callers_start_one_daemon(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     service = _service(run_dir)
     pids: list[int] = []
     errors: list[BaseException] = []
+    all_found_none = threading.Barrier(4)
+    real_connect = ondemand.connect
+    first_try = threading.local()
+
+    def connect(service: ondemand.Service, timeout: float = 5.0) -> socket.socket | None:
+        found = real_connect(service, timeout)
+        if not getattr(first_try, "done", False):  # every caller has found nobody first
+            first_try.done = True
+            all_found_none.wait(30)
+        return found
+
+    spawned: list[int] = []
+    real_spawn = ondemand._spawn
+
+    def spawn(service: ondemand.Service) -> int:
+        spawned.append(real_spawn(service))
+        return spawned[-1]
+
+    monkeypatch.setattr(ondemand, "connect", connect)
+    monkeypatch.setattr(ondemand, "_spawn", spawn)
 
     def call() -> None:
         try:
@@ -104,7 +124,7 @@ def test_racing_callers_start_one_daemon(run_dir: Path) -> None:
         thread.join()
     assert errors == []
     assert len(set(pids)) == 1
-    assert len(_starts(run_dir)) == 1
+    assert spawned == [pids[0]]  # one caller started it; the others found it running
 
 
 def test_a_daemon_that_dies_at_start_reports_its_last_log_line(run_dir: Path) -> None:
