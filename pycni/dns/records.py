@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError, ErrorCode
@@ -43,14 +43,15 @@ class Registration:
     domain: str = ""
     netns: str = ""
     netns_id: str = ""
+    # The attachment's label, hashed once: it keys every table of the resolver.
+    label: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", self.key.label)
 
     @property
     def key(self) -> AttachmentKey:
         return AttachmentKey(self.network, self.container_id, self.ifname)
-
-    @property
-    def label(self) -> str:
-        return self.key.label
 
     def describe(self) -> str:
         return f"container {self.container_id} ({self.ifname} on network {self.network})"

@@ -45,17 +45,23 @@ class ControlServer:
             return
         conn.setblocking(False)
         self.loop.register(conn, self._request)
+        self._request(conn)  # the plugin sends right after connecting: usually it is here
 
     def _request(self, conn: socket.socket) -> None:
-        fds: list[int] = []
+        """Read the one request, answer it, close (wait if it has not arrived yet)."""
         try:
             data, ancdata, flags, _ = conn.recvmsg(
                 MAX_MESSAGE, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
-            fds = received_fds(ancdata)
+        except BlockingIOError:
+            return  # not yet: the loop calls again when it is readable
+        except OSError as err:
+            log.debug("control connection: %s", err)
+            data, ancdata, flags = b"", [], 0
+        fds = received_fds(ancdata)
+        try:
             if data:
-                reply = self._handle(data, fds, truncated=bool(flags & (socket.MSG_TRUNC
-                                                                         | socket.MSG_CTRUNC)))
-                conn.send(encode(reply))
+                truncated = bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC))
+                conn.send(encode(self._handle(data, fds, truncated=truncated)))
         except OSError as err:
             log.debug("control connection: %s", err)
         finally:
