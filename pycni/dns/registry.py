@@ -118,7 +118,8 @@ class Registry:
             same = netns_identity(fd) == reg.netns_id
             self._serve(reg, fd if same else None)
         except CNIError as err:
-            log.warning("cannot serve %s again: %s", reg.describe(), err)
+            log.warning("cannot listen for %s again: %s", reg.describe(), err)
+            self._serve(reg, None)  # its names still resolve for the others
         finally:
             os.close(fd)
 

@@ -16,6 +16,7 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.dns.control import MAX_MESSAGE, decode, encode
 from pycni.dns.loop import Loop
 from pycni.dns.registry import Registry
+from pycni.firewall.model import parse_label
 from pycni.server import listener
 from pycni.server.peer import peer_uid, received_fds
 
@@ -89,6 +90,9 @@ class ControlServer:
     def _dispatch(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
         op = request.get("op")
         label = request.get("label")
+        if label is not None and (not isinstance(label, str) or parse_label(label) is None):
+            raise CNIError(ErrorCode.DECODING_FAILURE, "bad control request",
+                           f"{label!r} is not an attachment label")  # it names a file
         if op == "attach" and isinstance(label, str) and len(fds) == 1:
             self.registry.attach(label, fds[0])
         elif op == "detach" and isinstance(label, str):
