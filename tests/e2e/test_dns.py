@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,25 @@ def _sockets_of(pid: int) -> int:
         with contextlib.suppress(OSError):
             count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
     return count
+
+
+def test_parallel_first_adds_start_one_resolver_and_every_name_resolves(net: Net) -> None:
+    names = [f"app{i}" for i in range(6)]
+    for name in names:  # namespaces made first: only the ADDs race
+        net.box.runtime_conf(f"c-{name}")
+    with ThreadPoolExecutor(len(names)) as pool:
+        results = dict(zip(names, pool.map(lambda n: net.add(f"c-{n}", n), names), strict=True))
+    resolvers = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                 and str(net.run_dir) in _cmdline(int(pid))]
+    assert resolvers == [str(resolver_pid(net.run_dir))]
+    for name, result in results.items():
+        assert addresses(query(net.ns("c-app0"), name)) == [_ip(result)]
+        assert addresses(query(net.ns("c-app5"), name, "AAAA")) == [_ip(result, 6)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
