@@ -18,6 +18,7 @@ not fit goes out empty with TC set, so the client asks again over TCP.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +35,8 @@ import dns.rrset
 from pycni.dns.zone import View
 
 __all__ = ["MAX_QUERY", "TTL", "Forward", "respond", "servfail"]
+
+log = logging.getLogger("pycni.dns")
 
 MAX_QUERY: Final = 4096  # a question and an OPT record fit many times over
 TTL: Final = 60
@@ -60,7 +63,11 @@ def respond(data: bytes, view: View, *, tcp: bool,
         return _error(query, dns.rcode.NOTIMP)
     if len(query.question) != 1:
         return _error(query, dns.rcode.FORMERR)
-    wire = _local(query, view, tcp=tcp)
+    try:
+        wire = _local(query, view, tcp=tcp)
+    except Exception:  # a query nobody foresaw must not stop the resolver: it answers SERVFAIL
+        log.exception("cannot answer %s", query.question[0])
+        return servfail(query)
     if wire is None:
         return Forward(query)
     if cache is not None:

@@ -8,6 +8,7 @@ TCP client) register an ``expire`` callback with a deadline, checked every ``TIC
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 import socket
 import time
@@ -19,6 +20,7 @@ from pycni.server.listener import dispatch
 __all__ = ["TICK", "Expiring", "Handler", "Loop"]
 
 TICK: Final = 0.25
+log = logging.getLogger("pycni.dns")
 Handler = Callable[[socket.socket], None]
 
 
@@ -60,7 +62,10 @@ class Loop:
     def run(self) -> None:
         next_scan = time.monotonic() + TICK
         while not self.stopping:
-            dispatch(self.selector, TICK)
+            try:
+                dispatch(self.selector, TICK)
+            except Exception:  # one handler's bug must not stop the resolver of every container
+                log.exception("handler failed")
             now = time.monotonic()
             if now >= next_scan:  # deadlines are checked each TICK, not after every packet
                 next_scan = now + TICK

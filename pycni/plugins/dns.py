@@ -27,7 +27,6 @@ from pycni.cni.skel import CmdArgs
 from pycni.cni.types import DNS, Result
 from pycni.dns.names import RESOLVER_ADDRESS
 from pycni.dns.records import RecordStore, Registration, netns_identity
-from pycni.failpoints import failpoint
 from pycni.net.netns import open_netns
 from pycni.plugins.dns_conf import DnsConfig, parse_dns_config, parse_for_teardown
 
@@ -84,7 +83,6 @@ def cmd_add(args: CmdArgs) -> Result:
         with contextlib.ExitStack() as undo:
             store.write(reg)
             undo.callback(store.remove, reg.label)
-            failpoint("dns.add.after_record")
             conf.resolver.request({"op": "attach", "label": reg.label}, netns_fd=netns_fd)
             undo.pop_all()
     finally:
