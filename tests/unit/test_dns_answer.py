@@ -174,3 +174,15 @@ def test_an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() -> None:
     assert udp.flags & dns.flags.TC
     assert udp.answer == []
     assert len(_addresses(_ask(view, "many", "AAAA", tcp=True))) == 59
+
+
+def test_a_failure_while_answering_is_servfail_not_a_crash(
+    app: View, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app, "lookup", broken)
+    outcome = respond(dns.message.make_query("web", "A").to_wire(), app, tcp=False)
+    assert isinstance(outcome, bytes)
+    assert dns.message.from_wire(outcome).rcode() == dns.rcode.SERVFAIL
