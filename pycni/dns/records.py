@@ -88,18 +88,26 @@ class RecordStore:
         path = self._path(reg.label)
         tmp = f"{path}.tmp{os.getpid()}"
         try:
-            # Both levels 0700 (makedirs gives the intermediate ones the default mode).
-            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(reg.to_json())
+            fd = self._create(tmp)
+            try:
+                os.write(fd, reg.to_json().encode())
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except OSError as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise CNIError(ErrorCode.IO_FAILURE, f"cannot write the DNS record of "
                            f"{reg.describe()}", str(err)) from err
+
+    def _create(self, path: str) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first record: make both levels 0700 (makedirs would
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # give the upper one 0755)
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            return os.open(path, flags, 0o600)
 
     def remove(self, label: str) -> bool:
         """Drop a record; False if there was none (already gone is fine)."""
