@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Kernel tooling the product and its tests use; the reference plugins are the yardstick.
 APT_PACKAGES := python3-venv python3-dev iproute2 nftables iptables conntrack \
 	containernetworking-plugins busybox-static iperf3 procps iputils-ping \
-	podman containerd runc libseccomp2 gcc libc6-dev
+	podman containerd runc libseccomp2 gcc libc6-dev aardvark-dns
 STAMP := $(VENV)/.installed
 
 .PHONY: deps run test lint unit bench clean

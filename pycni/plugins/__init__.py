@@ -35,6 +35,13 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
         PluginInfo(name="container", module="pycni.plugins.container"),
         PluginInfo(name="bandwidth", module="pycni.plugins.bandwidth"),
         PluginInfo(name="tuning", module="pycni.plugins.tuning", known_cni_args=frozenset({"MAC"})),
+        # Name resolution; also under containers/dnsname's type, which podman writes into the
+        # networks it creates when it finds a `dnsname` executable. Podman and CRI pass the
+        # container (pod) name as K8S_POD_NAME.
+        PluginInfo(name="pycni-dns", module="pycni.plugins.dns",
+                   known_cni_args=frozenset({"K8S_POD_NAME"})),
+        PluginInfo(name="dnsname", module="pycni.plugins.dns",
+                   known_cni_args=frozenset({"K8S_POD_NAME"})),
     )
 }
 

@@ -197,3 +197,39 @@ def test_a_network_made_by_pycni_network_create_works_under_podman(podman: Podma
     assert inspect["network_interface"] not in {
         link["ifname"] for link in box.ip_json("link", "show")}
     assert_clean(box, "appnet")
+
+
+def test_dns_network_created_by_podman_resolves_container_names_and_aliases(
+    podman: Podman,
+) -> None:
+    """`podman network create` finds pycni's `dnsname` executable in cni_plugin_dirs and puts
+    it in the chain; pycni's resolver then answers the containers by name and alias."""
+    upstream = podman.box.workdir / "resolv.conf"  # the sandbox host's resolver: nothing there
+    upstream.write_text("nameserver 127.0.0.53\n")
+    podman.box.sh("mount", "--bind", str(upstream), "/etc/resolv.conf").ok()  # sandbox only
+    podman.ok("network", "create", "--subnet", "10.77.0.0/24", "dnsnet")
+    conflist = json.loads(podman.box.read(f"{CONF_DIR}/dnsnet.conflist"))
+    assert conflist["plugins"][-1] == {"type": "dnsname", "domainName": "dns.podman",
+                                       "capabilities": {"aliases": True}}
+    podman.ok("run", "-d", "--name", "web", "--network", "dnsnet", "--network-alias", "www",
+              IMAGE, "httpd", "-f", "-p", "80", "-h", "/etc")
+    podman.ok("run", "-d", "--name", "cli", "--network", "dnsnet", IMAGE, "sleep", "600")
+    web = podman.ok("inspect", "-f", "{{.NetworkSettings.Networks.dnsnet.IPAddress}}",
+                    "web").strip()
+    # podman wrote the result's resolver and search domain first (then its fallbacks for the
+    # host's loopback server, which no container could reach)
+    resolv = podman.ok("exec", "cli", "cat", "/etc/resolv.conf").splitlines()
+    assert resolv[:2] == ["search dns.podman", "nameserver 127.0.0.11"], resolv
+    for name in ("web", "www", "WEB.dns.podman"):
+        out = podman.ok("exec", "cli", "nslookup", name, "127.0.0.11")
+        assert f"Address: {web}" in out, (name, out)
+    # by name through the C library's resolver, which asks the first nameserver
+    assert podman.ok("exec", "cli", "wget", "-qO-", "http://www/passwd").startswith("root:")
+    assert "Address: 10.77.0." in podman.ok("exec", "web", "nslookup", "cli", "127.0.0.11")
+    assert len(podman.box.files_under("/run/pycni/dns/records")) == 2
+    podman.ok("stop", "-t", "0", "web", "cli")
+    podman.ok("rm", "web", "cli")
+    assert podman.box.files_under("/run/pycni/dns/records") == []
+    assert_clean(podman.box, "dnsnet")
+    if podman.box.plugin_mode == "server":
+        assert {"dnsname ADD", "dnsname DEL"} <= set(podman.box.server_calls())

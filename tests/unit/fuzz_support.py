@@ -29,7 +29,8 @@ from pycni.plugins import PLUGINS
 PLUGIN_NAMES = tuple(sorted(PLUGINS))
 NO_NETNS = "/nonexistent/pycni-fuzz/netns"
 # Plugins whose parser refuses keys it does not know (code 2).
-KEY_CHECKED = frozenset({"bridge", "bandwidth", "firewall", "portmap", "tuning"})
+KEY_CHECKED = frozenset({"bridge", "bandwidth", "firewall", "portmap", "tuning", "pycni-dns",
+                         "dnsname"})
 _VERBS_WITH_CONFIG = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 _SPEC_CODES = frozenset(int(c) for c in ErrorCode) - {int(ErrorCode.INTERNAL)}
 
@@ -62,6 +63,8 @@ def base_config(plugin: str, data_dir: str, version: str = "1.1.0") -> dict[str,
         doc["ipam"] = ipam
     elif plugin in ("portmap", "tuning"):
         doc["dataDir"] = data_dir
+    elif plugin in ("pycni-dns", "dnsname"):
+        doc["runDir"] = data_dir
     return doc
 
 
