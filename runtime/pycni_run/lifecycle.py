@@ -22,6 +22,7 @@ from typing import Any
 from pycni_run import cgroups, console, network, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
+from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
 from pycni_run.spec import ContainerSpec, validate_spec
 from pycni_run.state import ContainerState
@@ -106,12 +107,22 @@ def start(
 ) -> tuple[ContainerState, int | None]:
     """Create and start the container up to its exec; the state and the pty master (-t).
 
-    ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed.
+    ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed. A loaded
+    image stays pinned (``rmi`` waits) until the state names it.
     """
+    with use.pinned_lower(cfg, spec) as lower:
+        return _start(cfg, spec, stdio, lower)
+
+
+def _start(
+    cfg: RuntimeConfig,
+    spec: ContainerSpec,
+    stdio: Callable[[ContainerState, str], Stdio],
+    lower: use.Lower,
+) -> tuple[ContainerState, int | None]:
     validate_spec(spec)
-    confinement = security.resolve(spec.security)  # caps, seccomp program: nothing made yet
+    confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
-    lower = spec.rootfs or rootfs.ensure_image(cfg.image_store, spec.image)
     conflist = network.load_network(cfg, spec.net.network, spec.ports)
     peer = _peer_state(cfg, spec)
     hostname = _hostname(spec, peer)
@@ -136,7 +147,8 @@ def start(
         undo.callback(_quietly, "remove cgroup", cgroups.remove, cg)
         st.storage = os.path.join(cfg.storage_dir, spec.name)
         undo.callback(rootfs.remove_layers, st.storage)
-        layers = rootfs.prepare_layers(st.storage, lower)
+        layers = rootfs.prepare_layers(st.storage, lower.dirs, lower_base=lower.base,
+                                       image=lower.image)
         st.rootfs = layers.to_dict()
         plan = InitPlan(
             command=spec.command,
@@ -150,6 +162,8 @@ def start(
             stdio=stdio(st, directory),
             init=spec.init,
             peer_netns=peer.netns_path if peer else "",
+            mounts=spec.mounts,
+            read_only=spec.read_only,
         )
         child = held.launch(plan) if held else process.spawn(plan)
         undo.callback(_kill_and_reap, child.pid)

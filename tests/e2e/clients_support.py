@@ -20,15 +20,12 @@ the root network namespace, the global sysctls and the clients' usual host paths
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pycni.install import install
+from tests.image_support import PATH_ENV, Image, rootfs_layer, write_docker_archive
 
 IMAGE: Final = "localhost/busybox:latest"
 NETWORK: Final = "pycni"  # the default network `pycni install` writes (conf/10-pycni.conflist)
@@ -128,59 +126,12 @@ class Ran:
 # --------------------------------------------------------------------------- image archive
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _layer_tar(rootfs: Path) -> bytes:
-    """The rootfs as an uncompressed layer: root-owned, numeric, mtime 0 (reproducible)."""
-
-    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        return info
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(rootfs.rglob("*")):
-            tar.add(entry, arcname=str(entry.relative_to(rootfs)), recursive=False,
-                    filter=normalize)
-    return buf.getvalue()
-
-
 def build_image_archive(rootfs: Path, out: Path, name: str = IMAGE) -> Path:
     """A docker-archive tarball (``podman load`` and ``ctr images import`` both read it):
     ``manifest.json`` naming one config and one uncompressed layer of ``rootfs``."""
-    layer = _layer_tar(rootfs)
-    layer_id = _sha256(layer)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "1970-01-01T00:00:00Z",
-            "config": {
-                "Cmd": ["/bin/sh"],
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            },
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "pycni tests"}],
-        },
-        sort_keys=True,
-    ).encode()
-    config_name = f"{_sha256(config)}.json"
-    manifest = [{"Config": config_name, "RepoTags": [name], "Layers": [f"{layer_id}/layer.tar"]}]
-    with tarfile.open(out, "w") as tar:
-        _tar_member(tar, f"{layer_id}/layer.tar", layer)
-        _tar_member(tar, config_name, config)
-        _tar_member(tar, "manifest.json", json.dumps(manifest).encode())
-    return out
+    image = Image(layers=[rootfs_layer(rootfs)], config={
+        "Cmd": ["/bin/sh"], "Env": [PATH_ENV]}, name=name)
+    return write_docker_archive(image, out)
 
 
 # --------------------------------------------------------------------------- cgroups
