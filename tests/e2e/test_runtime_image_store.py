@@ -151,19 +151,27 @@ def test_a_corrupted_layer_is_refused_naming_its_digest(tmp_path: Path) -> None:
     assert store_contents(store) == ["images.lock"]
 
 
-def _bad_layer(*entries: Entry) -> Callable[[Path], Path]:
-    def write(out: Path) -> Path:
-        return write_docker_archive(Image(layers=[BASE, layer_tar(list(entries))]), out)
+def _bad_layer(*entries: Callable[[Path], Entry]) -> Callable[[Path, Path], Path]:
+    """An archive whose top layer holds ``entries``, each made from ``trap``: a directory
+    outside the store that a broken unpacker would write into (it must stay empty)."""
+    def write(out: Path, trap: Path) -> Path:
+        top = layer_tar([entry(trap) for entry in entries])
+        return write_docker_archive(Image(layers=[BASE, top]), out)
     return write
 
 
-def _without_layer(out: Path) -> Path:
+def _up(trap: Path) -> str:
+    """A relative path from a layer's directory (at most 12 deep) up to ``trap``."""
+    return "../" * 12 + str(trap).lstrip("/")
+
+
+def _without_layer(out: Path, _trap: Path) -> Path:
     members = docker_archive_members([IMAGE])
     del members[f"{sha256(TOP)}.tar"]
     return write_tar(out, members)
 
 
-def _config_says_three_layers(out: Path) -> Path:
+def _config_says_three_layers(out: Path, _trap: Path) -> Path:
     members = docker_archive_members([IMAGE])
     manifest = json.loads(members["manifest.json"])
     manifest[0]["Layers"] = manifest[0]["Layers"][:1]
@@ -171,21 +179,26 @@ def _config_says_three_layers(out: Path) -> Path:
     return write_tar(out, members)
 
 
-BAD_ARCHIVES: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "dot-dot": (_bad_layer(file("../escape", "x")), "leads out of the layer"),
-    "dot-dot-deep": (_bad_layer(file("data/../../escape", "x")), "leads out of the layer"),
-    "absolute": (_bad_layer(file("/etc/escape", "x")), "absolute path"),
-    "symlink-out": (_bad_layer(symlink("data/up", "../../../etc")), "points out of the layer"),
-    "through-symlink": (_bad_layer(symlink("etc", "/etc"), file("etc/escape", "x")),
+BAD_ARCHIVES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
+    "dot-dot": (_bad_layer(lambda t: file(f"{_up(t)}/escape", "x")), "leads out of the layer"),
+    "dot-dot-deep": (_bad_layer(lambda t: file(f"data/{_up(t)}/escape", "x")),
+                     "leads out of the layer"),
+    "absolute": (_bad_layer(lambda t: file(f"{t}/escape", "x")), "absolute path"),
+    "symlink-out": (_bad_layer(lambda t: symlink("data/up", _up(t))), "points out of the layer"),
+    "through-symlink": (_bad_layer(lambda t: symlink("etc", str(t)),
+                                   lambda _t: file("etc/escape", "x")),
                         "goes through etc, a link"),
-    "hardlink-out": (_bad_layer(hardlink("x", "../../etc/passwd")), "leads out of the layer"),
-    "hardlink-absent": (_bad_layer(hardlink("x", "etc/passwd")), "not a file of this layer"),
-    "device": (_bad_layer(Entry("dev/sda", kind=b"4")), "device node"),
+    "hardlink-out": (_bad_layer(lambda t: hardlink("x", f"{_up(t)}/victim")),
+                     "leads out of the layer"),
+    "hardlink-absent": (_bad_layer(lambda _t: hardlink("x", "etc/passwd")),
+                        "not a file of this layer"),
+    "device": (_bad_layer(lambda _t: Entry("dev/sda", kind=b"4")), "device node"),
     "missing-layer": (_without_layer, "is not in the archive"),
-    "manifest-names-nothing": (lambda out: write_tar(out, {"manifest.json": b"[]"}),
+    "manifest-names-nothing": (lambda out, _t: write_tar(out, {"manifest.json": b"[]"}),
                                "names no image"),
     "layer-count": (_config_says_three_layers, "its config lists 2 layers, the manifest 1"),
-    "not-a-tar": (lambda out: (out.write_bytes(b"\x00" * 10), out)[1], "not an image archive"),
+    "not-a-tar": (lambda out, _t: (out.write_bytes(b"\x00" * 10), out)[1],
+                  "not an image archive"),
 }
 
 
@@ -196,14 +209,18 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path: Path, case: str) -> N
                  name="localhost/kept:1")
     load(store, write_docker_archive(good, tmp_path / "good.tar"))
     before = store_contents(store)
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "victim").write_text("untouched\n")
     write, message = BAD_ARCHIVES[case]
-    ran = pycni_run(store, "load", "-i", str(write(tmp_path / "bad.tar")))
+    ran = pycni_run(store, "load", "-i", str(write(tmp_path / "bad.tar", trap)))
     assert ran.returncode == 125
     assert message in ran.stderr, ran.stderr
     assert "Traceback" not in ran.stderr
     assert store_contents(store) == before
     assert not list((store / "tmp").iterdir())
-    assert not (tmp_path.parent / "escape").exists()
+    assert [p.name for p in trap.iterdir()] == ["victim"]
+    assert os.stat(trap / "victim").st_nlink == 1
 
 
 def test_layers_are_shared_and_collected_with_their_last_image(tmp_path: Path) -> None:
