@@ -85,8 +85,9 @@ def layer_tar(entries: Sequence[Entry]) -> bytes:
     return buf.getvalue()
 
 
-def rootfs_layer(rootfs: Path) -> bytes:
-    """A directory tree as one uncompressed layer: root-owned, numeric, mtime 0."""
+def rootfs_layer(rootfs: Path, only: Callable[[Path], bool] = lambda _path: True) -> bytes:
+    """A directory tree (the paths ``only`` keeps, relative to ``rootfs``) as one uncompressed
+    layer: root-owned, numeric, mtime 0."""
 
     def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -97,8 +98,9 @@ def rootfs_layer(rootfs: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(rootfs.rglob("*")):
-            tar.add(entry, arcname=str(entry.relative_to(rootfs)), recursive=False,
-                    filter=normalize)
+            if only(entry.relative_to(rootfs)):
+                tar.add(entry, arcname=str(entry.relative_to(rootfs)), recursive=False,
+                        filter=normalize)
     return buf.getvalue()
 
 

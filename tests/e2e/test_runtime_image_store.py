@@ -47,13 +47,13 @@ IMAGE = Image(layers=[BASE, TOP], config={"Cmd": ["sh"]}, name="localhost/two:1"
 
 
 def pycni_run(
-    store: Path, *args: str, stdin: bytes | None = None
+    store: Path, *args: str, stdin: bytes | None = None, umask: int = 0o022
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pycni_run.cli", "--image-store", str(store), *args],
         input=stdin.decode("latin-1") if stdin is not None else None,
         capture_output=True, text=True, check=False, timeout=120,
-        encoding="latin-1" if stdin is not None else None,
+        encoding="latin-1" if stdin is not None else None, umask=umask,
     )
 
 
@@ -103,6 +103,18 @@ def test_whiteouts_become_overlays_own(tmp_path: Path) -> None:
     links = doc["GraphDriver"]["Data"]["Links"]  # type: ignore[index]
     assert [os.readlink(store / "l" / link) for link in links] == [
         f"../layers/{c.removeprefix('sha256:')}/diff" for c in (base_id, top_id)]
+
+
+def test_directories_a_layer_only_implies_let_everyone_in(tmp_path: Path) -> None:
+    image = Image(layers=[layer_tar([file("deep/er/file", "x", mode=0o644)])],
+                  config={"Cmd": ["x"]})
+    ran = pycni_run(tmp_path / "store", "load", "-i",
+                    str(write_docker_archive(image, tmp_path / "i.tar")), umask=0o077)
+    assert ran.returncode == 0, ran.stderr
+    (layer,) = (tmp_path / "store" / "layers").iterdir()
+    for path in ("diff", "diff/deep", "diff/deep/er"):
+        assert stat.S_IMODE(os.stat(layer / path).st_mode) == 0o755, path
+    assert stat.S_IMODE(os.stat(layer / "diff/deep/er/file").st_mode) == 0o644
 
 
 @pytest.mark.parametrize("layout", ["oci-archive", "oci-dir", "stdin"])

@@ -28,7 +28,6 @@ def _stage_layer(source: Source, blob: BlobRef, diff_id: Digest, chain: Digest,
                  staging: str) -> StagedLayer:
     label = str(blob.digest or diff_id)
     directory = tempfile.mkdtemp(prefix="layer-", dir=staging)
-    os.mkdir(os.path.join(directory, "diff"), 0o755)
     with source.open(blob.path) as stream:
         got = unpack.unpack_layer(stream, os.path.join(directory, "diff"), label=label)
     if blob.digest is not None and got.digest != blob.digest:
