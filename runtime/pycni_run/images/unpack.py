@@ -85,6 +85,13 @@ def _decompressed(raw: HashingReader, label: str) -> Readable:
     return stream
 
 
+def _make_dir(where: str) -> None:
+    """0755 whatever the umask: a directory the tar only implies (and the layer's root) must
+    let the container's users in."""
+    os.mkdir(where)
+    os.chmod(where, 0o755)  # noqa: S103 - an image's directories are world-readable
+
+
 @dataclass(slots=True)
 class _Extractor:
     root: str
@@ -106,7 +113,7 @@ class _Extractor:
             prefix = path.parts[:i]
             kind = self.kinds.get(prefix)
             if kind is None:
-                os.mkdir(os.path.join(self.root, *prefix), 0o755)
+                _make_dir(os.path.join(self.root, *prefix))
                 self.kinds[prefix] = "dir"
             elif kind != "dir":
                 raise self.fail(f"{path} goes through {'/'.join(prefix)}, a {kind}, "
@@ -176,7 +183,7 @@ class _Extractor:
         kind = self.kinds.get(path.parts)
         if kind != "dir":
             self.replace(path, "dir")
-            os.mkdir(self.host(path), 0o755)
+            _make_dir(self.host(path))
             if kind == "whiteout":  # deleted below, made anew here: nothing below shows
                 os.setxattr(self.host(path), OPAQUE_XATTR, b"y")
         if member is not None:
@@ -224,7 +231,8 @@ class _Extractor:
 
 def unpack_layer(blob: Readable, target: str, *, label: str,
                  limits: Limits = Limits()) -> Unpacked:
-    """Unpack ``blob`` into the empty directory ``target``; RunError naming ``label``."""
+    """Unpack ``blob`` into ``target`` (made here); RunError naming ``label``."""
+    _make_dir(target)
     raw = HashingReader(blob)
     extractor = _Extractor(root=target, label=label, limits=limits)
     try:
