@@ -273,7 +273,7 @@ def init_main(plan: InitPlan, channel: Channel, *, made: int = 0) -> None:
     _enter_cgroup_namespace(plan)
     rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
     socket.sethostname(plan.hostname)
-    volumes.mount_all(root, plan.mounts, read_only=plan.read_only)
+    volumes.mount_all(root, plan.mounts, read_only=plan.read_only, workdir=plan.workdir)
     rootfs.pivot(root)
     rootfs.mask_paths(plan.confinement.masked_paths, plan.confinement.readonly_paths)
     _setup_stdio(plan.stdio, channel)

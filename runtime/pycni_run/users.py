@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -22,6 +23,7 @@ PASSWD: Final = "/etc/passwd"  # noqa: S105 - a path, not a password
 GROUP: Final = "/etc/group"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
 _MAX_ID: Final = (1 << 32) - 2  # (uid_t)-1 means "unchanged" to the kernel
+_MAX_FILE: Final = 16 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,14 +49,18 @@ def parse_user(text: str) -> str:
 
 
 def _entries(path: str) -> Iterator[list[str]]:
-    """The colon-separated lines of a passwd/group file; none if it is missing."""
+    """The colon-separated lines of a passwd/group file; none if it is missing. The file is
+    the container's: a FIFO or a device there must not hang or feed the runtime."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.strip() and not line.startswith("#"):
-                    yield line.rstrip("\n").split(":")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return
+    with open(fd, encoding="utf-8", errors="replace") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunError(f"{path} in the container is not a regular file")
+        for line in f.read(_MAX_FILE).splitlines():
+            if line.strip() and not line.startswith("#"):
+                yield line.split(":")
 
 
 def _passwd_entry(user: str, path: str) -> list[str] | None:

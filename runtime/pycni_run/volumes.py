@@ -159,8 +159,9 @@ def remount_readonly(path: str) -> None:
     syscalls.mount(None, path, None, flags)
 
 
-def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool) -> None:
-    """Before the pivot: every volume and tmpfs (parents first), then ``--read-only``."""
+def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool, workdir: str) -> None:
+    """Before the pivot: every volume and tmpfs (parents first), then ``--read-only`` (the
+    working directory made first, as a writable root would have it made after the pivot)."""
     for m in sorted(mounts, key=lambda m: m.target.count("/")):
         try:
             (_bind if m.kind == "bind" else _tmpfs)(root, m)
@@ -168,4 +169,5 @@ def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool) -> None:
             reason = err.strerror if isinstance(err, OSError) else str(err)
             raise RunError(f"cannot mount {m.source or 'tmpfs'} on {m.target}: {reason}") from err
     if read_only:
+        inroot.resolve(root, workdir, create="dir")
         remount_readonly(root)

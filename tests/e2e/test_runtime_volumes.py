@@ -67,6 +67,9 @@ def test_read_only_refuses_writes_but_to_tmpfs_and_volumes(
         "run-ok", "shm-ok", "vol-ok",
     ]
     assert "ro" in _mounts(box, "--read-only")["/"][3].split(",")
+    # a missing working directory is made before the root goes read-only
+    assert box.ok("run", "--rm", "--net=none", "--read-only", "-w", "/made/here", "busybox",
+                  "pwd") == "/made/here\n"
     # the runtime's own /etc files were written before the root went read-only
     assert box.ok("run", "--rm", "--net=none", "--read-only", "--hostname", "ro", "busybox",
                   "cat", "/etc/hostname") == "ro\n"

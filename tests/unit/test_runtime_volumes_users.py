@@ -3,6 +3,7 @@ the passwd/group lookup of --user (no root, no kernel)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,10 @@ def test_lookup_refuses_unknown_names(etc: tuple[str, str], tmp_path: Path) -> N
         lookup("app:ghosts", passwd=etc[0], group=etc[1])
     missing = str(tmp_path / "none")
     assert lookup("7", passwd=missing, group=missing) == UserIds(uid=7, gid=0, groups=(0,))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # the container's file: it must not hang the runtime
+    with pytest.raises(RunError, match="not a regular file"):
+        lookup("app", passwd=str(fifo), group=etc[1])
 
 
 def test_run_options(tmp_path: Path) -> None:
