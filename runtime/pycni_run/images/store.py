@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -220,7 +219,7 @@ class Store:
 
     def _new_link(self) -> str:
         while True:
-            name = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(_LINK_LENGTH))
+            name = "".join(_LINK_ALPHABET[b % 32] for b in os.urandom(_LINK_LENGTH))
             if not os.path.lexists(os.path.join(self.links_dir, name)):
                 return name
 
@@ -279,7 +278,7 @@ class Store:
     def _discard(self, path: str) -> None:
         """Out of sight at once (a rename), then removed."""
         os.makedirs(self._tmp, mode=0o700, exist_ok=True)
-        gone = os.path.join(self._tmp, f"gone-{secrets.token_hex(8)}")
+        gone = os.path.join(self._tmp, f"gone-{os.urandom(8).hex()}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, gone)
             shutil.rmtree(gone, ignore_errors=True)
