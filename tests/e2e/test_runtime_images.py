@@ -159,3 +159,18 @@ def test_rmi_is_refused_while_a_container_uses_the_image(
     assert len(out) == 5  # and its three layers
     assert list((ibox.image_store / "layers").iterdir()) == []
     assert ibox.ok("images", "-q") == "\n"
+
+
+def test_an_images_symlinks_never_lead_the_runtime_to_the_host(
+    ibox: RuntimeSandbox, tmp_path: Path, app_archive: tuple[Image, Path]
+) -> None:
+    """/etc and /dev as absolute symlinks to a host directory: the runtime writes the
+    container's /etc files and makes its /dev mount point inside the container's root."""
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    hostile = Image(layers=[*app_archive[0].layers,
+                            layer_tar([symlink("etc", str(trap)), symlink("dev", f"{trap}/dev")])],
+                    config={"Cmd": ["/bin/cat", f"{trap}/hostname"]}, name="localhost/hostile:1")
+    ibox.ok("load", "-i", str(write_docker_archive(hostile, tmp_path / "hostile.tar")))
+    assert ibox.ok("run", "--rm", "--net=none", "--hostname", "inside", "hostile:1") == "inside\n"
+    assert list(trap.iterdir()) == []

@@ -113,3 +113,4 @@ def test_a_volume_target_leading_out_of_the_root_is_refused(
         assert f"cannot mount {vol} on {target}" in ran.stderr
         assert "leads out of the container's root" in ran.stderr
     assert not escape.exists()  # the host path the relative link climbs to
+    assert box.ok("ps", "-a", "-q").strip() == ""  # and no container left behind
