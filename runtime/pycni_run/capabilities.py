@@ -8,10 +8,11 @@ plus the adds), then bounded by what the runtime itself holds: a container never
 capability its runtime lacks (this VM's bounding set has no ``CAP_SYS_RESOURCE``).
 
 The chosen set goes into all five sets (bounding, permitted, effective, inheritable, ambient)
-as issue #17 asks. Docker since 20.10.14 (CVE-2022-24769) leaves inheritable and ambient
-empty; here every container process is uid 0 (there is no ``--user``), for which the kernel
-already makes permitted = effective = bounding at exec, so the two extra sets grant nothing
-beyond the others.
+as issue #17 asks, for a process that stays uid 0. Docker since 20.10.14 (CVE-2022-24769)
+leaves inheritable and ambient empty; for uid 0 the kernel already makes permitted = effective
+= bounding at exec, so the two extra sets grant nothing beyond the others. A process of another
+user (``--user``) keeps only the bounding set: its permitted, effective, inheritable and
+ambient sets are empty, which is what Docker's non-root processes end with after exec.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ __all__ = [
     "NAMES",
     "apply",
     "held",
+    "limit_bounding",
     "mask_of",
     "names_of",
     "normalize",
     "resolve",
+    "set_process",
 ]
 
 # Index = capability number (linux/capability.h), up to CAP_CHECKPOINT_RESTORE (40, 5.9).
@@ -150,15 +153,26 @@ def resolve(
 
 
 def apply(names: frozenset[str]) -> None:
-    """In the container's process, before exec: the bounding set first (dropping needs
-    CAP_SETPCAP, which capset may take away), then permitted/effective/inheritable, then
-    ambient (a raise needs the capability permitted and inheritable)."""
+    """In the container's process, before exec: both steps below (uid 0 all along)."""
+    limit_bounding(names)
+    set_process(names)
+
+
+def limit_bounding(names: frozenset[str]) -> None:
+    """The bounding set first: dropping needs CAP_SETPCAP, which capset may take away (and
+    which a switch to another uid takes away)."""
     mask = mask_of(names)
     number = 0
     while (present := syscalls.has_bounding_capability(number)) is not None:
         if present and not mask >> number & 1:
             syscalls.drop_bounding_capability(number)
         number += 1
+
+
+def set_process(names: frozenset[str]) -> None:
+    """Permitted, effective and inheritable, then ambient (a raise needs the capability
+    permitted and inheritable). Empty for a non-root user: what Docker's processes end with."""
+    mask = mask_of(names)
     syscalls.capset(mask, mask, mask)
     syscalls.clear_ambient_capabilities()
     for name in names:

@@ -32,6 +32,8 @@ from pycni_run.spec import (
     validate_name,
     validate_spec,
 )
+from pycni_run.users import parse_user
+from pycni_run.volumes import parse_tmpfs, parse_volume
 
 __all__ = ["build_spec", "main", "parse_run_args", "split_global_options", "stays_local"]
 
@@ -48,6 +50,10 @@ COMMANDS: Final = (
     "network",
     "daemon",
     "install-client",
+    "load",
+    "images",
+    "image",
+    "rmi",
 )
 # Never through the runtime daemon: the daemon itself, and what writes the client.
 _LOCAL_COMMANDS: Final = ("daemon", "install-client")
@@ -97,7 +103,7 @@ def _run_parser() -> _Parser:
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("-w", "--workdir", default="/")
+    p.add_argument("-w", "--workdir", default="")
     p.add_argument("--hostname", default="")
     p.add_argument("--net", "--network", dest="net", default="bridge")
     p.add_argument("-p", "--publish", action="append", default=[])
@@ -110,6 +116,12 @@ def _run_parser() -> _Parser:
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("-v", "--volume", action="append", default=[], help="HOST:CTR[:ro]")
+    p.add_argument("--tmpfs", action="append", default=[], help="PATH[:OPTS]")
+    p.add_argument("--read-only", action="store_true", help="the rootfs read-only")
+    p.add_argument("-u", "--user", default="", help="NAME|UID[:GROUP|GID]")
+    p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--entrypoint", help="replaces the image's Entrypoint (and its Cmd)")
     return p
 
 
@@ -154,7 +166,7 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
         image, command = positionals[0], positionals[1:]
     else:
         raise RunError("pycni-run run: an IMAGE (or --rootfs DIR) is required")
-    if not command and (ns.rootfs or image == "busybox"):
+    if not command and (ns.rootfs or image == "busybox") and ns.entrypoint is None:
         command = ["sh"]  # the busybox image's default command
     container_id = new_container_id()
     spec = ContainerSpec(
@@ -184,6 +196,11 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
             cap_drop=ns.cap_drop,
             security_opt=ns.security_opt,
         ),
+        entrypoint=None if ns.entrypoint is None else tuple(filter(None, [ns.entrypoint])),
+        user=parse_user(ns.user),
+        mounts=(*map(parse_volume, ns.volume), *map(parse_tmpfs, ns.tmpfs)),
+        read_only=ns.read_only,
+        publish_all=ns.publish_all,
     )
     validate_spec(spec)
     return spec
@@ -214,8 +231,9 @@ def stays_local(argv: Sequence[str]) -> bool:
 
 def cmd_run(cfg: RuntimeConfig, argv: list[str]) -> int:
     from pycni_run import launch
+    from pycni_run.images.use import resolve_spec
 
-    spec = build_spec(*parse_run_args(argv))
+    spec = resolve_spec(cfg, build_spec(*parse_run_args(argv)))
     if spec.detach:
         return launch.run_detached(cfg, spec)
     return launch.run_foreground(cfg, spec)
@@ -387,6 +405,15 @@ def cmd_install_client(_cfg: RuntimeConfig, argv: list[str]) -> int:
     return 0
 
 
+def _image_command(name: str) -> Callable[[RuntimeConfig, list[str]], int]:
+    def command(cfg: RuntimeConfig, argv: list[str]) -> int:
+        from pycni_run.images import commands
+
+        return commands.HANDLERS[name](cfg, argv)
+
+    return command
+
+
 HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
     "run": cmd_run,
     "exec": cmd_exec,
@@ -402,6 +429,7 @@ HANDLERS: Final[dict[str, Callable[[RuntimeConfig, list[str]], int]]] = {
     "network": cmd_network,
     "daemon": cmd_daemon,
     "install-client": cmd_install_client,
+    **{name: _image_command(name) for name in ("load", "images", "image", "rmi")},
 }
 
 USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
@@ -409,6 +437,7 @@ USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
 
 commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink,
           network create|ls|inspect|rm|prune (as `pycni network`),
+          load [-i FILE|DIR], images, image inspect|ls|rm|load, rmi [-f],
           daemon [--socket PATH] (the warm runtime daemon, foreground), install-client [DIR]
 global options: --config FILE, --state-dir, --storage-dir, --image-store, --netns-dir,
                 --cni-path DIR[:DIR], --conf-dir, --cni-cache-dir, --cgroup-parent
@@ -423,7 +452,7 @@ def _dispatch(argv: list[str]) -> int:
     config_file = settings.pop("config", None)
     cfg = load_config(Path(config_file) if config_file else None).with_overrides(settings)
     command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
-    if command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon"):
+    if command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon", "load", "rmi"):
         _require_privileges()
     return HANDLERS[command](cfg, args)
 

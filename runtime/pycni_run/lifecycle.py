@@ -24,6 +24,7 @@ from pycni.net import netns
 from pycni_run import cgroups, console, network, pidfds, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
+from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
 from pycni_run.spec import ContainerSpec, validate_spec
 from pycni_run.state import ContainerState
@@ -136,12 +137,23 @@ def start(
     """Create and start the container up to its exec; the state and the pty master (-t).
 
     ``stdio(state, state_dir)`` gives the command's stdio once the name is claimed;
-    ``on_init(pidfd)`` is given a pidfd of the init as soon as it exists.
+    ``on_init(pidfd)`` is given a pidfd of the init as soon as it exists. A
+    loaded image stays pinned (``rmi`` waits) until the state names it.
     """
+    with use.pinned_lower(cfg, spec) as lower:
+        return _start(cfg, spec, stdio, lower, on_init)
+
+
+def _start(
+    cfg: RuntimeConfig,
+    spec: ContainerSpec,
+    stdio: Callable[[ContainerState, str], Stdio],
+    lower: use.Lower,
+    on_init: Callable[[int], None],
+) -> tuple[ContainerState, int | None]:
     validate_spec(spec)
-    confinement = security.resolve(spec.security)  # caps, seccomp program: nothing made yet
+    confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
-    lower = spec.rootfs or rootfs.ensure_image(cfg.image_store, spec.image)
     conflist = network.load_network(cfg, spec.net.network, spec.ports)
     peer = _peer_state(cfg, spec)
     hostname = _hostname(spec, peer)
@@ -166,7 +178,8 @@ def start(
         undo.callback(_quietly, "remove cgroup", cgroups.remove, cg)
         st.storage = os.path.join(cfg.storage_dir, spec.name)
         undo.callback(rootfs.remove_layers, st.storage)
-        layers = rootfs.prepare_layers(st.storage, lower)
+        layers = rootfs.prepare_layers(st.storage, lower.dirs, lower_base=lower.base,
+                                       image=lower.image)
         st.rootfs = layers.to_dict()
         plan = InitPlan(
             command=spec.command,
@@ -180,6 +193,8 @@ def start(
             stdio=stdio(st, directory),
             init=spec.init,
             peer_netns=_open_peer_netns(peer) if peer else -1,
+            mounts=spec.mounts,
+            read_only=spec.read_only,
         )
         try:
             child = held.launch(plan) if held else process.spawn(plan)

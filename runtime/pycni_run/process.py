@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 
 from pycni.net import syscalls
 from pycni.server.peer import received_fds
-from pycni_run import cgroups, console, namespaces, rootfs, security
+from pycni_run import cgroups, console, namespaces, rootfs, security, volumes
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
 from pycni_run.rootfs import Layers
 from pycni_run.security import Confinement
@@ -122,6 +122,8 @@ class InitPlan:
     peer_netns: int = -1  # container:NAME -> a descriptor of NAME's netns, joined by the init
     stdio: Stdio = field(default_factory=Stdio)
     init: bool = False  # a reaping init as PID 1, the command as its child (docker --init)
+    mounts: tuple[volumes.Mount, ...] = ()  # -v and --tmpfs
+    read_only: bool = False  # --read-only
 
 
 class CgroupMove:
@@ -271,6 +273,7 @@ def init_main(plan: InitPlan, channel: Channel, *, made: int = 0) -> None:
     _enter_cgroup_namespace(plan)
     rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
     socket.sethostname(plan.hostname)
+    volumes.mount_all(root, plan.mounts, read_only=plan.read_only, workdir=plan.workdir)
     rootfs.pivot(root)
     rootfs.mask_paths(plan.confinement.masked_paths, plan.confinement.readonly_paths)
     _setup_stdio(plan.stdio, channel)

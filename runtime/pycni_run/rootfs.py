@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycni.net import syscalls
+from pycni_run import inroot, volumes
 from pycni_run.errors import RunError
 
 __all__ = [
@@ -69,6 +70,7 @@ _DEVICES: Final = (
     ("tty", 5, 0),
 )
 _NOSUID_NODEV_NOEXEC: Final = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")  # the kernel copies mount options as one page
 
 
 # ---------------------------------------------------------------------- image store (host)
@@ -126,25 +128,40 @@ def ensure_image(store: str, name: str, *, busybox: str = BUSYBOX_BINARY) -> str
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Layers:
-    lower: str
+    lower: str  # overlay's lowerdir: one directory, or a loaded image's layers (top first)
     upper: str
     work: str
     merged: str
+    # A loaded image's layers are its store's short link names, relative to this directory
+    # (podman's l/): one page of mount options then holds ~200 layers, not ~40 full paths.
+    lower_base: str = ""
+    image: str = ""  # the loaded image's id: `rmi` refuses while a container has it
 
     def to_dict(self) -> dict[str, str]:
-        return {"lower": self.lower, "upper": self.upper, "work": self.work, "merged": self.merged}
+        doc = {"lower": self.lower, "upper": self.upper, "work": self.work, "merged": self.merged}
+        if self.image:
+            doc.update(lower_base=self.lower_base, image=self.image)
+        return doc
+
+    def overlay_options(self) -> str:
+        return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
 
 
-def prepare_layers(storage: str, lower: str) -> Layers:
+def prepare_layers(storage: str, lower: str, *, lower_base: str = "", image: str = "") -> Layers:
     """The container's own overlay directories (its writes land in ``upper``, never in lower)."""
-    if not os.path.isdir(lower):
-        raise RunError(f"rootfs {lower} is not a directory")
+    if not os.path.isdir(lower_base or lower):
+        raise RunError(f"rootfs {lower_base or lower} is not a directory")
     layers = Layers(
         lower=lower,
         upper=os.path.join(storage, "upper"),
         work=os.path.join(storage, "work"),
         merged=os.path.join(storage, "merged"),
+        lower_base=lower_base,
+        image=image,
     )
+    if len(layers.overlay_options()) >= _PAGE_SIZE:
+        raise RunError(f"overlay options longer than a page ({_PAGE_SIZE} bytes): too many "
+                       "layers, or a storage directory with a very long path")
     for path in (layers.upper, layers.work, layers.merged):
         os.makedirs(path, mode=0o755, exist_ok=True)
     return layers
@@ -187,8 +204,7 @@ def resolv_conf(
 
 
 def write_etc(root: str, *, hostname: str, hosts: str, resolv: str) -> None:
-    etc = os.path.join(root, "etc")
-    os.makedirs(etc, exist_ok=True)
+    etc = _mount_point(root, "/etc")
     for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv)):
         path = os.path.join(etc, name)
         with contextlib.suppress(FileNotFoundError):
@@ -207,8 +223,9 @@ def make_root_private() -> None:
 
 
 def mount_overlay(layers: Layers) -> None:
-    data = f"lowerdir={layers.lower},upperdir={layers.upper},workdir={layers.work}"
-    syscalls.mount("overlay", layers.merged, "overlay", 0, data)
+    if layers.lower_base:
+        os.chdir(layers.lower_base)  # the kernel resolves relative lowerdirs from the cwd
+    syscalls.mount("overlay", layers.merged, "overlay", 0, layers.overlay_options())
 
 
 def _mkdir(path: str, mode: int = 0o755) -> str:
@@ -216,21 +233,27 @@ def _mkdir(path: str, mode: int = 0o755) -> str:
     return path
 
 
+def _mount_point(root: str, path: str) -> str:
+    """A directory of the image, found (or made) inside its root: a loaded image's ``/proc``
+    or ``/etc`` may be a symlink, which must not lead the runtime to a host path."""
+    return inroot.resolve(root, path, create="dir")
+
+
 def mount_proc(root: str) -> None:
-    syscalls.mount("proc", _mkdir(os.path.join(root, "proc")), "proc", _NOSUID_NODEV_NOEXEC)
+    syscalls.mount("proc", _mount_point(root, "/proc"), "proc", _NOSUID_NODEV_NOEXEC)
 
 
 def mount_sys(root: str, *, writable: bool = False) -> None:
     """sysfs, read-only unless ``--privileged`` (it shows the container's netns when the
     netns is new)."""
-    target = _mkdir(os.path.join(root, "sys"))
+    target = _mount_point(root, "/sys")
     readonly = 0 if writable else syscalls.MS_RDONLY
     syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | readonly)
 
 
 def mount_dev(root: str) -> None:
     """A tmpfs /dev with the six usual nodes, devpts (own instance), shm and the std links."""
-    dev = _mkdir(os.path.join(root, "dev"))
+    dev = _mount_point(root, "/dev")  # then a fresh tmpfs: nothing below it is the image's
     syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
     for name, major, minor in _DEVICES:
         path = os.path.join(dev, name)
@@ -277,10 +300,7 @@ def _make_readonly(path: str) -> None:
         syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
     except FileNotFoundError:
         return
-    # A bind remount must repeat the flags it keeps (proc's nosuid, nodev, noexec).
-    kept = os.statvfs(path).f_flag & _NOSUID_NODEV_NOEXEC
-    flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY | kept
-    syscalls.mount(None, path, None, flags)
+    volumes.remount_readonly(path)
 
 
 def _mask(path: str) -> None:

@@ -11,7 +11,9 @@ pivot, then ``confine`` last before exec), and so does ``exec`` for each process
 The order of ``confine`` is runc's: with no_new_privs, drop capabilities, set no_new_privs,
 then load the filter; without it, loading a filter needs CAP_SYS_ADMIN, so the filter goes on
 first and the capability calls after it (Docker's profile allows capset and prctl). Either way
-nothing of the runtime's own set-up (mounts, pivot, hostname) runs under the filter.
+nothing of the runtime's own set-up (mounts, pivot, hostname) runs under the filter. With a
+``--user`` (resolved in the container's own /etc/passwd first, before the filter), the ids
+change between the bounding set and the other sets, and a non-root uid keeps none of them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pycni.net import syscalls
-from pycni_run import capabilities, devices
+from pycni_run import capabilities, devices, users
 from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
 from pycni_run.seccomp_profile import DOCKER_DEFAULT, Profile
@@ -85,6 +87,7 @@ class Confinement:
     devices: tuple[DeviceRule, ...] = devices.DOCKER_DEFAULT
     cap_add: tuple[str, ...] = ()  # as asked, for inspect
     cap_drop: tuple[str, ...] = ()
+    user: str = ""  # NAME|UID[:GROUP|GID], resolved in the container; "" = root
 
 
 def _security_opt(item: str, found: dict[str, Any]) -> None:
@@ -122,7 +125,7 @@ def parse_options(
     )
 
 
-def resolve(opts: SecurityOptions) -> Confinement:
+def resolve(opts: SecurityOptions, *, user: str = "") -> Confinement:
     """In the runtime, before anything is made; RunError if it cannot be honoured."""
     caps = capabilities.resolve(
         add=opts.cap_add,
@@ -149,18 +152,28 @@ def resolve(opts: SecurityOptions) -> Confinement:
         devices=devices.PRIVILEGED if opts.privileged else devices.DOCKER_DEFAULT,
         cap_add=opts.cap_add,
         cap_drop=opts.cap_drop,
+        user=user,
     )
 
 
 def confine(conf: Confinement) -> None:
     """The last steps before exec, in the container's process (init or exec'd)."""
+    ids = users.lookup(conf.user) if conf.user else None  # reads files: before the filter
     if conf.no_new_privs:
-        capabilities.apply(conf.capabilities)
+        _drop_privileges(conf, ids)
         syscalls.set_no_new_privs()
         _load(conf)
     else:
         _load(conf)
-        capabilities.apply(conf.capabilities)
+        _drop_privileges(conf, ids)
+
+
+def _drop_privileges(conf: Confinement, ids: users.UserIds | None) -> None:
+    capabilities.limit_bounding(conf.capabilities)
+    if ids is not None:
+        users.switch(ids)
+    keeps = ids is None or ids.uid == 0
+    capabilities.set_process(conf.capabilities if keeps else frozenset())
 
 
 def _load(conf: Confinement) -> None:
@@ -183,6 +196,7 @@ def to_doc(conf: Confinement) -> dict[str, Any]:
         "MaskedPaths": list(conf.masked_paths),
         "ReadonlyPaths": list(conf.readonly_paths),
         "DeviceCgroupRules": [str(rule) for rule in conf.devices],
+        "User": conf.user,
     }
 
 
@@ -213,5 +227,6 @@ def for_exec(doc: dict[str, Any], directory: str) -> Confinement | None:
         capabilities=names,
         no_new_privs=bool(doc.get("NoNewPrivileges")),
         program=program,
+        user=str(doc.get("User", "")),
     )
 

@@ -16,6 +16,7 @@ from typing import Final, Literal
 from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
 from pycni_run.security import SecurityOptions
+from pycni_run.volumes import Mount, validate_mounts
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -120,7 +121,7 @@ class ContainerSpec:
     image: str = DEFAULT_IMAGE
     rootfs: str = ""  # --rootfs DIR: the overlay's lower dir instead of an image
     env: tuple[tuple[str, str], ...] = ()
-    workdir: str = "/"
+    workdir: str = ""  # "" = the image's WorkingDir, else /
     hostname: str = ""
     net: NetMode = field(default_factory=lambda: NetMode("bridge"))
     ports: tuple[PortMapping, ...] = ()
@@ -131,6 +132,17 @@ class ContainerSpec:
     tty: bool = False
     init: bool = False
     security: SecurityOptions = field(default_factory=SecurityOptions)
+    entrypoint: tuple[str, ...] | None = None  # --entrypoint: replaces the image's (and Cmd)
+    image_id: str = ""  # the loaded image IMAGE names ("" = busybox, built in, or --rootfs)
+    user: str = ""  # --user, else the image's User: NAME|UID[:GROUP|GID]; "" = root
+    mounts: tuple[Mount, ...] = ()  # -v and --tmpfs
+    read_only: bool = False  # --read-only: the rootfs mounted read-only
+    publish_all: bool = False  # -P: every port the image exposes, on a free host port
+
+    @property
+    def builtin_image(self) -> bool:
+        """busybox or --rootfs: no image config (the command line gives the command)."""
+        return bool(self.rootfs) or self.image == DEFAULT_IMAGE
 
 
 def new_container_id() -> str:
@@ -242,9 +254,9 @@ def parse_env(
 def validate_spec(spec: ContainerSpec) -> None:
     """The combinations Docker refuses, and what this runtime cannot do."""
     validate_name(spec.name)
-    if not spec.command:
-        raise RunError("no command given")
-    if not os.path.isabs(spec.workdir):
+    if not spec.command and spec.builtin_image and not spec.entrypoint:
+        raise RunError("no command given")  # an image's config may still give one
+    if spec.workdir and not os.path.isabs(spec.workdir):
         raise RunError(f"invalid -w {spec.workdir!r}: the working directory must be absolute")
     if spec.net.kind == "container":
         if spec.hostname:
@@ -258,3 +270,4 @@ def validate_spec(spec: ContainerSpec) -> None:
         )
     if spec.hostname and (len(spec.hostname) > 64 or "/" in spec.hostname):
         raise RunError(f"invalid --hostname {spec.hostname!r}")
+    validate_mounts(spec.mounts)

@@ -17,12 +17,12 @@ import os
 import select
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pycni import atomicfile
 from pycni_run import pidfds
 from pycni_run.errors import RunError
 
@@ -198,19 +198,11 @@ def release(containers_dir: str, name: str) -> None:
 
 
 def save(containers_dir: str, state: ContainerState) -> None:
-    directory = container_dir(containers_dir, state.name)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
-    try:
-        # No indent (the C encoder) and no fsync: the state lives in /run, describing
-        # processes and mounts that do not outlive the machine; temp + rename keeps it whole
-        # for what matters, a runtime killed midway.
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(state.to_dict()))
-        os.replace(tmp, os.path.join(directory, STATE_FILE))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # No indent (the C encoder) and no fsync: the state lives in /run, describing processes
+    # and mounts that do not outlive the machine; temp + rename keeps it whole for what
+    # matters, a runtime killed midway.
+    path = os.path.join(container_dir(containers_dir, state.name), STATE_FILE)
+    atomicfile.write(path, json.dumps(state.to_dict()).encode())
 
 
 def load(containers_dir: str, name: str) -> ContainerState:

@@ -20,15 +20,12 @@ the root network namespace, the global sysctls and the clients' usual host paths
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +34,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from pycni.install import install
+from tests.image_support import (
+    PATH_ENV,
+    Image,
+    oci_layout_members,
+    rootfs_layer,
+    write_docker_archive,
+    write_tar,
+)
 
 IMAGE: Final = "localhost/busybox:latest"
 NETWORK: Final = "pycni"  # the default network `pycni install` writes (conf/10-pycni.conflist)
@@ -128,67 +133,12 @@ class Ran:
 # --------------------------------------------------------------------------- image archive
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _layer_tar(rootfs: Path) -> bytes:
-    """The rootfs as an uncompressed layer: root-owned, numeric, mtime 0 (reproducible)."""
-
-    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        return info
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(rootfs.rglob("*")):
-            tar.add(entry, arcname=str(entry.relative_to(rootfs)), recursive=False,
-                    filter=normalize)
-    return buf.getvalue()
-
-
-def _image_config(layer_id: str, *, cmd: Sequence[str], entrypoint: Sequence[str]) -> bytes:
-    """An OCI image config for one layer (``diff_ids`` is its digest: it is uncompressed)."""
-    config: dict[str, Any] = {
-        "Cmd": list(cmd),
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    }
-    if entrypoint:
-        config["Entrypoint"] = list(entrypoint)
-    return json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "1970-01-01T00:00:00Z",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "pycni tests"}],
-        },
-        sort_keys=True,
-    ).encode()
-
-
 def build_image_archive(rootfs: Path, out: Path, name: str = IMAGE) -> Path:
     """A docker-archive tarball (``podman load`` and ``ctr images import`` both read it):
     ``manifest.json`` naming one config and one uncompressed layer of ``rootfs``."""
-    layer = _layer_tar(rootfs)
-    layer_id = _sha256(layer)
-    config = _image_config(layer_id, cmd=["/bin/sh"], entrypoint=())
-    config_name = f"{_sha256(config)}.json"
-    manifest = [{"Config": config_name, "RepoTags": [name], "Layers": [f"{layer_id}/layer.tar"]}]
-    with tarfile.open(out, "w") as tar:
-        _tar_member(tar, f"{layer_id}/layer.tar", layer)
-        _tar_member(tar, config_name, config)
-        _tar_member(tar, "manifest.json", json.dumps(manifest).encode())
-    return out
+    image = Image(layers=[rootfs_layer(rootfs)], config={
+        "Cmd": ["/bin/sh"], "Env": [PATH_ENV]}, name=name)
+    return write_docker_archive(image, out)
 
 
 @dataclass(frozen=True)
@@ -203,34 +153,23 @@ class OciImage:
 def build_oci_archive(rootfs: Path, out: Path, images: Sequence[OciImage]) -> Path:
     """An OCI image layout tarball (``ctr images import`` reads it) holding ``images``, all
     of one uncompressed layer of ``rootfs``, each named by its ``io.containerd.image.name``."""
-    layer = _layer_tar(rootfs)
-    layer_id = _sha256(layer)
-    blobs = {layer_id: layer}
-    manifests = []
-    for image in images:
-        config = _image_config(layer_id, cmd=image.cmd, entrypoint=image.entrypoint)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": f"sha256:{_sha256(config)}", "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": f"sha256:{layer_id}", "size": len(layer)}],
-        }, sort_keys=True).encode()
-        blobs[_sha256(config)], blobs[_sha256(manifest)] = config, manifest
-        manifests.append({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": f"sha256:{_sha256(manifest)}", "size": len(manifest),
-            "annotations": {"io.containerd.image.name": image.name,
-                            "org.opencontainers.image.ref.name": image.name.rsplit(":", 1)[-1]},
-        })
-    index = {"schemaVersion": 2, "manifests": manifests}
-    with tarfile.open(out, "w") as tar:
-        _tar_member(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-        _tar_member(tar, "index.json", json.dumps(index, sort_keys=True).encode())
-        for digest, data in blobs.items():
-            _tar_member(tar, f"blobs/sha256/{digest}", data)
-    return out
+    layer = rootfs_layer(rootfs)
+    members: dict[str, bytes] = {}
+    manifests: list[Any] = []
+    for spec in images:
+        config: dict[str, Any] = {"Cmd": list(spec.cmd), "Env": [PATH_ENV]}
+        if spec.entrypoint:
+            config["Entrypoint"] = list(spec.entrypoint)
+        one = oci_layout_members(
+            Image(layers=[layer], config=config, name=spec.name),
+            compress=False,
+            annotations={"io.containerd.image.name": spec.name,
+                         "org.opencontainers.image.ref.name": spec.name.rsplit(":", 1)[-1]},
+        )
+        manifests += json.loads(one.pop("index.json"))["manifests"]
+        members.update(one)
+    members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": manifests}).encode()
+    return write_tar(out, members)
 
 
 # --------------------------------------------------------------------------- cgroups
