@@ -159,7 +159,7 @@ def _removal(settings: Any, ns: argparse.Namespace) -> int:
     else:
         failures = remove_networks(settings, ns.names, force=ns.force, removed=removed)
     for name, err in failures:
-        print(f"pycni network: {name}: {err}", file=sys.stderr)
+        print(f"{ns.prog}: {name}: {err}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -196,6 +196,7 @@ def main(argv: Sequence[str], *, prog: str = "pycni network", config_file: Path 
                 config_file = None  # the built-in defaults, as the file says
         settings = load_settings(config_file, env=os.environ if env is None else env,
                                  overrides=given)
+        ns.prog = prog
         return _VERBS[ns.verb](settings, ns)
     except CNIError as err:
         print(f"{prog}: {err}", file=sys.stderr)

@@ -410,7 +410,8 @@ def _network_connection(cfg: RuntimeConfig, argv: list[str]) -> int:
         request = parse_connect(ns.network, ip=ns.ip, ip6=ns.ip6, aliases=ns.alias)
         netconnect.connect(cfg, validate_name(ns.container), request)
     else:
-        netconnect.disconnect(cfg, validate_name(ns.container), ns.network, force=ns.force)
+        network = parse_connect(ns.network).name  # `bridge` is the pycni network here too
+        netconnect.disconnect(cfg, validate_name(ns.container), network, force=ns.force)
     return 0
 
 

@@ -17,7 +17,7 @@ from pycni_run.state import ContainerState, NetAttachment
 
 __all__ = ["format_template", "inspect_doc", "ps_rows", "render_table"]
 
-_TEMPLATE_RE = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
+_TEMPLATE_RE = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_-]+)+)\s*\}\}")
 
 
 def _ports(st: ContainerState) -> list[str]:

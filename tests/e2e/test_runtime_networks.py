@@ -147,6 +147,8 @@ def test_a_static_ip_is_honoured_and_a_conflicting_one_refused_with_nothing_made
     assert _cache_entries(box) == made[1]
     box.ok("network", "connect", "--ip", "10.99.0.77", "bridge", "a")
     assert "inet 10.99.0.77/16" in box.ok("exec", "a", "ip", "-o", "-4", "addr", "show", "eth1")
+    box.ok("network", "disconnect", "bridge", "a")  # `bridge` names the pycni network here too
+    assert list(box.inspect("a")["NetworkSettings"]["Networks"]) == ["front"]
 
 
 def test_a_port_range_publishes_every_port(box: RuntimeSandbox) -> None:

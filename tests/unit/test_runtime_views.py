@@ -141,3 +141,14 @@ def test_hosts_and_resolv_conf_take_the_dns_options(tmp_path: object) -> None:
         "nameserver 192.0.2.1\nsearch corp.example\noptions ndots:2\n")
     assert rootfs.resolv_conf(["10.0.0.53"], ["."], host_file=str(host)) == (
         "nameserver 10.0.0.53\n")
+
+
+def test_templates_reach_networks_named_with_dashes() -> None:
+    """`inspect -f '{{.NetworkSettings.Networks.alpine-net.IPAddress}}'` (network names
+    take '-'; Docker needs `index` for that, a plain path does here)."""
+    st = _on_two_networks()
+    st.networks[1] = NetAttachment(network="alpine-net", ifname="eth1",
+                                   result=st.networks[1].result)
+    doc = views.inspect_doc(st)
+    assert views.format_template(doc, "{{.NetworkSettings.Networks.alpine-net.IPAddress}}") \
+        == "10.100.8.9"
