@@ -391,28 +391,10 @@ def cmd_network(cfg: RuntimeConfig, argv: list[str]) -> int:
 
 def _network_connection(cfg: RuntimeConfig, argv: list[str]) -> int:
     from pycni_run import netconnect
-    from pycni_run.netspec import parse_connect
 
-    verb = argv[0]
-    parser = _Parser(prog=f"pycni-run network {verb}")
-    if verb == "connect":
-        parser.add_argument("--ip", default="")
-        parser.add_argument("--ip6", default="")
-        parser.add_argument("--alias", action="append", default=[])
-    else:
-        parser.add_argument("-f", "--force", action="store_true")
-    parser.add_argument("network")
-    parser.add_argument("container")
-    ns = parser.parse_args(argv[1:])
     if os.geteuid() != 0:
-        raise RunError(f"pycni-run network {verb} needs root (CNI ADD/DEL in a netns)")
-    if verb == "connect":
-        request = parse_connect(ns.network, ip=ns.ip, ip6=ns.ip6, aliases=ns.alias)
-        netconnect.connect(cfg, validate_name(ns.container), request)
-    else:
-        network = parse_connect(ns.network).name  # `bridge` is the pycni network here too
-        netconnect.disconnect(cfg, validate_name(ns.container), network, force=ns.force)
-    return 0
+        raise RunError(f"pycni-run network {argv[0]} needs root (CNI ADD/DEL in a netns)")
+    return netconnect.command(cfg, argv, _Parser(prog=f"pycni-run network {argv[0]}"))
 
 
 def cmd_daemon(_cfg: RuntimeConfig, argv: list[str]) -> int:

@@ -12,16 +12,40 @@ hand inside is never clobbered), and the default route only if no attachment hol
 
 from __future__ import annotations
 
+import argparse
 import sys
 from contextlib import ExitStack
 
 from pycni_run import lifecycle, network, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
-from pycni_run.spec import NetworkRequest
+from pycni_run.netspec import parse_connect
+from pycni_run.spec import NetworkRequest, validate_name
 from pycni_run.state import ContainerState, NetAttachment
 
-__all__ = ["connect", "disconnect"]
+__all__ = ["command", "connect", "disconnect"]
+
+
+def command(cfg: RuntimeConfig, argv: list[str], parser: argparse.ArgumentParser) -> int:
+    """``connect [--ip IP] [--ip6 IP] [--alias A]... NETWORK CONTAINER`` or
+    ``disconnect [-f] NETWORK CONTAINER`` (``argv[0]``), parsed with ``parser``."""
+    verb = argv[0]
+    if verb == "connect":
+        parser.add_argument("--ip", default="")
+        parser.add_argument("--ip6", default="")
+        parser.add_argument("--alias", action="append", default=[])
+    else:
+        parser.add_argument("-f", "--force", action="store_true")
+    parser.add_argument("network")
+    parser.add_argument("container")
+    ns = parser.parse_args(argv[1:])
+    container = validate_name(ns.container)
+    if verb == "connect":
+        connect(cfg, container, parse_connect(ns.network, ip=ns.ip, ip6=ns.ip6,
+                                              aliases=ns.alias))
+    else:  # `bridge` names the pycni network here too
+        disconnect(cfg, container, parse_connect(ns.network).name, force=ns.force)
+    return 0
 
 
 def _running_with_networks(st: ContainerState) -> None:

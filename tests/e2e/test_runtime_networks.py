@@ -192,6 +192,23 @@ def test_rm_dels_every_network(box: RuntimeSandbox) -> None:
     assert box.sh("ip", "netns", "list").stdout.strip() == ""
 
 
+def test_through_the_daemon_exit_and_rm_del_every_network(box: RuntimeSandbox) -> None:
+    """The --rm exit path and rm -f, with every command in the runtime daemon's workers."""
+    _networks(box, "front", "back")
+    box.start_daemon()
+    out = box.ok("run", "--rm", "--network", "front", "--network", "back", "busybox",
+                 "ip", "-o", "-4", "addr", "show", "eth1")
+    assert f"inet {BACK}." in out
+    _sleeper(box, "a", "--network", "front")
+    box.ok("network", "connect", "back", "a")
+    assert len(_cache_entries(box)) == 2
+    box.ok("rm", "-f", "a")
+    for network in ("front", "back"):
+        assert _ports_of(box, _bridge(box, network)) == []
+        assert _reservations(box, network) == set()
+    assert _cache_entries(box) == set()
+
+
 def test_connect_and_rm_of_one_container_at_once_leave_nothing(box: RuntimeSandbox) -> None:
     _networks(box, "front", "back")
     for round_ in range(4):
