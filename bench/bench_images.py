@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.bench_runtime import RUNS, _daemon, _interleaved_ms, _setup
+from bench.bench_runtime import RUNS, _interleaved_ms, runtime_daemon, setup_runtime
 
 NAME = "localhost/five:1"
 RESULTS = "images.json"
@@ -68,10 +68,10 @@ def _timed(argv: Sequence[str], env: dict[str, str] | None) -> float:
 
 def _inside(work: Path, rounds: int) -> int:
     """In the runtime sandbox: load + first run per round, then start-up in turns."""
-    client, env = _setup(work)
+    client, env = setup_runtime(work)
     archive = work / "five.tar"
     results: dict[str, float] = {}
-    with _daemon(work, env) as sock:
+    with runtime_daemon(work, env) as sock:
         served = {**env, "PYCNI_RUN_SOCKET": sock}
         loads, firsts = [], []
         for i in range(rounds):

@@ -104,7 +104,7 @@ def _remove_runc_cgroups() -> None:
 
 
 @contextlib.contextmanager
-def _daemon(work: Path, env: dict[str, str]) -> Iterator[str]:
+def runtime_daemon(work: Path, env: dict[str, str]) -> Iterator[str]:
     """`pycni-run daemon` inside the sandbox (it must see the sandbox's mounts); by its PID."""
     sock = work / "daemon" / "run.sock"
     proc = subprocess.Popen(
@@ -124,7 +124,7 @@ def _daemon(work: Path, env: dict[str, str]) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _setup(work: Path) -> tuple[str, dict[str, str]]:
+def setup_runtime(work: Path) -> tuple[str, dict[str, str]]:
     """tmpfs, plugins, config, the client executable; (client path, env)."""
     from pycni_run.entry import install_client
 
@@ -147,7 +147,7 @@ def _setup(work: Path) -> tuple[str, dict[str, str]]:
 
 def _inside(work: Path) -> int:
     """In the sandbox: mount tmpfs, install plugins, measure."""
-    client, env = _setup(work)
+    client, env = setup_runtime(work)
     results: dict[str, float | str] = {}
     try:
         _measure(work, client, env, results)
@@ -162,7 +162,7 @@ def _inside(work: Path) -> int:
 def _measure(
     work: Path, client: str, env: dict[str, str], results: dict[str, float | str]
 ) -> None:
-    with _daemon(work, env) as sock:
+    with runtime_daemon(work, env) as sock:
         served = {**env, "PYCNI_RUN_SOCKET": sock}
         # In turns with runc and unshare: the ratio is taken at the same moments.
         results.update(_interleaved_ms({

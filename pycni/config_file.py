@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["CONFIG_ENV", "ConfigFileError", "find_config_file", "read_section"]
+__all__ = ["CONFIG_ENV", "ConfigFileError", "find_config_file", "is_repo_defaults", "read_section"]
 
 CONFIG_ENV: Final = "PYCNI_RUN_CONFIG"
 _ETC_CONFIG: Final = Path("/etc/pycni/pycni.yaml")
@@ -30,6 +30,13 @@ def find_config_file() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def is_repo_defaults(path: Path) -> bool:
+    """``path`` is the repository's ``conf/pycni.yaml``: the built-in defaults written out
+    (the unit tests hold each reader's defaults equal to it), so a reader that needs no more
+    than its defaults may skip parsing it."""
+    return path == _REPO_CONFIG
 
 
 def read_section(path: Path, section: str) -> dict[str, Any]:

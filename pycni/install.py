@@ -18,7 +18,7 @@ from typing import Final
 
 from pycni.plugins import PLUGINS
 
-__all__ = ["CONF_SOURCE", "InstallReport", "install", "render_executable"]
+__all__ = ["CONF_SOURCE", "InstallReport", "ensure_executables", "install", "render_executable"]
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 CONF_SOURCE: Final = REPO_ROOT / "conf"
@@ -54,6 +54,24 @@ def _write_executable(path: Path, text: str) -> None:
     tmp.write_text(text)
     tmp.chmod(0o755)
     os.replace(tmp, path)  # atomic: a runtime exec'ing the old file never sees half a file
+
+
+def ensure_executables(bin_dir: str, *, interpreter: str = sys.executable) -> list[str]:
+    """Every plugin executable in ``bin_dir`` as `install` writes it, rewriting only those
+    missing or different (another interpreter, a moved checkout); the ones written."""
+    os.makedirs(bin_dir, mode=0o755, exist_ok=True)
+    written = []
+    for name in sorted(PLUGINS):
+        target = Path(bin_dir) / name
+        text = render_executable(name, interpreter=interpreter, import_path=_import_path())
+        try:
+            current = target.read_text()
+        except OSError:
+            current = ""
+        if current != text:
+            _write_executable(target, text)
+            written.append(str(target))
+    return written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,11 +23,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pycni.config_file import ConfigFileError, read_section
 from pycni.network.names import invalid
-from pycni.network.subnets import DEFAULT_POOLS, AddressPool, parse_pool, ula_pool
+
+if TYPE_CHECKING:  # imported where used: `ls` needs no pools (nor the IPAM config they use)
+    from pycni.network.subnets import AddressPool
 
 __all__ = ["NetworkSettings", "load_settings", "machine_seed"]
 
@@ -44,14 +46,17 @@ class NetworkSettings:
     cache_dir: str = "/var/lib/cni"
     state_dir: str = "/run/pycni"  # pycni-run's, for container names
     ipam_data_dir: str = ""
-    address_pools: tuple[AddressPool, ...] = DEFAULT_POOLS
+    address_pools: tuple[AddressPool, ...] = ()  # () = subnets.DEFAULT_POOLS
     ipv6_pool: AddressPool | None = None
     firewall_backend: str | None = None
     timeout: float = 60.0  # seconds per plugin call (rm --force, prune)
 
     def pools(self) -> tuple[AddressPool, ...]:
         """The IPv4 pools, then the IPv6 one."""
-        return (*self.address_pools, self.ipv6_pool or ula_pool(machine_seed()))
+        from pycni.network.subnets import DEFAULT_POOLS, ula_pool
+
+        return (*(self.address_pools or DEFAULT_POOLS),
+                self.ipv6_pool or ula_pool(machine_seed()))
 
 
 def machine_seed() -> bytes:
@@ -92,6 +97,8 @@ def _runtime_values(section: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _network_values(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    from pycni.network.subnets import parse_pool
+
     unknown = sorted(set(section) - set(_NETWORK_KEYS))
     if unknown:
         raise invalid(f"{where}: unknown network setting {unknown[0]!r}",

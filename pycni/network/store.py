@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +27,7 @@ __all__ = [
     "StoredNetwork",
     "conflist_path",
     "find_network",
+    "load_named",
     "load_network",
     "load_networks",
     "locked",
@@ -84,6 +84,16 @@ def load_networks(conf_dir: str) -> list[StoredNetwork]:
     return [n for n in found if n is not None]
 
 
+def load_named(conf_dir: str, name: str) -> StoredNetwork | None:
+    """The first loadable network called ``name`` (the one a runtime would use), reading no
+    file after it."""
+    for path in conf_files(conf_dir):
+        found = _load(path)
+        if found is not None and found.name == name:
+            return found
+    return None
+
+
 def find_network(networks: list[StoredNetwork], name: str, conf_dir: str) -> StoredNetwork:
     """The first network called ``name`` (the one a runtime would use)."""
     for network in networks:
@@ -103,6 +113,8 @@ def write_new(conf_dir: str, name: str, doc: Mapping[str, Any]) -> str:
     """Write ``doc`` as the network's conflist; refuses to replace an existing file."""
     path = conflist_path(conf_dir, name)
     data = (json.dumps(doc, indent=2) + "\n").encode()
+    import tempfile  # ~2 ms (random): `ls` does without
+
     fd, tmp = tempfile.mkstemp(dir=conf_dir, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

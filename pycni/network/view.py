@@ -11,10 +11,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pycni.cni.conf import NetworkConfigList
-from pycni.network.subnets import IPNetwork
+
+if TYPE_CHECKING:  # a type only: `ls` imports no subnet picker
+    from pycni.network.subnets import IPNetwork
 
 __all__ = ["MANAGED_MARK", "NetworkView", "SubnetView", "view_of"]
 

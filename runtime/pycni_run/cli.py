@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn
 
 from pycni_run.config import RuntimeConfig, load_config
 from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.netspec import parse_dns_options, parse_networks
 from pycni_run.security import parse_options
 from pycni_run.spec import (
     ContainerSpec,
@@ -26,9 +27,8 @@ from pycni_run.spec import (
     parse_cpus,
     parse_env,
     parse_memory,
-    parse_net,
     parse_pids_limit,
-    parse_port,
+    parse_publish,
     validate_name,
     validate_spec,
 )
@@ -105,7 +105,16 @@ def _run_parser() -> _Parser:
     p.add_argument("-e", "--env", action="append", default=[])
     p.add_argument("-w", "--workdir", default="")
     p.add_argument("--hostname", default="")
-    p.add_argument("--net", "--network", dest="net", default="bridge")
+    p.add_argument("--net", "--network", dest="net", action="append", default=[])
+    p.add_argument("--ip", default="")
+    p.add_argument("--ip6", default="")
+    p.add_argument("--mac-address", default="")
+    p.add_argument("--network-alias", "--net-alias", dest="aliases", action="append",
+                   default=[])
+    p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--dns-search", action="append", default=[])
+    p.add_argument("--dns-option", "--dns-opt", dest="dns_option", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
     p.add_argument("-p", "--publish", action="append", default=[])
     p.add_argument("-m", "--memory")
     p.add_argument("--cpus")
@@ -169,6 +178,8 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
     if not command and (ns.rootfs or image == "busybox") and ns.entrypoint is None:
         command = ["sh"]  # the busybox image's default command
     container_id = new_container_id()
+    mode, networks = parse_networks(ns.net, ip=ns.ip, ip6=ns.ip6, mac=ns.mac_address,
+                                    aliases=ns.aliases)
     spec = ContainerSpec(
         name=validate_name(ns.name) if ns.name else container_id[:12],
         id=container_id,
@@ -178,8 +189,11 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
         env=parse_env(ns.env),
         workdir=ns.workdir,
         hostname=ns.hostname,
-        net=parse_net(ns.net),
-        ports=tuple(parse_port(p) for p in ns.publish),
+        net=mode,
+        networks=networks,
+        ports=tuple(m for p in ns.publish for m in parse_publish(p)),
+        dns=parse_dns_options(servers=ns.dns, search=ns.dns_search, options=ns.dns_option,
+                              add_hosts=ns.add_host),
         limits=Limits(
             memory=parse_memory(ns.memory) if ns.memory else None,
             cpus=parse_cpus(ns.cpus) if ns.cpus else None,
@@ -376,7 +390,10 @@ def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
 
 
 def cmd_network(cfg: RuntimeConfig, argv: list[str]) -> int:
-    """`pycni network`'s commands, on this runtime's conf dir, plugins, cache and state."""
+    """`pycni network`'s commands, on this runtime's conf dir, plugins, cache and state, and
+    `connect`/`disconnect` of a running container."""
+    if argv[:1] in (["connect"], ["disconnect"]):
+        return _network_connection(cfg, argv)
     from pycni.network.cli import main as network_main
 
     return network_main(
@@ -388,6 +405,14 @@ def cmd_network(cfg: RuntimeConfig, argv: list[str]) -> int:
         env={},  # NETCONFPATH/CNI_PATH are cnitool's, not the runtime's
         usage_status=EXIT_RUNTIME,
     )
+
+
+def _network_connection(cfg: RuntimeConfig, argv: list[str]) -> int:
+    from pycni_run import netconnect
+
+    if os.geteuid() != 0:
+        raise RunError(f"pycni-run network {argv[0]} needs root (CNI ADD/DEL in a netns)")
+    return netconnect.command(cfg, argv, _Parser(prog=f"pycni-run network {argv[0]}"))
 
 
 def cmd_daemon(_cfg: RuntimeConfig, argv: list[str]) -> int:
@@ -438,6 +463,8 @@ USAGE: Final = """usage: pycni-run [GLOBAL OPTIONS] COMMAND ...
 commands: run, exec, ps, inspect, stop, kill, rm, logs, netns link|unlink,
           network create|ls|inspect|rm|prune (as `pycni network`),
           load [-i FILE|DIR], images, image inspect|ls|rm|load, rmi [-f],
+          network connect [--ip IP] [--ip6 IP] [--alias A]... NETWORK CONTAINER,
+          network disconnect [-f] NETWORK CONTAINER,
           daemon [--socket PATH] (the warm runtime daemon, foreground), install-client [DIR]
 global options: --config FILE, --state-dir, --storage-dir, --image-store, --netns-dir,
                 --cni-path DIR[:DIR], --conf-dir, --cni-cache-dir, --cgroup-parent

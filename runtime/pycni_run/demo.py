@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pycni_run import network
 from pycni_run.config import load_config
 from pycni_run.errors import RunError
-from pycni_run.spec import parse_port
+from pycni_run.spec import DEFAULT_NETWORK, NetworkRequest
 
 __all__ = ["demo"]
 
@@ -36,7 +36,8 @@ def _cli(*args: str) -> str:
 
 def _publishes_ports() -> bool:
     try:
-        network.load_network(load_config(), "pycni", [parse_port("8080:80")])
+        network.check_networks(load_config(), "demo", [NetworkRequest(name=DEFAULT_NETWORK)],
+                               ports=True)
     except RunError:
         return False
     return True

@@ -21,15 +21,17 @@ from typing import Any
 
 from pycni.failpoints import failpoint
 from pycni.net import netns
+from pycni.network.store import StoredNetwork
 from pycni_run import cgroups, console, network, pidfds, process, rootfs, security, standby, state
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
-from pycni_run.spec import ContainerSpec, validate_spec
-from pycni_run.state import ContainerState
+from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions, validate_spec
+from pycni_run.state import ContainerState, NetAttachment
 
 __all__ = [
+    "add_attachment",
     "finish",
     "finish_named",
     "kill",
@@ -104,6 +106,9 @@ def _new_state(spec: ContainerSpec, hostname: str, env: dict[str, str]) -> Conta
         env=[list(kv) for kv in env.items()],
         workdir=spec.workdir,
         ports=[p.to_cni() for p in spec.ports],
+        dns={"servers": list(spec.dns.servers), "search": list(spec.dns.search),
+             "options": list(spec.dns.options),
+             "extra_hosts": [f"{n}:{a}" for n, a in spec.dns.extra_hosts]},
         auto_remove=spec.auto_remove,
         detached=spec.detach,
         monitor=state.proc_ref(os.getpid()),
@@ -118,14 +123,22 @@ def _kill_and_reap(child: Child) -> None:
         os.waitpid(child.pid, 0)
 
 
-def _detach(cfg: RuntimeConfig, st: ContainerState) -> None:
-    network.detach(cfg, st.network, container_id=st.id, netns_path=st.netns_path, ports=st.ports)
-
-
-def _etc_for(st: ContainerState) -> tuple[str, str]:
-    ips = network.result_ips(st.cni_result)
-    servers, search = network.result_nameservers(st.cni_result)
-    return rootfs.etc_hosts(st.hostname, ips), rootfs.resolv_conf(servers, search)
+def _etc_for(st: ContainerState, dns: DnsOptions) -> tuple[str, str]:
+    """/etc/hosts and /etc/resolv.conf: the addresses of every network, the first network's
+    DNS and gateway (``host-gateway``), ``--dns*`` and ``--add-host`` over them."""
+    ips = [ip for a in st.networks for ip in network.result_ips(a.result)]
+    first = st.networks[0].result if st.networks else None
+    servers, search = network.result_nameservers(first)
+    extra = list(dns.extra_hosts)
+    if dns.wants_host_gateway:
+        gateway = network.result_gateway(first)
+        if not gateway:
+            raise RunError(f"--add-host NAME:{HOST_GATEWAY}: network "
+                           f"{st.networks[0].network} gave the container no gateway")
+        extra = [(n, gateway if a == HOST_GATEWAY else a) for n, a in extra]
+    hosts = rootfs.etc_hosts(st.hostname, ips, extra)
+    resolv = rootfs.resolv_conf(dns.servers or servers, dns.search or search, dns.options)
+    return hosts, resolv
 
 
 def start(
@@ -154,7 +167,8 @@ def _start(
     validate_spec(spec)
     confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
-    conflist = network.load_network(cfg, spec.net.network, spec.ports)
+    networks = network.check_networks(cfg, spec.id, spec.requested_networks,
+                                      ports=bool(spec.ports))
     peer = _peer_state(cfg, spec)
     hostname = _hostname(spec, peer)
     env = _environment(spec, hostname)
@@ -208,7 +222,7 @@ def _start(
         _forward_signals(child.pidfd)
         st.pid = state.ProcRef.of(child.pid, child.pidfd)
         save()
-        master = _network_and_release(cfg, st, child, undo, conflist)
+        master = _network_and_release(cfg, st, child, undo, spec=spec, networks=networks)
         st.status, st.started = "running", time.time()
         save()
         undo.pop_all()
@@ -216,23 +230,52 @@ def _start(
 
 
 def _network_and_release(
-    cfg: RuntimeConfig, st: ContainerState, child: Child, undo: ExitStack, conflist: Any
+    cfg: RuntimeConfig,
+    st: ContainerState,
+    child: Child,
+    undo: ExitStack,
+    *,
+    spec: ContainerSpec,
+    networks: list[StoredNetwork],
 ) -> int | None:
-    """Pin the netns, CNI ADD (both recorded first), then let the init exec."""
+    """Pin the netns, CNI ADD of every network in order (each recorded first), then let the
+    init exec. The first network is eth0, holds the default route and publishes the ports."""
     with pidfds.namespace(child.pidfd, "net") as netns_fd:
         st.netns_path = network.pin_netns(cfg, st.name, netns_fd)
     state.save(cfg.containers_dir, st)
     undo.callback(_quietly, "unpin netns", network.unpin_netns, st.netns_path)
-    st.network = conflist.name
-    state.save(cfg.containers_dir, st)  # a crash during ADD is then undone by rm -f's DEL
-    undo.callback(_quietly, "CNI DEL", _detach, cfg, st)
-    st.cni_result = network.attach(
-        cfg, conflist, container_id=st.id, netns_path=st.netns_path, ports=st.ports
-    )
-    state.save(cfg.containers_dir, st)
+    for index, (stored, request) in enumerate(zip(networks, spec.requested_networks,
+                                                  strict=True)):
+        att = NetAttachment(network=stored.name, ifname=network.ifname_of(index),
+                            default_route=index == 0, publishes=index == 0, ips=request.ips,
+                            mac=request.mac, aliases=request.aliases)
+        add_attachment(cfg, st, stored, att, undo)
     failpoint("run.start.after_attach")
-    hosts, resolv = _etc_for(st)
+    hosts, resolv = _etc_for(st, spec.dns)
     return process.release(child, hosts=hosts, resolv=resolv)
+
+
+def add_attachment(
+    cfg: RuntimeConfig, st: ContainerState, stored: StoredNetwork, att: NetAttachment,
+    undo: ExitStack,
+) -> NetAttachment:
+    """Record ``att``, CNI ADD it, record its result; ``undo`` gets its DEL, then the removal
+    of its record."""
+
+    def forget() -> None:
+        kept = [a for a in st.networks if a.ifname != att.ifname]
+        if len(kept) < len(st.networks):
+            st.networks[:] = kept
+            state.save(cfg.containers_dir, st)
+
+    st.networks.append(att)
+    state.save(cfg.containers_dir, st)  # a crash during ADD is then undone by rm -f's DEL
+    undo.callback(_quietly, f"forget {att.network}", forget)
+    undo.callback(_quietly, f"CNI DEL {att.network}", network.detach, cfg, st, att)
+    done = replace(att, result=network.attach(cfg, stored, st, att))
+    st.networks[st.networks.index(att)] = done
+    state.save(cfg.containers_dir, st)
+    return done
 
 
 # ---------------------------------------------------------------------- after the exec
@@ -254,8 +297,9 @@ def teardown(cfg: RuntimeConfig, st: ContainerState) -> list[str]:
     st.pid.signal(signal.SIGKILL)
     if cg is not None:
         _step(errors, "kill", lambda: cgroups.kill_all(cg))
-    if st.network and _step(errors, "CNI DEL", lambda: _detach(cfg, st)):
-        st.network = ""
+    for att in reversed(list(st.networks)):
+        if _step(errors, f"CNI DEL {att.network}", lambda: network.detach(cfg, st, att)):  # noqa: B023
+            st.networks.remove(att)
     for link in list(st.links):
         if _step(errors, f"unlink {link}", lambda: network.unpin_netns(link)):  # noqa: B023
             st.links.remove(link)

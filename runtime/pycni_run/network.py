@@ -1,58 +1,133 @@
-"""Networking a container through CNI only (``pycni.cni.invoke``), as containerd or podman do.
+"""Networking a container through CNI only (``pycni.network.attach`` over ``pycni.cni.invoke``),
+as containerd or podman do.
 
-The netns is pinned at ``<netns_dir>/<name>`` before ADD (CNI_NETNS must exist before any
-plugin runs) and unpinned after DEL; the mode picks the conflist (bridge -> ``pycni``, none ->
-``none``, host -> ``host``, container:NAME -> ``container``). Published ports travel as the
-``portMappings`` capability, so they need a plugin in the network that declares it (portmap).
+The netns is pinned at ``<netns_dir>/<name>`` before the first ADD (CNI_NETNS must exist
+before any plugin runs) and unpinned after the last DEL. A container has one attachment per
+network: ``eth0`` for the first, ``eth1``, ``eth2``... for the next ones (and for `network
+connect`, the first name free in its netns); only one holds the default route. The modes pick
+their network (bridge -> ``pycni``, none -> ``none``, host -> ``host``, container:NAME ->
+``container``). Published ports travel as the ``portMappings`` capability of the first
+network, so it needs a plugin that declares it (portmap).
+
+Where ``pycni install`` never ran: a built-in network missing from the conf dir is read from
+the package's own ``conf/``, and plugins missing from the CNI path are run from executables
+rendered for this interpreter under ``<state_dir>/plugins`` (podman's built-in default network,
+the same idea), appended to the path so that installed plugins come first.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, Final
 
-from pycni.cni.conf import NetworkConfigList, find_conflist
+from pycni.cni.conf import NetworkConfigList
 from pycni.cni.errors import CNIError
-from pycni.cni.invoke import Invoker, RuntimeConf
+from pycni.cni.invoke import Invoker
 from pycni.net import netns
+from pycni.network.attach import AttachRequest, check_request
+from pycni.network.store import StoredNetwork, load_named
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
-from pycni_run.spec import PortMapping
+from pycni_run.spec import NetworkRequest
+from pycni_run.state import ContainerState, NetAttachment
 
 __all__ = [
-    "IFNAME",
     "attach",
+    "check_attachment",
+    "check_networks",
     "detach",
+    "ifname_of",
+    "links_in",
     "load_network",
+    "next_ifname",
     "pin_netns",
+    "plugin_path",
+    "result_gateway",
     "result_ips",
     "result_nameservers",
     "run_plugins_in_process",
     "unpin_netns",
 ]
 
-IFNAME = "eth0"
-PORT_CAPABILITY = "portMappings"
+PORT_CAPABILITY: Final = "portMappings"
+_BUNDLED_PLUGINS: Final = "plugins"  # under the state dir
 
 
-def load_network(
-    cfg: RuntimeConfig, network: str, ports: Sequence[PortMapping]
-) -> NetworkConfigList:
-    """The conflist for ``network``; refuse ports when no plugin in it can publish them."""
+def ifname_of(index: int) -> str:
+    return f"eth{index}"
+
+
+def plugin_path(cfg: RuntimeConfig) -> tuple[str, ...]:
+    """The CNI path, with the package's own plugins after it when it lacks any of them."""
+    from pycni.plugins import PLUGINS
+
+    def found(kind: str) -> bool:
+        return any(os.access(os.path.join(d, kind), os.X_OK) for d in cfg.cni_path)
+
+    if all(found(kind) for kind in PLUGINS):
+        return cfg.cni_path
+    from pycni.install import ensure_executables
+
+    bundled = os.path.join(cfg.state_dir, _BUNDLED_PLUGINS)
     try:
-        conflist = find_conflist(cfg.conf_dir, network)
-    except CNIError as err:
-        raise RunError(f"network {network!r}: {err} (run `pycni install`?)") from err
-    if ports and not any(
-        (p.get("capabilities") or {}).get(PORT_CAPABILITY) for p in conflist.plugins
-    ):
+        ensure_executables(bundled)
+    except OSError as err:
+        raise RunError(f"cannot provide the package's CNI plugins in {bundled}: {err}") from err
+    return (*cfg.cni_path, bundled)
+
+
+def load_network(cfg: RuntimeConfig, name: str) -> StoredNetwork:
+    """The network called ``name`` in the conf dir, or a built-in one from the package."""
+    found = load_named(cfg.conf_dir, name)
+    if found is None:
+        from pycni.install import CONF_SOURCE
+        from pycni.network.names import BUILTIN_NETWORKS
+
+        if name in BUILTIN_NETWORKS:
+            found = load_named(str(CONF_SOURCE), name)
+    if found is None:
+        raise RunError(f"no such network: {name} (looked in {cfg.conf_dir}; "
+                       "`pycni-run network ls` lists them)")
+    return found
+
+
+def _request(st: ContainerState, att: NetAttachment) -> AttachRequest:
+    caps = {PORT_CAPABILITY: list(st.ports)} if att.publishes and st.ports else {}
+    return AttachRequest(container_id=st.id, netns=st.netns_path, ifname=att.ifname,
+                         name=st.name, ips=att.ips, mac=att.mac, aliases=att.aliases,
+                         default_route=att.default_route, capability_args=caps)
+
+
+def check_networks(
+    cfg: RuntimeConfig, container_id: str, requests: Sequence[NetworkRequest], *, ports: bool
+) -> list[StoredNetwork]:
+    """Every requested network loaded and its request checked (addresses in the network and
+    free, capabilities present), before anything is made."""
+    networks = [load_network(cfg, r.name) for r in requests]
+    first = networks[0]
+    if ports and not any((p.get("capabilities") or {}).get(PORT_CAPABILITY)
+                         for p in first.conflist.plugins):
         raise RunError(
-            f"-p needs a plugin with the {PORT_CAPABILITY} capability in network {network!r} "
-            f"({conflist.source}); the portmap plugin is not available yet"
+            f"-p needs a plugin with the {PORT_CAPABILITY} capability in network {first.name} "
+            f"({first.path}); the portmap plugin is not available yet"
         )
-    return conflist
+    for index, (network, request) in enumerate(zip(networks, requests, strict=True)):
+        check_attachment(network, container_id, ifname_of(index), request)
+    return networks
+
+
+def check_attachment(
+    network: StoredNetwork, container_id: str, ifname: str, request: NetworkRequest
+) -> None:
+    """What the ADD would refuse about ``request`` (``pycni.network.attach.check_request``)."""
+    attachment = AttachRequest(container_id=container_id, netns="", ifname=ifname,
+                               ips=request.ips, mac=request.mac)
+    try:
+        check_request(network, attachment)
+    except CNIError as err:  # its messages name the network
+        raise RunError(str(err)) from err
 
 
 # Set by the runtime daemon's worker (a process thrown away after one command): pycni's own
@@ -66,16 +141,7 @@ def run_plugins_in_process() -> None:
 
 def _invoker(cfg: RuntimeConfig) -> Invoker:
     return Invoker(
-        path=cfg.cni_path, cache_dir=cfg.cni_cache_dir, in_process=_plugins_in_process[0]
-    )
-
-
-def _runtime_conf(
-    container_id: str, netns_path: str, ports: Sequence[dict[str, Any]]
-) -> RuntimeConf:
-    caps = {PORT_CAPABILITY: list(ports)} if ports else {}
-    return RuntimeConf(
-        container_id=container_id, netns=netns_path, ifname=IFNAME, capability_args=caps
+        path=plugin_path(cfg), cache_dir=cfg.cni_cache_dir, in_process=_plugins_in_process[0]
     )
 
 
@@ -102,35 +168,65 @@ def unpin_netns(path: str) -> None:
 
 
 def attach(
-    cfg: RuntimeConfig,
-    conflist: NetworkConfigList,
-    *,
-    container_id: str,
-    netns_path: str,
-    ports: Sequence[dict[str, Any]],
+    cfg: RuntimeConfig, network: StoredNetwork, st: ContainerState, att: NetAttachment
 ) -> dict[str, Any]:
-    """CNI ADD of the whole chain; the result in the list's version (a failed ADD is undone)."""
+    """CNI ADD of the network's chain for ``att``; the result in the network's version (a
+    failed ADD is undone)."""
+    from pycni.network.attach import attach as cni_attach
+
     try:
-        result = _invoker(cfg).add(conflist, _runtime_conf(container_id, netns_path, ports))
+        result = cni_attach(_invoker(cfg), network, _request(st, att))
     except CNIError as err:
-        raise RunError(f"network {conflist.name}: ADD failed: {err}") from err
-    return result.to_dict(conflist.cni_version)
+        raise RunError(f"network {network.name}: ADD failed: {err}") from err
+    return result.to_dict(network.conflist.cni_version)
 
 
-def detach(
-    cfg: RuntimeConfig,
-    network: str,
-    *,
-    container_id: str,
-    netns_path: str,
-    ports: Sequence[dict[str, Any]],
-) -> None:
-    """CNI DEL in reverse with the cached result; safe after a crash or a second time."""
+def detach(cfg: RuntimeConfig, st: ContainerState, att: NetAttachment) -> None:
+    """CNI DEL in reverse with the cached result; safe after a crash or a second time. A
+    network whose conflist is gone is DEL'd with the chain its cache entry keeps; with
+    neither left there is nothing of it to undo."""
+    from pycni.network.attach import detach_request
+
     try:
-        conflist = find_conflist(cfg.conf_dir, network)
-        _invoker(cfg).delete(conflist, _runtime_conf(container_id, netns_path, ports))
+        conflist = _conflist_for_del(cfg, st, att)
+        if conflist is not None:
+            detach_request(_invoker(cfg), conflist, _request(st, att))
     except CNIError as err:
-        raise RunError(f"network {network}: DEL failed: {err}") from err
+        raise RunError(f"network {att.network}: DEL failed: {err}") from err
+
+
+def _conflist_for_del(
+    cfg: RuntimeConfig, st: ContainerState, att: NetAttachment
+) -> NetworkConfigList | None:
+    from pycni.cni import cache
+    from pycni.cni.conf import parse_conflist
+
+    try:
+        return load_network(cfg, att.network).conflist
+    except RunError:
+        pass
+    entry = cache.read(cache.entry_path(cfg.cni_cache_dir, att.network, st.id, att.ifname))
+    return parse_conflist(entry.config) if entry is not None and entry.config else None
+
+
+def links_in(netns_path: str) -> set[str]:
+    """The link names in the pinned netns at ``netns_path``."""
+    from pycni.net import links
+    from pycni.net.ipr import open_ipr
+
+    try:
+        with open_ipr(netns_path) as ipr:
+            return set(links.list_link_names(ipr))
+    except CNIError as err:
+        raise RunError(f"cannot list the links of {netns_path}: {err}") from err
+
+
+def next_ifname(taken: Collection[str]) -> str:
+    """``eth<N>`` with the lowest N not in ``taken``."""
+    index = 0
+    while ifname_of(index) in taken:
+        index += 1
+    return ifname_of(index)
 
 
 def result_ips(result: dict[str, Any] | None, *, sandbox_only: bool = True) -> list[str]:
@@ -150,6 +246,12 @@ def result_ips(result: dict[str, Any] | None, *, sandbox_only: bool = True) -> l
         if (in_sandbox or not sandbox_only) and not ipaddress.ip_address(address).is_loopback:
             found.append(address)
     return found
+
+
+def result_gateway(result: dict[str, Any] | None) -> str:
+    """The first gateway of a CNI result's addresses ("" when it has none)."""
+    return next((str(ip["gateway"]) for ip in (result or {}).get("ips") or []
+                 if ip.get("gateway")), "")
 
 
 def result_nameservers(result: dict[str, Any] | None) -> tuple[list[str], list[str]]:

@@ -174,32 +174,57 @@ def remove_layers(storage: str) -> None:
 # ---------------------------------------------------------------------- /etc files
 
 
-def etc_hosts(hostname: str, ips: Iterable[str]) -> str:
+def etc_hosts(
+    hostname: str, ips: Iterable[str], extra: Iterable[tuple[str, str]] = ()
+) -> str:
+    """localhost, the container's own addresses under its hostname, then ``--add-host``'s
+    (name, address) entries in the order given."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     own = [f"{ip}\t{hostname}" for ip in ips]
     lines += own or [f"127.0.1.1\t{hostname}"]
+    lines += [f"{address}\t{name}" for name, address in extra]
     return "\n".join(lines) + "\n"
 
 
+def _host_resolver(host_file: str) -> tuple[list[str], list[str]]:
+    """The host's nameservers minus loopback ones (unreachable from a netns of its own), and
+    its search and options lines."""
+    servers: list[str] = []
+    lines: list[str] = []
+    with contextlib.suppress(OSError), open(host_file) as f:
+        for line in f:
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                with contextlib.suppress(ValueError):
+                    if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
+                        servers.append(words[1])
+            elif words and words[0] in ("search", "options"):
+                lines.append(" ".join(words))
+    return servers, lines
+
+
 def resolv_conf(
-    nameservers: Iterable[str], search: Iterable[str] = (), host_file: str = "/etc/resolv.conf"
+    nameservers: Iterable[str],
+    search: Iterable[str] = (),
+    options: Iterable[str] = (),
+    host_file: str = "/etc/resolv.conf",
 ) -> str:
-    """CNI's DNS if it gave any, else the host's minus loopback resolvers (Docker's rule)."""
+    """The given nameservers (``--dns``, else CNI's DNS) if any, else the host's minus
+    loopback resolvers with its search and options lines (Docker's rule), else Google's.
+    ``search`` and ``options``, when given, replace those lines (a search of ``.``: none)."""
     servers = list(nameservers)
     lines: list[str] = []
     if not servers:
-        with contextlib.suppress(OSError), open(host_file) as f:
-            for line in f:
-                words = line.split()
-                if len(words) >= 2 and words[0] == "nameserver":
-                    with contextlib.suppress(ValueError):
-                        if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
-                            servers.append(words[1])
-                elif words and words[0] in ("search", "options"):
-                    lines.append(" ".join(words))
+        servers, lines = _host_resolver(host_file)
     servers = servers or ["8.8.8.8", "8.8.4.4"]
+    search, options = list(search), list(options)
     if search:
-        lines = [f"search {' '.join(search)}"] + [x for x in lines if not x.startswith("search")]
+        domains = [d for d in search if d != "."]
+        kept = [x for x in lines if not x.startswith("search")]
+        lines = ([f"search {' '.join(domains)}"] if domains else []) + kept
+    if options:
+        lines = [x for x in lines if not x.startswith("options")]
+        lines.append(f"options {' '.join(options)}")
     return "".join(f"nameserver {s}\n" for s in servers) + "".join(x + "\n" for x in lines)
 
 

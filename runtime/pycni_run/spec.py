@@ -20,10 +20,14 @@ from pycni_run.volumes import Mount, validate_mounts
 
 __all__ = [
     "DEFAULT_IMAGE",
+    "DEFAULT_NETWORK",
+    "HOST_GATEWAY",
     "NETWORK_OF_MODE",
     "ContainerSpec",
+    "DnsOptions",
     "Limits",
     "NetMode",
+    "NetworkRequest",
     "PortMapping",
     "new_container_id",
     "parse_cpus",
@@ -32,6 +36,7 @@ __all__ = [
     "parse_net",
     "parse_pids_limit",
     "parse_port",
+    "parse_publish",
     "validate_name",
     "validate_spec",
 ]
@@ -52,6 +57,8 @@ NETWORK_OF_MODE: Final[dict[str, str]] = {
     "host": "host",
     "container": "container",
 }
+DEFAULT_NETWORK: Final = NETWORK_OF_MODE["bridge"]
+HOST_GATEWAY: Final = "host-gateway"  # --add-host NAME:host-gateway = the first network's gateway
 
 _NAME_RE: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _MAX_NAME: Final = 63
@@ -101,6 +108,34 @@ class PortMapping:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkRequest:
+    """One CNI network a container is attached to, and what it asks of it (``netspec``)."""
+
+    name: str  # the network's (conflist's) name
+    ips: tuple[str, ...] = ()  # static addresses: at most one IPv4 and one IPv6
+    mac: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsOptions:
+    """``--dns``, ``--dns-search``, ``--dns-option``, ``--add-host`` (``netspec``)."""
+
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address or HOST_GATEWAY)
+
+    @property
+    def wants_host_gateway(self) -> bool:
+        return any(address == HOST_GATEWAY for _, address in self.extra_hosts)
+
+    @property
+    def resolver_set(self) -> bool:
+        return bool(self.servers or self.search or self.options)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None
@@ -124,7 +159,11 @@ class ContainerSpec:
     workdir: str = ""  # "" = the image's WorkingDir, else /
     hostname: str = ""
     net: NetMode = field(default_factory=lambda: NetMode("bridge"))
+    # --net=bridge's networks in attachment order (the first is eth0 and holds the default
+    # route); () = the default network. See ``requested_networks``.
+    networks: tuple[NetworkRequest, ...] = ()
     ports: tuple[PortMapping, ...] = ()
+    dns: DnsOptions = field(default_factory=DnsOptions)
     limits: Limits = field(default_factory=Limits)
     detach: bool = False
     auto_remove: bool = False
@@ -143,6 +182,14 @@ class ContainerSpec:
     def builtin_image(self) -> bool:
         """busybox or --rootfs: no image config (the command line gives the command)."""
         return bool(self.rootfs) or self.image == DEFAULT_IMAGE
+
+    @property
+    def requested_networks(self) -> tuple[NetworkRequest, ...]:
+        """The CNI networks to attach, in order: the mode's own network for none, host and
+        container:NAME."""
+        if self.net.kind != "bridge":
+            return (NetworkRequest(name=self.net.network),)
+        return self.networks or (NetworkRequest(name=DEFAULT_NETWORK),)
 
 
 def new_container_id() -> str:
@@ -206,8 +253,18 @@ def _port_number(text: str, what: str) -> int:
     return int(text)
 
 
-def parse_port(text: str) -> PortMapping:
-    """``[hostIP:]hostPort:containerPort[/proto]`` (IPv6 host IPs in brackets)."""
+def _port_range(text: str, what: str) -> range:
+    """``N`` or ``N-M``."""
+    low, sep, high = text.partition("-")
+    first = _port_number(low, what)
+    last = _port_number(high, what) if sep else first
+    if last < first:
+        raise RunError(f"invalid {what} range {text!r} in -p: the end is below the start")
+    return range(first, last + 1)
+
+
+def _split_publish(text: str) -> tuple[str, str, str, str]:
+    """``[hostIP:]hostPorts:containerPorts[/proto]`` -> (host IP, host, container, proto)."""
     spec, _, proto = text.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in _PROTOCOLS:
@@ -226,12 +283,34 @@ def parse_port(text: str) -> PortMapping:
             host_ip = str(ipaddress.ip_address(host_ip))
         except ValueError:
             raise RunError(f"invalid host IP {host_ip!r} in -p {text!r}") from None
-    return PortMapping(
-        host_port=_port_number(parts[0], "host port"),
-        container_port=_port_number(parts[1], "container port"),
-        protocol=proto,
-        host_ip=host_ip,
+    return host_ip, parts[0], parts[1], proto
+
+
+def parse_publish(text: str) -> tuple[PortMapping, ...]:
+    """``[hostIP:]hostPort[-end]:containerPort[-end][/proto]`` (IPv6 host IPs in brackets):
+    one mapping per port, ranges of equal length pair up in order."""
+    host_ip, host_text, container_text, proto = _split_publish(text)
+    hosts = _port_range(host_text, "host port")
+    containers = _port_range(container_text, "container port")
+    if len(hosts) != len(containers):
+        if len(containers) == 1:
+            raise RunError(f"-p {text!r}: a host port range for one container port (Docker "
+                           "picks any free port of the range) is not supported; give a range "
+                           "of container ports as long as the host range, or one host port")
+        raise RunError(f"invalid -p {text!r}: the host range has {len(hosts)} ports, the "
+                       f"container range {len(containers)}; they must be of equal length")
+    return tuple(
+        PortMapping(host_port=h, container_port=c, protocol=proto, host_ip=host_ip)
+        for h, c in zip(hosts, containers, strict=True)
     )
+
+
+def parse_port(text: str) -> PortMapping:
+    """One ``[hostIP:]hostPort:containerPort[/proto]`` mapping (no ranges)."""
+    mappings = parse_publish(text)
+    if len(mappings) != 1:
+        raise RunError(f"invalid -p {text!r}: one port expected, not a range")
+    return mappings[0]
 
 
 def parse_env(
@@ -271,3 +350,20 @@ def validate_spec(spec: ContainerSpec) -> None:
     if spec.hostname and (len(spec.hostname) > 64 or "/" in spec.hostname):
         raise RunError(f"invalid --hostname {spec.hostname!r}")
     validate_mounts(spec.mounts)
+    _validate_dns(spec.net, spec.dns)
+    published = [(p.host_ip, p.host_port, p.protocol) for p in spec.ports]
+    if len(set(published)) < len(published):
+        raise RunError("-p publishes one host port twice")
+
+
+def _validate_dns(mode: NetMode, dns: DnsOptions) -> None:
+    """Docker's refusals: resolver settings where the container has no resolver file of its
+    own to configure, a host gateway where it has no network of its own."""
+    if mode.kind == "container" and (dns.resolver_set or dns.extra_hosts):
+        raise RunError("conflicting options: --dns*, --add-host and --net=container:NAME "
+                       "(the container uses NAME's files)")
+    if mode.kind == "host" and dns.resolver_set:
+        raise RunError("conflicting options: --dns* and --net=host (the host's resolver)")
+    if dns.wants_host_gateway and mode.kind != "bridge":
+        raise RunError(f"--add-host NAME:{HOST_GATEWAY} needs a network with a gateway, "
+                       f"not --net={mode}")

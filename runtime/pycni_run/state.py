@@ -28,6 +28,7 @@ from pycni_run.errors import RunError
 
 __all__ = [
     "ContainerState",
+    "NetAttachment",
     "ProcRef",
     "claim",
     "container_dir",
@@ -113,6 +114,45 @@ def proc_ref(pid: int) -> ProcRef:
         os.close(pidfd)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetAttachment:
+    """One CNI network of a container: recorded before its ADD (``result`` None until the ADD
+    is done), so a crash in between is undone by the teardown's DEL."""
+
+    network: str
+    ifname: str
+    default_route: bool = True  # the one attachment that holds the container's default route
+    publishes: bool = False  # carries the container's published ports (the run's first network)
+    ips: tuple[str, ...] = ()  # requested static addresses
+    mac: str = ""
+    aliases: tuple[str, ...] = ()
+    result: dict[str, Any] | None = None  # the CNI result, in the network's version
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"network": self.network, "ifname": self.ifname,
+                "default_route": self.default_route, "publishes": self.publishes,
+                "ips": list(self.ips), "mac": self.mac, "aliases": list(self.aliases),
+                "result": self.result}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> NetAttachment:
+        return cls(network=str(doc["network"]), ifname=str(doc["ifname"]),
+                   default_route=bool(doc.get("default_route", True)),
+                   publishes=bool(doc.get("publishes", False)),
+                   ips=tuple(doc.get("ips") or ()), mac=str(doc.get("mac") or ""),
+                   aliases=tuple(doc.get("aliases") or ()),
+                   result=doc.get("result") if isinstance(doc.get("result"), dict) else None)
+
+
+def _legacy_attachment(doc: dict[str, Any]) -> list[NetAttachment]:
+    """A state written before containers had several networks: one ``network`` on eth0."""
+    if not doc.get("network"):
+        return []
+    result = doc.get("cni_result")
+    return [NetAttachment(network=str(doc["network"]), ifname="eth0", publishes=True,
+                          result=result if isinstance(result, dict) else None)]
+
+
 @dataclass(slots=True, kw_only=True)
 class ContainerState:
     name: str
@@ -128,11 +168,12 @@ class ContainerState:
     finished: float | None = None
     error: str = ""
     net_mode: str = "bridge"
-    network: str = ""  # the CNI network (conflist name) attached, "" when detached
+    # The CNI networks attached, in the order made (eth0 first); DEL'd in reverse.
+    networks: list[NetAttachment] = field(default_factory=list)
     netns_path: str = ""  # our pin under netns_dir; "" when not pinned
     links: list[str] = field(default_factory=list)  # extra `netns link` pins
-    cni_result: dict[str, Any] | None = None
     ports: list[dict[str, Any]] = field(default_factory=list)
+    dns: dict[str, Any] = field(default_factory=dict)  # --dns*, --add-host as given
     hostname: str = ""
     env: list[list[str]] = field(default_factory=list)
     workdir: str = "/"
@@ -152,6 +193,11 @@ class ContainerState:
         for key in ("pid", "monitor"):
             ref = doc[key]
             doc[key] = {"pid": ref.pid, "ino": ref.ino}
+        doc["networks"] = [a.to_doc() for a in self.networks]
+        # The primary attachment under the keys readers of this file know (`pycni probe`).
+        primary = self.primary
+        doc["network"] = primary.network if primary else ""
+        doc["cni_result"] = primary.result if primary else None
         return doc
 
     @classmethod
@@ -162,7 +208,20 @@ class ContainerState:
             ref = values.get(key) or {}
             # No "ino" (a state written before pids were pinned by pidfs inode): not running.
             values[key] = ProcRef(int(ref.get("pid", 0)), int(ref.get("ino", 0)))
+        if "networks" in doc:
+            values["networks"] = [NetAttachment.from_doc(a) for a in doc["networks"] or []]
+        else:
+            values["networks"] = _legacy_attachment(doc)
         return cls(**values)
+
+    @property
+    def primary(self) -> NetAttachment | None:
+        """The attachment with the default route, else the first one."""
+        return next((a for a in self.networks if a.default_route), None) or \
+            next(iter(self.networks), None)
+
+    def attachment(self, network: str) -> NetAttachment | None:
+        return next((a for a in self.networks if a.network == network), None)
 
     @property
     def running(self) -> bool:

@@ -12,11 +12,12 @@ from typing import Any
 from pycni.tables import render_table
 from pycni_run import cgroups, namespaces, network, pidfds
 from pycni_run.errors import RunError
-from pycni_run.state import ContainerState
+from pycni_run.spec import DEFAULT_NETWORK
+from pycni_run.state import ContainerState, NetAttachment
 
 __all__ = ["format_template", "inspect_doc", "ps_rows", "render_table"]
 
-_TEMPLATE_RE = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
+_TEMPLATE_RE = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_-]+)+)\s*\}\}")
 
 
 def _ports(st: ContainerState) -> list[str]:
@@ -34,6 +35,18 @@ def _status_text(st: ContainerState) -> str:
     return status
 
 
+def _networks_text(st: ContainerState) -> str:
+    """The mode, or for a container with networks of its own their names (``bridge``: the
+    default network, as --net calls it)."""
+    if st.net_mode != "bridge" or not st.networks:
+        return st.net_mode
+    return ",".join("bridge" if a.network == DEFAULT_NETWORK else a.network for a in st.networks)
+
+
+def _all_ips(st: ContainerState) -> list[str]:
+    return [ip for a in st.networks for ip in network.result_ips(a.result)]
+
+
 def ps_rows(states: list[ContainerState], *, all_: bool) -> list[list[str]]:
     rows = [["NAME", "ID", "PID", "STATUS", "NET", "IP", "PORTS", "COMMAND"]]
     for st in states:
@@ -46,8 +59,8 @@ def ps_rows(states: list[ContainerState], *, all_: bool) -> list[list[str]]:
                 st.id[:12],
                 str(st.pid.pid) if live == "running" else "-",
                 _status_text(st),
-                st.net_mode,
-                ",".join(network.result_ips(st.cni_result) if live == "running" else []) or "-",
+                _networks_text(st),
+                ",".join(_all_ips(st) if live == "running" else []) or "-",
                 ",".join(_ports(st)) or "-",
                 " ".join(st.command),
             ]
@@ -92,10 +105,61 @@ def _cgroup_doc(st: ContainerState) -> dict[str, Any]:
     return doc
 
 
+def _sandbox_addresses(result: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(CIDR, gateway) of every address on the container's own interfaces in a result."""
+    interfaces = (result or {}).get("interfaces") or []
+    found = []
+    for ip in (result or {}).get("ips") or []:
+        index = ip.get("interface")
+        if isinstance(index, int) and 0 <= index < len(interfaces) \
+                and interfaces[index].get("sandbox"):
+            found.append((str(ip["address"]), str(ip.get("gateway") or "")))
+    return found
+
+
+def _mac_of(att: NetAttachment) -> str:
+    interfaces = (att.result or {}).get("interfaces") or []
+    return next((str(i.get("mac") or "") for i in interfaces
+                 if i.get("name") == att.ifname and i.get("sandbox")), "")
+
+
+def _network_doc(att: NetAttachment) -> dict[str, Any]:
+    """One entry of ``NetworkSettings.Networks``, in the spirit of Docker's."""
+    doc: dict[str, Any] = {"Interface": att.ifname, "IPAddress": "", "IPPrefixLen": 0,
+                           "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                           "IPv6Gateway": "", "MacAddress": _mac_of(att),
+                           "Aliases": list(att.aliases), "DefaultRoute": att.default_route}
+    for cidr, gateway in _sandbox_addresses(att.result):
+        address, _, prefix = cidr.partition("/")
+        keys = ("GlobalIPv6Address", "GlobalIPv6PrefixLen", "IPv6Gateway") if ":" in address \
+            else ("IPAddress", "IPPrefixLen", "Gateway")
+        if not doc[keys[0]]:
+            doc.update(zip(keys, (address, int(prefix or 0), gateway), strict=True))
+    doc["CNIResult"] = att.result
+    return doc
+
+
+def _network_settings(st: ContainerState) -> dict[str, Any]:
+    primary = st.primary
+    ips = _all_ips(st)
+    return {
+        "Mode": st.net_mode,
+        "Network": primary.network if primary else "",
+        "SandboxKey": st.netns_path,
+        "Links": st.links,
+        "IPAddress": ips[0] if ips else "",
+        "IPAddresses": ips,
+        "Gateway": network.result_gateway(primary.result) if primary else "",
+        "Ports": st.ports,
+        "Networks": {a.network: _network_doc(a) for a in st.networks},
+        "CNIResult": primary.result if primary else None,
+    }
+
+
 def inspect_doc(st: ContainerState) -> dict[str, Any]:
     live = st.live_status()
     running = live == "running"
-    ips = network.result_ips(st.cni_result)
+    dns = st.dns
     return {
         "Id": st.id,
         "Name": st.name,
@@ -117,17 +181,11 @@ def inspect_doc(st: ContainerState) -> dict[str, Any]:
             "Hostname": st.hostname,
         },
         "Namespaces": _namespaces(st) if running else {},
-        "NetworkSettings": {
-            "Mode": st.net_mode,
-            "Network": st.network,
-            "SandboxKey": st.netns_path,
-            "Links": st.links,
-            "IPAddress": ips[0] if ips else "",
-            "IPAddresses": ips,
-            "Ports": st.ports,
-            "CNIResult": st.cni_result,
-        },
-        "HostConfig": st.security,  # capabilities, seccomp, masked paths, device rules
+        "NetworkSettings": _network_settings(st),
+        # capabilities, seccomp, masked paths, device rules; resolver settings and hosts
+        "HostConfig": {**st.security, "Dns": dns.get("servers", []),
+                       "DnsSearch": dns.get("search", []), "DnsOptions": dns.get("options", []),
+                       "ExtraHosts": dns.get("extra_hosts", [])},
         "Cgroup": _cgroup_doc(st),
         "Rootfs": st.rootfs,
         "LogPath": st.log_path,

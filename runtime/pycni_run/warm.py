@@ -37,6 +37,15 @@ _RUNTIME_MODULES: Final = (
     "pycni.cni.invoke",
     "pycni.cni.conf",
     "pycni.cni.cache",
+    "pycni_run.netconnect",
+    "pycni.network.attach",  # --network, connect, disconnect
+    "pycni.network.cli",  # `pycni-run network ...`
+    "pycni.network.config",
+    "pycni.network.manager",
+    "pycni.network.report",
+    "pycni.ipam.allocator",  # check_request: --ip against the ranges
+    "pycni.ipam.store",
+    "pycni.install",  # plugins and default networks where `pycni install` never ran
     "yaml",
 )
 

@@ -119,7 +119,7 @@ def test_settings_from_the_file_the_environment_and_flags(tmp_path: Path) -> Non
     s = load_settings(path, env={"NETCONFPATH": "/e", "CNI_PATH": "/x:/y"},
                       overrides={"conf_dir": None, "cache_dir": "/flag"})
     assert (s.conf_dir, s.cni_path, s.cache_dir) == ("/e", ("/x", "/y"), "/flag")
-    assert load_settings(None).address_pools[0] == AddressPool(
+    assert load_settings(None).pools()[0] == AddressPool(
         ipaddress.ip_network("10.100.0.0/14"), 24)
 
 

@@ -169,3 +169,32 @@ def test_adopt_undoes_its_renames_when_a_limit_fails(tmp_path: Path) -> None:
     with pytest.raises(RunError, match=r"pids\.max"):
         cgroups.adopt(held, "web", Limits(pids=5), parent="/pycni", root=str(tmp_path))
     assert all(os.path.isdir(p) for p in held.paths.values())
+
+
+def test_remove_leaves_a_parent_another_cgroup_still_uses_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cgroup v1 refuses to remove a cgroup with children with EBUSY (not ENOTEMPTY): that
+    parent is left at the first look, not retried as if a task were still exiting."""
+    import errno
+
+    parent = tmp_path / "pids" / "pycni"
+    (parent / "web").mkdir(parents=True)
+    (parent / "db").mkdir()
+    (parent / "web" / "cgroup.procs").write_text("")
+    tried: list[str] = []
+    real_rmdir = os.rmdir
+
+    def v1_rmdir(path: str) -> None:
+        tried.append(os.path.basename(path))
+        if os.path.isdir(path) and any(p.is_dir() for p in Path(path).iterdir()):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        os.unlink(os.path.join(path, "cgroup.procs"))  # what the kernel's rmdir removes
+        real_rmdir(path)
+
+    monkeypatch.setattr(os, "rmdir", v1_rmdir)
+    cgroups.remove(Cgroup(version=1, paths={"pids": str(parent / "web")},
+                          parents=(str(parent),)))
+    assert not (parent / "web").exists()
+    assert (parent / "db").is_dir()
+    assert tried == ["web"]

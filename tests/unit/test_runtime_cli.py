@@ -100,8 +100,8 @@ def test_global_options_before_the_command() -> None:
 
 
 def test_main_reports_usage_errors_with_125(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--net=weird", "busybox", "true"]) == 125
-    assert "invalid --net" in capsys.readouterr().err
+    assert cli.main(["--net=we/ird", "busybox", "true"]) == 125
+    assert "invalid --network 'we/ird'" in capsys.readouterr().err
     assert cli.main(["--help"]) == 0
     assert cli.main([]) == 125
 

@@ -103,5 +103,15 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
 
 
 def test_repo_config_matches_the_defaults() -> None:
+    """What lets `pycni network ls` skip parsing it (``config_file.is_repo_defaults``)."""
+    from pycni.config_file import is_repo_defaults
+    from pycni.network.config import load_settings
+
     repo = Path(__file__).resolve().parents[2] / "conf" / "pycni.yaml"
+    assert is_repo_defaults(repo)
     assert load_config(repo) == RuntimeConfig()
+    from_file, built_in = load_settings(repo), load_settings(None)
+    for key in ("conf_dir", "cni_path", "cache_dir", "state_dir", "ipam_data_dir",
+                "firewall_backend"):
+        assert getattr(from_file, key) == getattr(built_in, key), key
+    assert from_file.pools() == built_in.pools()
