@@ -12,6 +12,7 @@ from typing import Any
 from pycni.tables import render_table
 from pycni_run import cgroups, namespaces, network, pidfds
 from pycni_run.errors import RunError
+from pycni_run.idmaps import Mappings
 from pycni_run.state import ContainerState
 
 __all__ = ["format_template", "inspect_doc", "ps_rows", "render_table"]
@@ -92,6 +93,16 @@ def _cgroup_doc(st: ContainerState) -> dict[str, Any]:
     return doc
 
 
+def _userns_doc(st: ContainerState) -> dict[str, Any]:
+    """podman's names: ``UsernsMode`` and ``IDMappings`` (CONTAINER:HOST:SIZE strings)."""
+    mappings = Mappings.from_doc(st.userns)
+    if mappings is None:
+        return {"UsernsMode": "host"}
+    return {"UsernsMode": mappings.mode,
+            "IDMappings": {"UidMap": [str(m) for m in mappings.uid_map],
+                           "GidMap": [str(m) for m in mappings.gid_map]}}
+
+
 def inspect_doc(st: ContainerState) -> dict[str, Any]:
     live = st.live_status()
     running = live == "running"
@@ -127,7 +138,8 @@ def inspect_doc(st: ContainerState) -> dict[str, Any]:
             "Ports": st.ports,
             "CNIResult": st.cni_result,
         },
-        "HostConfig": st.security,  # capabilities, seccomp, masked paths, device rules
+        # capabilities, seccomp, masked paths, device rules; the user namespace's maps
+        "HostConfig": {**st.security, **_userns_doc(st)},
         "Cgroup": _cgroup_doc(st),
         "Rootfs": st.rootfs,
         "LogPath": st.log_path,
