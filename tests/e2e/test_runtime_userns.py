@@ -77,3 +77,165 @@ def test_root_inside_is_the_mapped_id_outside(ubox: RuntimeSandbox) -> None:
     assert _owner(ubox, f"{upper}/tmp/app") == (AUTO + 1000, AUTO + 2000)
     assert _owner(ubox, upper) == (AUTO, AUTO)
     ubox.ok("rm", "-f", "u")
+
+
+def test_a_volume_file_is_owned_by_the_mapped_id(ubox: RuntimeSandbox, tmp_path: Path) -> None:
+    vol = tmp_path / "vol"  # below the test's 0700 directory: the init could not walk to it
+    vol.mkdir()
+    vol.chmod(0o777)
+    (vol / "from-host").write_text("host\n")
+    maps = ["--uidmap", "0:165536:65536", "--gidmap", "0:165536:65536"]
+    script = ("cat /data/from-host; echo root > /data/by-root; touch /data/by-1000; "
+              "chown 1000:1000 /data/by-1000; stat -c '%u %g' /data/from-host")
+    out = ubox.ok("run", "--rm", "--net=none", *maps, "-v", f"{vol}:/data", "busybox",
+                  "sh", "-c", script)
+    # Not idmapped: the host's root owns from-host, unmapped inside (the overflow id).
+    assert out == "host\n65534 65534\n"
+    assert ((vol / "by-root").stat().st_uid, (vol / "by-root").stat().st_gid) == (165536, 165536)
+    assert (vol / "by-1000").stat().st_uid == 166536
+    ran = ubox.run("run", "--rm", "--net=none", *maps, "-v", f"{vol}:/data:ro", "busybox",
+                   "touch", "/data/x")
+    assert ran.code == 1
+    assert "Read-only file system" in ran.stderr
+
+
+def _ranges(box: RuntimeSandbox, name: str) -> tuple[range, range]:
+    maps = box.inspect(name)["HostConfig"]["IDMappings"]
+    (uid,), (gid,) = maps["UidMap"], maps["GidMap"]
+    return tuple(range(int(m.split(":")[1]), int(m.split(":")[1]) + int(m.split(":")[2]))
+                 for m in (uid, gid))  # type: ignore[return-value]
+
+
+def test_auto_ranges_are_disjoint_and_released_at_rm(ubox: RuntimeSandbox) -> None:
+    ubox.ok("run", "-d", "--name", "a", "--net=none", "--userns=auto", "busybox", "sleep", "60")
+    ubox.ok("run", "-d", "--name", "b", "--net=none", "--userns=auto:size=1000", "busybox",
+            "sleep", "60")
+    a, b = _ranges(ubox, "a"), _ranges(ubox, "b")
+    assert a == (range(AUTO, AUTO + 65536),) * 2
+    assert b == (range(AUTO + 65536, AUTO + 66536),) * 2
+    assert _host_ids_of_init(ubox, "b") == (AUTO + 65536, AUTO + 65536)
+    ubox.ok("stop", "a")  # an exited container keeps its range until it is removed
+    ubox.ok("run", "-d", "--name", "c", "--net=none", "--userns=auto", "busybox", "sleep", "60")
+    assert _ranges(ubox, "c")[0].start == AUTO + 66536
+    ubox.ok("rm", "a")
+    ubox.ok("run", "-d", "--name", "d", "--net=none", "--userns=auto", "busybox", "sleep", "60")
+    assert _ranges(ubox, "d") == a
+    ubox.ok("run", "-d", "--name", "e", "--net=none", "--userns=auto", "busybox", "sleep", "60")
+    assert _ranges(ubox, "e")[0].start == AUTO + 66536 + 65536
+    ran = ubox.run("run", "--rm", "--net=none", "--userns=auto", "busybox", "true")
+    assert ran.code == 125  # 262144 - 3 * 65536 - 1000 ids are left: not 65536
+    assert "no free range of 65536 ids" in ran.stderr
+    for name in ("b", "c", "d", "e"):
+        ubox.ok("rm", "-f", name)
+
+
+def _fetch(box: RuntimeSandbox, url: str) -> str:
+    for _ in range(100):  # httpd is up a moment after `run -d` returns
+        got = box.sh("busybox", "wget", "-qO-", url)
+        if got.code == 0:
+            return got.stdout
+        time.sleep(0.1)
+    raise AssertionError(f"{url}: {got.stderr}")
+
+
+_NETNS_OWNER = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    NS_GET_USERNS = 0xB701
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    print(f"user:[{os.fstat(owner).st_ino}]")
+    """
+)
+
+
+def test_networking_and_exec_as_without_it(ubox: RuntimeSandbox) -> None:
+    serve = "mkdir /w && echo published > /w/index.html && exec httpd -f -p 80 -h /w"
+    ubox.ok("run", "-d", "--name", "web", "--userns=auto", "-p", "8080:80", "busybox",
+            "sh", "-c", serve)
+    doc = ubox.inspect("web")
+    assert doc["NetworkSettings"]["IPAddress"].startswith("10.99.")
+    # CNI ADD configured a netns owned by the container's user namespace
+    owner = ubox.sh(sys.executable, "-c", _NETNS_OWNER, doc["NetworkSettings"]["SandboxKey"])
+    assert owner.stdout.strip() == doc["Namespaces"]["user"]["link"]
+    assert "default via 10.99.0.1 dev eth0" in ubox.ok("exec", "web", "ip", "route")
+    assert ubox.run("exec", "web", "ping", "-c", "1", "-W", "5", "10.99.0.1").code == 0
+    assert _fetch(ubox, "http://127.0.0.1:8080/").strip() == "published"
+    ubox.ok("rm", "-f", "web")
+    assert ubox.sh("ip", "netns", "list").stdout.strip() == ""
+
+
+def _status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_capabilities_are_the_default_set_over_its_own_objects_only(
+    ubox: RuntimeSandbox,
+) -> None:
+    script = "cat /proc/self/status; mknod /tmp/null c 1 3 && echo made"
+    inside = ubox.run("run", "--rm", "--net=none", "--userns=auto", "--cap-add", "MKNOD",
+                      "busybox", "sh", "-c", script)
+    fields = _status(inside.stdout)
+    assert fields["CapBnd"] == fields["CapEff"] == "00000000a80425fb"  # Docker's 14, MKNOD in
+    assert fields["Seccomp"] == "2"
+    assert "made" not in inside.stdout
+    assert "Operation not permitted" in inside.stderr
+    # the same without a user namespace of its own: the device cgroup lets it make the node
+    host = ubox.ok("run", "--rm", "--net=none", "--cap-add", "MKNOD", "busybox", "sh", "-c",
+                   script)
+    assert host.splitlines()[-1] == "made"
+    # root inside may chown what its namespace owns, not what the host's root does
+    out = ubox.run("run", "--rm", "--net=none", "--userns=auto", "busybox", "sh", "-c",
+                   "touch /x && chown 5:5 /x && stat -c %u /x /dev/null; chown 5 /dev/null")
+    assert out.stdout == "5\n65534\n"
+    assert "Operation not permitted" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--uidmap", "0:100000:100", "--uidmap", "50:100200:10"], "overlap on the container"),
+        (["--uidmap", "0:100000:100", "--uidmap", "100:100050:10"], "overlap on the host"),
+        (["--uidmap", "0:400000:65536"], "not all subordinate ids of containers"),
+        (["--uidmap", "0:99999:10"], "not all subordinate ids"),
+        (["--uidmap", "0:100000:65536", "--gidmap", "0:362144:1"], "invalid --gidmap"),
+        (["--uidmap", "0:100000"], "use CONTAINER:HOST:SIZE"),
+        (["--uidmap", "0:100000:0"], "use CONTAINER:HOST:SIZE"),
+        (["--uidmap", "x:100000:10"], "use CONTAINER:HOST:SIZE"),
+        (["--uidmap", "1:100000:10"], "nothing maps the container's root"),
+        (["--userns=auto", "--uidmap", "0:100000:10"], "conflicting options"),
+        (["--userns=keep-id"], "invalid --userns"),
+        (["--userns=auto:size=0"], "invalid --userns"),
+        (["--userns=auto", "--net=host"], "conflicting options"),
+    ],
+)
+def test_bad_maps_are_refused_with_nothing_made(
+    ubox: RuntimeSandbox, flags: list[str], message: str
+) -> None:
+    ran = ubox.run("run", "--rm", "--name", "bad", *flags, "busybox", "true")
+    assert ran.code == 125
+    assert message in ran.stderr
+    assert ubox.ok("ps", "-a", "-q").strip() == ""
+    assert ubox.sh("ls", "/run/pycni/containers").stdout.strip() == ""
+    assert ubox.sh("test", "-e", "/var/lib/pycni/containers/bad").code == 1
+    assert ubox.sh("ip", "netns", "list").stdout.strip() == ""
+    assert all(ubox.is_standby_or_parent(d) for d in ubox.cgroup_dirs())
+
+
+def test_without_subordinate_ids_a_user_namespace_is_refused(box: RuntimeSandbox) -> None:
+    with box.config.open("a") as f:
+        f.write("  subuid_file: /nonexistent/subuid\n")
+    ran = box.run("run", "--rm", "--userns=auto", "busybox", "true")
+    assert ran.code == 125
+    assert "/nonexistent/subuid gives containers none" in ran.stderr
+    assert box.ok("ps", "-a", "-q").strip() == ""
+
+
+def test_through_the_daemon_its_standby_is_not_used(ubox: RuntimeSandbox) -> None:
+    ubox.start_daemon()
+    out = ubox.ok("run", "--rm", "--net=none", "--userns=auto", "busybox", "sh", "-c",
+                  "id -u; cat /proc/self/uid_map")
+    assert out.split() == ["0", "0", str(AUTO), "65536"]
+    assert ubox.ok("run", "--rm", "--net=none", "busybox", "id", "-u") == "0\n"
+    log = json.dumps(ubox.daemon_log.read_text() if ubox.daemon_log else "")
+    assert "Traceback" not in log
