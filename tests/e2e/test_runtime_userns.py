@@ -13,8 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
+from pycni_run.rootfs import ensure_image
 
-from tests.e2e.runtime_support import RuntimeSandbox
+from tests.e2e.runtime_support import RuntimeSandbox, shared_image_store
+from tests.image_support import (
+    PATH_ENV,
+    Image,
+    directory,
+    file,
+    layer_tar,
+    opaque,
+    rootfs_layer,
+    whiteout,
+    write_docker_archive,
+)
 
 SUBIDS = "containers:100000:262144\n"  # four ranges of 65536
 AUTO = 100000  # the first free range's start
@@ -239,3 +251,41 @@ def test_through_the_daemon_its_standby_is_not_used(ubox: RuntimeSandbox) -> Non
     assert ubox.ok("run", "--rm", "--net=none", "busybox", "id", "-u") == "0\n"
     log = json.dumps(ubox.daemon_log.read_text() if ubox.daemon_log else "")
     assert "Traceback" not in log
+
+
+def test_a_layered_image_in_a_user_namespace(
+    ubox: RuntimeSandbox, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whiteouts and opaque directories (overlay's trusted xattrs, read by the host's root
+    that mounted the overlay) hold over idmapped layers; the image's user is its mapped id."""
+    rootfs = ensure_image(str(shared_image_store(tmp_path_factory)), "busybox")
+    middle = layer_tar([
+        directory("data"), file("data/gone", "x\n"), file("data/kept", "kept\n"),
+        directory("op"), file("op/old", "old\n"), file("etc/passwd", "root:x:0:0::/:/bin/sh\n"
+                                                       "app:x:1000:1000::/:/bin/sh\n"),
+        directory("home/app", uid=1000, gid=1000),
+    ])
+    top = layer_tar([whiteout("data/gone"), opaque("op"), file("op/new", "new\n")])
+    image = Image(layers=[rootfs_layer(Path(rootfs)), middle, top], name="localhost/uns:1",
+                  config={"Env": [PATH_ENV], "User": "app", "Cmd": ["sleep", "60"]})
+    ubox.ok("load", "-i", str(write_docker_archive(image, tmp_path / "uns.tar")))
+    ubox.ok("run", "-d", "--name", "img", "--net=none", "--userns=auto", "uns:1")
+    script = "ls /data; ls /op; stat -c '%u %U' /home/app /bin/busybox; id -u"
+    assert ubox.ok("exec", "img", "sh", "-c", script).split() == [
+        "kept", "new", "1000", "app", "0", "root", "1000"]
+    assert _host_ids_of_init(ubox, "img") == (AUTO + 1000, AUTO + 1000)
+    ubox.ok("rm", "-f", "img")
+
+
+def test_maps_are_written_through_the_pidfd_in_a_nested_pid_namespace(
+    nested_box: RuntimeSandbox, tmp_path: Path
+) -> None:
+    """The runtime's /proc is an ancestor pid namespace's: the intermediate's pid as the
+    runtime knows it names another process there; its maps still reach the right one."""
+    for name in ("subuid", "subgid"):
+        (tmp_path / name).write_text(SUBIDS)
+    with nested_box.config.open("a") as f:
+        f.write(f"  subuid_file: {tmp_path / 'subuid'}\n  subgid_file: {tmp_path / 'subgid'}\n")
+    out = nested_box.ok("run", "--rm", "--net=none", "--userns=auto", "busybox", "sh", "-c",
+                        "id -u; cat /proc/self/uid_map /proc/self/gid_map")
+    assert out.split() == ["0", "0", str(AUTO), "65536", "0", str(AUTO), "65536"]
