@@ -289,3 +289,13 @@ def test_maps_are_written_through_the_pidfd_in_a_nested_pid_namespace(
     out = nested_box.ok("run", "--rm", "--net=none", "--userns=auto", "busybox", "sh", "-c",
                         "id -u; cat /proc/self/uid_map /proc/self/gid_map")
     assert out.split() == ["0", "0", str(AUTO), "65536", "0", str(AUTO), "65536"]
+
+
+def test_a_user_outside_the_map_is_a_clear_error(ubox: RuntimeSandbox) -> None:
+    ran = ubox.run("run", "--rm", "--net=none", "--userns=auto:size=1000", "-u", "nobody",
+                   "busybox", "true")
+    assert ran.code == 125
+    assert "cannot run as uid 65534, gid 65534" in ran.stderr
+    assert "not mapped in the container's user namespace" in ran.stderr
+    assert ubox.ok("run", "--rm", "--net=none", "--userns=auto:size=1000", "-u", "999:999",
+                   "busybox", "id", "-u") == "999\n"
