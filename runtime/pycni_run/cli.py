@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn
 
 from pycni_run.config import RuntimeConfig, load_config
 from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.idmaps import parse_userns
 from pycni_run.netspec import parse_dns_options, parse_networks
 from pycni_run.security import parse_options
 from pycni_run.spec import (
@@ -131,6 +132,9 @@ def _run_parser() -> _Parser:
     p.add_argument("-u", "--user", default="", help="NAME|UID[:GROUP|GID]")
     p.add_argument("-P", "--publish-all", action="store_true")
     p.add_argument("--entrypoint", help="replaces the image's Entrypoint (and its Cmd)")
+    p.add_argument("--userns", default="host", help="host, auto or auto:size=N")
+    p.add_argument("--uidmap", action="append", default=[], help="CONTAINER:HOST:SIZE")
+    p.add_argument("--gidmap", action="append", default=[], help="CONTAINER:HOST:SIZE")
     return p
 
 
@@ -215,6 +219,7 @@ def build_spec(ns: argparse.Namespace, positionals: list[str]) -> ContainerSpec:
         mounts=(*map(parse_volume, ns.volume), *map(parse_tmpfs, ns.tmpfs)),
         read_only=ns.read_only,
         publish_all=ns.publish_all,
+        userns=parse_userns(ns.userns, ns.uidmap, ns.gidmap),
     )
     validate_spec(spec)
     return spec

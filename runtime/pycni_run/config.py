@@ -30,6 +30,10 @@ class RuntimeConfig:
     cni_cache_dir: str = "/var/lib/cni"
     cgroup_parent: str = "pycni"
     stop_timeout: float = 10.0
+    # --userns=auto and --uidmap/--gidmap: the subordinate ids of this user (podman's)
+    userns_user: str = "containers"
+    subuid_file: str = "/etc/subuid"
+    subgid_file: str = "/etc/subgid"
     # The file these settings came from ("" for the built-in defaults): `pycni-run network`
     # reads its `network:` section from the same file.
     source: str = dataclasses.field(default="", compare=False)

@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 from pycni.net import syscalls
-from pycni_run import cgroups, console, namespaces, process, security, state
+from pycni_run import cgroups, console, namespaces, process, security, state, users
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
+from pycni_run.idmaps import Mappings
 from pycni_run.process import Channel
 from pycni_run.security import Confinement
 
@@ -53,17 +54,22 @@ def _joiner(
     cg: cgroups.Cgroup | None,
     run: Channel,
     body: Callable[[], object],
+    *,
+    user: bool,
 ) -> None:
-    """Join the cgroup, then every namespace of ``init`` (a pidfd); fork the command; report
-    its pid and exit."""
+    """Join the cgroup, then every namespace of ``init`` (a pidfd; its user namespace if it
+    has one of its own, whose root this process then becomes, as runc's exec does); fork the
+    command; report its pid and exit."""
     process.reset_signals()
     run.close()
     if cg is not None:
         cgroups.enter(cg)
     try:
-        namespaces.join(init)
+        namespaces.join(init, user=user)
     except ProcessLookupError:
         raise RunError("the container's init exited: nothing joined") from None
+    if user:
+        users.switch(users.UserIds(uid=0, gid=0))  # else the host's root, unmapped in there
     pid = process.fork_child(channel, body)
     channel.send(pid=pid)
     os._exit(0)
@@ -87,6 +93,7 @@ def exec_in(
     full_env = {**dict(st.env), **env}
     confinement = security.for_exec(st.security, state.container_dir(cfg.containers_dir, name))
     cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
+    own_userns = Mappings.from_doc(st.userns) is not None
     syscalls.set_child_subreaper()
     ours, theirs = Channel.pair()
 
@@ -102,7 +109,9 @@ def exec_in(
         )
 
     with st.pid.opened(f"container {name} (its init, pid {st.pid.pid})") as init:
-        joiner = process.fork_child(theirs, lambda: _joiner(theirs, init, cg, ours, command_side))
+        joiner = process.fork_child(
+            theirs, lambda: _joiner(theirs, init, cg, ours, command_side, user=own_userns)
+        )
     theirs.close()
     return _collect(ours, joiner, interactive=interactive)
 

@@ -22,9 +22,21 @@ from typing import Any
 from pycni.failpoints import failpoint
 from pycni.net import netns
 from pycni.network.store import StoredNetwork
-from pycni_run import cgroups, console, network, pidfds, process, rootfs, security, standby, state
+from pycni_run import (
+    cgroups,
+    console,
+    network,
+    pidfds,
+    process,
+    rootfs,
+    security,
+    standby,
+    state,
+    userns,
+)
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
+from pycni_run.idmaps import Mappings
 from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
 from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions, validate_spec
@@ -166,6 +178,7 @@ def _start(
 ) -> tuple[ContainerState, int | None]:
     validate_spec(spec)
     confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
+    userns_request = userns.check(cfg, spec.userns)  # its ids may be mapped: nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
     networks = network.check_networks(cfg, spec.id, spec.requested_networks,
                                       ports=bool(spec.ports))
@@ -183,7 +196,10 @@ def _start(
             state.save(cfg.containers_dir, st)
 
         save()
-        held = standby.take()  # the runtime daemon's spare has an init parked
+        mappings = userns.reserve(cfg, st, userns_request)  # recorded in the state at once
+        # The runtime daemon's spare has an init parked, its namespaces made in the host's
+        # user namespace: not for a container with one of its own (discarded after the call).
+        held = standby.take() if mappings is None else None
         cg = held.adopt(spec.name, limits, parent=cfg.cgroup_parent) if held else None
         if cg is None:
             cg = cgroups.create(spec.name, limits, parent=cfg.cgroup_parent)
@@ -211,7 +227,7 @@ def _start(
             read_only=spec.read_only,
         )
         try:
-            child = held.launch(plan) if held else process.spawn(plan)
+            child = _spawn(plan, held, mappings)
         finally:
             if plan.peer_netns >= 0:
                 os.close(plan.peer_netns)  # joined by the init, which is ready (or failed)
@@ -227,6 +243,12 @@ def _start(
         save()
         undo.pop_all()
     return st, master
+
+
+def _spawn(plan: InitPlan, held: standby.Standby | None, mappings: Mappings | None) -> Child:
+    if mappings is not None:
+        return userns.spawn(plan, mappings)
+    return held.launch(plan) if held else process.spawn(plan)
 
 
 def _network_and_release(

@@ -63,7 +63,9 @@ def ns_links(pidfd: int) -> dict[str, str]:
     return links
 
 
-def join(pidfd: int) -> None:
-    """setns into every namespace in ``JOIN_ORDER`` of the pidfd's process, at once; the
-    caller must be single-threaded (mnt). OSError (ESRCH) if that process has exited."""
-    syscalls.setns(pidfd, _JOIN_FLAGS)
+def join(pidfd: int, *, user: bool = False) -> None:
+    """setns into every namespace in ``JOIN_ORDER`` of the pidfd's process, at once, and its
+    user namespace too if ``user`` (the kernel joins that one first: the others, owned by it,
+    are then joined with the capabilities it gives); the caller must be single-threaded (mnt).
+    OSError (ESRCH) if that process has exited."""
+    syscalls.setns(pidfd, _JOIN_FLAGS | (syscalls.CLONE_NEWUSER if user else 0))

@@ -11,9 +11,10 @@ say an ancestor's; a pid reused). So:
 - it records a process as its pid *and* its pidfs inode (``identity``): the inode of a pidfd
   is unique for the boot (Linux >= 6.9), so a later command opening a pidfd for the recorded
   pid and finding another inode knows the pid went to someone else, and joins nothing;
-- ``/proc`` is read only through ``read_proc``: the pid of the pidfd's process as that very
-  ``/proc`` numbers it (the pidfd's fdinfo), and a re-check that the process still runs after
-  the read (so the number was still its own throughout).
+- ``/proc`` is read (and a user namespace's maps written) only through ``read_proc`` and
+  ``write_proc``: the pid of the pidfd's process as that very ``/proc`` numbers it (the
+  pidfd's fdinfo), and a re-check that the process still runs after the open (so the number
+  was still its own, and the open file is that process's).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "open_verified",
     "proc_is_own",
     "read_proc",
+    "write_proc",
 ]
 
 
@@ -104,19 +106,38 @@ def _proc_pid(pidfd: int) -> int:
     raise RunError("this kernel shows no Pid in a pidfd's fdinfo")
 
 
-def read_proc(pidfd: int, name: str) -> str:
-    """``/proc/PID/<name>`` of the pidfd's process, whatever pid namespace ``/proc`` is for."""
+def _open_proc(pidfd: int, name: str, flags: int) -> int:
+    """``/proc/PID/<name>`` of the pidfd's process opened with ``flags``; the process still
+    ran after the open, so the number was its own and the file is that process's."""
     pid = _proc_pid(pidfd)
     if not pid:
-        raise RunError(f"the process is gone, or not visible in this /proc (reading {name})")
+        raise RunError(f"the process is gone, or not visible in this /proc (opening {name})")
     try:
-        with open(f"/proc/{pid}/{name}") as f:
-            text = f.read()
+        fd = os.open(f"/proc/{pid}/{name}", flags | os.O_CLOEXEC)
     except OSError as err:
-        raise RunError(f"cannot read /proc/{pid}/{name}: {err.strerror}") from err
-    if exited(pidfd):  # it may have died before the read, and its number gone to another
-        raise RunError(f"the process exited while its /proc/{pid}/{name} was read")
-    return text
+        raise RunError(f"cannot open /proc/{pid}/{name}: {err.strerror}") from err
+    if exited(pidfd):  # it may have died before the open, and its number gone to another
+        os.close(fd)
+        raise RunError(f"the process exited while its /proc/{pid}/{name} was opened")
+    return fd
+
+
+def read_proc(pidfd: int, name: str) -> str:
+    """``/proc/PID/<name>`` of the pidfd's process, whatever pid namespace ``/proc`` is for."""
+    with open(_open_proc(pidfd, name, os.O_RDONLY)) as f:
+        return f.read()
+
+
+def write_proc(pidfd: int, name: str, text: str) -> None:
+    """Write ``text`` to ``/proc/PID/<name>`` of the pidfd's process in one write (a
+    ``uid_map`` takes exactly one)."""
+    fd = _open_proc(pidfd, name, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    except OSError as err:
+        raise RunError(f"cannot write {name} of the container's process: {err.strerror}") from err
+    finally:
+        os.close(fd)
 
 
 def proc_is_own() -> bool:

@@ -28,7 +28,8 @@ from typing import Any, Final, NoReturn
 
 from pycni.net import syscalls
 from pycni.server.peer import received_fds
-from pycni_run import cgroups, console, namespaces, rootfs, security, volumes
+from pycni_run import cgroups, console, detached, namespaces, rootfs, security, volumes
+from pycni_run.detached import HostTrees
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
 from pycni_run.rootfs import Layers
 from pycni_run.security import Confinement
@@ -260,20 +261,27 @@ def _setup_stdio(stdio: Stdio, channel: Channel) -> None:
             os.dup2(source, target)
 
 
-def init_main(plan: InitPlan, channel: Channel, *, made: int = 0) -> None:
-    """PID 1's checklist (crun's container_init_setup): each step a short named call."""
+def init_main(
+    plan: InitPlan, channel: Channel, *, made: int = 0, trees: HostTrees | None = None
+) -> None:
+    """PID 1's checklist (crun's container_init_setup): each step a short named call.
+    ``trees``: in a user namespace of its own, the mounts the runtime made (``detached``)."""
     root = plan.layers.merged
     _enter_namespaces(plan, channel, made)
     rootfs.make_root_private()
-    rootfs.mount_overlay(plan.layers)
+    if trees is None:
+        rootfs.mount_overlay(plan.layers)
+    else:
+        detached.attach(trees.rootfs, root)
     rootfs.mount_proc(root)
     rootfs.mount_sys(root, writable=plan.confinement.privileged)
-    rootfs.mount_dev(root)
+    rootfs.mount_dev(root, None if trees is None else trees.devices)
     go = _await_go(channel)  # in its cgroup; the runtime has pinned the netns and run CNI ADD
     _enter_cgroup_namespace(plan)
     rootfs.write_etc(root, hostname=plan.hostname, hosts=go["hosts"], resolv=go["resolv"])
     socket.sethostname(plan.hostname)
-    volumes.mount_all(root, plan.mounts, read_only=plan.read_only, workdir=plan.workdir)
+    volumes.mount_all(root, plan.mounts, read_only=plan.read_only, workdir=plan.workdir,
+                      trees=None if trees is None else trees.volumes)
     rootfs.pivot(root)
     rootfs.mask_paths(plan.confinement.masked_paths, plan.confinement.readonly_paths)
     _setup_stdio(plan.stdio, channel)

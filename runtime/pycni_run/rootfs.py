@@ -19,7 +19,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +29,7 @@ from pycni_run.errors import RunError
 
 __all__ = [
     "BUSYBOX_BINARY",
+    "DEVICES",
     "Layers",
     "ensure_image",
     "etc_hosts",
@@ -61,7 +62,7 @@ _IMAGE_DIRS: Final = (
     "var",
     "home",
 )
-_DEVICES: Final = (
+DEVICES: Final = (
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),
@@ -276,12 +277,18 @@ def mount_sys(root: str, *, writable: bool = False) -> None:
     syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | readonly)
 
 
-def mount_dev(root: str) -> None:
-    """A tmpfs /dev with the six usual nodes, devpts (own instance), shm and the std links."""
+def mount_dev(root: str, nodes: Mapping[str, int] | None = None) -> None:
+    """A tmpfs /dev with the six usual nodes, devpts (own instance), shm and the std links.
+    ``nodes``: in a user namespace, where nothing can ``mknod`` a device, detached bind
+    mounts of the host's nodes (``detached``), each attached onto an empty file."""
     dev = _mount_point(root, "/dev")  # then a fresh tmpfs: nothing below it is the image's
     syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
-    for name, major, minor in _DEVICES:
+    for name, major, minor in DEVICES:
         path = os.path.join(dev, name)
+        if nodes is not None:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+            syscalls.attach_tree(nodes[name], path)
+            continue
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(path, 0o666)  # noqa: S103 - /dev/null and friends are world-writable
     syscalls.mount(

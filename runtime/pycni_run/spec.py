@@ -15,6 +15,7 @@ from typing import Final, Literal
 
 from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
+from pycni_run.idmaps import UsernsOptions
 from pycni_run.security import SecurityOptions
 from pycni_run.volumes import Mount, validate_mounts
 
@@ -177,6 +178,7 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()  # -v and --tmpfs
     read_only: bool = False  # --read-only: the rootfs mounted read-only
     publish_all: bool = False  # -P: every port the image exposes, on a free host port
+    userns: UsernsOptions = field(default_factory=UsernsOptions)  # --userns, --uidmap, --gidmap
 
     @property
     def builtin_image(self) -> bool:
@@ -354,6 +356,11 @@ def validate_spec(spec: ContainerSpec) -> None:
     published = [(p.host_ip, p.host_port, p.protocol) for p in spec.ports]
     if len(set(published)) < len(published):
         raise RunError("-p publishes one host port twice")
+    if spec.userns.mode != "host" and not spec.net.new_netns:
+        raise RunError(
+            f"conflicting options: a user namespace and --net={spec.net} (a container with "
+            "its own user namespace needs a network namespace of its own, owned by it)"
+        )
 
 
 def _validate_dns(mode: NetMode, dns: DnsOptions) -> None:

@@ -180,6 +180,7 @@ class ContainerState:
     cgroup: dict[str, Any] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     security: dict[str, Any] = field(default_factory=dict)  # security.to_doc: what it got
+    userns: dict[str, Any] = field(default_factory=dict)  # idmaps.Mappings.to_doc; {} = host's
     storage: str = ""
     rootfs: dict[str, str] = field(default_factory=dict)
     log_path: str = ""

@@ -8,6 +8,7 @@ name must have one; the supplementary groups are those /etc/group lists the user
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -108,6 +109,13 @@ def lookup(text: str, *, passwd: str = PASSWD, group: str = GROUP) -> UserIds:
 def switch(ids: UserIds) -> None:
     """Groups, then gid, then uid (the order that keeps the right to change each). Leaving
     uid 0 makes the kernel clear the permitted, effective and ambient capability sets."""
-    os.setgroups(list(ids.groups))
-    os.setresgid(ids.gid, ids.gid, ids.gid)
-    os.setresuid(ids.uid, ids.uid, ids.uid)
+    try:
+        os.setgroups(list(ids.groups))
+        os.setresgid(ids.gid, ids.gid, ids.gid)
+        os.setresuid(ids.uid, ids.uid, ids.uid)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        raise RunError(f"cannot run as uid {ids.uid}, gid {ids.gid} (groups "
+                       f"{', '.join(map(str, ids.groups)) or 'none'}): not mapped in the "
+                       "container's user namespace") from None

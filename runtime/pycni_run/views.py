@@ -12,6 +12,7 @@ from typing import Any
 from pycni.tables import render_table
 from pycni_run import cgroups, namespaces, network, pidfds
 from pycni_run.errors import RunError
+from pycni_run.idmaps import Mappings
 from pycni_run.spec import DEFAULT_NETWORK
 from pycni_run.state import ContainerState, NetAttachment
 
@@ -156,6 +157,16 @@ def _network_settings(st: ContainerState) -> dict[str, Any]:
     }
 
 
+def _userns_doc(st: ContainerState) -> dict[str, Any]:
+    """podman's names: ``UsernsMode`` and ``IDMappings`` (CONTAINER:HOST:SIZE strings)."""
+    mappings = Mappings.from_doc(st.userns)
+    if mappings is None:
+        return {"UsernsMode": "host"}
+    return {"UsernsMode": mappings.mode,
+            "IDMappings": {"UidMap": [str(m) for m in mappings.uid_map],
+                           "GidMap": [str(m) for m in mappings.gid_map]}}
+
+
 def inspect_doc(st: ContainerState) -> dict[str, Any]:
     live = st.live_status()
     running = live == "running"
@@ -182,10 +193,11 @@ def inspect_doc(st: ContainerState) -> dict[str, Any]:
         },
         "Namespaces": _namespaces(st) if running else {},
         "NetworkSettings": _network_settings(st),
-        # capabilities, seccomp, masked paths, device rules; resolver settings and hosts
+        # capabilities, seccomp, masked paths, device rules; resolver settings and hosts;
+        # the user namespace's maps
         "HostConfig": {**st.security, "Dns": dns.get("servers", []),
                        "DnsSearch": dns.get("search", []), "DnsOptions": dns.get("options", []),
-                       "ExtraHosts": dns.get("extra_hosts", [])},
+                       "ExtraHosts": dns.get("extra_hosts", []), **_userns_doc(st)},
         "Cgroup": _cgroup_doc(st),
         "Rootfs": st.rootfs,
         "LogPath": st.log_path,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -139,8 +140,14 @@ def validate_mounts(mounts: Iterable[Mount]) -> None:
 # ---------------------------------------------------------------------- in the init
 
 
-def _bind(root: str, m: Mount) -> None:
-    target = inroot.resolve(root, m.target, create="dir" if os.path.isdir(m.source) else "file")
+def _bind(root: str, m: Mount, tree: int | None) -> None:
+    """``tree``: the source as a detached mount the runtime cloned (a user namespace's init
+    may not reach the source's path), already read-only if asked."""
+    is_dir = stat.S_ISDIR(os.stat(tree).st_mode) if tree is not None else os.path.isdir(m.source)
+    target = inroot.resolve(root, m.target, create="dir" if is_dir else "file")
+    if tree is not None:
+        syscalls.attach_tree(tree, target)
+        return
     syscalls.mount(m.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
     if m.read_only:
         remount_readonly(target)
@@ -159,12 +166,17 @@ def remount_readonly(path: str) -> None:
     syscalls.mount(None, path, None, flags)
 
 
-def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool, workdir: str) -> None:
+def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool, workdir: str,
+              trees: Mapping[str, int] | None = None) -> None:
     """Before the pivot: every volume and tmpfs (parents first), then ``--read-only`` (the
-    working directory made first, as a writable root would have it made after the pivot)."""
+    working directory made first, as a writable root would have it made after the pivot).
+    ``trees``: each volume's source as a detached mount, by target (``detached``)."""
     for m in sorted(mounts, key=lambda m: m.target.count("/")):
         try:
-            (_bind if m.kind == "bind" else _tmpfs)(root, m)
+            if m.kind == "bind":
+                _bind(root, m, None if trees is None else trees[m.target])
+            else:
+                _tmpfs(root, m)
         except (OSError, RunError) as err:
             reason = err.strerror if isinstance(err, OSError) else str(err)
             raise RunError(f"cannot mount {m.source or 'tmpfs'} on {m.target}: {reason}") from err
