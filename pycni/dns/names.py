@@ -10,14 +10,12 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["DNSNAME_DOMAIN", "RESOLVER_ADDRESS", "RESOLVER_PORT", "name_problem", "normalize"]
+__all__ = ["RESOLVER_ADDRESS", "RESOLVER_PORT", "name_problem", "normalize"]
 
 # Docker's choice: an address on the container's own lo (127.0.0.0/8 is local there), so the
 # container needs no route to anything and the host gives up no address or port.
 RESOLVER_ADDRESS: Final = "127.0.0.11"
 RESOLVER_PORT: Final = 53
-# The domain of the `dnsname` type without a domainName: containers/dnsname's and podman's.
-DNSNAME_DOMAIN: Final = "dns.podman"
 
 _LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _MAX_NAME: Final = 253

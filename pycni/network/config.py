@@ -142,11 +142,12 @@ def _check(settings: NetworkSettings) -> NetworkSettings:
     for key in ("ipam_data_dir", "dns_run_dir"):
         if getattr(settings, key) and not os.path.isabs(getattr(settings, key)):
             raise invalid(f"network.{key} must be an absolute path")
-    from pycni.dns.names import name_problem
+    if settings.dns_domain != DEFAULT_DNS_DOMAIN:  # `ls` compiles no name pattern
+        from pycni.dns.names import name_problem
 
-    problem = name_problem(settings.dns_domain)
-    if problem:
-        raise invalid(f"network.dns_domain {settings.dns_domain!r} {problem}")
+        problem = name_problem(settings.dns_domain)
+        if problem:
+            raise invalid(f"network.dns_domain {settings.dns_domain!r} {problem}")
     return settings
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pycni.cni.conf import NetworkConfigList
-from pycni.dns.names import DNSNAME_DOMAIN
 
 if TYPE_CHECKING:  # a type only: `ls` imports no subnet picker
     from pycni.network.subnets import IPNetwork
@@ -24,8 +23,9 @@ if TYPE_CHECKING:  # a type only: `ls` imports no subnet picker
 __all__ = ["DNS_PLUGIN_TYPES", "MANAGED_MARK", "DnsView", "NetworkView", "SubnetView", "view_of"]
 
 MANAGED_MARK: Final = {"createdBy": "pycni network create", "version": 1}
-# The name-resolution plugin's types, and the domain each uses without a domainName.
-DNS_PLUGIN_TYPES: Final = {"pycni-dns": "", "dnsname": DNSNAME_DOMAIN}
+# The name-resolution plugin's types, and the domain each uses without a domainName
+# (``pycni.plugins.dns_conf``'s; a unit test holds them equal: `ls` imports no plugin code).
+DNS_PLUGIN_TYPES: Final = {"pycni-dns": "", "dnsname": "dns.podman"}
 _DEFAULT_BRIDGE: Final = "pycni0"  # what the `bridge` plugin here uses without a `bridge` key
 
 

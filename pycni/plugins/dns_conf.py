@@ -25,12 +25,13 @@ from pycni.cni._fields import bad, check_plugin_keys, check_runtime_keys, opt_st
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
 from pycni.dns.control import DEFAULT_RESOLV_CONF, Resolver
-from pycni.dns.names import DNSNAME_DOMAIN, name_problem, normalize
+from pycni.dns.names import name_problem, normalize
 from pycni.dns.records import DEFAULT_RUN_DIR
 
 __all__ = ["DNSNAME_DOMAIN", "DnsConfig", "container_names", "parse_dns_config",
            "parse_for_teardown"]
 
+DNSNAME_DOMAIN: Final = "dns.podman"  # containers/dnsname's and podman's default
 _KEYS: Final = frozenset({"domainName", "runDir", "resolvConf"})
 POD_NAME_ARG: Final = "K8S_POD_NAME"
 

@@ -20,6 +20,8 @@ from pycni.network.manager import NetworkSummary
 from pycni.network.render import dns_plugin, render_conflist
 from pycni.network.spec import NetworkSpec, SubnetSpec
 from pycni.network.subnets import AddressPool
+from pycni.network.view import DNS_PLUGIN_TYPES
+from pycni.plugins.dns_conf import DNSNAME_DOMAIN
 
 
 def doc_for(name: str, subnet: str = "10.100.3.0/24") -> dict[str, Any]:
@@ -192,4 +194,5 @@ def test_a_dns_network_shows_dns_and_the_names_its_resolver_holds(tmp_path: Path
     assert (doc["DNSEnabled"], doc["DNSDomain"]) == (True, "dns.pycni")
     assert [(c["ContainerID"], c["DNSNames"]) for c in doc["Containers"]] == [
         ("c1", ["web", "www"]), ("c2", [])]
-    assert report.inspect_document(podnet, [])["DNSDomain"] == "dns.podman"
+    assert report.inspect_document(podnet, [])["DNSDomain"] == DNSNAME_DOMAIN
+    assert DNS_PLUGIN_TYPES == {"pycni-dns": "", "dnsname": DNSNAME_DOMAIN}
