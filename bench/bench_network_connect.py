@@ -3,8 +3,9 @@ the same network's chain through the fork server, in one run (issue #15's target
 chain call). Medians printed side by side, never asserted.
 
 - the reference: the chain of a network `pycni network create` wrote (bridge -> portmap ->
-  bandwidth -> firewall -> loopback), ADD then DEL for a fresh netns, as a runtime runs it: a
-  warm process (this one) execs each plugin executable, which hands its call to `pycni serve`
+  bandwidth -> firewall -> pycni-dns -> loopback), ADD then DEL for a fresh netns, as a
+  runtime runs it: a warm process (this one) execs each plugin executable, which hands its
+  call to `pycni serve`
   (``PYCNI_DELEGATE_EXEC``: no in-process shortcut for our executables);
 - `pycni-run network connect NET web` and `disconnect NET web` of a running container, as a
   user runs them: the `pycni-run install-client` executable through the runtime daemon, and

@@ -38,6 +38,7 @@ class Attachment:
     name: str = ""  # the container's name where known
     ips: tuple[str, ...] = ()  # CIDRs
     mac: str = ""
+    dns_names: tuple[str, ...] = ()  # what the network's resolver holds for it (`inspect`)
 
     @property
     def container_id(self) -> str:

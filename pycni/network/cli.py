@@ -1,7 +1,8 @@
 """`pycni network ...` and `pycni-run network ...`: one implementation, two entry points.
 
     network create [--subnet CIDR]... [--gateway IP]... [--ip-range CIDR]... [--ipv6]
-                   [--internal] [--mtu N] [--bridge NAME] [--label K=V]... [--opt K=V]... NAME
+                   [--internal] [--disable-dns] [--mtu N] [--bridge NAME] [--label K=V]...
+                   [--opt K=V]... NAME
     network ls [--format table|json] [-q]
     network inspect NAME...
     network rm [-f] NAME...
@@ -83,6 +84,8 @@ def _add_create(subs: Any) -> None:
                         "--subnet)")
     create.add_argument("--internal", action="store_true",
                         help="containers reach each other and nothing outside the network")
+    create.add_argument("--disable-dns", action="store_true",
+                        help="no name resolution (no pycni-dns plugin in the chain)")
     create.add_argument("--mtu", type=int)
     create.add_argument("--bridge", default="", help="bridge name (default: derived)")
     create.add_argument("--label", action="append", default=[], metavar="K=V")
@@ -116,7 +119,7 @@ def _create(settings: Any, ns: argparse.Namespace) -> int:
     req = CreateRequest(
         name=ns.name, subnets=tuple(ns.subnet), gateways=tuple(ns.gateway),
         ip_ranges=tuple(ns.ip_range), ipv6=ns.ipv6, internal=ns.internal, mtu=ns.mtu,
-        bridge=ns.bridge, labels=tuple(ns.label), options=tuple(ns.opt),
+        bridge=ns.bridge, labels=tuple(ns.label), options=tuple(ns.opt), dns=not ns.disable_dns,
     )
     network, warnings = create_network(settings, req)
     for warning in warnings:

@@ -12,6 +12,8 @@ From ``pycni.yaml`` (found by ``pycni.config_file``, the file `pycni-run` reads)
         ipv6_pool: {base: fd00:1::/48, size: 64}   # default: a ULA /48 from the machine id
         ipam_data_dir: /run/pycni/ipam    # written as host-local's dataDir (default: its own)
         firewall_backend: nftables        # written into the chain (default: detected per call)
+        dns_domain: dns.pycni             # names resolve as NAME and NAME.<dns_domain>
+        dns_run_dir: /run/pycni/dns       # the resolver's records and socket (the default)
 
 ``NETCONFPATH`` and ``CNI_PATH`` override the conf dir and plugin path, as for cnitool.
 """
@@ -31,12 +33,16 @@ from pycni.network.names import invalid
 if TYPE_CHECKING:  # imported where used: `ls` needs no pools (nor the IPAM config they use)
     from pycni.network.subnets import AddressPool
 
-__all__ = ["NetworkSettings", "load_settings", "machine_seed"]
+__all__ = ["DEFAULT_DNS_DOMAIN", "NetworkSettings", "load_settings", "machine_seed"]
 
 _MACHINE_ID_FILES: Final = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 _RUNTIME_KEYS: Final = {"conf_dir": "conf_dir", "cni_path": "cni_path",
                         "cni_cache_dir": "cache_dir", "state_dir": "state_dir"}
-_NETWORK_KEYS: Final = ("default_address_pools", "ipv6_pool", "ipam_data_dir", "firewall_backend")
+_NETWORK_KEYS: Final = ("default_address_pools", "ipv6_pool", "ipam_data_dir", "firewall_backend",
+                        "dns_domain", "dns_run_dir")
+_STRING_KEYS: Final = ("ipam_data_dir", "firewall_backend", "dns_domain", "dns_run_dir")
+# Names resolve as NAME and NAME.dns.pycni (podman's networks use dns.podman; Docker's, none).
+DEFAULT_DNS_DOMAIN: Final = "dns.pycni"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +55,8 @@ class NetworkSettings:
     address_pools: tuple[AddressPool, ...] = ()  # () = subnets.DEFAULT_POOLS
     ipv6_pool: AddressPool | None = None
     firewall_backend: str | None = None
+    dns_domain: str = DEFAULT_DNS_DOMAIN  # the domain of the networks `create` makes
+    dns_run_dir: str = ""  # written as the pycni-dns plugin's runDir ("": its default)
     timeout: float = 60.0  # seconds per plugin call (rm --force, prune)
 
     def pools(self) -> tuple[AddressPool, ...]:
@@ -117,7 +125,7 @@ def _network_values(section: Mapping[str, Any], where: str) -> dict[str, Any]:
         if pool.base.version != 6:
             raise invalid(f"{where}: network.ipv6_pool must be an IPv6 prefix")
         values["ipv6_pool"] = pool
-    for key in ("ipam_data_dir", "firewall_backend"):
+    for key in _STRING_KEYS:
         value = section.get(key)
         if value is not None and (not isinstance(value, str) or not value):
             raise invalid(f"{where}: network.{key} must be a non-empty string")
@@ -131,8 +139,15 @@ def _check(settings: NetworkSettings) -> NetworkSettings:
         from pycni.firewall import validate_backend_name
 
         validate_backend_name(settings.firewall_backend, field="network.firewall_backend")
-    if settings.ipam_data_dir and not os.path.isabs(settings.ipam_data_dir):
-        raise invalid("network.ipam_data_dir must be an absolute path")
+    for key in ("ipam_data_dir", "dns_run_dir"):
+        if getattr(settings, key) and not os.path.isabs(getattr(settings, key)):
+            raise invalid(f"network.{key} must be an absolute path")
+    if settings.dns_domain != DEFAULT_DNS_DOMAIN:  # `ls` compiles no name pattern
+        from pycni.dns.names import name_problem
+
+        problem = name_problem(settings.dns_domain)
+        if problem:
+            raise invalid(f"network.dns_domain {settings.dns_domain!r} {problem}")
     return settings
 
 

@@ -12,8 +12,10 @@ is put back: the same `rm` can be run again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -96,13 +98,15 @@ def _validate_rendered(doc: dict[str, object], path: str) -> None:
 def create_network(settings: NetworkSettings, req: CreateRequest
                    ) -> tuple[StoredNetwork, list[str]]:
     """Write the network's conflist; it and the warnings worth printing."""
-    from pycni.network.render import render_conflist
+    from pycni.network.render import dns_plugin, render_conflist
     from pycni.network.spec import build_spec
 
+    extra = [dns_plugin(domain=settings.dns_domain, run_dir=settings.dns_run_dir)] \
+        if req.dns else []
     os.makedirs(settings.conf_dir, mode=0o755, exist_ok=True)
     with store.locked(settings.conf_dir):
         networks = store.load_networks(settings.conf_dir)
-        spec, warnings = build_spec(req, _taken(networks), settings.pools())
+        spec, warnings = build_spec(req, _taken(networks), settings.pools(), extra_plugins=extra)
         doc = render_conflist(spec, ipam_data_dir=settings.ipam_data_dir,
                               firewall_backend=settings.firewall_backend)
         path = store.conflist_path(settings.conf_dir, spec.name)
@@ -125,7 +129,29 @@ def inspect_networks(settings: NetworkSettings, names: Sequence[str]
     networks = store.load_networks(settings.conf_dir)
     found = [store.find_network(networks, name, settings.conf_dir) for name in names]
     known = container_names(settings.state_dir)
-    return [(n, list_attachments(settings.cache_dir, n.name, names=known)) for n in found]
+    return [(n, _with_dns_names(n, list_attachments(settings.cache_dir, n.name, names=known)))
+            for n in found]
+
+
+def _with_dns_names(network: StoredNetwork, attached: list[Attachment]) -> list[Attachment]:
+    """Each attachment with the names its record in the network's resolver holds (none
+    where names do not resolve; an unreadable record is said on stderr and shows none)."""
+    if network.view.dns is None:
+        return attached
+    from pycni.dns.records import DEFAULT_RUN_DIR, RecordStore, Registration
+
+    records = RecordStore(network.view.dns.run_dir or DEFAULT_RUN_DIR)
+    named = []
+    for attachment in attached:
+        label = Registration(network=network.name, container_id=attachment.container_id,
+                             ifname=attachment.ifname).label
+        try:
+            record = records.load(label)
+        except CNIError as err:
+            print(f"warning: network {network.name}: {err}", file=sys.stderr)
+            record = None
+        named.append(dataclasses.replace(attachment, dns_names=record.names if record else ()))
+    return named
 
 
 # ----------------------------------------------------------------------------- rm, prune

@@ -3,8 +3,10 @@
 The chain is the default network's (``conf/10-pycni.conflist``): ``bridge`` (``host-local``
 IPAM) -> ``portmap`` -> ``bandwidth`` -> ``firewall`` -> [extra plugins] -> ``loopback``,
 declaring the ``mac``, ``ips``, ``portMappings`` and ``bandwidth`` capabilities a runtime fills
-in. ``cniVersion`` 1.0.0 with 1.1.0 listed in ``cniVersions``: libcni 1.1 (podman 4.x,
-containerd 1.6) decodes results up to 1.0.0 only, newer runtimes read the list.
+in. The extra plugin `network create` puts there unless ``--disable-dns`` is `pycni-dns`
+(``dns_plugin``): container names and ``aliases`` resolve on the network. ``cniVersion``
+1.0.0 with 1.1.0 listed in ``cniVersions``: libcni 1.1 (podman 4.x, containerd 1.6) decodes
+results up to 1.0.0 only, newer runtimes read the list.
 
 An ``--internal`` network: the gateway address stays on the bridge (the host, and a resolver
 listening there, stay reachable) but there is no default route, no masquerade, and the
@@ -24,10 +26,20 @@ from typing import Any, Final
 from pycni.network.spec import NetworkSpec, SubnetSpec
 from pycni.network.view import MANAGED_MARK
 
-__all__ = ["CNI_VERSION", "CNI_VERSIONS", "render_conflist"]
+__all__ = ["CNI_VERSION", "CNI_VERSIONS", "dns_plugin", "render_conflist"]
 
 CNI_VERSION: Final = "1.0.0"
 CNI_VERSIONS: Final = ("0.4.0", "1.0.0", "1.1.0")
+
+
+def dns_plugin(*, domain: str, run_dir: str = "") -> dict[str, Any]:
+    """The name-resolution plugin of a network: the container's name (``K8S_POD_NAME``) and
+    its ``aliases`` resolve; ``run_dir`` "" leaves the plugin's default (/run/pycni/dns)."""
+    plugin: dict[str, Any] = {"type": "pycni-dns", "domainName": domain}
+    if run_dir:
+        plugin["runDir"] = run_dir
+    plugin["capabilities"] = {"aliases": True}
+    return plugin
 
 
 def _range(s: SubnetSpec) -> dict[str, str]:

@@ -3,8 +3,10 @@
 ``ls``: a table, ``-q`` names only, or ``--format json``: one JSON object per line, as
 `docker network ls --format json` prints them. ``inspect``: a JSON array, one document per
 network in the spirit of `docker network inspect` (capitalised keys, ``IPAM.Config``,
-``Options``, ``Labels``), with every attachment (a list: one container may be attached twice)
-and the conflist itself under ``Config``.
+``Options``, ``Labels``), with every attachment (a list: one container may be attached twice;
+``DNSNames``: the names the network's resolver holds for it) and the conflist itself under
+``Config``. ``DNS``/``DNSEnabled``: whether names resolve on the network (podman's
+``dns_enabled``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def _joined(values: Sequence[str]) -> str:
 
 
 def ls_table(rows: Sequence[NetworkSummary]) -> str:
-    lines = [["NAME", "DRIVER", "SUBNETS", "GATEWAYS", "BRIDGE", "CONTAINERS", "INTERNAL"]]
+    lines = [["NAME", "DRIVER", "SUBNETS", "GATEWAYS", "BRIDGE", "CONTAINERS", "INTERNAL",
+              "DNS"]]
     for row in rows:
         view = row.network.view
         lines.append([
@@ -46,6 +49,7 @@ def ls_table(rows: Sequence[NetworkSummary]) -> str:
             view.bridge or "-",
             str(row.attachments),
             "yes" if view.internal else "no",
+            "yes" if view.dns is not None else "no",
         ])
     return render_table(lines)
 
@@ -62,6 +66,7 @@ def _ls_doc(row: NetworkSummary) -> dict[str, Any]:
         "Containers": row.attachments,
         "Internal": view.internal,
         "IPv6": view.ipv6,
+        "DNSEnabled": view.dns is not None,
         "Labels": dict(view.labels),
     }
 
@@ -85,6 +90,7 @@ def _attachment_doc(a: Attachment) -> dict[str, Any]:
         "MacAddress": a.mac,
         "Netns": a.entry.netns,
         "InProgress": a.in_progress,
+        "DNSNames": list(a.dns_names),
     }
 
 
@@ -110,6 +116,8 @@ def inspect_document(network: StoredNetwork, attached: Sequence[Attachment]) -> 
         "Bridge": view.bridge,
         "Internal": view.internal,
         "EnableIPv6": view.ipv6,
+        "DNSEnabled": view.dns is not None,
+        "DNSDomain": view.dns.domain if view.dns else "",
         "Managed": view.managed,
         "IPAM": _ipam_doc(view),
         "Options": dict(view.options),

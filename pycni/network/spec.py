@@ -62,6 +62,7 @@ class CreateRequest:
     bridge: str = ""
     labels: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
+    dns: bool = True  # False: --disable-dns, no name-resolution plugin in the chain
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,9 @@
 Our own conflists (``pycni.network.render``) and other tools' alike: the first plugin's type
 is the driver, its ``bridge`` and host-local ``ranges`` give the bridge and subnets, the
 top-level ``args`` the labels and options (``podman_labels``, ``podman_options``) and the
-mark of a network `pycni network create` made (``args.pycni``).
+mark of a network `pycni network create` made (``args.pycni``). Names resolve on a network whose
+chain has a `pycni-dns` (or containers/dnsname's `dnsname`) plugin: its ``domainName`` and
+``runDir`` (where its records are) are part of the view.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pycni.cni.conf import NetworkConfigList
 if TYPE_CHECKING:  # a type only: `ls` imports no subnet picker
     from pycni.network.subnets import IPNetwork
 
-__all__ = ["MANAGED_MARK", "NetworkView", "SubnetView", "view_of"]
+__all__ = ["DNS_PLUGIN_TYPES", "MANAGED_MARK", "DnsView", "NetworkView", "SubnetView", "view_of"]
 
 MANAGED_MARK: Final = {"createdBy": "pycni network create", "version": 1}
+# The name-resolution plugin's types, and the domain each uses without a domainName
+# (``pycni.plugins.dns_conf``'s; a unit test holds them equal: `ls` imports no plugin code).
+DNS_PLUGIN_TYPES: Final = {"pycni-dns": "", "dnsname": "dns.podman"}
 _DEFAULT_BRIDGE: Final = "pycni0"  # what the `bridge` plugin here uses without a `bridge` key
 
 
@@ -29,6 +34,14 @@ class SubnetView:
     subnet: str
     gateway: str = ""
     ip_range: str = ""  # "start-end" when the range is narrower than the subnet
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsView:
+    """The chain's name-resolution plugin."""
+
+    domain: str = ""
+    run_dir: str = ""  # "" = the plugin's default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +58,7 @@ class NetworkView:
     managed: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()
+    dns: DnsView | None = None  # None: names do not resolve on this network
 
     @property
     def ipv6(self) -> bool:
@@ -92,6 +106,17 @@ def _internal(first: Mapping[str, Any], firewall: Mapping[str, Any]) -> bool:
     return firewall.get("internal") is True or no_gateway
 
 
+def _dns_view(plugins: Any) -> DnsView | None:
+    plugin = next((p for p in plugins if p.get("type") in DNS_PLUGIN_TYPES), None)
+    if plugin is None:
+        return None
+    domain, run_dir = plugin.get("domainName"), plugin.get("runDir")
+    return DnsView(
+        domain=domain if isinstance(domain, str) and domain else DNS_PLUGIN_TYPES[plugin["type"]],
+        run_dir=run_dir if isinstance(run_dir, str) else "",
+    )
+
+
 def _managed(mark: Any) -> bool:
     return isinstance(mark, Mapping) and mark.get("createdBy") == MANAGED_MARK["createdBy"]
 
@@ -115,4 +140,5 @@ def view_of(conflist: NetworkConfigList, args: Any) -> NetworkView:
         managed=_managed(args.get("pycni")),
         labels=_strings(args.get("podman_labels")),
         options=_strings(args.get("podman_options")),
+        dns=_dns_view(plugins),
     )

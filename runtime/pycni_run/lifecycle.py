@@ -136,11 +136,11 @@ def _kill_and_reap(child: Child) -> None:
 
 
 def _etc_for(st: ContainerState, dns: DnsOptions) -> tuple[str, str]:
-    """/etc/hosts and /etc/resolv.conf: the addresses of every network, the first network's
-    DNS and gateway (``host-gateway``), ``--dns*`` and ``--add-host`` over them."""
+    """/etc/hosts and /etc/resolv.conf: the addresses and DNS of every network, the first
+    network's gateway (``host-gateway``), ``--dns*`` and ``--add-host`` over them."""
     ips = [ip for a in st.networks for ip in network.result_ips(a.result)]
     first = st.networks[0].result if st.networks else None
-    servers, search = network.result_nameservers(first)
+    servers, search = network.result_nameservers([a.result for a in st.networks])
     extra = list(dns.extra_hosts)
     if dns.wants_host_gateway:
         gateway = network.result_gateway(first)

@@ -254,6 +254,14 @@ def result_gateway(result: dict[str, Any] | None) -> str:
                  if ip.get("gateway")), "")
 
 
-def result_nameservers(result: dict[str, Any] | None) -> tuple[list[str], list[str]]:
-    dns = (result or {}).get("dns") or {}
-    return list(dns.get("nameservers") or []), list(dns.get("search") or [])
+def result_nameservers(results: Sequence[dict[str, Any] | None]) -> tuple[list[str], list[str]]:
+    """The nameservers and search domains of every network's result, in network order, each
+    once: a container on two networks with name resolution gets the resolver (127.0.0.11)
+    once, and the names of both networks are asked there."""
+    servers: dict[str, None] = {}
+    search: dict[str, None] = {}
+    for result in results:
+        dns = (result or {}).get("dns") or {}
+        servers |= dict.fromkeys(str(s) for s in dns.get("nameservers") or [])
+        search |= dict.fromkeys(str(d) for d in dns.get("search") or [])
+    return list(servers), list(search)

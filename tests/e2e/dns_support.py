@@ -92,7 +92,8 @@ class StubUpstream:
 
 
 @contextlib.contextmanager
-def stub_upstream(host_ns: str) -> Iterator[StubUpstream]:
+def stub_upstream(host_ns: netns.NetNSRef) -> Iterator[StubUpstream]:
+    """The stub in ``host_ns`` (a path, or a descriptor: a pidfd of the sandbox's PID 1)."""
     with netns.enter(host_ns):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

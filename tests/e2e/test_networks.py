@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pycni.network import store
 from pycni.network.attach import AttachRequest, attach, detach
 from pycni.network.attachments import list_attachments
 from tests.e2e.bridge_support import Sandbox, link_names, nsexec, ping
+from tests.e2e.dns_support import stop_resolver
 from tests.support import run_cli, run_cli_in_process
 
 OUTSIDE = "10.200.0.2"
@@ -76,8 +78,10 @@ class Networks:
 
 
 def _config(path: Path, data_dir: Path, backend: str | None = None) -> Path:
+    """The networks' settings; their name resolver's run dir is the test's own (its ADDs
+    start one there, never at /run/pycni/dns), stopped by the fixtures."""
     text = ("network:\n  default_address_pools: [{base: 10.100.0.0/16, size: 24}]\n"
-            f"  ipam_data_dir: {data_dir}\n")
+            f"  ipam_data_dir: {data_dir}\n  dns_run_dir: {path.parent / 'dns'}\n")
     if backend:
         text += f"  firewall_backend: {backend}\n"
     path.write_text(text)
@@ -90,14 +94,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def nets(sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Networks:
-    return Networks(sandbox, _config(tmp_path / "pycni.yaml", sandbox.data_dir), capsys)
+def nets(sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+         ) -> Iterator[Networks]:
+    try:
+        yield Networks(sandbox, _config(tmp_path / "pycni.yaml", sandbox.data_dir), capsys)
+    finally:
+        stop_resolver(tmp_path / "dns")
 
 
 @pytest.fixture
 def nets_on(sandbox: Sandbox, tmp_path: Path, backend: str,
-            capsys: pytest.CaptureFixture[str]) -> Networks:
-    return Networks(sandbox, _config(tmp_path / "pycni.yaml", sandbox.data_dir, backend), capsys)
+            capsys: pytest.CaptureFixture[str]) -> Iterator[Networks]:
+    try:
+        yield Networks(sandbox, _config(tmp_path / "pycni.yaml", sandbox.data_dir, backend),
+                       capsys)
+    finally:
+        stop_resolver(tmp_path / "dns")
 
 
 def _ip(result: Result) -> str:

@@ -151,3 +151,29 @@ def test_an_exhausted_pool_is_refused_and_nothing_is_written(
     assert "no free IPv4 subnet" in err
     assert manager.snapshot() == before
     assert not os.path.exists(manager.conf_dir / "50-n.conflist")
+
+
+def _chain(manager: Manager, name: str) -> list[dict[str, object]]:
+    doc = json.loads((manager.conf_dir / f"50-{name}.conflist").read_text())
+    return list(doc["plugins"])
+
+
+def test_names_resolve_on_created_networks_unless_disable_dns(
+        manager: Manager, tmp_path: Path) -> None:
+    manager.ok("create", "named")
+    manager.ok("create", "--disable-dns", "nameless")
+    assert [p["type"] for p in _chain(manager, "named")] == \
+        ["bridge", "portmap", "bandwidth", "firewall", "pycni-dns", "loopback"]
+    assert _chain(manager, "named")[4] == {"type": "pycni-dns", "domainName": "dns.pycni",
+                                           "capabilities": {"aliases": True}}
+    assert "pycni-dns" not in [p["type"] for p in _chain(manager, "nameless")]
+    rows = {r["Name"]: r["DNSEnabled"]
+            for r in map(json.loads, manager.ok("ls", "--format", "json").splitlines())}
+    assert rows == {"named": True, "nameless": False}
+    # the domain and the resolver's run dir from pycni.yaml's network section
+    manager.config.write_text(manager.config.read_text() + "  dns_domain: corp.test\n"
+                              f"  dns_run_dir: {tmp_path / 'dns'}\n")
+    manager.ok("create", "corp")
+    assert _chain(manager, "corp")[4] == {"type": "pycni-dns", "domainName": "corp.test",
+                                          "runDir": str(tmp_path / "dns"),
+                                          "capabilities": {"aliases": True}}

@@ -12,13 +12,16 @@ import pytest
 
 from pycni.cni import cache
 from pycni.cni.errors import CNIError
-from pycni.network import report, store
+from pycni.dns.records import RecordStore, Registration
+from pycni.network import manager, report, store
 from pycni.network.attachments import container_names, count_attachments, list_attachments
 from pycni.network.config import load_settings
 from pycni.network.manager import NetworkSummary
-from pycni.network.render import render_conflist
+from pycni.network.render import dns_plugin, render_conflist
 from pycni.network.spec import NetworkSpec, SubnetSpec
 from pycni.network.subnets import AddressPool
+from pycni.network.view import DNS_PLUGIN_TYPES
+from pycni.plugins.dns_conf import DNSNAME_DOMAIN
 
 
 def doc_for(name: str, subnet: str = "10.100.3.0/24") -> dict[str, Any]:
@@ -130,6 +133,8 @@ def test_settings_from_the_file_the_environment_and_flags(tmp_path: Path) -> Non
     ("network:\n  ipv6_pool: {base: 10.0.0.0/8, size: 24}\n", "must be an IPv6 prefix"),
     ("network:\n  firewall_backend: firewalld\n", "invalid network.firewall_backend"),
     ("network:\n  ipam_data_dir: relative\n", "absolute path"),
+    ("network:\n  dns_run_dir: relative\n", "network.dns_run_dir must be an absolute path"),
+    ("network:\n  dns_domain: -bad.test\n", "network.dns_domain '-bad.test' has a label"),
     ("network: [1]\n", "must be a mapping"),
 ])
 def test_bad_settings_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -145,11 +150,12 @@ def test_ls_and_inspect_output(tmp_path: Path) -> None:
     rows = [NetworkSummary(network=network, attachments=3)]
     table = report.ls_table(rows).splitlines()
     assert table[0].split() == ["NAME", "DRIVER", "SUBNETS", "GATEWAYS", "BRIDGE", "CONTAINERS",
-                                "INTERNAL"]
+                                "INTERNAL", "DNS"]
     assert table[1].split() == ["appnet", "bridge", "10.100.3.0/24", "10.100.3.1", "br-appnet",
-                                "3", "no"]
+                                "3", "no", "no"]
     line = json.loads(report.ls_json_lines(rows))
-    assert (line["Name"], line["Containers"], line["Labels"]) == ("appnet", 3, {"team": "a"})
+    assert (line["Name"], line["Containers"], line["Labels"], line["DNSEnabled"]) == \
+        ("appnet", 3, {"team": "a"}, False)
     _cache_entry(tmp_path / "cache", "appnet", "c1")
     doc = report.inspect_document(network, list_attachments(str(tmp_path / "cache"), "appnet"))
     assert doc["IPAM"]["Config"] == [{"Subnet": "10.100.3.0/24", "Gateway": "10.100.3.1",
@@ -158,6 +164,35 @@ def test_ls_and_inspect_output(tmp_path: Path) -> None:
     assert doc["Containers"] == [{
         "ContainerID": "c1", "Name": "", "Interface": "eth0", "IPv4Address": "10.1.0.5/24",
         "IPv6Address": "fd00::5/64", "IPs": ["10.1.0.5/24", "fd00::5/64"],
-        "MacAddress": "02:00:00:00:00:01", "Netns": "/n", "InProgress": False}]
+        "MacAddress": "02:00:00:00:00:01", "Netns": "/n", "InProgress": False, "DNSNames": []}]
+    assert (doc["DNSEnabled"], doc["DNSDomain"]) == (False, "")
     assert doc["Config"]["name"] == "appnet"
     assert doc["Id"] == report.network_id("appnet")
+
+
+def test_a_dns_network_shows_dns_and_the_names_its_resolver_holds(tmp_path: Path) -> None:
+    """`create`'s pycni-dns plugin (and podman's dnsname) mark the network; inspect reads
+    each attachment's names from the resolver's record store."""
+    run_dir = tmp_path / "dns"
+    doc = doc_for("appnet")
+    doc["plugins"].insert(-1, dns_plugin(domain="dns.pycni", run_dir=str(run_dir)))
+    (tmp_path / "conf").mkdir()
+    store.write_new(str(tmp_path / "conf"), "appnet", doc)
+    podman = doc_for("podnet", "10.100.4.0/24")
+    podman["plugins"].append({"type": "dnsname", "capabilities": {"aliases": True}})
+    store.write_new(str(tmp_path / "conf"), "podnet", podman)
+    for cid in ("c1", "c2"):
+        _cache_entry(tmp_path / "cache", "appnet", cid)
+    RecordStore(str(run_dir)).write(Registration(network="appnet", container_id="c1",
+                                                 ifname="eth0", names=("web", "www")))
+    settings = load_settings(None, overrides={"conf_dir": str(tmp_path / "conf"),
+                                              "cache_dir": str(tmp_path / "cache")})
+    rows = manager.list_networks(settings)
+    assert [r.split()[-1] for r in report.ls_table(rows).splitlines()] == ["DNS", "yes", "yes"]
+    [(appnet, attached), (podnet, _)] = manager.inspect_networks(settings, ["appnet", "podnet"])
+    doc = report.inspect_document(appnet, attached)
+    assert (doc["DNSEnabled"], doc["DNSDomain"]) == (True, "dns.pycni")
+    assert [(c["ContainerID"], c["DNSNames"]) for c in doc["Containers"]] == [
+        ("c1", ["web", "www"]), ("c2", [])]
+    assert report.inspect_document(podnet, [])["DNSDomain"] == DNSNAME_DOMAIN
+    assert DNS_PLUGIN_TYPES == {"pycni-dns": "", "dnsname": DNSNAME_DOMAIN}

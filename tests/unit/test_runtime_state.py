@@ -112,6 +112,6 @@ def test_repo_config_matches_the_defaults() -> None:
     assert load_config(repo) == RuntimeConfig()
     from_file, built_in = load_settings(repo), load_settings(None)
     for key in ("conf_dir", "cni_path", "cache_dir", "state_dir", "ipam_data_dir",
-                "firewall_backend"):
+                "firewall_backend", "dns_domain", "dns_run_dir"):
         assert getattr(from_file, key) == getattr(built_in, key), key
     assert from_file.pools() == built_in.pools()

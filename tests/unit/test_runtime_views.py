@@ -39,7 +39,16 @@ def _exited() -> ContainerState:
 def test_result_ips_are_the_containers_non_loopback_addresses() -> None:
     assert network.result_ips(RESULT) == ["10.99.0.5"]
     assert network.result_ips(None) == []
-    assert network.result_nameservers(RESULT) == (["10.99.0.1"], ["example"])
+    assert network.result_nameservers([RESULT]) == (["10.99.0.1"], ["example"])
+
+
+def test_every_networks_resolver_once_in_network_order() -> None:
+    """Two networks with name resolution give 127.0.0.11 once and both search domains; a
+    network without DNS in the result adds nothing."""
+    front = {"dns": {"nameservers": ["127.0.0.11"], "search": ["front.test"]}}
+    back = {"dns": {"nameservers": ["127.0.0.11", "10.0.0.53"], "search": ["back.test"]}}
+    assert network.result_nameservers([None, front, {}, back]) == (
+        ["127.0.0.11", "10.0.0.53"], ["front.test", "back.test"])
 
 
 def test_ps_rows() -> None:
