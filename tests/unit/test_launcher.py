@@ -15,6 +15,7 @@ import pytest
 
 from pycni.install import install
 from pycni.server import protocol
+from tests.support import AUTOSTART_OFF
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +122,7 @@ def _run(
     return subprocess.run(
         [str(bin_dir / "none")],
         input=VERSION_STDIN,
-        env={"CNI_COMMAND": "VERSION", **env},
+        env={"CNI_COMMAND": "VERSION", **AUTOSTART_OFF, **env},
         capture_output=True,
         timeout=timeout,
         check=False,
