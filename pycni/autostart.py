@@ -116,7 +116,7 @@ def _may_start(daemon: Daemon, socket_path: bytes) -> bytes | None:
 def enabled(daemon: Daemon) -> bool:
     """``PYCNI_AUTOSTART`` if set, else pycni.yaml's switch for ``daemon`` (default on)."""
     value = posix.environ.get(ENABLE_ENV)
-    if value is not None:
+    if value:
         return value in (b"1", b"true", b"yes", b"on")
     section = read_section(_config_path())
     if section is None:
