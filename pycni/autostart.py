@@ -170,7 +170,9 @@ def read_section(path: bytes | None) -> dict[str, str] | None:
         content = _uncommented(line)
         if not content.strip():
             continue
-        if line[0] not in " \t":  # a top-level key
+        if line[0] == "\t":
+            return None  # YAML refuses tabs as indentation
+        if line[0] != " ":  # a top-level key
             if section is not None and not content.startswith(SECTION):
                 break  # the section ended
             if SECTION not in content:
@@ -180,10 +182,25 @@ def read_section(path: bytes | None) -> dict[str, str] | None:
             section = {}
         elif section is not None:
             key, sep, value = content.strip().partition(":")
-            if not sep or not value.startswith(" ") or key in section or not value.strip():
+            value = value.strip()
+            if not sep or key in section or not _valid(key, value):
                 return None
-            section[key] = value.strip()
+            section[key] = value
     return section or {}
+
+
+def _valid(key: str, value: str) -> bool:
+    """A value as YAML reads it, plain: a boolean word, or a number for ``idle_timeout``
+    (anything else, quoted, an anchor or an alias, is declined). Unknown keys pass (YAML
+    reads them too, and nothing uses them)."""
+    if key == "idle_timeout":
+        try:
+            return float(value) > 0
+        except ValueError:
+            return False
+    if key in ("plugins", "runtime"):
+        return value in _ON or value in _OFF
+    return bool(value)
 
 
 def _uncommented(line: str) -> str:

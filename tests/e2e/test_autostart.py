@@ -182,9 +182,10 @@ def test_the_callers_cgroup_going_does_not_take_the_server_along(starts: Starts)
         ("unshare", "--mount"),  # a private mount namespace: its /run is nobody else's
         ("unshare", "--pid", "--fork"),  # /proc (and its PID 1) is another pid namespace's
         ("setpriv", "--bounding-set=-all", "--inh-caps=-all"),  # fewer privileges than PID 1
+        ("setpriv", "--bounding-set=-net_admin"),  # one fewer (PID 1's ns are still readable)
         ("setpriv", "--no-new-privs"),
     ],
-    ids=["mount-ns", "pid-ns", "no-caps", "no-new-privs"],
+    ids=["mount-ns", "pid-ns", "no-caps", "no-net-admin", "no-new-privs"],
 )
 def test_only_a_caller_of_the_system_itself_starts_one(
     starts: Starts, wrapper: tuple[str, ...]
