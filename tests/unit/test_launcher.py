@@ -102,6 +102,20 @@ def test_importing_the_launcher_stays_light() -> None:
     assert not loaded & heavy, sorted(loaded & heavy)
 
 
+def test_deciding_to_start_a_server_stays_light() -> None:
+    """The autostart decision is paid on the in-process path before its imports."""
+    probe = (
+        f"import sys; sys.path[:0] = [{str(REPO)!r}]; import pycni.autostart; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
+    )
+    loaded = set(out.stdout.split())
+    assert not {m for m in loaded if m.startswith("pycni.") and m != "pycni.autostart"}
+    assert not loaded & {"os", "json", "re", "socket", "enum", "typing", "dataclasses"}
+
+
 # ------------------------------------------------------------------------------- decision
 # The executables run for real (subprocesses) against a scripted fake server. `none` VERSION
 # needs no root and prints a known document in-process.
