@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
-
-from pycni import codecache
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 _PROBE = """
 import builtins, dataclasses, sys
 sys.path[:0] = [{repo!r}]
-from pycni import codecache
+from importlib.util import MAGIC_NUMBER
 codecache.enable(sys.argv[1])
 compiles = []
 real = builtins.compile
@@ -54,7 +53,7 @@ def _compiles(cache: Path) -> int:
 def test_the_second_process_compiles_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "methods.marshal"
     assert _compiles(cache) > 0
-    assert cache.read_bytes().startswith(codecache.MAGIC_NUMBER)
+    assert cache.read_bytes().startswith(MAGIC_NUMBER)
     assert _compiles(cache) == 0
 
 
@@ -67,6 +66,6 @@ def test_a_cache_others_may_write_is_ignored(tmp_path: Path) -> None:
 
 def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path) -> None:
     cache = tmp_path / "methods.marshal"
-    cache.write_bytes(codecache.MAGIC_NUMBER + b"\x00garbage")
+    cache.write_bytes(MAGIC_NUMBER + b"\x00garbage")
     assert _compiles(cache) > 0
     assert _compiles(cache) == 0
