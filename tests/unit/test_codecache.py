@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 _PROBE = """
 import builtins, dataclasses, sys
 sys.path[:0] = [{repo!r}]
-from importlib.util import MAGIC_NUMBER
+from pycni import codecache
 codecache.enable(sys.argv[1])
 compiles = []
 real = builtins.compile
