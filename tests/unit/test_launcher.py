@@ -262,3 +262,21 @@ def test_error_json_quoting() -> None:
 
     text = 'a "quoted" \\ path\n\x01 é'
     assert json.loads(_quote(text)) == text
+
+
+def test_version_in_process_costs_an_interpreter_start(bin_dir: Path, tmp_path: Path) -> None:
+    """No server: the launcher answers the plain VERSION input itself, importing nothing of
+    skel's (json, typing, dataclasses, the plugin registry)."""
+    out = tmp_path / "modules"
+    # Every import, as it happens (the fast path leaves with os._exit: no atexit).
+    driver = ("import sys\nout, exe = sys.argv[1], sys.argv[2]\nlog = open(out, 'w', buffering=1)\n"
+              "sys.addaudithook(lambda ev, args: ev == 'import' and log.write(args[0] + '\\n'))\n"
+              "sys.argv = [exe]\nexec(compile(open(exe).read(), exe, 'exec'), "
+              "{'__name__': '__main__'})\n")
+    ran = subprocess.run([sys.executable, "-IS", "-c", driver, str(out), str(bin_dir / "none")],
+                         input=VERSION_STDIN, capture_output=True, timeout=20, check=False,
+                         env={"CNI_COMMAND": "VERSION", "PYCNI_NO_SERVER": "1", **AUTOSTART_OFF})
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["cniVersion"] == "1.0.0"
+    loaded = set(out.read_text().split())
+    assert not loaded & {"json", "typing", "dataclasses", "pycni.plugins", "pycni.cni.skel"}
