@@ -80,10 +80,38 @@ def _start_server(path: bytes, name: str) -> None:
 
 
 def _in_process(name: str) -> "NoReturn":
+    if posix.environ.get(b"CNI_COMMAND") == b"VERSION":
+        _answer_version()
     from pycni import plugins
 
     plugins.launch(name)
     sys.exit(0)  # launch exits with the plugin's status; this is only a backstop
+
+
+def _answer_version() -> None:
+    """VERSION at the cost of an interpreter's start: the plain input runtimes send is answered
+    here (``pycni.cni.version_answer``, builtins only) and the process exits; any other input
+    is left to skel, which then reads the same bytes."""
+    from pycni.cni import version_answer
+
+    chunks = []
+    try:
+        while chunk := posix.read(0, 65536):
+            chunks.append(chunk)
+    except OSError:
+        chunks = []  # skel answers an unreadable stdin as an empty one
+    data = b"".join(chunks)
+    output = version_answer.answer(data)
+    if output is None:
+        import io
+
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        return
+    try:
+        posix.write(1, output)
+    except OSError:
+        posix._exit(1)
+    posix._exit(0)
 
 
 def _connect(path: bytes) -> _socket.socket:
