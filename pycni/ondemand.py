@@ -66,6 +66,7 @@ _POLL: Final = 0.005
 _LOG_TAIL: Final = 2000
 _LOG_LIMIT: Final = 1 << 20
 _RETIRE_TIMEOUT: Final = 10.0
+_STARTING_NICE: Final = 19
 
 
 class StartError(Exception):
@@ -202,6 +203,11 @@ def exec_started(daemon: autostart.Daemon, socket_path: str, start_lock: int,
     without a call."""
     directory = os.path.dirname(socket_path) or "."
     os.set_inheritable(start_lock, True)
+    # It warms up (imports, preloads) while its caller runs the call that started it, on
+    # the same CPUs: at the lowest priority, so that call is not slowed. ``listening`` gives
+    # it the normal priority back before it serves anything.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, _STARTING_NICE)
     args = (*daemon.args, "--socket", socket_path, "--on-demand", "--idle-timeout",
             f"{idle_timeout:g}", "--start-lock", str(start_lock))
     env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
@@ -304,8 +310,11 @@ class OnDemand:
     start_lock: int | None = None  # inherited, held: released once the server listens
 
     def listening(self) -> None:
-        """The server listens: say so next to the socket (its pid, for ``retire``), clear
-        the start's mark (the start succeeded) and release the start lock."""
+        """The server listens: back to the normal priority (it started at the lowest), say so
+        next to the socket (its pid, for ``retire``), clear the start's mark (the start
+        succeeded) and release the start lock."""
+        with contextlib.suppress(OSError):  # CAP_SYS_NICE: a caller as privileged as PID 1
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
         marker = _marker(self.socket_path)
         tmp = f"{marker}.{os.getpid()}"
         with open(tmp, "w", encoding="ascii") as f:
