@@ -59,6 +59,7 @@ _ON = ("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON")  # YAML 1.
 _OFF = ("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF")
 _S_IFMT, _S_IFREG = 0o170000, 0o100000
 _MAX_FD = 1 << 20
+_STARTING_NICE = 19
 
 
 class Daemon:
@@ -95,7 +96,7 @@ def start(daemon: Daemon, socket_path: bytes) -> bool:
             return False
         posix.ftruncate(lock, 0)
         posix.write(lock, b"starting %d\n" % posix.getpid())  # cleared once it listens
-        if fork_detached():
+        if fork_detached(keep=(lock,)):
             _become_daemon(daemon, socket_path, lock)  # never returns
     except OSError:
         return False
@@ -301,18 +302,23 @@ def _failed_lately(lock: int) -> bool:
 # ----------------------------------------------------------------------------- the start
 
 
-def fork_detached() -> bool:
-    """Fork a process that is nobody's child: True in it, False in the caller.
+def fork_detached(keep: tuple[int, ...] = ()) -> bool:
+    """Fork a process that is nobody's child and holds nothing of the caller's but ``keep``:
+    True in it, False in the caller.
 
-    The middle process starts a session of its own and forks again, then exits at once (the
-    caller reaps it): the grandchild leads no session, so it can never acquire a controlling
-    terminal, and it is reparented away from the caller."""
+    The middle process lets go of the caller's descriptors (stdio on /dev/null, the rest
+    closed), starts a session of its own and forks again, then exits at once; the caller
+    reaps it. So once this returns, no process of the start holds the caller's stdout (a CNI
+    runtime reads a plugin's stdout until EOF: a start waiting for a CPU must not hold up
+    the call's end), and the grandchild leads no session, so it can never acquire a
+    controlling terminal."""
     middle = posix.fork()
     if middle:
         posix.waitpid(middle, 0)
         return False
     grandchild = -1
     try:
+        _let_go(keep)
         posix.setsid()
         grandchild = posix.fork()
     finally:
@@ -321,15 +327,29 @@ def fork_detached() -> bool:
     return True
 
 
+def _let_go(keep: tuple[int, ...]) -> None:
+    null = posix.open(b"/dev/null", posix.O_RDWR)
+    for fd in (0, 1, 2):
+        posix.dup2(null, fd)
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        posix.closerange(low, fd)
+        low = fd + 1
+    posix.closerange(low, _MAX_FD)
+
+
 def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int) -> None:
-    """In the detached grandchild: let go of the caller's descriptors at once (a runtime
-    reads the plugin's stdout until EOF), then become the daemon. Never returns."""
+    """In the detached grandchild (holding the start lock, nothing else of the caller's):
+    become the daemon. Never returns.
+
+    It warms up (imports, preloads) while its caller runs the call that started it, on the
+    same CPUs: at the lowest priority from here on, so that call is not slowed; the server
+    takes the normal priority back once it listens (``ondemand.OnDemand.listening``)."""
     try:
-        null = posix.open(b"/dev/null", posix.O_RDWR)
-        for fd in (0, 1, 2):
-            posix.dup2(null, fd)
-        posix.closerange(3, lock)
-        posix.closerange(lock + 1, _MAX_FD)
+        try:  # noqa: SIM105 - builtins only
+            posix.setpriority(posix.PRIO_PROCESS, 0, _STARTING_NICE)
+        except OSError:
+            pass
         from pycni import ondemand
 
         ondemand.exec_started(daemon, socket_path.decode(errors="surrogateescape"), lock,

@@ -66,7 +66,6 @@ _POLL: Final = 0.005
 _LOG_TAIL: Final = 2000
 _LOG_LIMIT: Final = 1 << 20
 _RETIRE_TIMEOUT: Final = 10.0
-_STARTING_NICE: Final = 19
 
 
 class StartError(Exception):
@@ -160,7 +159,7 @@ def _spawn(service: Service) -> int:
     """Fork a detached process that execs the daemon; the daemon's pid (not our child)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        if fork_detached():
+        if fork_detached(keep=(write_end,)):
             exec_daemon(service, report=write_end)  # pragma: no cover - never returns
     finally:
         os.close(write_end)
@@ -203,11 +202,6 @@ def exec_started(daemon: autostart.Daemon, socket_path: str, start_lock: int,
     without a call."""
     directory = os.path.dirname(socket_path) or "."
     os.set_inheritable(start_lock, True)
-    # It warms up (imports, preloads) while its caller runs the call that started it, on
-    # the same CPUs: at the lowest priority, so that call is not slowed. ``listening`` gives
-    # it the normal priority back before it serves anything.
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, _STARTING_NICE)
     args = (*daemon.args, "--socket", socket_path, "--on-demand", "--idle-timeout",
             f"{idle_timeout:g}", "--start-lock", str(start_lock))
     env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
@@ -310,7 +304,8 @@ class OnDemand:
     start_lock: int | None = None  # inherited, held: released once the server listens
 
     def listening(self) -> None:
-        """The server listens: back to the normal priority (it started at the lowest), say so
+        """The server listens: back to the normal priority (it starts at the lowest:
+        ``pycni.autostart``), say so
         next to the socket (its pid, for ``retire``), clear the start's mark (the start
         succeeded) and release the start lock."""
         with contextlib.suppress(OSError):  # CAP_SYS_NICE: a caller as privileged as PID 1

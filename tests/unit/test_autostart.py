@@ -3,6 +3,9 @@ agrees with the YAML loader wherever it answers, and declines (starts nothing) e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +132,34 @@ def test_idle_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str,
     monkeypatch.setenv("PYCNI_RUN_CONFIG", str(path))
     monkeypatch.setenv("PYCNI_IDLE_TIMEOUT", env)
     assert autostart.idle_timeout() == expected
+
+
+# A caller that forks a start off, then exits: its stdout must reach EOF at once, however long
+# the start waits for a CPU (here: it sleeps before doing anything, then leaves a mark).
+_DETACHING_CALLER = """
+import os, sys, time
+sys.path[:0] = [{repo!r}]
+from pycni.autostart import fork_detached
+if fork_detached():
+    time.sleep(3)
+    open(sys.argv[1], "w").close()
+    os._exit(0)
+print("called", flush=True)
+"""
+
+
+def test_a_start_holds_nothing_of_its_callers_stdout(tmp_path: Path) -> None:
+    mark = tmp_path / "start-done"
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-IS", "-c", _DETACHING_CALLER.format(repo=repo),
+                             str(mark)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # returns at EOF: once every holder of the pipe has let go
+    proc.wait()
+    assert out == b"called\n"
+    assert not mark.exists()  # the start has not got that far: it never held our stdout
+    until_marked = 0
+    while not mark.exists() and until_marked < 600:
+        time.sleep(0.05)
+        until_marked += 1
+    assert mark.exists()  # it did run, detached
