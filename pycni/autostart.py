@@ -24,12 +24,17 @@ Who starts one (every condition, cheapest first):
   the daemon, which keeps it until it listens: racing callers start one daemon between them.
   A start that failed (the lock file still holds its mark) is not tried again for
   ``RETRY_AFTER`` seconds.
+
+What the caller pays: these checks (a few hundred microseconds), one fork and the wait for
+a middle process that lets go of its descriptors and forks again. The daemon-to-be waits for
+the caller's call to end before it warms up, and warms up in the SCHED_IDLE class.
 """
 
 import _socket
 import errno
 import fcntl
 import posix
+import select
 import time
 
 __all__ = [
@@ -51,6 +56,7 @@ IDLE_ENV = b"PYCNI_IDLE_TIMEOUT"  # seconds without a call before a started daem
 CONFIG_ENV = b"PYCNI_RUN_CONFIG"  # pycni.config_file's: the same file is read here
 DEFAULT_IDLE_TIMEOUT = 300.0
 RETRY_AFTER = 10.0
+CALLER_WAIT = 5.0  # the longest the daemon-to-be waits for the call that started it to end
 SECTION = "autostart"
 _ETC_CONFIG = b"/etc/pycni/pycni.yaml"
 _REPO_CONFIG = (__file__.rpartition("/")[0].rpartition("/")[0] + "/conf/pycni.yaml").encode()
@@ -59,7 +65,6 @@ _ON = ("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON")  # YAML 1.
 _OFF = ("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF")
 _S_IFMT, _S_IFREG = 0o170000, 0o100000
 _MAX_FD = 1 << 20
-_STARTING_NICE = 19
 
 
 class Daemon:
@@ -96,8 +101,12 @@ def start(daemon: Daemon, socket_path: bytes) -> bool:
             return False
         posix.ftruncate(lock, 0)
         posix.write(lock, b"starting %d\n" % posix.getpid())  # cleared once it listens
-        if fork_detached(keep=(lock,)):
-            _become_daemon(daemon, socket_path, lock)  # never returns
+        caller = posix.pidfd_open(posix.getpid())
+        try:
+            if fork_detached(keep=(lock, caller)):
+                _become_daemon(daemon, socket_path, lock, caller)  # never returns
+        finally:
+            posix.close(caller)
     except OSError:
         return False
     finally:
@@ -338,18 +347,25 @@ def _let_go(keep: tuple[int, ...]) -> None:
     posix.closerange(low, _MAX_FD)
 
 
-def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int) -> None:
-    """In the detached grandchild (holding the start lock, nothing else of the caller's):
-    become the daemon. Never returns.
+def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int, caller: int) -> None:
+    """In the detached grandchild (holding the start lock and a pidfd of its caller, nothing
+    else of the caller's): become the daemon. Never returns.
 
-    It warms up (imports, preloads) while its caller runs the call that started it, on the
-    same CPUs: at the lowest priority from here on, so that call is not slowed; the server
-    takes the normal priority back once it listens (``ondemand.OnDemand.listening``)."""
+    The call that started it runs in-process meanwhile, on the same CPUs (two hyperthreads
+    of one core, often): the daemon-to-be waits for that call to end (at most
+    ``CALLER_WAIT``), then warms up (imports, preloads) in the SCHED_IDLE class, with CPU
+    time nothing else wants (as the fork server's spares warm up), so the calls that come
+    meanwhile are not slowed either; the server takes the normal policy back once it listens
+    (``ondemand.OnDemand.listening``)."""
     try:
+        ended = select.poll()
+        ended.register(caller, select.POLLIN)  # a pidfd is readable once its process exited
+        ended.poll(int(CALLER_WAIT * 1000))
+        posix.close(caller)
         try:  # noqa: SIM105 - builtins only
-            posix.setpriority(posix.PRIO_PROCESS, 0, _STARTING_NICE)
+            posix.sched_setscheduler(0, posix.SCHED_IDLE, posix.sched_param(0))
         except OSError:
-            pass
+            pass  # not permitted: it starts at normal priority, which is slower, not wrong
         from pycni import ondemand
 
         ondemand.exec_started(daemon, socket_path.decode(errors="surrogateescape"), lock,

@@ -304,12 +304,11 @@ class OnDemand:
     start_lock: int | None = None  # inherited, held: released once the server listens
 
     def listening(self) -> None:
-        """The server listens: back to the normal priority (it starts at the lowest:
-        ``pycni.autostart``), say so
-        next to the socket (its pid, for ``retire``), clear the start's mark (the start
-        succeeded) and release the start lock."""
-        with contextlib.suppress(OSError):  # CAP_SYS_NICE: a caller as privileged as PID 1
-            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        """The server listens: back to the normal scheduling policy (it starts in SCHED_IDLE:
+        ``pycni.autostart``), say so next to the socket (its pid, for ``retire``), clear the
+        start's mark (the start succeeded) and release the start lock."""
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         marker = _marker(self.socket_path)
         tmp = f"{marker}.{os.getpid()}"
         with open(tmp, "w", encoding="ascii") as f:
