@@ -378,11 +378,21 @@ def _rmdir(path: str, timeout: float = 2.0) -> None:
         except FileNotFoundError:
             return
         except OSError as err:
-            if err.errno != errno.EBUSY or time.monotonic() > deadline:
+            # v1 says EBUSY for a cgroup with child cgroups too (a parent shared with another
+            # container, or with the daemon's parked standby): no wait empties that.
+            if err.errno != errno.EBUSY or time.monotonic() > deadline or _has_children(path):
                 raise
             time.sleep(0.01)  # the last task is still exiting
         else:
             return
+
+
+def _has_children(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return any(entry.is_dir(follow_symlinks=False) for entry in entries)
+    except OSError:
+        return False
 
 
 def remove(cg: Cgroup) -> None:
