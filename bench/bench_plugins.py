@@ -41,6 +41,18 @@ __all__ = ["main"]
 
 PARALLEL = 20
 REFERENCE, DEFAULT, IN_PROCESS = "reference", "default", "in-process"
+FLOOR = "floor"
+# The floor under an in-process ADD: the interpreter and what it imports from outside pycni
+# (the standard library's share, pyroute2's message classes and request filters, libnftables'
+# ctypes), as the executable imports them (pyroute2's package __init__ deferred).
+FLOOR_IMPORTS = (
+    "import sys; sys.path[:0] = {path!r}; "
+    "from pycni.net.pyroute2_import import defer_package_init; defer_package_init(); "
+    "import typing, dataclasses, json, traceback, logging, socket, ipaddress, ctypes, fcntl; "
+    "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg; "
+    "import pyroute2.netlink.rtnl.rtmsg, pyroute2.requests.link, pyroute2.requests.address; "
+    "import pyroute2.requests.route, pyroute2.netlink.exceptions"
+)
 
 
 @dataclass
@@ -107,14 +119,20 @@ def _warm(lanes: list[Lane]) -> None:
 
 
 def bench_sequential(lanes: list[Lane], n: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Interleaved across variants, so drift on the machine hits them all alike."""
+    """Interleaved across variants (and the in-process floor), so drift on the machine hits
+    them all alike."""
     times: dict[str, tuple[list[float], list[float]]] = {
         lane.variant.label: ([], []) for lane in lanes}
+    times[FLOOR] = ([], [])
+    floor = [sys.executable, "-IS", "-c", FLOOR_IMPORTS.format(path=sys.path)]
     for i in range(n):
         for lane in lanes:
             add, delete = _add_del(lane, f"seq{i}")
             times[lane.variant.label][0].append(add)
             times[lane.variant.label][1].append(delete)
+        started = time.perf_counter()
+        subprocess.run(floor, check=True)
+        times[FLOOR][0].append((time.perf_counter() - started) * 1000)
     return times
 
 
@@ -213,6 +231,10 @@ def report(seq: dict[str, tuple[list[float], list[float]]],
           f"{'def/ref':>8} {'inp/ref':>8}   targets")
     print(_row("ADD median", {k: median(v[0]) for k, v in seq.items()},
                "default <= 0.6x, in-process <= 3x"))
+    floor, ref_add = median(seq[FLOOR][0]), median(seq[REFERENCE][0])
+    print(f"{'  in-process floor':<28}{'':>10}{'':>10}{floor:>12.1f}   {'':>8} "
+          f"{_ratio(floor, ref_add):>8}   the interpreter + the modules an ADD needs from "
+          "outside pycni")
     print(_row("ADD p90", {k: p90(v[0]) for k, v in seq.items()}))
     print(_row("DEL median", {k: median(v[1]) for k, v in seq.items()}, "default <= 0.3x"))
     print(_row("DEL p90", {k: p90(v[1]) for k, v in seq.items()}))
