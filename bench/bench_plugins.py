@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -101,11 +102,24 @@ def _lanes(variants: list[Variant], work: Path, stack: ExitStack, subnet: str) -
     return lanes
 
 
-def _add_del(lane: Lane, cid: str) -> tuple[float, float]:
-    add = lane.box.call(lane.variant, "ADD", cid, lane.conf)
-    delete = lane.box.call(lane.variant, "DEL", cid, lane.conf)
+def _add_del(lane: Lane, cid: str, cpu: dict[str, list[float]] | None = None
+             ) -> tuple[float, float]:
+    """Wall ms of an ADD and a DEL; with ``cpu``, also the CPU ms of the processes each ran
+    (the executable and what it ran: all of the call for the reference and in-process, the
+    launcher alone through a server), which other jobs on the machine do not inflate as much."""
+    walls = []
+    for command in ("ADD", "DEL"):
+        before = _children_cpu()
+        walls.append(lane.box.call(lane.variant, command, cid, lane.conf))
+        if cpu is not None:
+            cpu.setdefault(f"{lane.variant.label} {command}", []).append(_children_cpu() - before)
     lane.box.drop_container(cid)
-    return add, delete
+    return walls[0], walls[1]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def _warm(lanes: list[Lane]) -> None:
@@ -118,21 +132,24 @@ def _warm(lanes: list[Lane]) -> None:
             wait_listening(sock)
 
 
-def bench_sequential(lanes: list[Lane], n: int) -> dict[str, tuple[list[float], list[float]]]:
+def bench_sequential(lanes: list[Lane], n: int, cpu: dict[str, list[float]]
+                     ) -> dict[str, tuple[list[float], list[float]]]:
     """Interleaved across variants (and the in-process floor), so drift on the machine hits
-    them all alike."""
+    them all alike; CPU ms per call into ``cpu``."""
     times: dict[str, tuple[list[float], list[float]]] = {
         lane.variant.label: ([], []) for lane in lanes}
     times[FLOOR] = ([], [])
     floor = [sys.executable, "-IS", "-c", FLOOR_IMPORTS.format(path=sys.path)]
     for i in range(n):
         for lane in lanes:
-            add, delete = _add_del(lane, f"seq{i}")
+            add, delete = _add_del(lane, f"seq{i}", cpu)
             times[lane.variant.label][0].append(add)
             times[lane.variant.label][1].append(delete)
+        before = _children_cpu()
         started = time.perf_counter()
         subprocess.run(floor, check=True)
         times[FLOOR][0].append((time.perf_counter() - started) * 1000)
+        cpu.setdefault(FLOOR, []).append(_children_cpu() - before)
     return times
 
 
@@ -251,6 +268,19 @@ def report(seq: dict[str, tuple[list[float], list[float]]],
                "of it (target <= 1.2x)"))
 
 
+def report_cpu(cpu: dict[str, list[float]]) -> None:
+    ref_add, ref_del = median(cpu[f"{REFERENCE} ADD"]), median(cpu[f"{REFERENCE} DEL"])
+    inp_add, inp_del = median(cpu[f"{IN_PROCESS} ADD"]), median(cpu[f"{IN_PROCESS} DEL"])
+    floor = median(cpu[FLOOR])
+    print(f"\nCPU ms of the processes a call runs (median; the reference's iptables and "
+          f"pycni's in-process call whole):\n"
+          f"  ADD: reference {ref_add:.1f}, in-process {inp_add:.1f} ({_ratio(inp_add, ref_add)}),"
+          f" its floor {floor:.1f} ({_ratio(floor, ref_add)})\n"
+          f"  DEL: reference {ref_del:.1f}, in-process {inp_del:.1f} ({_ratio(inp_del, ref_del)})\n"
+          f"  through the server, the launcher alone: ADD "
+          f"{median(cpu[f'{DEFAULT} ADD']):.1f}, DEL {median(cpu[f'{DEFAULT} DEL']):.1f}")
+
+
 def report_scale(results: dict[str, dict[int, tuple[float, float]]]) -> None:
     print("\nscale: one bridge, latency of the k-th container (median of k-4..k), ms")
     for label, marks in results.items():
@@ -292,10 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         version = bench_version(variants, max(n, 20))
         lanes = _lanes(variants, work, stack, "10.77.0.0/24")
         _warm(lanes)
-        seq = bench_sequential(lanes, n)
+        cpu: dict[str, list[float]] = {}
+        seq = bench_sequential(lanes, n, cpu)
         par = bench_parallel(lanes, ns.rounds or (1 if ns.quick else 3))
         first = bench_first_add(variants, work, boots) if boots else {}
         report(seq, par, version, first)
+        report_cpu(cpu)
         if scale:
             results = {}
             for variant in variants[:2]:
