@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,17 @@ from typing import Any
 
 from pycni.net import netns
 
-__all__ = ["REFERENCE_BIN", "Sandbox", "Variant", "bridge_conf", "open_sandbox", "run_server"]
+__all__ = [
+    "REFERENCE_BIN",
+    "Sandbox",
+    "Variant",
+    "bridge_conf",
+    "open_sandbox",
+    "run_in_own_system",
+    "run_server",
+    "stop_started_server",
+    "wait_listening",
+]
 
 REFERENCE_BIN = Path("/usr/lib/cni")
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,3 +146,56 @@ def run_server(socket_path: Path, *, timeout: float = 60.0) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# PID 1 of the benchmark's own system: it runs the benchmark and reaps whatever is orphaned
+# to it (servers started on demand, once stopped), then exits with the benchmark's status.
+_REAPER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    if pid == child.pid:
+        code = os.waitstatus_to_exitcode(status)
+        break
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def run_in_own_system(module: str, argv: list[str]) -> int:
+    """``python -m module argv`` as a process of a throwaway system of its own: mount, network
+    and pid namespaces with its own /proc, where it is "the system" to pycni.autostart (as
+    a runtime on a host is), so servers start on demand there. Nothing it mounts, pins or
+    starts outlives it; the root network namespace is not even in its reach."""
+    here = Path(__file__).resolve().parent.parent
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--propagation",
+           "private", "--", sys.executable, "-c", _REAPER, sys.executable, "-m", module, *argv]
+    return subprocess.run(cmd, cwd=here, check=False).returncode
+
+
+def wait_listening(socket_path: Path, timeout: float = 60.0) -> int:
+    """The pid of the server started on demand at ``socket_path``, once it listens."""
+    from pycni.autostart import answers
+
+    marker = Path(f"{socket_path}.ondemand")
+    deadline = time.monotonic() + timeout
+    while not (answers(bytes(socket_path)) and marker.exists()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no server started at {socket_path}")
+        time.sleep(0.01)
+    return int(marker.read_text())
+
+
+def stop_started_server(socket_path: Path) -> None:
+    """SIGTERM the server started on demand at ``socket_path`` (by its pid) and wait for it."""
+    pid = wait_listening(socket_path)
+    with contextlib.suppress(ProcessLookupError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            select.select([pidfd], [], [], 30)
+        finally:
+            os.close(pidfd)

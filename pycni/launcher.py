@@ -7,10 +7,13 @@ must run the plugin in-process this module imports builtins only: ``_socket`` (n
 pulls in ``os``, ``collections`` and ``functools``: ~2-3 ms).
 
 The decision:
-- ``PYCNI_NO_SERVER`` set (not "0"), no socket, a refused connection, or any error before the
-  server's ACK: run in-process (``pycni.plugins.launch``), same behaviour, slower. So does a
-  socket whose directory or listener is not root's alone (with a note on stderr): nothing of
-  the call (stdio, environment, namespaces) is handed to it.
+- ``PYCNI_NO_SERVER`` set (not "0"), or any error before the server's ACK: run in-process
+  (``pycni.plugins.launch``), same behaviour, slower. So does a socket whose directory or
+  listener is not root's alone (with a note on stderr): nothing of the call (stdio,
+  environment, namespaces) is handed to it.
+- Nobody listening (no socket, or a refused connection): start the server for the calls to
+  come (``pycni.autostart``: only a root caller of the system itself, with autostart on; it
+  forks the start off and returns), then run this call in-process all the same.
 - After the ACK the call may have run: never re-run it. A lost connection or a missing
   status prints one error JSON (code 999) on stdout and exits 1. The wait for the status has
   its own deadline, a little above the server's call timeout, so the executable never hangs.
@@ -22,6 +25,7 @@ The decision:
 
 import _signal  # type: ignore[import-not-found]  # signal.py imports enum: milliseconds
 import _socket
+import errno
 import posix
 import select
 import sys
@@ -45,31 +49,77 @@ class _Fallback(Exception):
     """Nothing has run yet: run in-process."""
 
 
+class _NoServer(_Fallback):
+    """Nobody listens at the socket: worth starting a server for the calls to come."""
+
+
 def launch(name: str) -> "NoReturn":
     """Run plugin ``name``: through the server if one answers, else in-process. Never returns."""
     env = posix.environ
     if env.get(b"PYCNI_NO_SERVER", b"") in (b"", b"0"):
         path = env.get(b"PYCNI_SOCKET") or DEFAULT_SOCKET
         try:
-            status = _call(path, name)
+            posix._exit(_call(path, name))
+        except _NoServer:
+            _start_server(path, name)
         except _Fallback:
             pass
-        else:
-            posix._exit(status)
     _in_process(name)
 
 
+def _start_server(path: bytes, name: str) -> None:
+    """Start a server at ``path`` for the calls to come; if a racing caller's answers there
+    already, hand it this call (and exit), else return and run it here."""
+    from pycni import autostart
+
+    if autostart.start(autostart.PLUGIN_SERVER, path):
+        try:  # noqa: SIM105 - contextlib costs milliseconds of start-up
+            posix._exit(_call(path, name))
+        except _Fallback:
+            pass
+
+
 def _in_process(name: str) -> "NoReturn":
+    if posix.environ.get(b"CNI_COMMAND") == b"VERSION":
+        _answer_version()
     from pycni import plugins
 
     plugins.launch(name)
     sys.exit(0)  # launch exits with the plugin's status; this is only a backstop
 
 
+def _answer_version() -> None:
+    """VERSION at the cost of an interpreter's start: the plain input runtimes send is answered
+    here (``pycni.cni.version_answer``, builtins only) and the process exits; any other input
+    is left to skel, which then reads the same bytes."""
+    from pycni.cni import version_answer
+
+    chunks = []
+    try:
+        while chunk := posix.read(0, 65536):
+            chunks.append(chunk)
+    except OSError:
+        chunks = []  # skel answers an unreadable stdin as an empty one
+    data = b"".join(chunks)
+    output = version_answer.answer(data)
+    if output is None:
+        import io
+
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        return
+    try:
+        posix.write(1, output)
+    except OSError:
+        posix._exit(1)
+    posix._exit(0)
+
+
 def _connect(path: bytes) -> _socket.socket:
     try:
         return protocol.connect(path, CONNECT_TIMEOUT)
-    except OSError:
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise _NoServer from None
         raise _Fallback from None
     except protocol.UntrustedSocket as err:
         protocol.note(f"pycni: not using the pycni server socket: {err}; running it here")

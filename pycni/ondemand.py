@@ -16,6 +16,14 @@ meanwhile), and starts the daemon detached from the caller:
 The socket lives in a root-owned 0700 directory (checked before anything is started there:
 a directory others can write to could hold a socket that is not ours). The caller then waits
 until the socket answers, or until the daemon dies (its log's last lines are the error).
+
+Two ways in. ``ensure`` (the DNS resolver's plugin) waits for the daemon, holding the start
+lock meanwhile. A plugin executable or ``pycni-run`` that finds its server missing does not
+wait: ``pycni.autostart`` decides, takes the start lock and forks the detached process
+(builtins only, on the caller's in-process path), which comes here (``exec_started``) and
+execs the server with ``--on-demand``, the start lock inherited: the server releases it once
+it listens (``listening``), so racing callers start one between them, and it exits after an
+idle time. ``retire`` makes such a server give way to a supervised one.
 """
 
 from __future__ import annotations
@@ -31,15 +39,33 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NoReturn
 
+from pycni import autostart
+from pycni.autostart import fork_detached
 from pycni.lockfile import hold
 
-__all__ = ["MINIMAL_PATH", "Service", "StartError", "connect", "ensure", "python_argv"]
+__all__ = [
+    "MINIMAL_PATH",
+    "PASSED_ENV",
+    "OnDemand",
+    "Service",
+    "StartError",
+    "connect",
+    "ensure",
+    "exec_daemon",
+    "exec_started",
+    "python_argv",
+    "retire",
+]
 
 MINIMAL_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What a daemon started for a caller keeps of its environment: the config file it was told.
+PASSED_ENV: Final = ("PYCNI_RUN_CONFIG",)
 _POLL: Final = 0.005
 _LOG_TAIL: Final = 2000
+_LOG_LIMIT: Final = 1 << 20
+_RETIRE_TIMEOUT: Final = 10.0
 
 
 class StartError(Exception):
@@ -130,41 +156,28 @@ def prepare_directory(path: str) -> None:
 
 
 def _spawn(service: Service) -> int:
-    """Fork, setsid, fork again, exec; the daemon's pid (it is not our child)."""
-    log_fd = os.open(service.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
-    null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    """Fork a detached process that execs the daemon; the daemon's pid (not our child)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child, which never returns
-            _intermediate(service, log_fd, null_fd, write_end)
+        if fork_detached(keep=(write_end,)):
+            exec_daemon(service, report=write_end)  # pragma: no cover - never returns
     finally:
-        for fd in (log_fd, null_fd, write_end):
-            os.close(fd)
+        os.close(write_end)
     try:
-        os.waitpid(child, 0)  # it exits as soon as it has forked the daemon
         return _read_pid(read_end, service)
     finally:
         os.close(read_end)
 
 
-def _intermediate(service: Service, log_fd: int, null_fd: int, report: int) -> None:
-    """First child: a new session, then the daemon as its child; exits at once."""
-    try:
-        os.setsid()
-        if os.fork() == 0:
-            _become_daemon(service, log_fd, null_fd, report)
-    finally:
-        os._exit(0)
-
-
-def _become_daemon(service: Service, log_fd: int, null_fd: int, report: int) -> None:
-    """Second child: detach from everything of the caller's, then exec. Never returns."""
+def exec_daemon(service: Service, *, report: int = -1, keep: tuple[int, ...] = ()) -> NoReturn:
+    """In a detached process (``fork_detached``): let go of everything of the caller's, then
+    exec the daemon, keeping only ``keep`` open; ``report`` (close-on-exec) gets its pid."""
     try:
         os.chdir("/")
         os.umask(0o022)
         _leave_cgroups()
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        log_fd = _open_log(service.log_path)
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
@@ -172,13 +185,46 @@ def _become_daemon(service: Service, log_fd: int, null_fd: int, report: int) -> 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD,
                        signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
-        os.write(report, str(os.getpid()).encode())
-        os.closerange(3, report)  # everything inherited but the report pipe (close-on-exec)
-        os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
+        if report >= 0:
+            os.write(report, str(os.getpid()).encode())
+        _close_all_but(3, {report, *keep})  # the report pipe closes itself at exec
         env = {"PATH": MINIMAL_PATH, **service.env}
         os.execve(service.argv[0], list(service.argv), env)  # noqa: S606 - the daemon
     finally:
         os._exit(127)
+
+
+def exec_started(daemon: autostart.Daemon, socket_path: str, start_lock: int,
+                 idle_timeout: float) -> NoReturn:
+    """In the process ``pycni.autostart`` forked for a caller that found no server: exec
+    ``daemon`` on ``socket_path`` as one started on demand. It inherits ``start_lock`` (held)
+    and releases it once it listens (``listening``); it exits after ``idle_timeout`` seconds
+    without a call."""
+    directory = os.path.dirname(socket_path) or "."
+    os.set_inheritable(start_lock, True)
+    args = (*daemon.args, "--socket", socket_path, "--on-demand", "--idle-timeout",
+            f"{idle_timeout:g}", "--start-lock", str(start_lock))
+    env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
+    service = Service(name=daemon.name, socket_path=socket_path, env=env,
+                      log_path=os.path.join(directory, f"{daemon.name}.log"),
+                      argv=python_argv(daemon.module, *args))
+    exec_daemon(service, keep=(start_lock,))
+
+
+def _open_log(path: str) -> int:
+    """The log, appended to; started anew once it has grown past ``_LOG_LIMIT``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_size > _LOG_LIMIT:
+        os.ftruncate(fd, 0)
+    return fd
+
+
+def _close_all_but(lowest: int, kept: set[int]) -> None:
+    start = lowest
+    for fd in sorted(k for k in kept if k >= lowest):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
 
 
 def _leave_cgroups() -> None:
@@ -239,3 +285,103 @@ def _log_tail(service: Service) -> str:
     except OSError:
         return f"(no log at {service.log_path})"
     return text.splitlines()[-1] if text else f"(empty log at {service.log_path})"
+
+
+# ----------------------------------------------------------------------------- the daemon's side
+
+
+def _marker(socket_path: str) -> str:
+    return f"{socket_path}.ondemand"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnDemand:
+    """What a server started on demand was told (``--on-demand``, ``--idle-timeout``,
+    ``--start-lock``), and what it does about it."""
+
+    socket_path: str
+    idle_timeout: float
+    start_lock: int | None = None  # inherited, held: released once the server listens
+
+    def listening(self) -> None:
+        """The server listens: back to the normal scheduling policy (it starts in SCHED_IDLE:
+        ``pycni.autostart``), say so next to the socket (its pid, for ``retire``), clear the
+        start's mark (the start succeeded) and release the start lock."""
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        marker = _marker(self.socket_path)
+        tmp = f"{marker}.{os.getpid()}"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, marker)
+        if self.start_lock is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.start_lock, 0)
+            with contextlib.suppress(OSError):
+                os.close(self.start_lock)
+
+    @classmethod
+    def from_args(cls, socket_path: str, idle_timeout: float | None,
+                  start_lock: int | None) -> OnDemand:
+        """From the command line ``exec_started`` gave; the start lock stays out of every
+        process the server starts (workers, ``nft``) from here on."""
+        if start_lock is not None:
+            try:
+                os.set_inheritable(start_lock, False)
+            except OSError:
+                start_lock = None  # not an open descriptor: nothing to release
+        return cls(socket_path=socket_path, start_lock=start_lock,
+                   idle_timeout=autostart.DEFAULT_IDLE_TIMEOUT if idle_timeout is None
+                   else idle_timeout)
+
+    def stopped(self) -> None:
+        """The server stopped listening: remove its marker (if still its own)."""
+        with contextlib.suppress(OSError):
+            if _marked_pid(self.socket_path) == os.getpid():
+                os.unlink(_marker(self.socket_path))
+
+
+def _marked_pid(socket_path: str) -> int:
+    try:
+        with open(_marker(socket_path), encoding="ascii") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def retire(socket_path: str) -> bool:
+    """Make a daemon started on demand give way to a supervised one (``pycni serve`` from its
+    unit): if the process listening on ``socket_path`` is the one its marker names, SIGTERM it
+    and wait until it has stopped listening (it drains its calls after that). True if one was
+    retired."""
+    pid = _marked_pid(socket_path)
+    try:
+        pidfd = os.pidfd_open(pid) if pid > 0 else -1
+    except OSError:
+        return False  # a stale marker
+    if pidfd < 0:
+        return False
+    try:
+        # The pidfd is held: while that process listens there, the pid cannot name another.
+        if _listener_pid(socket_path) != pid:
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        deadline = time.monotonic() + _RETIRE_TIMEOUT
+        while autostart.answers(os.fsencode(socket_path)) and time.monotonic() < deadline:
+            time.sleep(_POLL)
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def _listener_pid(socket_path: str) -> int:
+    """The pid of the process listening on ``socket_path`` (SO_PEERCRED), 0 if none."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_path)
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    except OSError:
+        return 0
+    finally:
+        sock.close()
+    return int.from_bytes(cred[:4], sys.byteorder)

@@ -17,8 +17,15 @@ from typing import Any
 import pytest
 
 from pycni.net import netns
+from tests.support import AUTOSTART_OFF
 
 MakeNetNS = Callable[..., str]
+
+# A plugin executable or pycni-run that finds no server starts one (issue #18): nothing a test
+# runs may, except the autostart tests, which turn it on in sandboxes of their own. Every
+# environment built from os.environ (and tests.support's exec_plugin) carries this; the idle
+# time is a backstop should something start anyway.
+os.environ.update(AUTOSTART_OFF)
 
 
 def _is_root() -> bool:

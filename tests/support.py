@@ -56,9 +56,13 @@ def _run(
     return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
+# What keeps a test's plugin executables and pycni-run from starting servers (issue #18):
+# tests/conftest.py puts it in os.environ; environments built from scratch add it.
+AUTOSTART_OFF = {"PYCNI_AUTOSTART": "0", "PYCNI_IDLE_TIMEOUT": "30"}
+
 # How the executables reach the plugin code (tests/conftest.py's `plugin_mode` sets these):
 # forwarded into the otherwise minimal environment exec_plugin builds.
-PLUGIN_MODE_ENV = ("PYCNI_SOCKET", "PYCNI_NO_SERVER")
+PLUGIN_MODE_ENV = ("PYCNI_SOCKET", "PYCNI_NO_SERVER", "PYCNI_AUTOSTART", "PYCNI_IDLE_TIMEOUT")
 
 
 def _plugin_mode_env() -> dict[str, str]:

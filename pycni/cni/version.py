@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from pycni.cni import version_answer
 from pycni.cni.errors import CNIError, ErrorCode
 
 __all__ = [
@@ -15,9 +16,10 @@ __all__ = [
     "require_supported",
 ]
 
-# Results can be rendered in all of these; 0.1.0/0.2.0 (ip4/ip6 results) are not offered.
-SUPPORTED: Final = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-CURRENT: Final = "1.1.0"
+# Results can be rendered in all of these (0.1.0/0.2.0, ip4/ip6 results, are not offered);
+# defined where the launcher's VERSION answer reads them without imports.
+SUPPORTED: Final = version_answer.SUPPORTED
+CURRENT: Final = version_answer.CURRENT
 
 
 def parse(version: str) -> tuple[int, int, int]:

@@ -36,13 +36,13 @@ cleared at the start of pycni's chain, so only pycni's own decision can set it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.digest import sha256_hex
 from pycni.firewall.model import TAG_LEN, AttachmentKey, Masquerade
 
 __all__ = [
@@ -66,7 +66,7 @@ _CHAIN_LAYOUT: Final = "fwd-v1"
 def _digest(*parts: str) -> str:
     """The same tag scheme as ``model`` (compact JSON array, sha256, 16 hex chars)."""
     raw = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(raw.encode("ascii")).hexdigest()[:TAG_LEN]
+    return sha256_hex(raw.encode("ascii"))[:TAG_LEN]
 
 
 @dataclass(frozen=True)

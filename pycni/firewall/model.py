@@ -21,13 +21,13 @@ makes the encoding unambiguous for any strings; the first word separates the has
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Final
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.digest import sha256_hex
 
 __all__ = [
     "TAG_LEN",
@@ -45,7 +45,7 @@ _CHAIN_LAYOUT: Final = "masq-v1"
 
 def _digest(*parts: str) -> str:
     raw = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(raw.encode("ascii")).hexdigest()[:TAG_LEN]
+    return sha256_hex(raw.encode("ascii"))[:TAG_LEN]
 
 
 def network_tag(network: str) -> str:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
-import shutil
-import subprocess
 from typing import Any, Final, Protocol
 
 from pycni.cni.errors import CNIError, ErrorCode
@@ -133,12 +131,16 @@ class ExecRunner:
     kind = "nft"
 
     def __init__(self, binary: str | None = None) -> None:
+        import shutil  # with bz2 and lzma: only where libnftables is missing
+
         found = binary or shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
         if found is None:
             raise FileNotFoundError("nft not found")
         self._binary = found
 
     def run(self, commands: list[Doc]) -> Doc:
+        import subprocess
+
         try:
             proc = subprocess.run(
                 [self._binary, "-j", "-f", "-"], input=_encode(commands),

@@ -33,7 +33,6 @@ OSError becomes ``CNIError`` code 5 (I/O failure); a lock not obtained in time i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import logging
@@ -43,6 +42,7 @@ from typing import Final
 
 from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.digest import sha256_hex
 from pycni.ipam.config import IPAddress, validate_network_name
 from pycni.lockfile import hold
 
@@ -87,7 +87,7 @@ def network_dir(data_dir: str, network: str) -> str:
 
 def attachment_key(container_id: str, ifname: str) -> str:
     """Index file name of an attachment: fixed length and safe whatever the ifname holds."""
-    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()[:32]
+    return sha256_hex(f"{container_id}\0{ifname}".encode())[:32]
 
 
 def owner_content(container_id: str, ifname: str) -> str:

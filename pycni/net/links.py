@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import os
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Final
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.digest import sha256_hex
 from pycni.net import netns
 from pycni.net.ipr import IPR, open_ipr, translate_netlink_error
 from pycni.net.netns import NetNSRef
@@ -209,12 +209,12 @@ def validate_ifname(name: str) -> None:
 
 def random_host_veth_name() -> str:
     """``veth`` + 8 random hex digits, as the reference plugins name the host end."""
-    return "veth" + secrets.token_hex(4)
+    return "veth" + os.urandom(4).hex()  # what secrets.token_hex does
 
 
 def host_veth_name(seed: str) -> str:
     """A stable host veth name for ``seed`` (e.g. network + container id + ifname)."""
-    return "veth" + hashlib.sha256(seed.encode()).hexdigest()[:8]
+    return "veth" + sha256_hex(seed.encode())[:8]
 
 
 # ---------------------------------------------------------------------------- bridge
@@ -229,7 +229,7 @@ def bridge_vlan_filtering(ipr: IPR, index: int) -> bool:
 def random_mac(*, low: bool = False) -> str:
     """A random locally administered unicast MAC address; with ``low``, one starting 02: (the
     lowest such first byte: a bridge with it rarely has a port whose MAC sorts lower)."""
-    raw = bytearray(secrets.token_bytes(6))
+    raw = bytearray(os.urandom(6))
     raw[0] = 0x02 if low else (raw[0] & 0xFE) | 0x02
     return ":".join(f"{b:02x}" for b in raw)
 

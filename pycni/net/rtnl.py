@@ -14,6 +14,15 @@ differs: one ``send`` and blocking ``recv`` calls until the kernel's ACK, error 
 (one qdisc by its place, which pyroute2 can only dump for). Anything else
 (``tc``, ``brport``, ``vlan_filter``, ``get_links``, ...) goes to a full ``IPRoute`` opened on
 first use in the handle's own network namespace, so both halves always act on the same one.
+
+Nothing here imports ``pyroute2.iproute`` or ``pyroute2.netlink.nlsocket`` until that full
+handle is asked for: they bring asyncio, ssl, multiprocessing and unittest (~55 ms of a plugin
+executable's start-up). What this module takes of them instead is a few lines each, in
+pyroute2's own terms: the request filters ``IPRoute`` applies per kind of object
+(``get_default_request_filters``), its argument and dump-filter processing
+(``get_arguments_processor``, ``get_dump_filter``) and the header set-up of its
+``NetlinkRequest`` (flags per command, fields and attributes from the processed arguments).
+The filters themselves (``pyroute2.requests``) and the message classes are pyroute2's.
 """
 
 from __future__ import annotations
@@ -24,10 +33,19 @@ import socket
 import struct
 from typing import Any, Final
 
-from pyroute2.iproute.linux import IPRoute, get_arguments_processor, get_dump_filter
-from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_ECHO,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import NetlinkRequest
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -45,7 +63,10 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
-from pyroute2.netlink.rtnl.tcmsg import tcmsg
+from pyroute2.requests.address import AddressFieldFilter, AddressIPRouteFilter
+from pyroute2.requests.link import LinkFieldFilter, LinkIPRouteFilter
+from pyroute2.requests.main import RequestProcessor
+from pyroute2.requests.route import RouteFieldFilter, RouteIPRouteFilter
 
 from pycni.net import netns
 
@@ -57,11 +78,20 @@ _NETLINK_EXT_ACK: Final = 11
 _RECV_SIZE: Final = 65536
 _HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, pid
 _ERRNO: Final = struct.Struct("=i")
-_REPLY_CLASSES: Final = {
+_REPLY_CLASSES: Final[dict[int, Any]] = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
     RTM_NEWROUTE: rtmsg,
-    RTM_NEWQDISC: tcmsg,
+}
+# NetlinkRequest's flags for each kind of request a command map names.
+_REQUEST_FLAGS: Final = {
+    "dump": NLM_F_REQUEST | NLM_F_DUMP,
+    "get": NLM_F_REQUEST | NLM_F_ACK,
+    "req": NLM_F_REQUEST | NLM_F_ACK,
+    "create": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    "append": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+    "change": NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE,
+    "replace": NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
 }
 
 # pyroute2's own command maps (AsyncIPRoute.link/addr/route), for the commands pycni uses.
@@ -98,28 +128,61 @@ _ROUTE_COMMANDS: Final = {
 }
 
 
-class _Sequences:
-    """What ``NetlinkRequest`` asks of its socket's address pool: a fresh sequence number."""
-
-    def __init__(self) -> None:
-        self._next = 0
-
-    def alloc(self) -> int:
-        self._next = self._next % 0xFFFFFF + 1
-        return self._next
-
-    def free(self, *_: object, **__: object) -> None:
-        pass
+def _request_filters(mode: str, command: str) -> list[Any]:
+    """The filters ``IPRoute`` runs a request's arguments through, per kind of object."""
+    if mode == "link":
+        return [LinkFieldFilter(), LinkIPRouteFilter(command)]
+    if mode == "addr":
+        return [AddressFieldFilter(), AddressIPRouteFilter(command)]
+    return [RouteFieldFilter(add_defaults=command not in ("dump", "show")),
+            RouteIPRouteFilter(command)]
 
 
-class _RequestContext:
-    """The attributes of a pyroute2 socket that ``NetlinkRequest.__init__`` reads."""
+def _arguments(mode: str, command: str, query: dict[str, Any],
+               parameters: dict[str, Any]) -> Any:
+    """The request's arguments, processed as ``IPRoute`` processes them."""
+    processor = RequestProcessor(context=query, prime=query)
+    for name, value in parameters.items():
+        processor.set_parameter(name, value)
+    for request_filter in _request_filters(mode, command):
+        processor.add_filter(request_filter)
+    processor.finalize()
+    return processor
 
-    def __init__(self, pid: int) -> None:
-        self.addr_pool = _Sequences()
-        self.status = {"nlm_echo": False, "strict_check": False}
-        self.epid = pid
-        self.marshal = None
+
+def _dump_filter(mode: str, command: str, query: dict[str, Any],
+                 parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """What a dump's replies are matched against, and the arguments left for the request."""
+    if "dump_filter" in query:
+        return query.pop("dump_filter"), query
+    if command not in ("dump", "show"):
+        return RequestProcessor(parameters=parameters), query
+    request: dict[str, Any] = {key: query.pop(key) for key in ("family", "ext_mask", "dump_flags")
+                               if key in query}
+    match = query.get("match", query)
+    if callable(match):
+        return match, {}
+    dump_filter = RequestProcessor(context=match, prime=match, parameters=parameters)
+    for request_filter in _request_filters(mode, command):
+        dump_filter.add_filter(request_filter)
+    dump_filter.finalize()
+    return dump_filter, request
+
+
+def _matches(dump_filter: Any, msg: Any) -> bool:
+    """One dump reply against the filter (pyroute2's ``match_one_message``)."""
+    if callable(dump_filter):
+        return bool(dump_filter(msg))
+    for key, wanted in dump_filter.items():
+        if not isinstance(key, (str, tuple)):
+            continue
+        value = msg.get(key)
+        if value is not None and callable(wanted):
+            if not wanted(value):
+                return False
+        elif wanted != value:
+            return False
+    return True
 
 
 class SyncRtnl:
@@ -137,7 +200,8 @@ class SyncRtnl:
             sock.close()
             raise
         self._sock = sock
-        self._context = _RequestContext(sock.getsockname()[0])
+        self._port = sock.getsockname()[0]
+        self._sequence = 0
         self._full: Any = None
 
     # ------------------------------------------------------------- pyroute2's API
@@ -169,9 +233,11 @@ class SyncRtnl:
         link deleted meanwhile shifts the rest and one link's qdiscs go missing (bandwidth
         CHECK said "no tbf" while other containers came and went).
         """
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg  # ~7 ms: every tc plugin's messages
+
         msg = tcmsg()
         msg["family"], msg["index"], msg["handle"], msg["parent"] = 0, index, 0, parent
-        seq = self._context.addr_pool.alloc()
+        seq = self._next_sequence()
         msg["header"].update(type=RTM_GETQDISC, sequence_number=seq, pid=0,
                              flags=NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
         msg.encode()
@@ -202,9 +268,15 @@ class SyncRtnl:
 
     def _full_handle(self) -> Any:
         if self._full is None:
+            from pyroute2.iproute.linux import IPRoute  # asyncio and more: only when asked
+
             with netns.enter(self._netns):
                 self._full = IPRoute(groups=0)
         return self._full
+
+    def _next_sequence(self) -> int:
+        self._sequence = self._sequence % 0xFFFFFF + 1
+        return self._sequence
 
     def _request(
         self,
@@ -218,16 +290,33 @@ class SyncRtnl:
     ) -> Any:
         if command not in command_map:
             return getattr(self._full_handle(), mode)(command, **kwarg)
-        dump_filter, kwarg = get_dump_filter(mode, command, kwarg, parameters)
-        arguments = get_arguments_processor(mode, command, kwarg, parameters)
-        request = NetlinkRequest(self._context, msg, command, command_map, dump_filter,
-                                 arguments)
-        request.msg.encode()
-        self._sock.send(request.msg.data)
-        replies = self._replies(request.msg_seq)
+        dump_filter, kwarg = _dump_filter(mode, command, kwarg, parameters or {})
+        arguments = _arguments(mode, command, kwarg, parameters or {})
+        seq = self._build(msg, command_map[command], arguments)
+        self._sock.send(msg.data)
+        replies = self._replies(seq)
         if command in ("dump", "show"):
             return (m for m in replies if _matches(dump_filter, m))
         return replies
+
+    def _build(self, msg: Any, request: tuple[int, str], arguments: Any) -> int:
+        """Header, fields and attributes of ``msg`` from the processed ``arguments``, encoded
+        (as ``NetlinkRequest`` sets up a request); its sequence number."""
+        kind, flags = request
+        seq = self._next_sequence()
+        msg["header"].update(type=kind, flags=_REQUEST_FLAGS[flags], sequence_number=seq,
+                             pid=self._port)
+        msg.reset()
+        for field in msg.fields:
+            msg[field[0]] = arguments.get_value(field[0], default=0, mode="field")
+        for key, value in arguments.items():
+            nla = type(msg).name2nla(key)
+            if msg.valid_nla(nla) and value is not None:
+                msg["attrs"].append([nla, value])
+        if "attrs" in arguments:
+            msg["attrs"].extend(arguments["attrs"])
+        msg.encode()
+        return seq
 
     def _replies(self, seq: int) -> list[Any]:
         """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises."""
@@ -250,12 +339,16 @@ class SyncRtnl:
                     return out  # the ACK
                 if kind == NLMSG_DONE:
                     return out
-                cls = _REPLY_CLASSES.get(kind)
+                cls = _reply_class(kind)
                 if cls is not None:
                     reply = cls(chunk)
                     reply.decode()
                     out.append(reply)
 
 
-def _matches(dump_filter: Any, msg: Any) -> bool:
-    return dump_filter is None or bool(NetlinkRequest.match_one_message(dump_filter, msg))
+def _reply_class(kind: int) -> Any:
+    if kind == RTM_NEWQDISC:
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+        return tcmsg
+    return _REPLY_CLASSES.get(kind)

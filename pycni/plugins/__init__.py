@@ -48,8 +48,10 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
 
 def launch(name: str) -> None:
     """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout."""
+    from pycni import codecache
     from pycni.net.pyroute2_import import defer_package_init
 
+    codecache.enable()  # dataclass methods compiled once, not in every plugin process
     defer_package_init()  # a one-shot process: skip what pyroute2's __init__ would import
     from pycni.cni import skel
 

@@ -3,11 +3,11 @@ CHECK and a retried ADD find what ADD made without any state of their own."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from pycni.cni.errors import CNIError, NetNSNotFound
 from pycni.cni.skel import CmdArgs
+from pycni.digest import sha256_hex
 from pycni.firewall import AttachmentKey
 
 __all__ = ["attachment", "collect", "host_veth_name"]
@@ -15,8 +15,7 @@ __all__ = ["attachment", "collect", "host_veth_name"]
 
 def host_veth_name(args: CmdArgs) -> str:
     """Derived from the attachment, so DEL and a retried ADD find it without any state."""
-    digest = hashlib.sha256(f"{args.network}\0{args.container_id}\0{args.ifname}".encode())
-    return "veth" + digest.hexdigest()[:8]
+    return "veth" + sha256_hex(f"{args.network}\0{args.container_id}\0{args.ifname}".encode())[:8]
 
 
 def attachment(args: CmdArgs) -> AttachmentKey:

@@ -1,5 +1,6 @@
 """The listening side the fork server and the runtime daemon share: a root-only
-SEQPACKET socket, and dispatching one selector batch.
+SEQPACKET socket, dispatching one selector batch, and the idle exit of a server started on
+demand.
 
 The socket's directory must be ours alone (owned by this user, root, and writable by nobody
 else): callers hand their stdio and namespaces to whatever listens there, and check the same
@@ -12,11 +13,13 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import stat
+import time
 
-__all__ = ["ListenError", "SocketInUse", "bind", "close", "dispatch"]
+__all__ = ["IdleExit", "ListenError", "SocketInUse", "bind", "close", "dispatch"]
 
 
 class ListenError(Exception):
@@ -92,11 +95,13 @@ def _remove_stale(path: str) -> None:
 
 
 def close(sel: selectors.BaseSelector, sock: socket.socket, path: str) -> None:
-    """Stop listening: unregister, close, and remove the path."""
-    sel.unregister(sock)
-    sock.close()
+    """Stop listening: remove the path, then close. In that order: once the path is gone a
+    new server may bind it (its stale check would take a closed socket's path for its own
+    to replace), and nothing of ours may remove that one's path afterwards."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    sel.unregister(sock)
+    sock.close()
 
 
 def dispatch(sel: selectors.BaseSelector, timeout: float | None) -> None:
@@ -106,3 +111,32 @@ def dispatch(sel: selectors.BaseSelector, timeout: float | None) -> None:
         # closes its report channel, a delivered status its caller's socket).
         if sel.get_map().get(key.fd) is key:
             key.data(key.fileobj)
+
+
+class IdleExit:
+    """When a server started on demand leaves: ``timeout`` seconds after its last call
+    (``touch``) with none since, none running and nobody queued at its socket (None: never).
+
+    The server decides and stops listening (``close``) in one step of its single thread, so no
+    call is accepted in between; one that was queued in that instant has its connection
+    closed before the ACK, and its caller runs it in-process. Then the server drains what runs.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self._last = time.monotonic()
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def deadline(self, busy: bool) -> float | None:
+        return None if self.timeout is None or busy else self._last + self.timeout
+
+    def due(self, now: float, busy: bool, sock: socket.socket | None) -> bool:
+        deadline = self.deadline(busy)
+        if deadline is None or now < deadline or sock is None:
+            return False
+        if select.select([sock], [], [], 0)[0]:
+            self.touch()  # a caller is queued: serve it, and wait a full idle time again
+            return False
+        return True

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -75,7 +76,8 @@ class _Running:
 
 
 class Server:
-    """Listen on ``socket_path`` and serve until SIGTERM/SIGINT (then finish running calls)."""
+    """Listen on ``socket_path`` and serve until SIGTERM/SIGINT, or ``idle_timeout`` seconds
+    without a call (then finish running calls)."""
 
     def __init__(
         self,
@@ -83,10 +85,12 @@ class Server:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         warm: Warm | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         """``warm``: what a spare worker runs while it waits (None: no spare, fork per call)."""
         self.socket_path = socket_path
         self.timeout = timeout
+        self._idle = listener.IdleExit(idle_timeout)
         self._sel = selectors.DefaultSelector()
         self._spares = SpareKeeper(self._sel, warm=warm, close_inherited=self.close_inherited)
         self._pending: set[_Pending] = set()
@@ -101,13 +105,16 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, listening: Callable[[], None] | None = None) -> None:
+        """``listening``: called once the socket listens."""
         self._listener = _bind(self.socket_path)
         self._sel.register(self._listener, selectors.EVENT_READ, self._accept)
         self._install_signals()
         log.info("listening on %s (call timeout %.1fs, pid %d)", self.socket_path, self.timeout,
                  os.getpid())
         try:
+            if listening is not None:
+                listening()
             self._refill_spare()
             while not self._stopping or self._running or self._answers.busy:
                 self._step()
@@ -118,12 +125,20 @@ class Server:
 
     def _step(self) -> None:
         listener.dispatch(self._sel, self._wait_time())
-        self._expire(time.monotonic())
+        now = time.monotonic()
+        self._expire(now)
+        if self._idle.due(now, self._busy(), self._listener):
+            self._stop(f"no call for {self._idle.timeout:g}s")
+
+    def _busy(self) -> bool:
+        return bool(self._pending or self._running or self._answers.busy)
 
     def _wait_time(self) -> float | None:
         deadlines = [p.deadline for p in self._pending]
         deadlines += [r.deadline for r in self._running.values() if not r.killed]
         deadlines += self._answers.deadlines()
+        idle = None if self._stopping else self._idle.deadline(self._busy())
+        deadlines += [] if idle is None else [idle]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _install_signals(self) -> None:
@@ -137,14 +152,19 @@ class Server:
     def _on_signal(self, _: object) -> None:
         with contextlib.suppress(BlockingIOError):
             for signum in self._wake_r.recv(64):
-                if signum in (signal.SIGTERM, signal.SIGINT) and not self._stopping:
-                    log.info("signal %d: finishing %d running call(s)", signum,
-                             len(self._running))
-                    self._stopping = True
-                    self._close_listener()
-                    self._spares.drop()
-                    for pending in list(self._pending):
-                        self._drop(pending, "server stopping")
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self._stop(f"signal {signum}")
+
+    def _stop(self, why: str) -> None:
+        """Stop listening first (nothing is accepted after this), then drain what runs."""
+        if self._stopping:
+            return
+        log.info("%s: stopping, finishing %d running call(s)", why, len(self._running))
+        self._stopping = True
+        self._close_listener()
+        self._spares.drop()
+        for pending in list(self._pending):
+            self._drop(pending, "server stopping")
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -180,6 +200,7 @@ class Server:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
+        self._idle.touch()
         # Its /proc (in its mount namespace) must be of the pid namespace our workers are in,
         # or /proc/self would not resolve there: same_pid_ns.
         why = privileges.refuse_caller(sock, self._myself, same_pid_ns=True)
@@ -349,6 +370,7 @@ class Server:
     def _deliver(self, running: _Running, status: int) -> None:
         """Hand the caller its status; from here the call is done for everyone."""
         running.delivered = True
+        self._idle.touch()
         os.close(running.stdout)
         running.stdout = -1
         elapsed = (time.monotonic() - running.started) * 1000

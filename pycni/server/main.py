@@ -11,10 +11,12 @@ import sys
 import time
 from typing import Final
 
+from pycni import ondemand
 from pycni.firewall.base import detect
 from pycni.firewall.model import AttachmentKey, Masquerade
 from pycni.net import addrs, links, syscalls
 from pycni.net.ipr import open_ipr
+from pycni.ondemand import OnDemand
 from pycni.plugins import PLUGINS
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
 from pycni.server.spare import populate_when_idle
@@ -115,7 +117,9 @@ def ensure_std_fds() -> None:
 
 
 def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT,
-          log_level: str = "INFO") -> int:
+          log_level: str = "INFO", started: OnDemand | None = None) -> int:
+    """Serve in the foreground; ``started``: as a server started on demand (``pycni.autostart``),
+    else as the one a supervisor runs (which an on-demand one gives way to)."""
     ensure_std_fds()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s pycni-server %(levelname)s %(message)s"))
@@ -125,10 +129,15 @@ def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT
     log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload() * 1000)
     if os.geteuid() != 0:
         log.warning("not running as root: workers cannot join callers' namespaces")
+    if started is None and ondemand.retire(socket_path):
+        log.info("the server started on demand at %s gave way to this one", socket_path)
     # The spare copies its pages in the idle class: at normal priority, the ~30 MB it copies
     # after every call took CPU from the runtime's next plugin executable starting up (a
     # runtime calls a chain's plugins one after the other).
-    server = Server(socket_path, timeout=timeout, warm=populate_when_idle)
+    server = Server(socket_path, timeout=timeout, warm=populate_when_idle,
+                    idle_timeout=None if started is None else started.idle_timeout)
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+        server.serve_forever(None if started is None else started.listening)
+    if started is not None:
+        started.stopped()
     return 0

@@ -378,7 +378,9 @@ def _rmdir(path: str, timeout: float = 2.0) -> None:
         except FileNotFoundError:
             return
         except OSError as err:
-            if err.errno != errno.EBUSY or time.monotonic() > deadline:
+            # v1 says EBUSY for a cgroup with child cgroups too (a parent shared with another
+            # container, or with the daemon's parked standby): no wait empties that.
+            if err.errno != errno.EBUSY or time.monotonic() > deadline or _holds_cgroups(path):
                 raise
             time.sleep(0.01)  # the last task is still exiting
         else:
@@ -391,21 +393,22 @@ def remove(cg: Cgroup) -> None:
     for path in cg.paths.values():
         _rmdir(path)
     for parent in cg.parents:  # innermost first
-        if _holds_cgroups(parent):
-            break  # another container's (and so every outer parent is in use too)
-        # EBUSY for a moment after a child's rmdir is retried by _rmdir.
-        with contextlib.suppress(OSError):
+        # EBUSY for a moment after a child's rmdir is retried by _rmdir; a parent that still
+        # holds another container's cgroup (and so every outer one) is left at once.
+        try:
             _rmdir(parent, timeout=0.5)
+        except OSError:
+            break
 
 
 def _holds_cgroups(path: str) -> bool:
     """A cgroup directory with child cgroups. On v1 its rmdir fails with EBUSY, not
-    ENOTEMPTY, which ``_rmdir`` would retry for its whole timeout (the daemon's every command
-    and every removal paid 0.5 s per controller while another container ran)."""
+    ENOTEMPTY, which ``_rmdir`` would otherwise retry for its whole timeout (the daemon's
+    every command and every removal paid 0.5 s per controller while another container ran)."""
     try:
         with os.scandir(path) as entries:
             return any(e.is_dir(follow_symlinks=False) for e in entries)
-    except FileNotFoundError:
+    except OSError:
         return False
 
 

@@ -7,11 +7,14 @@ imports builtins only (``_socket``, ``_signal``, ``posix``, ``sys``), ``pycni_ru
 ``pycni.server.protocol`` (both builtins-only too).
 
 The decision, as the plugin launcher makes it:
-- ``PYCNI_RUN_NO_DAEMON`` set (not "0"), no socket, a refused connection, a ``LOCAL`` answer
-  (``-t``, which needs this terminal's process group, and ``daemon``) or any error before the
-  daemon's ACK: run in-process (``pycni_run.cli``), same behaviour and exit codes. So does a
-  socket whose directory or listener is not root's alone (with a note on stderr): nothing of
-  the command (stdio, environment, namespaces) is handed to it.
+- ``PYCNI_RUN_NO_DAEMON`` set (not "0"), a ``LOCAL`` answer (``-t``, which needs this
+  terminal's process group, and ``daemon``) or any error before the daemon's ACK: run
+  in-process (``pycni_run.cli``), same behaviour and exit codes. So does a socket whose
+  directory or listener is not root's alone (with a note on stderr): nothing of the command
+  (stdio, environment, namespaces) is handed to it.
+- Nobody listening (no socket, or a refused connection): start the daemon for the commands to
+  come (``pycni.autostart``, as the plugin launcher starts its server), then run this one
+  in-process all the same.
 - After the ACK the command may have run: never re-run it. SIGINT, SIGTERM, SIGHUP, SIGQUIT,
   SIGUSR1 and SIGUSR2 are forwarded to the process running it (a pidfd sent with the ACK), as
   a foreground ``pycni-run`` forwards them to its container. A lost connection before the
@@ -20,6 +23,7 @@ The decision, as the plugin launcher makes it:
 
 import _signal  # type: ignore[import-not-found]  # signal.py imports enum: milliseconds
 import _socket
+import errno
 import posix
 import sys
 
@@ -54,21 +58,46 @@ FORWARDED = (
 )
 
 
+# Words of a command line that may stay in-process (``cli.stays_local``): no daemon is started
+# for it. A false match (``run busybox echo daemon``) only delays the start to the next command.
+_NEVER_SERVED = ("daemon", "install-client")
+
+
 class _Fallback(Exception):
     """Nothing has run yet: run in-process."""
+
+
+class _NoDaemon(_Fallback):
+    """Nobody listens at the socket: worth starting the daemon for the commands to come."""
 
 
 def main() -> "NoReturn":
     """``pycni-run``: through the daemon if one takes the command, else in-process."""
     env = posix.environ
     if env.get(DISABLE_ENV, b"") in (b"", b"0"):
+        path = env.get(SOCKET_ENV) or DEFAULT_SOCKET
         try:
-            status = _call(env.get(SOCKET_ENV) or DEFAULT_SOCKET)
+            posix._exit(_call(path))
+        except _NoDaemon:
+            _start_daemon(path)
         except _Fallback:
             pass
-        else:
-            posix._exit(status)
     _in_process()
+
+
+def _start_daemon(path: bytes) -> None:
+    """Start the daemon at ``path`` for the commands to come; if a racing caller's answers
+    there already, hand it this command (and exit), else return and run it here. Not for
+    the commands that never go to a daemon (``daemon`` itself above all)."""
+    from pycni import autostart
+
+    if any(arg in _NEVER_SERVED for arg in sys.argv[1:]):
+        return
+    if autostart.start(autostart.RUNTIME_DAEMON, path):
+        try:  # noqa: SIM105 - contextlib costs milliseconds of start-up
+            posix._exit(_call(path))
+        except _Fallback:
+            pass
 
 
 def _in_process() -> "NoReturn":
@@ -87,7 +116,9 @@ def _in_process() -> "NoReturn":
 def _connect(path: bytes) -> _socket.socket:
     try:
         return connect(path, CONNECT_TIMEOUT)
-    except OSError:
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise _NoDaemon from None
         raise _Fallback from None
     except UntrustedSocket as err:
         note(f"pycni-run: not using the runtime daemon's socket: {err}; running here")

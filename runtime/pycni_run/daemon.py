@@ -10,8 +10,9 @@ itself. The daemon only watches the worker's pidfd: an exit other than "reported
 Docker's 125 with a message on the caller's stderr. Anything wrong before the ACK drops the
 connection and the client runs the command in-process; nothing a peer sends stops the loop.
 
-Stopping (SIGTERM/SIGINT) closes the socket and exits at once: running workers need nothing
-from the daemon, they report to their clients themselves.
+Stopping (SIGTERM/SIGINT, or ``idle_timeout`` seconds without a command and nothing running,
+for a daemon started on demand) closes the socket and exits at once: running workers need
+nothing from the daemon, they report to their clients themselves.
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ class _Running:
 
 
 class Daemon:
-    """Serve ``socket_path`` until SIGTERM/SIGINT."""
+    """Serve ``socket_path`` until SIGTERM/SIGINT (or ``idle_timeout`` seconds idle)."""
 
-    def __init__(self, socket_path: str, standby_parent: str | None = None) -> None:
+    def __init__(self, socket_path: str, standby_parent: str | None = None, *,
+                 idle_timeout: float | None = None) -> None:
         self.socket_path = socket_path
+        self._idle = listener.IdleExit(idle_timeout)
         self._standby_parent = standby_parent  # spares park an init there (``standby``)
         self._sel = selectors.DefaultSelector()
         self._pending: set[_Pending] = set()
@@ -83,17 +86,25 @@ class Daemon:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, listening: Callable[[], None] | None = None) -> None:
+        """``listening``: called once the socket listens."""
         self._listener = bind(self.socket_path)
         self._sel.register(self._listener, selectors.EVENT_READ, self._accept)
         self._install_signals()
         log.info("listening on %s (pid %d)", self.socket_path, os.getpid())
         try:
+            if listening is not None:
+                listening()
             self._sweep()  # what a killed daemon left
             self._refill()
             while not self._stopping:
                 listener.dispatch(self._sel, self._wait_time())
-                self._expire(time.monotonic())
+                now = time.monotonic()
+                self._expire(now)
+                busy = bool(self._pending or self._running)
+                if self._idle.due(now, busy, self._listener):
+                    log.info("no command for %gs: stopping", self._idle.timeout)
+                    self._stopping = True
         finally:
             self._close_listener()
             self._drop_spare()
@@ -103,6 +114,8 @@ class Daemon:
 
     def _wait_time(self) -> float | None:
         deadlines = [p.deadline for p in self._pending]
+        idle = self._idle.deadline(bool(self._pending or self._running))
+        deadlines += [] if idle is None else [idle]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _install_signals(self) -> None:
@@ -195,6 +208,7 @@ class Daemon:
             log.warning("accept failed: %s", err)
             return
         sock.setblocking(False)
+        self._idle.touch()
         why = privileges.refuse_caller(sock, self._myself, same_pid_ns=False)
         if why:
             log.warning("refused %s; it runs the command itself", why)
@@ -320,6 +334,7 @@ class Daemon:
         self._refill()
 
     def _forget(self, running: _Running) -> None:
+        self._idle.touch()
         self._sel.unregister(running.worker.pidfd)
         running.worker.close()
         running.conn.close()

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Final
 
+from pycni.ondemand import OnDemand, retire
 from pycni.server.main import ensure_std_fds
 from pycni_run.daemon import DEFAULT_SOCKET, Daemon, log
 
@@ -85,11 +86,17 @@ def _warm_security() -> None:
 
 
 def serve(argv: list[str]) -> int:
-    """``pycni-run daemon [--socket PATH] [--log-level LEVEL]``, in the foreground."""
+    """``pycni-run daemon [--socket PATH] [--log-level LEVEL]``, in the foreground (or, with
+    ``--on-demand``, as ``pycni.autostart`` starts it for a client that found none)."""
     parser = argparse.ArgumentParser(prog="pycni-run daemon")
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--on-demand", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--idle-timeout", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--start-lock", type=int, default=None, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
+    started = OnDemand.from_args(ns.socket, ns.idle_timeout, ns.start_lock) if ns.on_demand \
+        else None
     ensure_std_fds()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -99,8 +106,14 @@ def serve(argv: list[str]) -> int:
     log.setLevel(ns.log_level.upper())
     log.propagate = False
     log.info("preloaded in %.0f ms", preload_runtime() * 1000)
+    if started is None and retire(ns.socket):
+        log.info("the daemon started on demand at %s gave way to this one", ns.socket)
+    daemon = Daemon(ns.socket, _standby_parent(),
+                    idle_timeout=None if started is None else started.idle_timeout)
     with contextlib.suppress(KeyboardInterrupt):
-        Daemon(ns.socket, _standby_parent()).serve_forever()
+        daemon.serve_forever(None if started is None else started.listening)
+    if started is not None:
+        started.stopped()
     return 0
 
 

@@ -168,9 +168,11 @@ class RuntimeSandbox:
             env["PYCNI_RUN_NO_DAEMON"] = "1"
         return env
 
-    def sh(self, *argv: str, timeout: float = 30, input: str | None = None) -> Ran:
-        """Any command inside the sandbox (its mounts, netns and pid namespace)."""
-        env = self._env()
+    def sh(self, *argv: str, timeout: float = 30, input: str | None = None,
+           env: dict[str, str] | None = None) -> Ran:
+        """Any command inside the sandbox (its mounts, netns and pid namespace); ``env``
+        instead of the sandbox's usual environment."""
+        env = self._env() if env is None else env
         proc = subprocess.run(
             self._argv(argv),
             capture_output=True,
@@ -181,6 +183,16 @@ class RuntimeSandbox:
             check=False,
         )
         return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+    def spawn(self, *argv: str, env: dict[str, str], input: str = "") -> subprocess.Popen[str]:
+        """A command started inside the sandbox, left running (its caller waits for it)."""
+        proc = subprocess.Popen(self._argv(argv), env=env, text=True, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(input)
+        proc.stdin.close()
+        proc.stdin = None  # communicate() then only reads
+        return proc
 
     def run(self, *args: str, timeout: float = 60, input: str | None = None) -> Ran:
         """``pycni-run ARGS`` inside the sandbox (through its daemon once one was started)."""

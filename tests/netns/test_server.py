@@ -22,7 +22,7 @@ import pytest
 
 from pycni.net import netns
 from pycni.server import protocol
-from tests.support import PluginRun, exec_plugin
+from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin
 
 CALL_TIMEOUT = 3.0
 
@@ -83,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
 
 def _env(container: str, cni_bin: Path, **extra: str) -> dict[str, str]:
     return {"CNI_CONTAINERID": "srv1", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
-            "CNI_PATH": str(cni_bin), **extra}
+            "CNI_PATH": str(cni_bin), **AUTOSTART_OFF, **extra}
 
 
 def _via(server: ServerProc) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import IO
 from pycni.net import netns
 from tests.e2e.bridge_support import Sandbox, bridge_conflist, link_names
 from tests.netns.test_server import _start_server
-from tests.support import PluginRun, exec_plugin
+from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin
 
 SLEEP = 20.0  # the worker's nap mid-ADD: the old worker woke up from it and finished the ADD
 
@@ -50,7 +50,7 @@ def test_a_server_killed_mid_add_leaves_nothing_after_the_callers_rollback(
     stdin = json.dumps({**conf["plugins"][0], "name": conf["name"],
                         "cniVersion": conf["cniVersion"]}).encode()
     container = sandbox.make_netns("c1", lo_up=False)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_CONTAINERID": "c1",
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **AUTOSTART_OFF, "CNI_CONTAINERID": "c1",
            "CNI_NETNS": container, "CNI_IFNAME": "eth0", "CNI_PATH": str(sandbox.bin_dir)}
     with _start_server(tmp_path / "run" / "pycni.sock", tmp_path / "server.log") as server:
         with netns.enter(sandbox.host_ns):

@@ -24,7 +24,7 @@ from pycni.net import netns
 from tests.conftest import MakeNetNS
 from tests.e2e.bridge_support import ip_json
 from tests.netns.test_server import _start_server
-from tests.support import exec_plugin
+from tests.support import AUTOSTART_OFF, exec_plugin
 
 NOBODY = 65534
 LO_CONFIG = {"cniVersion": "1.1.0", "name": "lonet", "type": "loopback"}
@@ -131,7 +131,8 @@ def test_launcher_sends_nothing_to_a_listener_that_is_not_root(
 
 def _client_ps(client: str, socket_path: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:
     ran = subprocess.run([client, "--state-dir", str(state_dir), "ps", "-a"],
-                         env={"PYCNI_RUN_SOCKET": str(socket_path), "PATH": "/usr/bin:/bin"},
+                         env={"PYCNI_RUN_SOCKET": str(socket_path), "PATH": "/usr/bin:/bin",
+                              **AUTOSTART_OFF},
                          capture_output=True, text=True, timeout=60, check=False)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split()[:2] == ["NAME", "ID"]  # ps ran, in-process
@@ -169,7 +170,7 @@ def test_a_root_caller_without_capabilities_gets_the_in_process_refusal(
             container = make_netns(f"c-{mode}", lo_up=False)
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD",
                    "CNI_CONTAINERID": "capless", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
-                   "CNI_PATH": str(cni_bin), **extra}
+                   "CNI_PATH": str(cni_bin), **AUTOSTART_OFF, **extra}
             with netns.enter(host_ns):
                 ran = subprocess.run([*CAPLESS, str(cni_bin / "loopback")],
                                      input=json.dumps(LO_CONFIG).encode(), env=env,

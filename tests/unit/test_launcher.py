@@ -15,6 +15,7 @@ import pytest
 
 from pycni.install import install
 from pycni.server import protocol
+from tests.support import AUTOSTART_OFF
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +102,20 @@ def test_importing_the_launcher_stays_light() -> None:
     assert not loaded & heavy, sorted(loaded & heavy)
 
 
+def test_deciding_to_start_a_server_stays_light() -> None:
+    """The autostart decision is paid on the in-process path before its imports."""
+    probe = (
+        f"import sys; sys.path[:0] = [{str(REPO)!r}]; import pycni.autostart; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
+    )
+    loaded = set(out.stdout.split())
+    assert not {m for m in loaded if m.startswith("pycni.") and m != "pycni.autostart"}
+    assert not loaded & {"os", "json", "re", "socket", "enum", "typing", "dataclasses"}
+
+
 # ------------------------------------------------------------------------------- decision
 # The executables run for real (subprocesses) against a scripted fake server. `none` VERSION
 # needs no root and prints a known document in-process.
@@ -121,7 +136,7 @@ def _run(
     return subprocess.run(
         [str(bin_dir / "none")],
         input=VERSION_STDIN,
-        env={"CNI_COMMAND": "VERSION", **env},
+        env={"CNI_COMMAND": "VERSION", **AUTOSTART_OFF, **env},
         capture_output=True,
         timeout=timeout,
         check=False,
@@ -247,3 +262,21 @@ def test_error_json_quoting() -> None:
 
     text = 'a "quoted" \\ path\n\x01 é'
     assert json.loads(_quote(text)) == text
+
+
+def test_version_in_process_costs_an_interpreter_start(bin_dir: Path, tmp_path: Path) -> None:
+    """No server: the launcher answers the plain VERSION input itself, importing nothing of
+    skel's (json, typing, dataclasses, the plugin registry)."""
+    out = tmp_path / "modules"
+    # Every import, as it happens (the fast path leaves with os._exit: no atexit).
+    driver = ("import sys\nout, exe = sys.argv[1], sys.argv[2]\nlog = open(out, 'w', buffering=1)\n"
+              "sys.addaudithook(lambda ev, args: ev == 'import' and log.write(args[0] + '\\n'))\n"
+              "sys.argv = [exe]\nexec(compile(open(exe).read(), exe, 'exec'), "
+              "{'__name__': '__main__'})\n")
+    ran = subprocess.run([sys.executable, "-IS", "-c", driver, str(out), str(bin_dir / "none")],
+                         input=VERSION_STDIN, capture_output=True, timeout=20, check=False,
+                         env={"CNI_COMMAND": "VERSION", "PYCNI_NO_SERVER": "1", **AUTOSTART_OFF})
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["cniVersion"] == "1.0.0"
+    loaded = set(out.read_text().split())
+    assert not loaded & {"json", "typing", "dataclasses", "pycni.plugins", "pycni.cni.skel"}

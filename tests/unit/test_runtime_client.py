@@ -19,6 +19,7 @@ from pycni_run.entry import install_client
 from pycni.cni.errors import CNIError
 from pycni.cni.invoke import Invoker
 from pycni.install import install
+from tests.support import AUTOSTART_OFF
 
 HEAVY = ("argparse", "json", "yaml", "pyroute2", "typing", "re", "enum", "dataclasses")
 
@@ -116,7 +117,7 @@ def test_status_is_the_clients_exit_code(tmp_path: Path, client: str) -> None:
     sock = str(tmp_path / "run.sock")
     gen = _fake_daemon(sock, "ack")
     next(gen)
-    ran = subprocess.run([client, "ps", "-a"], env={"PYCNI_RUN_SOCKET": sock},
+    ran = subprocess.run([client, "ps", "-a"], env={"PYCNI_RUN_SOCKET": sock, **AUTOSTART_OFF},
                          capture_output=True, timeout=30, check=False)
     next(gen, None)
     assert ran.returncode == 7
@@ -129,7 +130,7 @@ def test_falls_back_in_process(tmp_path: Path, client: str, how: str) -> None:
     if gen:
         next(gen)
     env = {"PYCNI_RUN_SOCKET": sock if how != "absent" else str(tmp_path / "none.sock"),
-           "PYCNI_RUN_CONFIG": str(tmp_path / "cfg.yaml")}
+           "PYCNI_RUN_CONFIG": str(tmp_path / "cfg.yaml"), **AUTOSTART_OFF}
     (tmp_path / "cfg.yaml").write_text(f"runtime:\n  state_dir: {tmp_path / 'state'}\n")
     if how == "disabled":
         env["PYCNI_RUN_NO_DAEMON"] = "1"

@@ -1,0 +1,71 @@
+"""pycni.codecache: a dataclass's generated methods are compiled once, then taken from the
+cache by every later process; a cache others could have written is never used."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.util import MAGIC_NUMBER
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A process that enables the cache at argv[1], counts the compiles dataclasses makes, and
+# checks the class behaves as a frozen dataclass must.
+_PROBE = """
+import builtins, dataclasses, sys
+sys.path[:0] = [{repo!r}]
+from pycni import codecache
+codecache.enable(sys.argv[1])
+compiles = []
+real = builtins.compile
+def counting(*args, **kwargs):
+    compiles.append(args[0])
+    return real(*args, **kwargs)
+builtins.compile = counting
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Point:
+    x: int
+    y: int = 0
+
+p = Point(x=1, y=2)
+assert p == Point(x=1, y=2) and hash(p) == hash(Point(x=1, y=2)) and repr(p) == "Point(x=1, y=2)"
+try:
+    p.x = 3
+except dataclasses.FrozenInstanceError:
+    pass
+else:
+    raise AssertionError("not frozen")
+builtins.compile = real
+print(len(compiles))
+"""
+
+
+def _compiles(cache: Path) -> int:
+    ran = subprocess.run([sys.executable, "-IS", "-c", _PROBE.format(repo=str(REPO)),
+                          str(cache)], capture_output=True, text=True, timeout=60, check=False)
+    assert ran.returncode == 0, ran.stderr
+    return int(ran.stdout)
+
+
+def test_the_second_process_compiles_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    assert _compiles(cache) > 0
+    assert cache.read_bytes().startswith(MAGIC_NUMBER)
+    assert _compiles(cache) == 0
+
+
+def test_a_cache_others_may_write_is_ignored(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    _compiles(cache)
+    os.chmod(cache, 0o666)
+    assert _compiles(cache) > 0
+
+
+def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    cache.write_bytes(MAGIC_NUMBER + b"\x00garbage")
+    assert _compiles(cache) > 0
+    assert _compiles(cache) == 0
