@@ -37,8 +37,7 @@ from typing import Any, Final
 from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.handle import NetNS
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall.model import AttachmentKey, PortMap, PortMapping
 from pycni.lockfile import hold
 
 __all__ = [

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import base, select, validate_backend_name
-from pycni.firewall.iptables import IptablesBackend
+from pycni.firewall import driver, select, validate_backend_name
+from pycni.firewall.iptables import IptablesDriver
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nft_lib import ExecRunner, NftError
-from pycni.firewall.nftables import NftablesBackend
-from pycni.firewall.none import NoneBackend
+from pycni.firewall.nftables import NftablesDriver
+from pycni.firewall.nftables.engine import ExecRunner, NftError
+from pycni.firewall.none import NoneDriver
 
 M = Masquerade(key=AttachmentKey("n", "c", "eth0"), network_subnets=("10.0.0.0/8",),
                sources=("10.0.0.2",))
@@ -44,14 +43,14 @@ def test_unknown_backend_name_is_config_error_naming_the_field(name: str) -> Non
 
 
 @pytest.mark.parametrize(("name", "cls"), [
-    ("nftables", NftablesBackend), ("iptables", IptablesBackend), ("none", NoneBackend)])
+    ("nftables", NftablesDriver), ("iptables", IptablesDriver), ("none", NoneDriver)])
 def test_select_by_name_makes_that_backend_without_probing(name: str, cls: type) -> None:
     backend = select(name)
     assert isinstance(backend, cls)
     assert backend.name == name
 
 
-class Fake:
+class Fake(NoneDriver):
     def __init__(self, name: str, reason: str | None) -> None:
         self.name, self.reason, self.probed = name, reason, 0
 
@@ -59,42 +58,29 @@ class Fake:
         self.probed += 1
         return self.reason
 
-    def setup_masquerade(self, m: Masquerade) -> None: ...
-
-    def teardown_masquerade(self, key: AttachmentKey) -> None: ...
-
-    def check_masquerade(self, m: Masquerade) -> list[str]:
-        return []
-
-    def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return []
-
-    def check_layout(self) -> list[str]:
-        return []
-
 
 def test_first_usable_prefers_order_and_stops_early() -> None:
     nft, ipt = Fake("nftables", None), Fake("iptables", None)
-    assert base.first_usable([nft, ipt]) is nft
+    assert driver.first_usable([nft, ipt]) is nft
     assert ipt.probed == 0
     broken = Fake("nftables", "libnftables.so.1 missing")
-    assert base.first_usable([broken, ipt]) is ipt
-    assert base.first_usable([broken]) is None
+    assert driver.first_usable([broken, ipt]) is ipt
+    assert driver.first_usable([broken]) is None
 
 
 def test_select_none_uses_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen = Fake("iptables", None)
-    monkeypatch.setattr(base, "detect", lambda: chosen)
+    monkeypatch.setattr(driver, "detect", lambda: chosen)
     assert select(None) is chosen
     assert select() is chosen
 
 
 def test_none_backend_does_nothing_and_is_always_fine() -> None:
-    none = NoneBackend()
-    none.setup_masquerade(M)
-    none.teardown_masquerade(M.key)
-    assert none.check_masquerade(M) == []
-    assert none.gc_masquerade("n", []) == []
+    none = NoneDriver().masquerade
+    none.setup(M)
+    none.teardown(M.key)
+    assert none.check(M) == []
+    assert none.gc("n", []) == []
     assert none.status() is None
 
 

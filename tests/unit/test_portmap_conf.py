@@ -11,8 +11,7 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest
 from pycni.firewall.hostports import DEFAULT_ROOT
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.portmap_model import DnatTarget, PortMap, PortMapping
+from pycni.firewall.model import AttachmentKey, DnatTarget, PortMap, PortMapping
 from pycni.plugins.portmap_conf import PortmapConfig, parse_for_teardown, parse_portmap_config
 
 

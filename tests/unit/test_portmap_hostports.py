@@ -19,8 +19,7 @@ from pycni.firewall.hostports import (
     parse_proc_net,
     parse_sctp_eps,
 )
-from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall.model import AttachmentKey, PortMap, PortMapping, network_tag
 
 
 def record(cid: str, *mappings: PortMapping, network: str = "net", netns: str = "",
