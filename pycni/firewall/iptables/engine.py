@@ -31,6 +31,7 @@ __all__ = [
     "SaveState",
     "Xtables",
     "apply_locked",
+    "gc_lines",
     "host",
     "ip_versions",
     "parse_rule",
@@ -184,6 +185,20 @@ def script(table: str, declare: Iterable[str], lines: Iterable[str]) -> str | No
     return "\n".join([f"*{table}", *declared, *body, "COMMIT", ""])
 
 
+def gc_lines(rules: Iterable[Rule], chains: Iterable[str], *, network_tag: str,
+             keep: Collection[str], chain_prefix: str) -> list[str]:
+    """Delete the network's rules (found by label) not labelled with a ``keep`` label, then
+    flush and delete the network's chains (``chain_prefix``) no remaining rule jumps to."""
+    ours = f"{network_tag}-"
+    rules = list(rules)
+    drop = [r for r in rules if (r.comment or "").startswith(ours) and r.comment not in keep]
+    dropped = {id(r) for r in drop}
+    still = {r.target for r in rules if id(r) not in dropped}
+    unused = sorted(c for c in chains if c.startswith(chain_prefix) and c not in still)
+    return [r.delete_line for r in drop] + [
+        line for c in unused for line in (f"-F {c}", f"-X {c}")]
+
+
 def apply_locked(*, lock_path: str, lock_timeout: float, versions: Iterable[int],
                  read: Callable[[int], SaveState],
                  build: Callable[[SaveState, int], str | None], wait: int = 5,
@@ -249,9 +264,6 @@ class Xtables:
             except CNIError as err:
                 problems.append(str(err))
         return problems
-
-    def teardown(self, label: str, build: Callable[[SaveState, str], str | None]) -> None:
-        self.apply(ip_versions(), lambda state, _v: build(state, label))
 
     def gc(self, what: str, network: str, valid: Collection[tuple[str, str]],
            build: Callable[[SaveState, str, set[str]], str | None]) -> list[str]:

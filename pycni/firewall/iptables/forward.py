@@ -31,8 +31,16 @@ from typing import Final
 
 from pycni.cni.errors import CNIError
 from pycni.firewall.iptables import engine
-from pycni.firewall.iptables.engine import FIREWALL_LOCK, Rule, SaveState, Xtables, host, script
-from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, AttachmentKey, Forward
+from pycni.firewall.iptables.engine import (
+    FIREWALL_LOCK,
+    Rule,
+    SaveState,
+    gc_lines,
+    host,
+    script,
+)
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, Forward
 
 __all__ = [
     "DST_CHAIN",
@@ -145,15 +153,8 @@ def teardown_script(state: FilterState, label: str) -> str | None:
 
 
 def gc_script(state: FilterState, net_tag: str, keep: Collection[str]) -> str | None:
-    ours = f"{net_tag}-"
-    rules = _address_rules(state)
-    drop = [r for r in rules if (r.comment or "").startswith(ours) and r.comment not in keep]
-    still = {r.target for r in rules if r not in drop}
-    prefix = f"{_PREFIX}{net_tag[:10]}-"
-    unused = sorted(c for c in state.chains if c.startswith(prefix) and c not in still)
-    lines = [r.delete_line for r in drop]
-    lines += [line for c in unused for line in (f"-F {c}", f"-X {c}")]
-    return _script((), lines)
+    return _script((), gc_lines(_address_rules(state), state.chains, network_tag=net_tag,
+                                keep=keep, chain_prefix=f"{_PREFIX}{net_tag[:10]}-"))
 
 
 def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
@@ -178,24 +179,17 @@ def _versions(f: Forward) -> list[int]:
     return [v for v in _ALL_VERSIONS if f.sources_of(v)]
 
 
-class IptForward:
+_TEXT: Final = TextLayout(table="filter", view=lambda state: state, versions=_versions,
+                          setup=setup_script, teardown=teardown_script, gc=gc_script,
+                          check=check_state)
+
+
+class IptForward(XtablesFacet[Forward, SaveState]):
     """``ForwardFacet`` on iptables-restore, in the calling thread's network namespace."""
 
     def __init__(self, *, lock_path: str = FIREWALL_LOCK, lock_timeout: float = 10.0) -> None:
-        self._ipt = Xtables("filter", lock_path=lock_path, lock_timeout=lock_timeout,
-                            what="iptables forward changes")
-
-    def setup(self, f: Forward) -> None:
-        self._ipt.apply(_versions(f), lambda state, v: setup_script(state, f, v))
-
-    def teardown(self, key: AttachmentKey) -> None:
-        self._ipt.teardown(key.label, teardown_script)
-
-    def check(self, f: Forward) -> list[str]:
-        return self._ipt.check(_versions(f), lambda state, v: check_state(state, f, v))
-
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._ipt.gc("iptables forward", network, valid, gc_script)
+        super().__init__(_TEXT, "iptables forward", lock_path=lock_path,
+                         lock_timeout=lock_timeout)
 
     def status(self) -> str | None:
         problems = []

@@ -22,8 +22,9 @@ from typing import Final
 
 from pycni.cni.errors import CNIError
 from pycni.firewall.iptables import engine
-from pycni.firewall.iptables.engine import FIREWALL_LOCK, SaveState, Xtables, host, script
-from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.iptables.engine import FIREWALL_LOCK, SaveState, gc_lines, host, script
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model import Masquerade
 
 __all__ = [
     "JUMP_COMMENT",
@@ -113,16 +114,8 @@ def teardown_script(state: SaveState, label: str) -> str | None:
 
 def gc_script(state: SaveState, network_tag: str, keep: Collection[str]) -> str | None:
     """Delete the network's rules not labelled with a ``keep`` label, then its unused chains."""
-    ours = f"{network_tag}-"
-    top = state.rules_of(TOP_CHAIN)
-    drop = [r for r in top if (r.comment or "").startswith(ours) and r.comment not in keep]
-    dropped = {id(r) for r in drop}
-    still = {r.target for r in top if id(r) not in dropped}
-    prefix = _network_prefix(network_tag)
-    unused = sorted(c for c in state.chains if c.startswith(prefix) and c not in still)
-    lines = [r.delete_line for r in drop]
-    lines += [line for c in unused for line in (f"-F {c}", f"-X {c}")]
-    return _script((), lines)
+    return _script((), gc_lines(state.rules_of(TOP_CHAIN), state.chains, network_tag=network_tag,
+                                keep=keep, chain_prefix=_network_prefix(network_tag)))
 
 
 def check_state(state: SaveState, m: Masquerade, version: int) -> list[str]:
@@ -148,29 +141,18 @@ def _versions(m: Masquerade) -> list[int]:
     return [v for v in (4, 6) if m.sources_of(v)]
 
 
-class IptMasquerade:
+_TEXT: Final = TextLayout(table="nat", view=lambda state: state, versions=_versions,
+                          setup=setup_script, teardown=teardown_script, gc=gc_script,
+                          check=check_state)
+
+
+class IptMasquerade(XtablesFacet[Masquerade, SaveState]):
     """``MasqueradeFacet`` on iptables-restore, in the calling thread's network namespace."""
 
     def __init__(self, *, lock_path: str = FIREWALL_LOCK, lock_timeout: float = 10.0,
                  xtables_wait: int = 5) -> None:
-        self._ipt = Xtables("nat", lock_path=lock_path, lock_timeout=lock_timeout,
-                            xtables_wait=xtables_wait)
-
-    def setup(self, m: Masquerade) -> None:
-        if _versions(m):
-            self._ipt.apply(_versions(m), lambda state, v: setup_script(state, m, v))
-
-    def teardown(self, key: AttachmentKey) -> None:
-        self._ipt.teardown(key.label, teardown_script)
-
-    def check(self, m: Masquerade) -> list[str]:
-        return self._ipt.check(_versions(m), lambda state, v: check_state(state, m, v))
-
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._ipt.gc("iptables masquerade", network, valid, gc_script)
-
-    def status(self) -> str | None:
-        return self._ipt.status()
+        super().__init__(_TEXT, "iptables masquerade", lock_path=lock_path,
+                         lock_timeout=lock_timeout, xtables_wait=xtables_wait)
 
     def check_layout(self) -> list[str]:
         try:

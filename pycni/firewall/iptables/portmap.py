@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycni.firewall.iptables import engine
-from pycni.firewall.iptables.engine import SaveState, Xtables, host, parse_rule, script
-from pycni.firewall.model import AttachmentKey, PortMap
+from pycni.firewall.iptables.engine import SaveState, host, parse_rule, script
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model import PortMap
 
 __all__ = [
     "DNAT_CHAIN",
@@ -175,30 +176,15 @@ def _versions(pm: PortMap) -> list[int]:
     return [v for v in (4, 6) if any(t.version == v for t in pm.targets())]
 
 
-class IptPortmap:
-    """``PortmapFacet`` on iptables-restore; read and write under one file lock of its own.
-    Acts in the calling thread's network namespace."""
+_TEXT: Final = TextLayout(table="nat", view=Saved.of, versions=_versions, setup=setup_script,
+                          teardown=teardown_script, gc=gc_script, check=check_state)
+
+
+class IptPortmap(XtablesFacet[PortMap, Saved]):
+    """``PortmapFacet`` on iptables-restore, under a file lock of its own. Acts in the
+    calling thread's network namespace."""
 
     def __init__(self, *, lock_path: str = PORTMAP_LOCK, lock_timeout: float = 10.0,
                  xtables_wait: int = 5) -> None:
-        self._ipt = Xtables("nat", lock_path=lock_path, lock_timeout=lock_timeout,
-                            xtables_wait=xtables_wait, what="iptables port mapping changes")
-
-    def setup(self, pm: PortMap) -> None:
-        if _versions(pm):
-            self._ipt.apply(_versions(pm), lambda state, v: setup_script(Saved.of(state), pm, v))
-
-    def teardown(self, key: AttachmentKey, hint: PortMap | None = None) -> None:
-        del hint  # a rule is deleted by its full text, which only a read gives
-        self._ipt.teardown(key.label, lambda state, label: teardown_script(Saved.of(state), label))
-
-    def check(self, pm: PortMap) -> list[str]:
-        return self._ipt.check(_versions(pm),
-                               lambda state, v: check_state(Saved.of(state), pm, v))
-
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._ipt.gc("iptables portmap", network, valid,
-                            lambda state, tag, keep: gc_script(Saved.of(state), tag, keep))
-
-    def status(self) -> str | None:
-        return self._ipt.status()
+        super().__init__(_TEXT, "iptables portmap", lock_path=lock_path,
+                         lock_timeout=lock_timeout, xtables_wait=xtables_wait)

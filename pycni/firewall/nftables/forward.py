@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError
-from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, AttachmentKey, Forward
+from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, Forward
 from pycni.firewall.nftables import nftjson as nj
-from pycni.firewall.nftables.elements import Entry, Owned, missing_maps, verdict_maps
-from pycni.firewall.nftables.engine import ATTEMPTS, NftError, NftRunner, NftTable
+from pycni.firewall.nftables.engine import ATTEMPTS, NftError, NftRunner
+from pycni.firewall.nftables.feature import NftFacet, address_layout, missing_maps
 
 __all__ = [
     "BASE_CHAIN",
@@ -82,7 +82,6 @@ _HOOK: Final = nj.Hook(kind="filter", hook="forward", prio=HOOK_PRIO)
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _HOLE_FAMILIES: Final = ("ip", "ip6", "inet")
 _MASK32: Final = 0xFFFFFFFF
-_OWNED: Final = Owned(nj.PYCNI, frozenset(MAPS.values()), chain_prefix="fwd-")
 
 Cmd = nj.Cmd
 
@@ -146,37 +145,11 @@ def network_rules(f: Forward) -> list[list[Any]]:
 # ------------------------------------------------------------------------------- our table
 
 
-def ensure_layout(f: Forward) -> list[Cmd]:
-    """Table, maps, base chain and the network's chain, rewritten whole (idempotent)."""
-    return [nj.add_table(), *verdict_maps(MAPS),
-            *nj.rewrite_chain(BASE_CHAIN, base_rules(), hook=_HOOK),
-            *nj.rewrite_chain(chain_name(f), network_rules(f))]
-
-
-def _entries(f: Forward) -> list[Entry]:
-    jump = {"jump": {"target": chain_name(f)}}
-    return [(MAPS[v], ip, jump) for v in (4, 6) for ip in f.sources_of(v)]
-
-
-def create_elements(f: Forward) -> list[Cmd]:
-    """Fast path: pure inserts; fail if an address is mapped or the chain is new."""
-    return _OWNED.create(_entries(f), f.key.label)
-
-
-def setup_blind(f: Forward) -> list[Cmd]:
-    return _OWNED.replace_blind(ensure_layout(f), _entries(f), f.key.label)
-
-
-def setup_informed(f: Forward, state: nj.TableState) -> list[Cmd]:
-    return _OWNED.replace_informed(ensure_layout(f), _entries(f), f.key.label, state)
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return _OWNED.teardown(state, label)
-
-
-def gc_commands(state: nj.TableState, net_tag: str, keep: Collection[str]) -> list[Cmd]:
-    return _OWNED.gc(state, net_tag, keep)
+_LAYOUT: Final = address_layout(maps=MAPS, base_chain=BASE_CHAIN, hook=_HOOK,
+                                base_rules=base_rules, chain_prefix="fwd-",
+                                chain_name=chain_name, network_rules=network_rules)
+(ensure_layout, create_elements, setup_blind, setup_informed, teardown_commands,
+ gc_commands) = _LAYOUT.builders()
 
 
 def _check_chains(state: nj.TableState, f: Forward) -> list[str]:
@@ -200,7 +173,7 @@ def check_state(state: nj.TableState, f: Forward) -> list[str]:
         return missing
     problems = _check_chains(state, f)
     chain, label = chain_name(f), f.key.label
-    for container, ip, _ in _entries(f):
+    for container, ip, _ in _LAYOUT.entries(f):
         found = [e for e in state.elements_of(container) if str(e.key) == ip]
         if not found:
             problems.append(f"nftables: no forward element for {ip} in map {container}")
@@ -290,11 +263,11 @@ def _list_chain_cmd(chain: ForeignChain) -> Cmd:
 # ------------------------------------------------------------------------------ the facet
 
 
-class NftForward:
+class NftForward(NftFacet[Forward]):
     """``ForwardFacet`` on nftables, in the network namespace of the calling thread."""
 
     def __init__(self, runner: NftRunner | None = None) -> None:
-        self._nft = NftTable(nj.PYCNI, runner)
+        super().__init__(_LAYOUT, "forward", runner)
 
     def foreign_chains(self) -> list[ForeignChain]:
         """Other tables' dropping forward chains, each with whether our hole is in it.
@@ -323,9 +296,6 @@ class NftForward:
             replace=lambda: setup_blind(f) + holes,
             informed=lambda state: setup_informed(f, state) + insert_holes(self.foreign_chains()))
 
-    def teardown(self, key: AttachmentKey) -> None:
-        self._nft.apply(lambda state: teardown_commands(state, key.label))
-
     def check(self, f: Forward) -> list[str]:
         try:
             state, chains = self._nft.read(), self.foreign_chains()
@@ -333,15 +303,12 @@ class NftForward:
             return [f"nftables: cannot read the ruleset: {err}"]
         return (check_state(state, f) if f.sources else []) + check_holes(chains)
 
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._nft.gc("nftables forward", network, valid, gc_commands)
-
     def status(self) -> str | None:
         try:
             state, chains = self._nft.read(), self.foreign_chains()
         except CNIError as err:
             return str(err)
-        if not _OWNED.of(state):
+        if not _LAYOUT.owned.of(state):
             return None  # no attachment to serve yet; the next ADD punches what it needs
         problems = check_holes(chains)
         if state.chain(BASE_CHAIN) is None:

@@ -29,15 +29,14 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall.model import AttachmentKey, MacSpoofCheck
+from pycni.firewall.model import MacSpoofCheck
 from pycni.firewall.nftables import nftjson as nj
-from pycni.firewall.nftables.elements import Owned
-from pycni.firewall.nftables.engine import NftRunner, NftTable, default_runner
+from pycni.firewall.nftables.engine import NftRunner, default_runner
+from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, Owned
 
 __all__ = [
     "CHAIN",
-    "FAMILY",
-    "TABLE",
+    "MACSPOOF",
     "MacSpoofCheck",
     "NftMacspoof",
     "check_state",
@@ -50,14 +49,11 @@ __all__ = [
 ]
 
 MACSPOOF: Final = nj.Table("bridge", "pycni_macspoof")
-FAMILY: Final = MACSPOOF.family
-TABLE: Final = MACSPOOF.name
 CHAIN: Final = "prerouting"
 PORTS: Final = "ports"
 ALLOWED: Final = "allowed"
 _HOOK: Final = nj.Hook(kind="filter", hook="prerouting", prio=-300)
 _SETS: Final = (PORTS, ALLOWED)
-_OWNED: Final = Owned(MACSPOOF, frozenset(_SETS))
 
 Cmd = nj.Cmd
 
@@ -83,6 +79,15 @@ def layout() -> list[Cmd]:
             *nj.rewrite_chain(CHAIN, [spoof_rule()], hook=_HOOK, table=MACSPOOF)]
 
 
+def _entries(m: MacSpoofCheck) -> list[Entry]:
+    return [(PORTS, m.port, None), (ALLOWED, m.allowed_key, None)]
+
+
+_LAYOUT: Final = Layout(Owned(MACSPOOF, frozenset(_SETS)), ensure=lambda _: layout(),
+                        entries=_entries)
+teardown_commands, gc_commands = _LAYOUT.teardown_commands, _LAYOUT.gc_commands
+
+
 def _layout_intact(state: nj.TableState) -> bool:
     chain = state.chain(CHAIN)
     return all(s in state.containers for s in _SETS) and chain is not None \
@@ -98,28 +103,18 @@ def _port_of(key: Any) -> str | None:
 def setup_commands(state: nj.TableState, m: MacSpoofCheck) -> list[Cmd]:
     """From what is there: the layout if it is not intact, away with any element of this port
     or label (a crashed attachment's leftover, an old MAC), then ours."""
+    owned = _LAYOUT.owned
     cmds = [] if _layout_intact(state) else layout()
-    for e in _OWNED.of(state):
+    for e in owned.of(state):
         port = e.key if e.container == PORTS else _port_of(e.key)
         if e.comment == m.key.label or port == m.port:
-            cmds.append(nj.delete_element(e.container, e.key, table=MACSPOOF))
-    label = m.key.label
-    cmds.append(nj.element("add", PORTS, m.port, comment=label, table=MACSPOOF))
-    cmds.append(nj.element("add", ALLOWED, m.allowed_key, comment=label, table=MACSPOOF))
-    return cmds
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return _OWNED.teardown(state, label)
-
-
-def gc_commands(state: nj.TableState, net_tag: str, keep: Collection[str]) -> list[Cmd]:
-    return _OWNED.gc(state, net_tag, keep)
+            cmds.append(owned.delete(e.container, e.key))
+    return cmds + [owned.element("add", entry, m.key.label) for entry in _entries(m)]
 
 
 def check_state(state: nj.TableState, m: MacSpoofCheck) -> list[str]:
     if not _layout_intact(state):
-        return [f"macspoofchk: table {FAMILY} {TABLE} missing or altered"]
+        return [f"macspoofchk: table {MACSPOOF.family} {MACSPOOF.name} missing or altered"]
     problems = []
     ports = [e for e in state.elements_of(PORTS) if e.key == m.port]
     if not ports or ports[0].comment != m.key.label:
@@ -147,21 +142,18 @@ def require_available(runner: NftRunner | None = None) -> None:
         ) from err
 
 
-class NftMacspoof:
+class NftMacspoof(NftFacet[MacSpoofCheck]):
     """``MacspoofFacet`` on nftables' bridge family: every call is one read and one write."""
 
     def __init__(self, runner: NftRunner | None = None) -> None:
+        super().__init__(_LAYOUT, "macspoofchk", runner)
         self._runner = runner
-        self._nft = NftTable(MACSPOOF, runner)
 
     def require_available(self) -> None:
         require_available(self._runner)
 
     def setup(self, m: MacSpoofCheck) -> None:
         self._nft.apply(lambda state: setup_commands(state, m))
-
-    def teardown(self, key: AttachmentKey) -> None:
-        self._nft.apply(lambda state: teardown_commands(state, key.label))
 
     def check(self, m: MacSpoofCheck) -> list[str]:
         return self._nft.check(lambda state: check_state(state, m), who="macspoofchk")

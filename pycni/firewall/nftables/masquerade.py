@@ -28,13 +28,12 @@ GC read the table once and delete by the label (never by live addresses).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any, Final
 
-from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.model import Masquerade
 from pycni.firewall.nftables import nftjson as nj
-from pycni.firewall.nftables.elements import Entry, Owned, missing_maps, verdict_maps
-from pycni.firewall.nftables.engine import NftRunner, NftTable
+from pycni.firewall.nftables.engine import NftRunner
+from pycni.firewall.nftables.feature import NftFacet, address_layout, missing_maps
 
 __all__ = [
     "BASE_CHAIN",
@@ -60,7 +59,6 @@ SRCNAT_PRIO: Final = 100  # nft's "srcnat"
 _HOOK: Final = nj.Hook(kind="nat", hook="postrouting", prio=SRCNAT_PRIO)
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _MULTICAST: Final = ("224.0.0.0/4", "ff00::/8")
-_OWNED: Final = Owned(nj.PYCNI, frozenset(MAPS.values()), chain_prefix="masq-")
 
 Cmd = nj.Cmd
 
@@ -84,37 +82,11 @@ def network_rules(m: Masquerade) -> list[list[Any]]:
     ]
 
 
-def ensure_layout(m: Masquerade) -> list[Cmd]:
-    """Table, maps and both chains, rewritten whole: idempotent and safe to race."""
-    return [nj.add_table(), *verdict_maps(MAPS),
-            *nj.rewrite_chain(BASE_CHAIN, base_rules(), hook=_HOOK),
-            *nj.rewrite_chain(chain_name(m), network_rules(m))]
-
-
-def _entries(m: Masquerade) -> list[Entry]:
-    jump = {"jump": {"target": chain_name(m)}}
-    return [(MAPS[v], ip, jump) for v in (4, 6) for ip in m.sources_of(v)]
-
-
-def create_elements(m: Masquerade) -> list[Cmd]:
-    """The fast path: fails if any address is already mapped or the network's chain is new."""
-    return _OWNED.create(_entries(m), m.key.label)
-
-
-def setup_blind(m: Masquerade) -> list[Cmd]:
-    return _OWNED.replace_blind(ensure_layout(m), _entries(m), m.key.label)
-
-
-def setup_informed(m: Masquerade, state: nj.TableState) -> list[Cmd]:
-    return _OWNED.replace_informed(ensure_layout(m), _entries(m), m.key.label, state)
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return _OWNED.teardown(state, label)
-
-
-def gc_commands(state: nj.TableState, network_tag: str, keep: Collection[str]) -> list[Cmd]:
-    return _OWNED.gc(state, network_tag, keep)
+_LAYOUT: Final = address_layout(maps=MAPS, base_chain=BASE_CHAIN, hook=_HOOK,
+                                base_rules=base_rules, chain_prefix="masq-",
+                                chain_name=chain_name, network_rules=network_rules)
+(ensure_layout, create_elements, setup_blind, setup_informed, teardown_commands,
+ gc_commands) = _LAYOUT.builders()
 
 
 def check_layout(state: nj.TableState) -> list[str]:
@@ -133,7 +105,7 @@ def check_layout(state: nj.TableState) -> list[str]:
 def _check_elements(state: nj.TableState, m: Masquerade) -> list[str]:
     problems: list[str] = []
     chain, label = chain_name(m), m.key.label
-    for container, ip, _ in _entries(m):
+    for container, ip, _ in _LAYOUT.entries(m):
         found = [e for e in state.elements_of(container) if str(e.key) == ip]
         if not found:
             problems.append(f"nftables: no masquerade element for {ip} in map {container}")
@@ -141,9 +113,9 @@ def _check_elements(state: nj.TableState, m: Masquerade) -> list[str]:
             problems.append(f"nftables: element {ip} is labelled {found[0].comment}, not {label}")
         elif nj.verdict_target(found[0].value) != chain:
             problems.append(f"nftables: element {ip} does not jump to {chain}")
-    wanted = {ip for _, ip, _ in _entries(m)}
+    wanted = {ip for _, ip, _ in _LAYOUT.entries(m)}
     problems += [f"nftables: stale element {e.key} of this attachment in map {e.container}"
-                 for e in _OWNED.labelled(state, label) if str(e.key) not in wanted]
+                 for e in _LAYOUT.owned.labelled(state, label) if str(e.key) not in wanted]
     return problems
 
 
@@ -160,29 +132,18 @@ def check_state(state: nj.TableState, m: Masquerade) -> list[str]:
     return layout + _check_elements(state, m)
 
 
-class NftMasquerade:
+class NftMasquerade(NftFacet[Masquerade]):
     """``MasqueradeFacet`` on nftables, in the network namespace of the calling thread."""
 
     def __init__(self, runner: NftRunner | None = None) -> None:
-        self._nft = NftTable(nj.PYCNI, runner)
+        super().__init__(_LAYOUT, "masquerade", runner)
 
     def setup(self, m: Masquerade) -> None:
         if m.sources:
-            self._nft.setup("masquerade", m.key.label, insert=lambda: create_elements(m),
-                            replace=lambda: setup_blind(m),
-                            informed=lambda state: setup_informed(m, state))
-
-    def teardown(self, key: AttachmentKey) -> None:
-        self._nft.apply(lambda state: teardown_commands(state, key.label))
+            self._escalate(m)
 
     def check(self, m: Masquerade) -> list[str]:
         return self._nft.check(lambda state: check_state(state, m)) if m.sources else []
-
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._nft.gc("nftables masquerade", network, valid, gc_commands)
-
-    def status(self) -> str | None:
-        return self._nft.status()
 
     def check_layout(self) -> list[str]:
         return self._nft.check(check_layout)

@@ -54,13 +54,12 @@ them. Here the two layouts are read, versioned and removed independently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import Any, Final
 
 from pycni.firewall.model import AttachmentKey, DnatTarget, PortMap
 from pycni.firewall.nftables import nftjson as nj
-from pycni.firewall.nftables.elements import Entry, Owned, missing_maps, same_key
-from pycni.firewall.nftables.engine import NftError, NftRunner, NftTable
+from pycni.firewall.nftables.engine import NftError, NftRunner
+from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, Owned, missing_maps, same_key
 
 __all__ = [
     "BASE_CHAINS",
@@ -102,8 +101,6 @@ _ADDR: Final = {4: "ipv4_addr", 6: "ipv6_addr"}
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _NFPROTO: Final = {4: "ipv4", 6: "ipv6"}
 _LOCALHOST: Final = "127.0.0.0/8"
-_OWNED: Final = Owned(PORTMAP, _DNAT_MAP_NAMES | frozenset(HAIRPIN_MAPS.values()),
-                      chain_prefix="hp-")
 
 Cmd = nj.Cmd
 
@@ -225,34 +222,11 @@ def _entries(pm: PortMap) -> list[Entry]:
     return out
 
 
-def create_elements(pm: PortMap) -> list[Cmd]:
-    """The fast path: pure inserts, failing if a key exists or the layout is missing."""
-    return _OWNED.create(_entries(pm), pm.key.label)
-
-
-def setup_blind(pm: PortMap) -> list[Cmd]:
-    return _OWNED.replace_blind(ensure_layout(pm), _entries(pm), pm.key.label)
-
-
-def setup_informed(pm: PortMap, state: nj.TableState) -> list[Cmd]:
-    return _OWNED.replace_informed(ensure_layout(pm), _entries(pm), pm.key.label, state)
-
-
-def delete_elements(pm: PortMap) -> list[Cmd]:
-    """Delete exactly ``pm``'s elements, without reading (fails if one is absent)."""
-    return _OWNED.delete(_entries(pm))
-
-
-def owned_elements(state: nj.TableState, label: str) -> list[nj.Element]:
-    return _OWNED.labelled(state, label)
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return _OWNED.teardown(state, label)
-
-
-def gc_commands(state: nj.TableState, network_tag: str, keep: Collection[str]) -> list[Cmd]:
-    return _OWNED.gc(state, network_tag, keep)
+_LAYOUT: Final = Layout(Owned(PORTMAP, _DNAT_MAP_NAMES | frozenset(HAIRPIN_MAPS.values()),
+                             chain_prefix="hp-"), ensure=ensure_layout, entries=_entries)
+_, create_elements, setup_blind, setup_informed, teardown_commands, gc_commands = (
+    _LAYOUT.builders())
+delete_elements, owned_elements = _LAYOUT.delete_elements, _LAYOUT.owned.labelled
 
 
 # ------------------------------------------------------------------------------ CHECK
@@ -283,7 +257,7 @@ def check_state(state: nj.TableState, pm: PortMap) -> list[str]:
     problems = _check_chains(state, pm)
     label = pm.key.label
     wanted = {(m, same_key(k)): same_key(v) for m, k, v in _entries(pm)}
-    have = {(e.container, same_key(e.key)): e for e in _OWNED.of(state)}
+    have = {(e.container, same_key(e.key)): e for e in _LAYOUT.owned.of(state)}
     for (m, key), value in wanted.items():
         found = have.get((m, key))
         shown = " . ".join(str(p) for p in key)
@@ -302,20 +276,18 @@ def check_state(state: nj.TableState, pm: PortMap) -> list[str]:
 # ------------------------------------------------------------------------------ the facet
 
 
-class NftPortmap:
+class NftPortmap(NftFacet[PortMap]):
     """``PortmapFacet`` on nftables, in the calling thread's network namespace. Setup
     escalates through the engine's three writes as masquerade does: pure inserts (any ADD on
     a host where the network has published before); else the whole layout plus add-delete-add
     of each element (first ADD, or a retried one); else read and delete what holds our keys."""
 
     def __init__(self, runner: NftRunner | None = None) -> None:
-        self._nft = NftTable(PORTMAP, runner)
+        super().__init__(_LAYOUT, "portmap", runner)
 
     def setup(self, pm: PortMap) -> None:
         if pm.targets():
-            self._nft.setup("portmap", pm.key.label, insert=lambda: create_elements(pm),
-                            replace=lambda: setup_blind(pm),
-                            informed=lambda state: setup_informed(pm, state))
+            self._escalate(pm)
 
     def teardown(self, key: AttachmentKey, hint: PortMap | None = None) -> None:
         if hint is not None and hint.key == key and hint.targets():
@@ -325,13 +297,7 @@ class NftPortmap:
                 log.debug("exact portmap delete for %s failed: %s", key.label, err.details)
             else:
                 return
-        self._nft.apply(lambda state: teardown_commands(state, key.label))
+        super().teardown(key)
 
     def check(self, pm: PortMap) -> list[str]:
         return self._nft.check(lambda state: check_state(state, pm)) if pm.targets() else []
-
-    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return self._nft.gc("nftables portmap", network, valid, gc_commands)
-
-    def status(self) -> str | None:
-        return self._nft.status()
