@@ -3,10 +3,10 @@
 ``select(name)`` gives a ``Firewall`` (nftables by default, iptables where nftables is absent,
 or none) with a facet per feature: ``masquerade``, ``forward``, ``portmap``, ``macspoof``.
 Plugins import only this package face: the drivers (``driver``), the models (``model``) and
-the host-port reservations (``hostports``, loaded when first named: only `portmap` uses them).
-A driver's subpackage, its engine and each feature's layout are imported only when used, so a
-plugin that never masquerades pays for neither libnftables nor iptables. Drivers never call
-netlink and plugins never build rule text.
+the host-port reservations (``hostports``). Each model and the registry is imported when first
+named, a driver's subpackage, its engine and each feature's layout when first used: a plugin
+pays for what it acts with only (one that never masquerades loads neither libnftables nor
+iptables). Drivers never call netlink and plugins never build rule text.
 """
 
 from __future__ import annotations
@@ -24,38 +24,21 @@ from pycni.firewall.driver import (
     select,
     validate_backend_name,
 )
-from pycni.firewall.model import (
-    INGRESS_POLICIES,
-    PROTOCOLS,
-    AttachmentKey,
-    Forward,
-    MacSpoofCheck,
-    Masquerade,
-    PortMap,
-    PortMapping,
-    network_tag,
-)
 
-# The host-port registry's names (only `portmap` uses them): imported when first named.
-_HOSTPORTS: Final = {
-    "HOSTPORTS_ROOT": "DEFAULT_ROOT",
-    "HostPortConflict": "HostPortConflict",
-    "Record": "Record",
-    "Registry": "Registry",
-    "netns_identity": "netns_identity",
-    "overlaps": "overlaps",
-}
 if TYPE_CHECKING:
     from pycni.firewall.hostports import (
-        DEFAULT_ROOT as HOSTPORTS_ROOT,
-    )
-    from pycni.firewall.hostports import (
+        HOSTPORTS_ROOT,
         HostPortConflict,
         Record,
         Registry,
         netns_identity,
         overlaps,
     )
+    from pycni.firewall.model import AttachmentKey, network_tag
+    from pycni.firewall.model.forward import INGRESS_POLICIES, Forward
+    from pycni.firewall.model.macspoof import MacSpoofCheck
+    from pycni.firewall.model.masquerade import Masquerade
+    from pycni.firewall.model.portmap import PROTOCOLS, PortMap, PortMapping
 
 __all__ = [
     "BACKEND_NAMES",
@@ -84,12 +67,23 @@ __all__ = [
     "validate_backend_name",
 ]
 
+# Each module with the names it hands on here, imported when one is first named: a plugin pays
+# for the models and the host-port registry it uses only (a frozen dataclass costs ~0.5 ms).
+_LAZY: Final = {name: module for module, names in (
+    ("model", ("AttachmentKey", "network_tag")),
+    ("model.forward", ("INGRESS_POLICIES", "Forward")),
+    ("model.macspoof", ("MacSpoofCheck",)),
+    ("model.masquerade", ("Masquerade",)),
+    ("model.portmap", ("PROTOCOLS", "PortMap", "PortMapping")),
+    ("hostports", ("HOSTPORTS_ROOT", "HostPortConflict", "Record", "Registry",
+                   "netns_identity", "overlaps")),
+) for name in names}
+
 if not TYPE_CHECKING:  # mypy sees the imports above, so a misspelt name stays an error
 
     def __getattr__(name: str) -> Any:
-        """The host-port registry's names, imported on first use (PEP 562)."""
-        if name not in _HOSTPORTS:
+        """A model or a host-port registry name, imported on first use (PEP 562)."""
+        if name not in _LAZY:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from pycni.firewall import hostports
-
-        return getattr(hostports, _HOSTPORTS[name])
+        # __import__, not importlib.import_module: -X importtime sees only the former
+        return getattr(__import__(f"{__name__}.{_LAZY[name]}", fromlist=[name]), name)

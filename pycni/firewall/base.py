@@ -6,7 +6,8 @@ the warm-fork kit's round): ``detect()`` under its old masquerade-only shape. Th
 from __future__ import annotations
 
 from pycni.firewall import driver
-from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.model import AttachmentKey
+from pycni.firewall.model.masquerade import Masquerade
 
 __all__ = ["detect"]
 

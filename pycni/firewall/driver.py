@@ -17,16 +17,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall.model import (
-    AttachmentKey,
-    Forward,
-    MacSpoofCheck,
-    Masquerade,
-    PortMap,
-)
+
+if TYPE_CHECKING:  # only named in annotations: a plugin imports the models it uses itself
+    from pycni.firewall.model import AttachmentKey
+    from pycni.firewall.model.forward import Forward
+    from pycni.firewall.model.macspoof import MacSpoofCheck
+    from pycni.firewall.model.masquerade import Masquerade
+    from pycni.firewall.model.portmap import PortMap
 
 __all__ = [
     "BACKEND_NAMES",

@@ -37,11 +37,12 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.handle import NetNS
 from pycni.firewall import hostsockets
 from pycni.firewall.hostsockets import Listener
-from pycni.firewall.model import AttachmentKey, PortMap, PortMapping
+from pycni.firewall.model import AttachmentKey
+from pycni.firewall.model.portmap import PortMap, PortMapping
 from pycni.lockfile import hold
 
 __all__ = [
-    "DEFAULT_ROOT",
+    "HOSTPORTS_ROOT",
     "HostPortConflict",
     "Record",
     "Registry",
@@ -49,7 +50,7 @@ __all__ = [
     "overlaps",
 ]
 
-DEFAULT_ROOT: Final = "/run/pycni/hostports"
+HOSTPORTS_ROOT: Final = "/run/pycni/hostports"
 _SO_NETNS_COOKIE: Final = 71  # Linux >= 5.14
 _FAMILIES: Final = {"any": {4, 6}, "any4": {4}, "any6": {6}}
 
@@ -148,7 +149,7 @@ def _listener_hits(m: PortMapping, found: Iterable[Listener]) -> list[Listener]:
 class Registry:
     """The reservations of the network namespace the calling thread is in."""
 
-    def __init__(self, root: str = DEFAULT_ROOT, *, check_host_sockets: bool = True) -> None:
+    def __init__(self, root: str = HOSTPORTS_ROOT, *, check_host_sockets: bool = True) -> None:
         self.dir = os.path.join(root, f"ns-{_current_netns_id()}")
         self._check_sockets = check_host_sockets
 

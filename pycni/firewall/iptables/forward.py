@@ -40,7 +40,7 @@ from pycni.firewall.iptables.engine import (
     script,
 )
 from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
-from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, Forward
+from pycni.firewall.model.forward import FORWARD_MARK, HOLE_COMMENT, Forward
 
 __all__ = [
     "DST_CHAIN",

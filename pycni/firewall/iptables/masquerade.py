@@ -24,7 +24,7 @@ from pycni.cni.errors import CNIError
 from pycni.firewall.iptables import engine
 from pycni.firewall.iptables.engine import FIREWALL_LOCK, SaveState, gc_lines, host, script
 from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
-from pycni.firewall.model import Masquerade
+from pycni.firewall.model.masquerade import Masquerade
 
 __all__ = [
     "JUMP_COMMENT",

@@ -25,7 +25,7 @@ from typing import Final
 from pycni.firewall.iptables import engine
 from pycni.firewall.iptables.engine import SaveState, host, parse_rule, script
 from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
-from pycni.firewall.model import PortMap
+from pycni.firewall.model.portmap import PortMap
 
 __all__ = [
     "DNAT_CHAIN",

@@ -5,16 +5,15 @@ Each feature keeps one element per container thing (an address, a published port
 port) in sets or maps of a table it owns, commented with the attachment label, and
 per-network chains the elements jump to. So an ADD is element inserts whatever the number of
 containers (field failure #17), and DEL and GC find an attachment's elements by label, never
-by live addresses. ``Owned`` says which sets/maps and chains are the feature's; ``Layout``
-adds how the feature's shared state is (re)built and which elements a spec has; both build
-commands only (pure, unit-tested). ``NftFacet`` runs them through the engine.
+by live addresses. ``Layout`` says which sets/maps and chains are the feature's, how its
+shared state is (re)built and which elements a spec has, and builds the commands (pure,
+unit-tested); ``NftFacet`` runs them through the engine.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from pycni.firewall.model import AttachmentKey
@@ -25,7 +24,6 @@ __all__ = [
     "Entry",
     "Layout",
     "NftFacet",
-    "Owned",
     "address_layout",
     "missing_maps",
     "same_key",
@@ -89,14 +87,21 @@ def missing_maps(state: nj.TableState, names: Iterable[str], table: nj.Table) ->
     return []
 
 
-@dataclass(frozen=True, slots=True)
-class Owned:
-    """A feature's sets/maps in ``table``, and the prefix of its per-network chains
-    (``<chain_prefix><network tag>-...``; empty when it has none)."""
+class Layout(Generic[S]):
+    """A feature's elements: its sets/maps (``containers``) in ``table``, the prefix of its
+    per-network chains (``<chain_prefix><network tag>-...``; empty when it has none), the
+    commands that rebuild the shared state a spec's elements depend on (``ensure``: table,
+    sets/maps, chains, rewritten whole, so idempotent and safe to race) and the elements of a
+    spec (``entries``). Its methods build commands only (pure, unit-tested). A plain class, as
+    ``nftjson.Table`` is, for the same reason."""
 
-    table: nj.Table
-    containers: frozenset[str]
-    chain_prefix: str = ""
+    __slots__ = ("chain_prefix", "containers", "ensure", "entries", "table")
+
+    def __init__(self, table: nj.Table, containers: frozenset[str], *,
+                 ensure: Callable[[S], list[nj.Cmd]], entries: Callable[[S], list[Entry]],
+                 chain_prefix: str = "") -> None:
+        self.table, self.containers, self.chain_prefix = table, containers, chain_prefix
+        self.ensure, self.entries = ensure, entries
 
     def element(self, verb: str, entry: Entry, label: str | None = None) -> nj.Cmd:
         container, key, value = entry
@@ -111,11 +116,41 @@ class Owned:
     def labelled(self, state: nj.TableState, label: str) -> list[nj.Element]:
         return [e for e in self.of(state) if e.comment == label]
 
-    def teardown(self, state: nj.TableState, label: str) -> list[nj.Cmd]:
+    def create_elements(self, spec: S) -> list[nj.Cmd]:
+        """The fast path: pure inserts, failing if any key exists or the layout is missing.
+        Pure inserts commit without an RCU grace period."""
+        return [self.element("create", e, spec.key.label) for e in self.entries(spec)]
+
+    def setup_blind(self, spec: S) -> list[nj.Cmd]:
+        """The layout, then add-delete-add per element: replaces a same-valued element
+        whatever its comment (a retried ADD, a crashed attachment's leftover) without reading."""
+        cmds, label = self.ensure(spec), spec.key.label
+        for e in self.entries(spec):
+            cmds += [self.element("add", e, label), self.delete(e[0], e[1]),
+                     self.element("add", e, label)]
+        return cmds
+
+    def setup_informed(self, spec: S, state: nj.TableState) -> list[nj.Cmd]:
+        """The layout, deleting whatever element holds one of our keys (even one with another
+        value, which the blind add refuses), then adding ours."""
+        cmds, label = self.ensure(spec), spec.key.label
+        for e in self.entries(spec):
+            container, key, _ = e
+            if any(same_key(x.key) == same_key(key) for x in state.elements_of(container)):
+                cmds.append(self.delete(container, key))
+            cmds.append(self.element("add", e, label))
+        return cmds
+
+    def delete_elements(self, spec: S) -> list[nj.Cmd]:
+        """Exactly the spec's elements, without reading (the write fails if one is absent)."""
+        return [self.delete(container, key) for container, key, _ in self.entries(spec)]
+
+    def teardown_commands(self, state: nj.TableState, label: str) -> list[nj.Cmd]:
         """Every element carrying the attachment's label (addresses are not needed)."""
         return [self.delete(e.container, e.key) for e in self.labelled(state, label)]
 
-    def gc(self, state: nj.TableState, network_tag: str, keep: Collection[str]) -> list[nj.Cmd]:
+    def gc_commands(self, state: nj.TableState, network_tag: str,
+                    keep: Collection[str]) -> list[nj.Cmd]:
         """The network's elements whose label is not in ``keep``, then the network's chains no
         remaining element jumps to (a chain's rules go with it)."""
         ours = f"{network_tag}-"
@@ -131,53 +166,6 @@ class Owned:
         prefix = f"{self.chain_prefix}{network_tag}-"
         return cmds + [nj.delete_chain(c.name, table=self.table) for c in state.chains
                        if c.name.startswith(prefix) and c.name not in still]
-
-
-@dataclass(frozen=True, slots=True)
-class Layout(Generic[S]):
-    """A feature's elements (``owned``), the commands that rebuild the shared state a spec's
-    elements depend on (``ensure``: table, sets/maps, chains, rewritten whole, so idempotent
-    and safe to race), and the elements of a spec (``entries``)."""
-
-    owned: Owned
-    ensure: Callable[[S], list[nj.Cmd]]
-    entries: Callable[[S], list[Entry]]
-
-    def create_elements(self, spec: S) -> list[nj.Cmd]:
-        """The fast path: pure inserts, failing if any key exists or the layout is missing.
-        Pure inserts commit without an RCU grace period."""
-        return [self.owned.element("create", e, spec.key.label) for e in self.entries(spec)]
-
-    def setup_blind(self, spec: S) -> list[nj.Cmd]:
-        """The layout, then add-delete-add per element: replaces a same-valued element
-        whatever its comment (a retried ADD, a crashed attachment's leftover) without reading."""
-        cmds, label = self.ensure(spec), spec.key.label
-        for e in self.entries(spec):
-            cmds += [self.owned.element("add", e, label), self.owned.delete(e[0], e[1]),
-                     self.owned.element("add", e, label)]
-        return cmds
-
-    def setup_informed(self, spec: S, state: nj.TableState) -> list[nj.Cmd]:
-        """The layout, deleting whatever element holds one of our keys (even one with another
-        value, which the blind add refuses), then adding ours."""
-        cmds, label = self.ensure(spec), spec.key.label
-        for e in self.entries(spec):
-            container, key, _ = e
-            if any(same_key(x.key) == same_key(key) for x in state.elements_of(container)):
-                cmds.append(self.owned.delete(container, key))
-            cmds.append(self.owned.element("add", e, label))
-        return cmds
-
-    def delete_elements(self, spec: S) -> list[nj.Cmd]:
-        """Exactly the spec's elements, without reading (the write fails if one is absent)."""
-        return [self.owned.delete(container, key) for container, key, _ in self.entries(spec)]
-
-    def teardown_commands(self, state: nj.TableState, label: str) -> list[nj.Cmd]:
-        return self.owned.teardown(state, label)
-
-    def gc_commands(self, state: nj.TableState, network_tag: str,
-                    keep: Collection[str]) -> list[nj.Cmd]:
-        return self.owned.gc(state, network_tag, keep)
 
     def builders(self) -> Builders[S]:
         """``ensure_layout``, ``create_elements``, ``setup_blind``, ``setup_informed``,
@@ -206,8 +194,8 @@ def address_layout(*, maps: Mapping[int, str], base_chain: str, hook: nj.Hook,
         jump = {"jump": {"target": chain_name(a)}}
         return [(maps[v], ip, jump) for v in (4, 6) for ip in a.sources_of(v)]
 
-    owned = Owned(nj.PYCNI, frozenset(maps.values()), chain_prefix=chain_prefix)
-    return Layout(owned, ensure=ensure, entries=entries)
+    return Layout(nj.PYCNI, frozenset(maps.values()), ensure=ensure, entries=entries,
+                  chain_prefix=chain_prefix)
 
 
 class NftFacet(Generic[S]):
@@ -217,7 +205,7 @@ class NftFacet(Generic[S]):
 
     def __init__(self, layout: Layout[S], what: str, runner: NftRunner | None = None) -> None:
         self._layout, self._what = layout, what
-        self._nft = NftTable(layout.owned.table, runner)
+        self._nft = NftTable(layout.table, runner)
 
     def _escalate(self, spec: S) -> None:
         layout = self._layout

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError
-from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, Forward
+from pycni.firewall.model.forward import FORWARD_MARK, HOLE_COMMENT, Forward
 from pycni.firewall.nftables import nftjson as nj
 from pycni.firewall.nftables.engine import ATTEMPTS, NftError, NftRunner
 from pycni.firewall.nftables.feature import NftFacet, address_layout, missing_maps
@@ -308,7 +308,7 @@ class NftForward(NftFacet[Forward]):
             state, chains = self._nft.read(), self.foreign_chains()
         except CNIError as err:
             return str(err)
-        if not _LAYOUT.owned.of(state):
+        if not _LAYOUT.of(state):
             return None  # no attachment to serve yet; the next ADD punches what it needs
         problems = check_holes(chains)
         if state.chain(BASE_CHAIN) is None:

@@ -29,10 +29,10 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall.model import MacSpoofCheck
+from pycni.firewall.model.macspoof import MacSpoofCheck
 from pycni.firewall.nftables import nftjson as nj
 from pycni.firewall.nftables.engine import NftRunner, default_runner
-from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, Owned
+from pycni.firewall.nftables.feature import Entry, Layout, NftFacet
 
 __all__ = [
     "CHAIN",
@@ -83,8 +83,7 @@ def _entries(m: MacSpoofCheck) -> list[Entry]:
     return [(PORTS, m.port, None), (ALLOWED, m.allowed_key, None)]
 
 
-_LAYOUT: Final = Layout(Owned(MACSPOOF, frozenset(_SETS)), ensure=lambda _: layout(),
-                        entries=_entries)
+_LAYOUT: Final = Layout(MACSPOOF, frozenset(_SETS), ensure=lambda _: layout(), entries=_entries)
 teardown_commands, gc_commands = _LAYOUT.teardown_commands, _LAYOUT.gc_commands
 
 
@@ -103,13 +102,12 @@ def _port_of(key: Any) -> str | None:
 def setup_commands(state: nj.TableState, m: MacSpoofCheck) -> list[Cmd]:
     """From what is there: the layout if it is not intact, away with any element of this port
     or label (a crashed attachment's leftover, an old MAC), then ours."""
-    owned = _LAYOUT.owned
     cmds = [] if _layout_intact(state) else layout()
-    for e in owned.of(state):
+    for e in _LAYOUT.of(state):
         port = e.key if e.container == PORTS else _port_of(e.key)
         if e.comment == m.key.label or port == m.port:
-            cmds.append(owned.delete(e.container, e.key))
-    return cmds + [owned.element("add", entry, m.key.label) for entry in _entries(m)]
+            cmds.append(_LAYOUT.delete(e.container, e.key))
+    return cmds + [_LAYOUT.element("add", entry, m.key.label) for entry in _entries(m)]
 
 
 def check_state(state: nj.TableState, m: MacSpoofCheck) -> list[str]:

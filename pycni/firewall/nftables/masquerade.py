@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pycni.firewall.model import Masquerade
+from pycni.firewall.model.masquerade import Masquerade
 from pycni.firewall.nftables import nftjson as nj
 from pycni.firewall.nftables.engine import NftRunner
 from pycni.firewall.nftables.feature import NftFacet, address_layout, missing_maps
@@ -115,7 +115,7 @@ def _check_elements(state: nj.TableState, m: Masquerade) -> list[str]:
             problems.append(f"nftables: element {ip} does not jump to {chain}")
     wanted = {ip for _, ip, _ in _LAYOUT.entries(m)}
     problems += [f"nftables: stale element {e.key} of this attachment in map {e.container}"
-                 for e in _LAYOUT.owned.labelled(state, label) if str(e.key) not in wanted]
+                 for e in _LAYOUT.labelled(state, label) if str(e.key) not in wanted]
     return problems
 
 

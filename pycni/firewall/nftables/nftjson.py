@@ -48,24 +48,27 @@ __all__ = [
 Cmd = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+# Plain classes, not dataclasses: every plugin acting on nftables imports these, and a frozen
+# dataclass costs ~0.5 ms to create (a NamedTuple ~0.1 ms, a plain class ~0.01 ms).
 class Table:
     """One table pycni owns."""
 
-    family: str
-    name: str
+    __slots__ = ("family", "name")
+
+    def __init__(self, family: str, name: str) -> None:
+        self.family, self.name = family, name
 
     def where(self, **fields: Any) -> dict[str, Any]:
         return {"family": self.family, "table": self.name, **fields}
 
 
-@dataclass(frozen=True, slots=True)
 class Hook:
     """What makes a chain a base chain: its type, hook and priority (policy accept)."""
 
-    kind: str
-    hook: str
-    prio: int
+    __slots__ = ("hook", "kind", "prio")
+
+    def __init__(self, kind: str, hook: str, prio: int) -> None:
+        self.kind, self.hook, self.prio = kind, hook, prio
 
 
 PYCNI: Final = Table("inet", "pycni")

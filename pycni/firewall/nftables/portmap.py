@@ -56,10 +56,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from pycni.firewall.model import AttachmentKey, DnatTarget, PortMap
+from pycni.firewall.model import AttachmentKey
+from pycni.firewall.model.portmap import DnatTarget, PortMap
 from pycni.firewall.nftables import nftjson as nj
 from pycni.firewall.nftables.engine import NftError, NftRunner
-from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, Owned, missing_maps, same_key
+from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, missing_maps, same_key
 
 __all__ = [
     "BASE_CHAINS",
@@ -222,11 +223,11 @@ def _entries(pm: PortMap) -> list[Entry]:
     return out
 
 
-_LAYOUT: Final = Layout(Owned(PORTMAP, _DNAT_MAP_NAMES | frozenset(HAIRPIN_MAPS.values()),
-                             chain_prefix="hp-"), ensure=ensure_layout, entries=_entries)
+_LAYOUT: Final = Layout(PORTMAP, _DNAT_MAP_NAMES | frozenset(HAIRPIN_MAPS.values()),
+                        ensure=ensure_layout, entries=_entries, chain_prefix="hp-")
 _, create_elements, setup_blind, setup_informed, teardown_commands, gc_commands = (
     _LAYOUT.builders())
-delete_elements, owned_elements = _LAYOUT.delete_elements, _LAYOUT.owned.labelled
+delete_elements, owned_elements = _LAYOUT.delete_elements, _LAYOUT.labelled
 
 
 # ------------------------------------------------------------------------------ CHECK
@@ -257,7 +258,7 @@ def check_state(state: nj.TableState, pm: PortMap) -> list[str]:
     problems = _check_chains(state, pm)
     label = pm.key.label
     wanted = {(m, same_key(k)): same_key(v) for m, k, v in _entries(pm)}
-    have = {(e.container, same_key(e.key)): e for e in _LAYOUT.owned.of(state)}
+    have = {(e.container, same_key(e.key)): e for e in _LAYOUT.of(state)}
     for (m, key), value in wanted.items():
         found = have.get((m, key))
         shown = " . ".join(str(p) for p in key)
