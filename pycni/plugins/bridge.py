@@ -19,7 +19,7 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
 from pycni.failpoints import failpoint
-from pycni.firewall import MacSpoofCheck, Masquerade, select
+from pycni.firewall import Masquerade, select
 from pycni.lockfile import network_lock
 from pycni.net import addrs, links, sysctl
 from pycni.net.configure import configure_interface
@@ -200,6 +200,8 @@ def _setup_mac_spoof_check(
 ) -> None:
     if not conf.mac_spoof_check:
         return
+    from pycni.firewall import MacSpoofCheck  # only a bridge that checks MACs pays for it
+
     key = attachment(args)
     macspoof = select(conf.ip_masq_backend).macspoof
     macspoof.setup(MacSpoofCheck(key=key, port=veth.host.name, mac=veth.container.mac))

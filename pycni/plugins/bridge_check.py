@@ -7,7 +7,7 @@ import ipaddress
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Result
-from pycni.firewall import AttachmentKey, MacSpoofCheck, Masquerade, select
+from pycni.firewall import AttachmentKey, Masquerade, select
 from pycni.net import addrs, links
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig
@@ -98,6 +98,8 @@ def _validate_mac_spoof_check(
     cont = next((i for i in prev.interfaces if i.sandbox and i.name == args.ifname), None)
     if port is None or cont is None or not cont.mac:
         return ["macspoofchk: prevResult names no host veth or container MAC"]
+    from pycni.firewall import MacSpoofCheck  # only a bridge that checks MACs pays for it
+
     macspoof = select(conf.ip_masq_backend).macspoof
     return macspoof.check(MacSpoofCheck(key=key, port=port.name, mac=cont.mac))
 
