@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,31 @@ def test_exec_runner_failure_is_nft_error(tmp_path: Path) -> None:
 def test_exec_runner_without_nft() -> None:
     with pytest.raises(NftError, match="cannot run"):
         ExecRunner("/nonexistent/nft").run([])
+
+
+def _firewall_modules(code: str) -> list[str]:
+    probe = (f"import json, sys\n{code}\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pycni.firewall.'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return list(json.loads(out.stdout))
+
+
+def test_plugins_import_no_engine_and_a_driver_only_the_layouts_it_acts_with() -> None:
+    """A plugin's start-up loads the driver choice, models and host-port registry only (no
+    engine, no layout); choosing a driver loads no layout; using a facet loads that facet's
+    layout only. Nothing touches the kernel: no facet method is called."""
+    plugins = _firewall_modules("import pycni.plugins.bridge, pycni.plugins.firewall, "
+                                "pycni.plugins.portmap, pycni.reconcile")
+    light = ("pycni.firewall.driver", "pycni.firewall.model", "pycni.firewall.hostports",
+             "pycni.firewall.hostsockets")
+    assert [m for m in plugins if not m.startswith(light)] == []
+    chosen = _firewall_modules("from pycni.firewall import select\nfw = select('nftables')")
+    assert [m for m in chosen if m.startswith("pycni.firewall.nftables.")] == []
+    acting = _firewall_modules("from pycni.firewall import select\n"
+                               "select('nftables').masquerade")
+    layouts = {m for m in acting if m.startswith("pycni.firewall.nftables.")}
+    assert "pycni.firewall.nftables.masquerade" in layouts
+    assert not {"pycni.firewall.nftables.forward", "pycni.firewall.nftables.portmap",
+                "pycni.firewall.nftables.macspoof"} & layouts
+    assert [m for m in acting if m.startswith("pycni.firewall.iptables")] == []
