@@ -31,9 +31,8 @@ from pyroute2 import IPRoute
 
 from pycni.cni import skel
 from pycni.firewall.hostports import Record, Registry
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.portmap_backends import NftPortmapBackend
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall.model import AttachmentKey, PortMap, PortMapping
+from pycni.firewall.nftables.portmap import NftPortmap
 from pycni.net import netns
 from pycni.plugins import PLUGINS
 
@@ -68,7 +67,7 @@ def mappings(first_port: int, ports: int) -> tuple[PortMapping, ...]:
 
 def preload(data_dir: Path, containers: int, ports: int, contnetns: str) -> float:
     """What ``containers`` ADDs would leave behind; seconds it took."""
-    backend, registry = NftPortmapBackend(), Registry(str(data_dir), check_host_sockets=False)
+    backend, registry = NftPortmap(), Registry(str(data_dir), check_host_sockets=False)
     started = time.perf_counter()
     for i in range(containers):
         pm = PortMap(key=AttachmentKey(NETWORK, f"pre{i}", "eth0"),
@@ -77,7 +76,7 @@ def preload(data_dir: Path, containers: int, ports: int, contnetns: str) -> floa
         registry.reserve(Record(portmap=pm, netns=contnetns,
                                 netns_id=f"{os.stat(contnetns).st_dev}:"
                                          f"{os.stat(contnetns).st_ino}", backend="nftables"))
-        backend.setup_portmap(pm)
+        backend.setup(pm)
     return time.perf_counter() - started
 
 

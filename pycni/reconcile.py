@@ -5,7 +5,7 @@ nftables.service restart: field failure #11), the attachments are still there, t
 are not. The source of truth is the runtime's results cache (libcni's format: each entry
 holds the network's conflist bytes, the netns, CNI args, capability args and the chain's
 result). For each cached attachment with a result, each plugin of its conflist that owns
-firewall state has its ADD-side firewall setup re-run through the backends, with the
+firewall state has its ADD-side firewall setup re-run through the driver's facets, with the
 attachment key and the cached result, exactly as ADD built it:
 
 - ``bridge`` with ``ipMasq``: the masquerade element (and the network's chain);
@@ -32,10 +32,7 @@ from pycni.cni.errors import CNIError
 from pycni.cni.invoke import build_plugin_config
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest, Result
-from pycni.firewall import AttachmentKey, Masquerade, select
-from pycni.firewall.forward_model import select_forward
-from pycni.firewall.hostports import Registry
-from pycni.firewall.portmap_backends import select_portmap
+from pycni.firewall import AttachmentKey, Masquerade, Registry, select
 
 __all__ = ["ReconcileReport", "cached_attachments", "reconcile"]
 
@@ -83,9 +80,9 @@ def _masquerade(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None
     ips = [ip for ip in result.ips if ip.family in (4, 6)]
     if not conf.ip_masq or not ips:
         return None
-    backend = select(conf.ip_masq_backend)
-    backend.teardown_masquerade(key)
-    backend.setup_masquerade(
+    masquerade = select(conf.ip_masq_backend).masquerade
+    masquerade.teardown(key)
+    masquerade.setup(
         Masquerade(
             key=key,
             network_subnets=tuple(dict.fromkeys(ip.network for ip in ips)),
@@ -102,9 +99,9 @@ def _portmap(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None:
     record = Registry(conf.data_dir).load(key.label)
     if record is None:
         return None  # nothing was published (or its DEL ran)
-    backend = select_portmap(record.backend or conf.backend)
-    backend.teardown_portmap(key, record.portmap)
-    backend.setup_portmap(record.portmap)
+    portmap = select(record.backend or conf.backend).portmap
+    portmap.teardown(key, record.portmap)
+    portmap.setup(record.portmap)
     return "portmap"
 
 
@@ -115,9 +112,9 @@ def _forward(args: CmdArgs, key: AttachmentKey, result: Result) -> str | None:
     conf = parse_firewall_config(args)
     if not result.ips:
         return None
-    backend = select_forward(conf.backend)
-    backend.teardown_forward(key)
-    backend.setup_forward(forward_of(key, conf, result))  # what the ADD made, internal too
+    forward = select(conf.backend).forward
+    forward.teardown(key)
+    forward.setup(forward_of(key, conf, result))  # what the ADD made, internal too
     return "forward"
 
 

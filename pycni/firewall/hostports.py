@@ -18,14 +18,12 @@ DEL remove exactly what was published even when the runtime passes no portMappin
 
 An owner whose container netns is gone (its path missing, or another namespace now) is
 stale: its DEL was never run. Its reservation is reclaimed and returned to the caller, which
-removes its rules. A host process listening on the port (``/proc/thread-self/net/*`` of the
-plugin's own netns) is a conflict too.
+removes its rules. A host process listening on the port (``hostsockets``) is a conflict too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import socket
@@ -37,28 +35,24 @@ from typing import Any, Final
 from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.handle import NetNS
+from pycni.firewall import hostsockets
+from pycni.firewall.hostsockets import Listener
 from pycni.firewall.model import AttachmentKey
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall.model.portmap import PortMap, PortMapping
 from pycni.lockfile import hold
 
 __all__ = [
-    "DEFAULT_ROOT",
+    "HOSTPORTS_ROOT",
     "HostPortConflict",
-    "Listener",
     "Record",
     "Registry",
-    "listeners",
     "netns_identity",
     "overlaps",
-    "parse_proc_net",
 ]
 
-DEFAULT_ROOT: Final = "/run/pycni/hostports"
+HOSTPORTS_ROOT: Final = "/run/pycni/hostports"
 _SO_NETNS_COOKIE: Final = 71  # Linux >= 5.14
 _FAMILIES: Final = {"any": {4, 6}, "any4": {4}, "any6": {6}}
-_PROC_NET: Final = "/proc/thread-self/net"
-_TCP_LISTEN: Final = "0A"
-_UDP_UNCONNECTED: Final = "07"
 
 
 class HostPortConflict(CNIError):
@@ -87,104 +81,6 @@ def _current_netns_id() -> str:
         return f"c{struct.unpack('<Q', raw)[0]}"
     except OSError:
         return "i" + netns_identity("/proc/thread-self/ns/net").replace(":", "-")
-
-
-# --------------------------------------------------------------- host sockets (/proc)
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """A socket of the host netns that would lose its traffic to a mapping on its port."""
-
-    protocol: str
-    address: str
-    port: int
-    inode: int
-
-    @property
-    def reservation(self) -> str:
-        """As a reservation name: a v4 wildcard claims all IPv4, a v6 one everything (it is
-        dual-stack unless IPV6_V6ONLY, which /proc does not show)."""
-        if self.address == "0.0.0.0":  # noqa: S104 - reading, not binding
-            return "any4"
-        if self.address == "::":
-            return "any"
-        return self.address
-
-    def describe(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}/{self.protocol}"
-
-
-def _hex_addr(text: str) -> str:
-    """A /proc/net address: 32-bit words of network-order bytes printed in host order."""
-    raw = b"".join(struct.pack("=I", int(text[i:i + 8], 16)) for i in range(0, len(text), 8))
-    addr = ipaddress.ip_address(raw)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
-
-
-def parse_proc_net(text: str, protocol: str) -> list[Listener]:
-    """Listening TCP / unconnected bound UDP sockets of a ``/proc/net/{tcp,udp}[6]`` table."""
-    wanted = _TCP_LISTEN if protocol == "tcp" else _UDP_UNCONNECTED
-    out = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != wanted:
-            continue
-        addr, _, port = fields[1].partition(":")
-        out.append(Listener(protocol, _hex_addr(addr), int(port, 16), int(fields[9])))
-    return out
-
-
-def parse_sctp_eps(text: str) -> list[Listener]:
-    """SCTP endpoints of ``/proc/net/sctp/eps`` (one per local address; none = wildcard)."""
-    out = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 8 or not fields[5].isdigit():
-            continue
-        for addr in fields[8:] or ["::"]:
-            with contextlib.suppress(ValueError):
-                out.append(Listener("sctp", str(ipaddress.ip_address(addr)), int(fields[5]),
-                                    int(fields[7])))
-    return out
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""  # no IPv6 / no SCTP module here: no such sockets either
-    except OSError as err:
-        raise CNIError(ErrorCode.IO_FAILURE, f"cannot read {path}", str(err)) from err
-
-
-def listeners(protocols: Iterable[str]) -> list[Listener]:
-    """The listening sockets of the calling thread's netns, for the given protocols."""
-    found: list[Listener] = []
-    for proto in set(protocols):
-        if proto == "sctp":
-            found += parse_sctp_eps(_read(f"{_PROC_NET}/sctp/eps"))
-            continue
-        for table in (proto, f"{proto}6"):
-            found += parse_proc_net(_read(f"{_PROC_NET}/{table}"), proto)
-    return found
-
-
-def socket_owner(inode: int) -> str:
-    """"pid N (comm)" of a process holding socket ``inode`` (error path only: scans /proc)."""
-    target = f"socket:[{inode}]"
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        fd_dir = f"/proc/{pid}/fd"
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(fd_dir):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"{fd_dir}/{fd}") == target:
-                        return f"pid {pid} ({_read(f'/proc/{pid}/comm').strip()})"
-    return f"socket inode {inode}, owner not found"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,7 +149,7 @@ def _listener_hits(m: PortMapping, found: Iterable[Listener]) -> list[Listener]:
 class Registry:
     """The reservations of the network namespace the calling thread is in."""
 
-    def __init__(self, root: str = DEFAULT_ROOT, *, check_host_sockets: bool = True) -> None:
+    def __init__(self, root: str = HOSTPORTS_ROOT, *, check_host_sockets: bool = True) -> None:
         self.dir = os.path.join(root, f"ns-{_current_netns_id()}")
         self._check_sockets = check_host_sockets
 
@@ -349,12 +245,12 @@ class Registry:
     def _socket_conflicts(self, rec: Record) -> list[str]:
         if not self._check_sockets:
             return []
-        found = listeners({m.protocol for m in rec.portmap.published()})
+        found = hostsockets.listeners({m.protocol for m in rec.portmap.published()})
         problems = []
         for m in rec.portmap.published():
             for s in _listener_hits(m, found):
                 problems.append(f"host port {m.describe()}: a host process listens on "
-                                f"{s.describe()} ({socket_owner(s.inode)})")
+                                f"{s.describe()} ({hostsockets.socket_owner(s.inode)})")
         return problems
 
     def reserve(self, rec: Record) -> list[Record]:

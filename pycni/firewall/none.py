@@ -1,30 +1,32 @@
-"""The ``none`` backend: no firewall changes at all (masquerade is left to the host's admin)."""
+"""The ``none`` driver: no firewall changes at all (masquerade, forwarding and published ports
+are left to the host's admin; host ports are still reserved by `portmap`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
-from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.driver import MacspoofFacet, nftables_macspoof
+from pycni.firewall.model import AttachmentKey
 
-__all__ = ["NoneBackend"]
+__all__ = ["NoneDriver", "Nothing"]
 
 
-class NoneBackend:
-    """``FirewallBackend`` that does nothing and always reports itself usable and intact."""
+class Nothing:
+    """The masquerade, forward and portmap facet that does nothing and is always usable and
+    intact."""
 
-    name = "none"
+    def setup(self, spec: object, /) -> None:
+        del spec
 
-    def setup_masquerade(self, m: Masquerade) -> None:
-        del m
+    def teardown(self, key: AttachmentKey, hint: object = None, /) -> None:
+        del key, hint
 
-    def teardown_masquerade(self, key: AttachmentKey) -> None:
-        del key
-
-    def check_masquerade(self, m: Masquerade) -> list[str]:
-        del m
+    def check(self, spec: object, /) -> list[str]:
+        del spec
         return []
 
-    def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
+    def gc(self, network: str, valid: Collection[tuple[str, str]], /) -> list[str]:
         del network, valid
         return []
 
@@ -33,3 +35,18 @@ class NoneBackend:
 
     def check_layout(self) -> list[str]:
         return []
+
+
+class NoneDriver:
+    """``Firewall`` that changes nothing; ``macspoof`` is still nftables' (it is asked for
+    explicitly with ``macspoofchk``)."""
+
+    name = "none"
+    masquerade = forward = portmap = Nothing()
+
+    def status(self) -> str | None:
+        return None
+
+    @functools.cached_property
+    def macspoof(self) -> MacspoofFacet:
+        return nftables_macspoof()

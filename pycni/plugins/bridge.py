@@ -19,7 +19,7 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
 from pycni.failpoints import failpoint
-from pycni.firewall import Masquerade, macspoof, select
+from pycni.firewall import Masquerade, select
 from pycni.lockfile import network_lock
 from pycni.net import addrs, links, sysctl
 from pycni.net.configure import configure_interface
@@ -182,26 +182,29 @@ def _setup_masquerade(
 ) -> None:
     if not conf.ip_masq or not ips:
         return
-    backend = select(conf.ip_masq_backend)
+    masquerade = select(conf.ip_masq_backend).masquerade
     key = attachment(args)
-    backend.setup_masquerade(
+    masquerade.setup(
         Masquerade(
             key=key,
             network_subnets=tuple(dict.fromkeys(ip.network for ip in ips)),
             sources=tuple(ip.ip for ip in ips),
         )
     )
-    undo.callback(backend.teardown_masquerade, key)
+    undo.callback(masquerade.teardown, key)
 
 
-# --- macspoofchk (pycni.firewall.macspoof) ---
+# --- macspoofchk (the firewall's macspoof facet) ---
 def _setup_mac_spoof_check(
     conf: BridgeConfig, args: CmdArgs, veth: links.VethPair, undo: contextlib.ExitStack
 ) -> None:
     if not conf.mac_spoof_check:
         return
+    from pycni.firewall import MacSpoofCheck  # only a bridge that checks MACs pays for it
+
     key = attachment(args)
-    macspoof.setup(macspoof.MacSpoofCheck(key=key, port=veth.host.name, mac=veth.container.mac))
+    macspoof = select(conf.ip_masq_backend).macspoof
+    macspoof.setup(MacSpoofCheck(key=key, port=veth.host.name, mac=veth.container.mac))
     undo.callback(macspoof.teardown, key)
 
 
@@ -239,7 +242,7 @@ def _undo_on_failure() -> Iterator[contextlib.ExitStack]:
 def cmd_add(args: CmdArgs) -> Result:
     conf = parse_bridge_config(args)
     if conf.mac_spoof_check:  # macspoofchk: refused (code 2) before anything is made
-        macspoof.require_available()
+        select(conf.ip_masq_backend).macspoof.require_available()
     netns = args.container_netns()
     with open_ipr() as host, open_ipr(netns) as container, _undo_on_failure() as undo:
         # IPAM first: a bad IPAM config or an exhausted pool fails before the kernel is touched.
@@ -326,11 +329,11 @@ def _has_ports(bridge_name: str) -> bool:
 def cmd_status(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ip_masq:
-        backend = select(conf.ip_masq_backend)
-        reason = backend.status()
+        masquerade = select(conf.ip_masq_backend).masquerade
+        reason = masquerade.status()
         if reason:
             raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "masquerade backend unavailable", reason)
-        missing = backend.check_layout() if _has_ports(conf.bridge) else []
+        missing = masquerade.check_layout() if _has_ports(conf.bridge) else []
         if missing:
             # 51: new ADDs rebuild the layout, but attached containers have lost their way out.
             raise CNIError(
@@ -345,10 +348,11 @@ def cmd_status(args: CmdArgs) -> None:
 def cmd_gc(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     errors: list[str] = []
+    firewall = select(conf.ip_masq_backend)
     if conf.ip_masq:
-        errors += select(conf.ip_masq_backend).gc_masquerade(args.network, args.valid_attachments())
+        errors += firewall.masquerade.gc(args.network, args.valid_attachments())
     if conf.mac_spoof_check:  # macspoofchk
-        errors += macspoof.gc(args.network, args.valid_attachments())
+        errors += firewall.macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
         collect(
             errors,

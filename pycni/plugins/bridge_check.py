@@ -7,7 +7,7 @@ import ipaddress
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Result
-from pycni.firewall import AttachmentKey, Masquerade, macspoof, select
+from pycni.firewall import AttachmentKey, Masquerade, select
 from pycni.net import addrs, links
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig
@@ -84,13 +84,13 @@ def validate(args: CmdArgs, conf: BridgeConfig, key: AttachmentKey) -> list[str]
             network_subnets=tuple(dict.fromkeys(ip.network for ip in prev.ips)),
             sources=tuple(ip.ip for ip in prev.ips),
         )
-        problems += select(conf.ip_masq_backend).check_masquerade(masq)
+        problems += select(conf.ip_masq_backend).masquerade.check(masq)
     if conf.mac_spoof_check:
         problems += _validate_mac_spoof_check(args, conf, prev, key)
     return problems
 
 
-# --- macspoofchk (pycni.firewall.macspoof) ---
+# --- macspoofchk (the firewall's macspoof facet) ---
 def _validate_mac_spoof_check(
     args: CmdArgs, conf: BridgeConfig, prev: Result, key: AttachmentKey
 ) -> list[str]:
@@ -98,7 +98,10 @@ def _validate_mac_spoof_check(
     cont = next((i for i in prev.interfaces if i.sandbox and i.name == args.ifname), None)
     if port is None or cont is None or not cont.mac:
         return ["macspoofchk: prevResult names no host veth or container MAC"]
-    return macspoof.check(macspoof.MacSpoofCheck(key=key, port=port.name, mac=cont.mac))
+    from pycni.firewall import MacSpoofCheck  # only a bridge that checks MACs pays for it
+
+    macspoof = select(conf.ip_masq_backend).macspoof
+    return macspoof.check(MacSpoofCheck(key=key, port=port.name, mac=cont.mac))
 
 
 # --- end macspoofchk ---

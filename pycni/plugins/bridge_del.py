@@ -24,7 +24,7 @@ from pycni.cni.delegate import delegate
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.failpoints import failpoint
-from pycni.firewall import macspoof, select
+from pycni.firewall import select
 from pycni.net import links
 from pycni.net.ipr import open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
@@ -100,11 +100,12 @@ def _teardown_firewall(conf: BridgeConfig, args: CmdArgs) -> list[str]:
         collect(
             errors,
             "masquerade",
-            lambda: select(conf.ip_masq_backend).teardown_masquerade(attachment(args)),
+            lambda: select(conf.ip_masq_backend).masquerade.teardown(attachment(args)),
         )
     failpoint("bridge.del.after_masquerade")
     if conf.mac_spoof_check:  # macspoofchk: by attachment key
-        collect(errors, "macspoofchk", lambda: macspoof.teardown(attachment(args)))
+        collect(errors, "macspoofchk",
+                lambda: select(conf.ip_masq_backend).macspoof.teardown(attachment(args)))
     return errors
 
 

@@ -2,7 +2,7 @@
 pycni networks isolated from one another.
 
 ADD reads ``prevResult`` (required) and hands the container's addresses and the network's
-subnets to the forward backend (``pycni.firewall.forward_model`` explains the rules); the result
+subnets to the firewall's forward facet (``pycni.firewall.Forward`` explains the rules); the result
 passes through unchanged. DEL and GC find the state by attachment key, so they need no
 ``prevResult`` and work after the container's netns is gone. STATUS reports code 51 when the
 host's forward policy would drop the traffic of existing attachments because pycni's accept
@@ -16,8 +16,7 @@ import sys
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Result
-from pycni.firewall import AttachmentKey, select
-from pycni.firewall.forward_model import Forward, select_forward
+from pycni.firewall import AttachmentKey, Forward, select
 from pycni.plugins.firewall_conf import FirewallConfig, parse_firewall_config
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "forward_of"]
@@ -39,7 +38,7 @@ def _previous(args: CmdArgs) -> Result:
 
 
 def forward_of(key: AttachmentKey, conf: FirewallConfig, result: Result) -> Forward:
-    """What the backend makes for one attachment (ADD, CHECK, and `pycni reconcile`)."""
+    """What the forward facet makes for one attachment (ADD, CHECK, and `pycni reconcile`)."""
     return Forward(
         key=key,
         network_subnets=tuple(dict.fromkeys(ip.network for ip in result.ips)),
@@ -56,7 +55,7 @@ def _forward(args: CmdArgs, conf: FirewallConfig, prev: Result) -> Forward:
 def cmd_add(args: CmdArgs) -> Result:
     conf = parse_firewall_config(args)
     prev = _previous(args)
-    select_forward(conf.backend).setup_forward(_forward(args, conf, prev))
+    select(conf.backend).forward.setup(_forward(args, conf, prev))
     return prev
 
 
@@ -68,22 +67,23 @@ def cmd_del(args: CmdArgs) -> None:
         # its config is rolled back with this same config. The state is found by key anyway.
         print(f"firewall: DEL with the detected backend, config refused: {err}", file=sys.stderr)
         conf = FirewallConfig()
-    select_forward(conf.backend).teardown_forward(_key(args))
+    select(conf.backend).forward.teardown(_key(args))
 
 
 def cmd_check(args: CmdArgs) -> None:
     conf = parse_firewall_config(args)
-    problems = select_forward(conf.backend).check_forward(_forward(args, conf, _previous(args)))
+    problems = select(conf.backend).forward.check(_forward(args, conf, _previous(args)))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "firewall CHECK failed", "; ".join(problems))
 
 
 def cmd_status(args: CmdArgs) -> None:
     conf = parse_firewall_config(args)
-    unusable = select(conf.backend).status()
+    firewall = select(conf.backend)
+    unusable = firewall.status()
     if unusable:
         raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "firewall backend unavailable", unusable)
-    reason = select_forward(conf.backend).status()
+    reason = firewall.forward.status()
     if reason:
         raise CNIError(
             ErrorCode.LIMITED_CONNECTIVITY,
@@ -94,6 +94,6 @@ def cmd_status(args: CmdArgs) -> None:
 
 def cmd_gc(args: CmdArgs) -> None:
     conf = parse_firewall_config(args)
-    errors = select_forward(conf.backend).gc_forward(args.network, args.valid_attachments())
+    errors = select(conf.backend).forward.gc(args.network, args.valid_attachments())
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "firewall GC incomplete", "; ".join(errors))

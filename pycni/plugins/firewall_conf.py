@@ -28,8 +28,7 @@ from typing import Any, Final
 from pycni.cni._fields import bad, check_plugin_keys, check_runtime_keys, opt_bool, opt_str
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
-from pycni.firewall import validate_backend_name
-from pycni.firewall.forward_model import INGRESS_POLICIES
+from pycni.firewall import INGRESS_POLICIES, validate_backend_name
 
 __all__ = ["FirewallConfig", "parse_firewall_config"]
 

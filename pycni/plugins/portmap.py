@@ -22,10 +22,15 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import IPConfig, Result
 from pycni.failpoints import failpoint
-from pycni.firewall.hostports import Record, Registry, netns_identity
-from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.portmap_backends import select_portmap
-from pycni.firewall.portmap_model import PortMap
+from pycni.firewall import (
+    AttachmentKey,
+    PortMap,
+    Record,
+    Registry,
+    netns_identity,
+    network_tag,
+    select,
+)
 from pycni.plugins.portmap_conf import PortmapConfig, parse_for_teardown, parse_portmap_config
 from pycni.plugins.portmap_net import (
     enable_hairpin,
@@ -100,8 +105,7 @@ def _teardown_stale(stale: list[Record], default_backend: str | None) -> None:
         print(f"portmap: reclaiming host ports of {rec.describe()}: its netns is gone",
               file=sys.stderr)
         try:
-            select_portmap(rec.backend or default_backend).teardown_portmap(
-                rec.portmap.key, rec.portmap)
+            select(rec.backend or default_backend).portmap.teardown(rec.portmap.key, rec.portmap)
         except CNIError as err:
             _warn(f"removing the rules of {rec.describe()} failed", err)
 
@@ -132,18 +136,18 @@ def cmd_add(args: CmdArgs) -> Result:
     if not pm.targets():
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "no address to publish ports to",
                        f"prevResult has no IP of the address families mapped on {args.ifname}")
-    backend = select_portmap(conf.backend)
+    firewall = select(conf.backend)
     registry = Registry(conf.data_dir)
     netns_id = netns_identity(args.netns_handle) if args.netns_handle is not None else ""
     record = Record(portmap=pm, netns=args.netns, netns_id=netns_id,
-                    backend=backend.name)
+                    backend=firewall.name)
     with _undo_on_failure() as undo:
         stale = registry.reserve(record)
         undo.callback(registry.release, pm.key.label)
         failpoint("portmap.add.after_reserve")
         _teardown_stale(stale, conf.backend)
-        backend.setup_portmap(pm)
-        undo.callback(backend.teardown_portmap, pm.key, pm)
+        firewall.portmap.setup(pm)
+        undo.callback(firewall.portmap.teardown, pm.key, pm)
         failpoint("portmap.add.after_rules")
         _setup_host_side(pm, prev)
         failpoint("portmap.add.after_host_side")
@@ -185,8 +189,8 @@ def cmd_del(args: CmdArgs) -> None:
     if record is None and not conf.mappings and not errors:
         return  # nothing was ever published for this attachment
     hint = _del_hint(conf, args, record)
-    backend = select_portmap(record.backend if record and record.backend else conf.backend)
-    _collect(errors, "rules", lambda: backend.teardown_portmap(key, hint))
+    portmap = select(record.backend if record and record.backend else conf.backend).portmap
+    _collect(errors, "rules", lambda: portmap.teardown(key, hint))
     failpoint("portmap.del.after_rules")
     if hint is not None:
         _udp_flush(hint, with_container=True)
@@ -212,7 +216,7 @@ def cmd_check(args: CmdArgs) -> None:
     else:
         return
     backend = record.backend if record and record.backend else conf.backend
-    problems = select_portmap(backend).check_portmap(pm)
+    problems = select(backend).portmap.check(pm)
     problems += registry.holds(Record(portmap=pm))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "portmap CHECK failed", "; ".join(problems))
@@ -220,9 +224,9 @@ def cmd_check(args: CmdArgs) -> None:
 
 def _gc_one(registry: Registry, rec: Record, default_backend: str | None) -> list[str]:
     errors: list[str] = []
-    backend = select_portmap(rec.backend or default_backend)
+    portmap = select(rec.backend or default_backend).portmap
     _collect(errors, f"rules of {rec.describe()}",
-             lambda: backend.teardown_portmap(rec.portmap.key, rec.portmap))
+             lambda: portmap.teardown(rec.portmap.key, rec.portmap))
     _udp_flush(rec.portmap, with_container=True)
     _collect(errors, "host-port reservation", lambda: registry.release(rec.label))
     return errors
@@ -239,7 +243,7 @@ def cmd_gc(args: CmdArgs) -> None:
     for rec in registry.records(network_tag(args.network)):
         if rec.label not in keep:
             errors += _gc_one(registry, rec, conf.backend)
-    errors += select_portmap(conf.backend).gc_portmap(args.network, valid)
+    errors += select(conf.backend).portmap.gc(args.network, valid)
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "portmap GC incomplete", "; ".join(errors))
 
@@ -250,14 +254,14 @@ def _missing_rules(registry: Registry, network: str, default_backend: str | None
     for rec in registry.records(network_tag(network)):
         if rec.is_stale():
             continue  # its container is gone: GC's business, not a connectivity problem
-        backend = select_portmap(rec.backend or default_backend)
-        problems += [f"{rec.describe()}: {p}" for p in backend.check_portmap(rec.portmap)]
+        portmap = select(rec.backend or default_backend).portmap
+        problems += [f"{rec.describe()}: {p}" for p in portmap.check(rec.portmap)]
     return problems
 
 
 def cmd_status(args: CmdArgs) -> None:
     conf = parse_portmap_config(args)
-    reason = select_portmap(conf.backend).status()
+    reason = select(conf.backend).portmap.status()
     if reason:
         raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, "port-mapping backend unavailable", reason)
     missing = _missing_rules(Registry(conf.data_dir), args.network, conf.backend)

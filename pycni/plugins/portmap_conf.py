@@ -25,9 +25,7 @@ from pycni.cni._fields import (
 )
 from pycni.cni.errors import CNIError
 from pycni.cni.skel import CmdArgs
-from pycni.firewall import validate_backend_name
-from pycni.firewall.hostports import DEFAULT_ROOT
-from pycni.firewall.portmap_model import PROTOCOLS, PortMapping
+from pycni.firewall import HOSTPORTS_ROOT, PROTOCOLS, PortMapping, validate_backend_name
 
 __all__ = ["PortmapConfig", "parse_for_teardown", "parse_mappings", "parse_portmap_config"]
 
@@ -51,7 +49,7 @@ class PortmapConfig:
     snat: bool = True
     masq_all: bool = False
     backend: str | None = None
-    data_dir: str = DEFAULT_ROOT
+    data_dir: str = HOSTPORTS_ROOT
 
 
 def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +84,7 @@ def _mapping(entry: Any, where: str) -> PortMapping:
 
 
 def _check_duplicates(mappings: tuple[PortMapping, ...]) -> None:
-    from pycni.firewall.hostports import overlaps
+    from pycni.firewall import overlaps
 
     for i, a in enumerate(mappings):
         for b in mappings[:i]:
@@ -118,7 +116,7 @@ def parse_portmap_config(args: CmdArgs) -> PortmapConfig:
     if backend is not None and not isinstance(backend, str):
         raise bad("backend", f"must be a string, got {backend!r}")
     validate_backend_name(backend, field="backend")
-    data_dir = opt_str(raw, "dataDir", default=DEFAULT_ROOT)
+    data_dir = opt_str(raw, "dataDir", default=HOSTPORTS_ROOT)
     problem = path_problem(data_dir)  # NUL, relative, a '..' component, overlong
     if problem:
         raise bad("dataDir", problem)
@@ -148,7 +146,7 @@ def parse_for_teardown(args: CmdArgs) -> PortmapConfig:
     return PortmapConfig(
         data_dir=data_dir
         if isinstance(data_dir, str) and path_problem(data_dir) is None
-        else DEFAULT_ROOT,
+        else HOSTPORTS_ROOT,
         backend=backend if isinstance(backend, str) and _valid_backend(backend) else None,
     )
 

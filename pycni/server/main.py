@@ -11,9 +11,7 @@ import sys
 import time
 from typing import Final
 
-from pycni import ondemand
-from pycni.firewall.base import detect
-from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni import firewall, ondemand
 from pycni.net import addrs, links, syscalls
 from pycni.net.ipr import open_ipr
 from pycni.ondemand import OnDemand
@@ -31,9 +29,11 @@ _WARM_MODULES: Final = (
     "pyroute2",
     "netaddr",
     "pycni.cni.delegate",
-    "pycni.firewall.nftables",
-    "pycni.firewall.nft_lib",
-    "pycni.firewall.nft_masq",
+    "pycni.firewall.nftables.engine",
+    "pycni.firewall.nftables.masquerade",
+    "pycni.firewall.nftables.forward",
+    "pycni.firewall.nftables.portmap",
+    "pycni.firewall.nftables.macspoof",
     "pycni.firewall.iptables",
     "pycni.firewall.none",
 )
@@ -97,11 +97,14 @@ def _warm_netlink() -> None:
 
 
 def _warm_firewall() -> None:
-    backend = detect()
-    key = AttachmentKey(network="pycni-warm", container_id="warm", ifname="eth0")
-    backend.setup_masquerade(Masquerade(key=key, network_subnets=("10.255.255.0/24",),
-                                        sources=("10.255.255.2",)))
-    backend.teardown_masquerade(key)
+    fw = firewall.detect()
+    # Every facet of the detected driver (lazy properties) loaded, as a worker would on its
+    # first call; then the masquerade batch path run once.
+    _ = (fw.masquerade, fw.forward, fw.portmap, fw.macspoof)
+    key = firewall.AttachmentKey(network="pycni-warm", container_id="warm", ifname="eth0")
+    fw.masquerade.setup(firewall.Masquerade(key=key, network_subnets=("10.255.255.0/24",),
+                                            sources=("10.255.255.2",)))
+    fw.masquerade.teardown(key)
 
 
 def ensure_std_fds() -> None:

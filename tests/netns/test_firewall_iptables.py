@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pycni.firewall import iptables_rules as ipt
-from pycni.firewall.iptables import IptablesBackend
+from pycni.firewall.iptables import masquerade as ipt
+from pycni.firewall.iptables.masquerade import IptMasquerade
 from pycni.firewall.model import AttachmentKey, Masquerade
 from pycni.net import netns
 
@@ -40,7 +40,7 @@ def sources(ns: str, version: int = 4) -> list[tuple[str | None, str | None]]:
 
 @pytest.fixture
 def in_host(host_ns: str, tmp_path: Path) -> Callable[..., Any]:
-    backend = IptablesBackend(lock_path=str(tmp_path / "iptables.lock"))
+    backend = IptMasquerade(lock_path=str(tmp_path / "iptables.lock"))
 
     def call(method: str, *args: Any) -> Any:
         with netns.enter(host_ns):
@@ -51,47 +51,47 @@ def in_host(host_ns: str, tmp_path: Path) -> Callable[..., Any]:
 
 def test_setup_adds_one_rule_per_address(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2", "fd00:88::2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     assert sources(host_ns, 4) == [("10.88.0.2/32", m.key.label)]
     assert sources(host_ns, 6) == [("fd00:88::2/128", m.key.label)]
-    assert in_host("check_masquerade", m) == []
+    assert in_host("check", m) == []
     assert in_host("status") is None
 
 
 def test_repeated_setup_does_not_duplicate(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     before = saved(host_ns)
-    in_host("setup_masquerade", m)
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
+    in_host("setup", m)
     assert saved(host_ns) == before
 
 
 def test_second_container_keeps_the_first(host_ns: str, in_host: Callable[..., Any]) -> None:
     first, second = masq("c1", "10.88.0.2"), masq("c2", "10.88.0.3")
-    in_host("setup_masquerade", first)
-    in_host("setup_masquerade", second)
+    in_host("setup", first)
+    in_host("setup", second)
     assert sources(host_ns) == [("10.88.0.2/32", first.key.label),
                                 ("10.88.0.3/32", second.key.label)]
-    assert in_host("check_masquerade", first) == []
+    assert in_host("check", first) == []
 
 
 def test_teardown_by_key_without_addresses(host_ns: str, in_host: Callable[..., Any]) -> None:
-    in_host("setup_masquerade", masq("c1", "10.88.0.2", "fd00:88::2"))
-    in_host("setup_masquerade", masq("c2", "10.88.0.3"))
-    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
+    in_host("setup", masq("c1", "10.88.0.2", "fd00:88::2"))
+    in_host("setup", masq("c2", "10.88.0.3"))
+    in_host("teardown", AttachmentKey("pycni", "c1", "eth0"))
     assert [s for s, _ in sources(host_ns, 4)] == ["10.88.0.3/32"]
     assert sources(host_ns, 6) == []
-    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))  # already gone
+    in_host("teardown", AttachmentKey("pycni", "c1", "eth0"))  # already gone
 
 
 def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., Any]) -> None:
     for cid, ip in (("a", "10.88.0.2"), ("b", "10.88.0.3"), ("c", "10.88.0.4")):
-        in_host("setup_masquerade", masq(cid, ip))
-    in_host("setup_masquerade", masq("x", "10.99.0.2", network="other"))
-    assert in_host("gc_masquerade", "pycni", [("a", "eth0"), ("c", "eth0")]) == []
+        in_host("setup", masq(cid, ip))
+    in_host("setup", masq("x", "10.99.0.2", network="other"))
+    assert in_host("gc", "pycni", [("a", "eth0"), ("c", "eth0")]) == []
     assert [s for s, _ in sources(host_ns)] == ["10.88.0.2/32", "10.88.0.4/32", "10.99.0.2/32"]
-    assert in_host("gc_masquerade", "pycni", []) == []
+    assert in_host("gc", "pycni", []) == []
     state = saved(host_ns)
     assert [s for s, _ in sources(host_ns)] == ["10.99.0.2/32"]
     assert ipt.network_chain(masq("a")) not in state.chains
@@ -100,15 +100,15 @@ def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., An
 
 def test_check_reports_a_missing_rule(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     rule = saved(host_ns).rules_of(ipt.TOP_CHAIN)[0]
     with netns.enter(host_ns):
         subprocess.run(["iptables-restore", "--noflush"], text=True, check=True,
                        input=f"*nat\n{rule.delete_line}\nCOMMIT\n")
-    assert in_host("check_masquerade", m) == [
+    assert in_host("check", m) == [
         "iptables: 0 masquerade rules for 10.88.0.2, expected 1"]
-    in_host("setup_masquerade", m)
-    assert in_host("check_masquerade", m) == []
+    in_host("setup", m)
+    assert in_host("check", m) == []
 
 
 def test_concurrent_setups_all_land(host_ns: str, tmp_path: Path) -> None:
@@ -120,10 +120,10 @@ def test_concurrent_setups_all_land(host_ns: str, tmp_path: Path) -> None:
         if pid == 0:
             code = 1
             try:
-                backend = IptablesBackend(lock_path=lock)
+                backend = IptMasquerade(lock_path=lock)
                 with netns.enter(host_ns):
                     for i in range(5):
-                        backend.setup_masquerade(masq(f"w{n}-{i}", f"10.88.{n}.{i + 2}"))
+                        backend.setup(masq(f"w{n}-{i}", f"10.88.{n}.{i + 2}"))
                 code = 0
             finally:
                 os._exit(code)

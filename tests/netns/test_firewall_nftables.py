@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from pycni.firewall import nft_masq
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nft_forward import NftForwardBackend
-from pycni.firewall.nft_lib import ExecRunner, LibRunner, NftError, NftRunner
-from pycni.firewall.nftables import NftablesBackend
+from pycni.firewall.nftables import masquerade as nft_masq
+from pycni.firewall.nftables.engine import ExecRunner, LibRunner, NftError, NftRunner
+from pycni.firewall.nftables.forward import NftForward
+from pycni.firewall.nftables.masquerade import NftMasquerade
 from pycni.net import netns
 
 SUBNETS = ("10.88.0.0/16", "fd00:88::/64")
@@ -64,7 +64,7 @@ def runner(request: pytest.FixtureRequest) -> NftRunner:
 @pytest.fixture
 def in_host(host_ns: str, runner: NftRunner) -> Callable[..., Any]:
     """``in_host(method, *args)``: call a backend method inside the sandbox host netns."""
-    backend = NftablesBackend(runner=runner)
+    backend = NftMasquerade(runner=runner)
 
     def call(method: str, *args: Any) -> Any:
         with netns.enter(host_ns):
@@ -75,20 +75,20 @@ def in_host(host_ns: str, runner: NftRunner) -> Callable[..., Any]:
 
 def test_setup_adds_one_element_per_address(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2", "fd00:88::2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     chain = nft_masq.chain_name(m)
     assert elements(host_ns) == {"10.88.0.2": (m.key.label, chain),
                                  "fd00:88::2": (m.key.label, chain)}
-    assert in_host("check_masquerade", m) == []
+    assert in_host("check", m) == []
     assert in_host("status") is None
 
 
 def test_repeated_setup_does_not_duplicate(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     before = ruleset(host_ns)
-    in_host("setup_masquerade", m)
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
+    in_host("setup", m)
     after = ruleset(host_ns)
     assert len(elements(host_ns)) == 1
     assert rule_count(host_ns) == sum(1 for o in before if "rule" in o)
@@ -96,26 +96,26 @@ def test_repeated_setup_does_not_duplicate(host_ns: str, in_host: Callable[..., 
 
 
 def test_rules_do_not_grow_with_containers(host_ns: str, in_host: Callable[..., Any]) -> None:
-    in_host("setup_masquerade", masq("c0", "10.88.1.0"))
+    in_host("setup", masq("c0", "10.88.1.0"))
     rules = rule_count(host_ns)
     for i in range(1, 40):
-        in_host("setup_masquerade", masq(f"c{i}", f"10.88.1.{i}"))
+        in_host("setup", masq(f"c{i}", f"10.88.1.{i}"))
     assert rule_count(host_ns) == rules
     assert len(elements(host_ns)) == 40
 
 
 def test_teardown_by_key_without_addresses(host_ns: str, in_host: Callable[..., Any]) -> None:
-    in_host("setup_masquerade", masq("c1", "10.88.0.2", "fd00:88::2"))
-    in_host("setup_masquerade", masq("c2", "10.88.0.3"))
-    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
+    in_host("setup", masq("c1", "10.88.0.2", "fd00:88::2"))
+    in_host("setup", masq("c2", "10.88.0.3"))
+    in_host("teardown", AttachmentKey("pycni", "c1", "eth0"))
     assert set(elements(host_ns)) == {"10.88.0.3"}
-    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))  # already gone
+    in_host("teardown", AttachmentKey("pycni", "c1", "eth0"))  # already gone
     assert set(elements(host_ns)) == {"10.88.0.3"}
 
 
 def test_teardown_and_gc_on_a_pristine_namespace(host_ns: str, in_host: Callable[..., Any]) -> None:
-    in_host("teardown_masquerade", AttachmentKey("pycni", "c1", "eth0"))
-    assert in_host("gc_masquerade", "pycni", []) == []
+    in_host("teardown", AttachmentKey("pycni", "c1", "eth0"))
+    assert in_host("gc", "pycni", []) == []
     assert ruleset(host_ns) == []  # nothing created by a DEL/GC that had nothing to do
 
 
@@ -142,20 +142,20 @@ def test_teardown_of_nothing_while_an_add_creates_the_table(
         host_ns: str, runner: NftRunner) -> None:
     other = masq("c2", "10.88.0.3")
     racing = _TableAppearsAfterTheListing(
-        runner, lambda: NftablesBackend(runner=runner).setup_masquerade(other))
+        runner, lambda: NftMasquerade(runner=runner).setup(other))
     with netns.enter(host_ns):
-        NftablesBackend(runner=racing).teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+        NftMasquerade(runner=racing).teardown(AttachmentKey("pycni", "c1", "eth0"))
     assert racing.raced
     assert elements(host_ns) == {"10.88.0.3": (other.key.label, nft_masq.chain_name(other))}
 
 
 def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., Any]) -> None:
     for cid, ip in (("a", "10.88.0.2"), ("b", "10.88.0.3"), ("c", "fd00:88::4")):
-        in_host("setup_masquerade", masq(cid, ip))
-    in_host("setup_masquerade", masq("x", "10.99.0.2", network="other", subnets=("10.99.0.0/16",)))
-    assert in_host("gc_masquerade", "pycni", [("a", "eth0"), ("c", "eth0"), ("zz", "eth0")]) == []
+        in_host("setup", masq(cid, ip))
+    in_host("setup", masq("x", "10.99.0.2", network="other", subnets=("10.99.0.0/16",)))
+    assert in_host("gc", "pycni", [("a", "eth0"), ("c", "eth0"), ("zz", "eth0")]) == []
     assert set(elements(host_ns)) == {"10.88.0.2", "fd00:88::4", "10.99.0.2"}
-    assert in_host("gc_masquerade", "pycni", []) == []
+    assert in_host("gc", "pycni", []) == []
     assert set(elements(host_ns)) == {"10.99.0.2"}
     chains = {o["chain"]["name"] for o in ruleset(host_ns) if "chain" in o}
     assert chains == {"masq-postrouting", nft_masq.chain_name(masq("x", network="other",
@@ -164,30 +164,30 @@ def test_gc_keeps_valid_and_drops_others(host_ns: str, in_host: Callable[..., An
 
 def test_check_reports_a_missing_element(host_ns: str, in_host: Callable[..., Any]) -> None:
     m = masq("c1", "10.88.0.2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     with netns.enter(host_ns):
         subprocess.run(["nft", "delete", "element", "inet", "pycni", "masq4", "{ 10.88.0.2 }"],
                        check=True)
-    assert in_host("check_masquerade", m) == [
+    assert in_host("check", m) == [
         "nftables: no masquerade element for 10.88.0.2 in map masq4"]
-    in_host("setup_masquerade", m)  # ADD again repairs it
-    assert in_host("check_masquerade", m) == []
+    in_host("setup", m)  # ADD again repairs it
+    assert in_host("check", m) == []
 
 
 def test_setup_takes_over_an_address_left_by_another_network(
         host_ns: str, in_host: Callable[..., Any]) -> None:
-    in_host("setup_masquerade", masq("old", "10.88.0.2", network="other"))
+    in_host("setup", masq("old", "10.88.0.2", network="other"))
     m = masq("new", "10.88.0.2")
-    in_host("setup_masquerade", m)
+    in_host("setup", m)
     assert elements(host_ns) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m))}
 
 
 def test_concurrent_setups_all_land(host_ns: str) -> None:
     def worker(n: int) -> None:
-        backend = NftablesBackend()
+        backend = NftMasquerade()
         with netns.enter(host_ns):
             for i in range(10):
-                backend.setup_masquerade(masq(f"w{n}-{i}", f"10.88.{n}.{i + 2}"))
+                backend.setup(masq(f"w{n}-{i}", f"10.88.{n}.{i + 2}"))
 
     pids = []
     for n in range(6):
@@ -231,5 +231,5 @@ def test_foreign_chains_when_a_listed_chain_goes_away(host_ns: str, runner: NftR
                   "policy drop; }\n")
     racing = _ChainGoesAwayAfterTheListing(runner, host_ns)
     with netns.enter(host_ns):
-        assert NftForwardBackend(runner=racing).foreign_chains() == []
+        assert NftForward(runner=racing).foreign_chains() == []
     assert racing.raced

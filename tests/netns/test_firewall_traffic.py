@@ -21,10 +21,10 @@ from typing import ParamSpec, TypeVar
 
 import pytest
 
-from pycni.firewall.base import FirewallBackend
-from pycni.firewall.iptables import IptablesBackend
+from pycni.firewall import MasqueradeFacet
+from pycni.firewall.iptables.masquerade import IptMasquerade
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nftables import NftablesBackend
+from pycni.firewall.nftables.masquerade import NftMasquerade
 from pycni.net import netns
 from tests.conftest import MakeNetNS
 
@@ -145,11 +145,11 @@ def source_seen_outside(sb: Sandbox, v: int) -> str | None:
 
 
 @pytest.fixture(params=["nftables", "iptables"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FirewallBackend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MasqueradeFacet]:
     if request.param == "nftables":
-        yield NftablesBackend()
+        yield NftMasquerade()
     else:
-        yield IptablesBackend(lock_path=str(tmp_path / "iptables.lock"))
+        yield IptMasquerade(lock_path=str(tmp_path / "iptables.lock"))
 
 
 def in_ns(ns: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -159,7 +159,7 @@ def in_ns(ns: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 
 @pytest.mark.parametrize("v", [4, 6])
 def test_masquerade_makes_outside_reachable(
-        sandbox: Sandbox, backend: FirewallBackend, v: int) -> None:
+        sandbox: Sandbox, backend: MasqueradeFacet, v: int) -> None:
     key = AttachmentKey("pycni", "ctr1", "eth0")
     m = Masquerade(key=key, network_subnets=(ADDR[v]["subnet"],), sources=(ADDR[v]["container"],))
     outside = ADDR[v]["outside"]
@@ -167,21 +167,21 @@ def test_masquerade_makes_outside_reachable(
     assert not ping(sandbox.container, v, outside, timeout=NO_REPLY), \
         "outside reachable without masquerade"
 
-    in_ns(sandbox.host, backend.setup_masquerade, m)
+    in_ns(sandbox.host, backend.setup, m)
     assert ping(sandbox.container, v, outside, timeout=REPLY)
     assert source_seen_outside(sandbox, v) == ADDR[v]["host_out"]
-    assert in_ns(sandbox.host, backend.check_masquerade, m) == []
+    assert in_ns(sandbox.host, backend.check, m) == []
 
-    in_ns(sandbox.host, backend.teardown_masquerade, key)
+    in_ns(sandbox.host, backend.teardown, key)
     assert not ping(sandbox.container, v, outside, timeout=NO_REPLY)
 
 
 @pytest.mark.parametrize("v", [4, 6])
 def test_network_subnets_are_not_masqueraded(
-        sandbox: Sandbox, backend: FirewallBackend, v: int) -> None:
+        sandbox: Sandbox, backend: MasqueradeFacet, v: int) -> None:
     # Declaring the outside subnet part of the network exempts it: no rewrite, no reply.
     m = Masquerade(key=AttachmentKey("pycni", "ctr1", "eth0"),
                    network_subnets=(ADDR[v]["subnet"], ADDR[v]["out_subnet"]),
                    sources=(ADDR[v]["container"],))
-    in_ns(sandbox.host, backend.setup_masquerade, m)
+    in_ns(sandbox.host, backend.setup, m)
     assert not ping(sandbox.container, v, ADDR[v]["outside"], timeout=NO_REPLY)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import iptables_rules as ipt
-from pycni.firewall import xtables
+from pycni.firewall.iptables import engine as xtables
+from pycni.firewall.iptables import masquerade as ipt
 from pycni.firewall.model import AttachmentKey, Masquerade
 
 KEY = AttachmentKey("pycni", "abc123", "eth0")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pycni.firewall import nft_json as nj
-from pycni.firewall import nft_masq
 from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.nftables import masquerade as nft_masq
+from pycni.firewall.nftables import nftjson as nj
 
 KEY = AttachmentKey("pycni", "abc123", "eth0")
 M = Masquerade(key=KEY, network_subnets=("10.88.0.0/16", "fd00:88::/64"),

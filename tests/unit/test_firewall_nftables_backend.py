@@ -1,4 +1,4 @@
-"""NftablesBackend's control flow against an in-memory stand-in for nft (no kernel, no root).
+"""NftMasquerade's control flow against an in-memory stand-in for nft (no kernel, no root).
 
 The stand-in applies a document all-or-nothing with the kernel's rules that matter here:
 ``create`` refuses an existing key, ``add`` refuses an existing key with another value and
@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import nft_masq, nft_table
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nft_lib import NftError
-from pycni.firewall.nftables import NftablesBackend
+from pycni.firewall.nftables import engine as nft_table
+from pycni.firewall.nftables import masquerade as nft_masq
+from pycni.firewall.nftables.engine import NftError
+from pycni.firewall.nftables.masquerade import NftMasquerade
 
 Doc = dict[str, Any]
 
@@ -136,8 +137,8 @@ def fake() -> FakeNft:
 
 
 @pytest.fixture
-def backend(fake: FakeNft) -> NftablesBackend:
-    return NftablesBackend(runner=fake)
+def backend(fake: FakeNft) -> NftMasquerade:
+    return NftMasquerade(runner=fake)
 
 
 def elements(fake: FakeNft) -> dict[str, tuple[str | None, str]]:
@@ -145,104 +146,104 @@ def elements(fake: FakeNft) -> dict[str, tuple[str | None, str]]:
 
 
 def test_first_setup_builds_layout_after_the_insert_fails(
-        fake: FakeNft, backend: NftablesBackend) -> None:
+        fake: FakeNft, backend: NftMasquerade) -> None:
     m = masq("c1", "10.88.0.2", "fd00::2")
-    backend.setup_masquerade(m)
+    backend.setup(m)
     assert len(fake.calls) == 2  # insert refused (no chain yet), then the full rewrite
     assert elements(fake) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m)),
                               "fd00::2": (m.key.label, nft_masq.chain_name(m))}
-    assert backend.check_masquerade(m) == []
+    assert backend.check(m) == []
 
 
-def test_next_container_is_a_single_insert(fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("c1", "10.88.0.2"))
+def test_next_container_is_a_single_insert(fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("c1", "10.88.0.2"))
     fake.calls.clear()
-    backend.setup_masquerade(masq("c2", "10.88.0.3"))
+    backend.setup(masq("c2", "10.88.0.3"))
     assert fake.calls == [nft_masq.create_elements(masq("c2", "10.88.0.3"))]
 
 
-def test_repeated_setup_adds_nothing(fake: FakeNft, backend: NftablesBackend) -> None:
+def test_repeated_setup_adds_nothing(fake: FakeNft, backend: NftMasquerade) -> None:
     m = masq("c1", "10.88.0.2")
-    backend.setup_masquerade(m)
+    backend.setup(m)
     before = copy.deepcopy(fake.model)
-    backend.setup_masquerade(m)
-    backend.setup_masquerade(m)
+    backend.setup(m)
+    backend.setup(m)
     assert fake.model == before
 
 
 def test_setup_takes_over_a_leftover_with_the_same_chain(
-        fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("crashed", "10.88.0.2"))  # never DELeted
+        fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("crashed", "10.88.0.2"))  # never DELeted
     m = masq("c2", "10.88.0.2")
-    backend.setup_masquerade(m)
+    backend.setup(m)
     assert elements(fake)["10.88.0.2"][0] == m.key.label
-    assert backend.check_masquerade(m) == []
+    assert backend.check(m) == []
 
 
 def test_setup_takes_over_a_leftover_of_another_network(
-        fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("old", "10.88.0.2", network="other"))
+        fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("old", "10.88.0.2", network="other"))
     fake.calls.clear()
     m = masq("c2", "10.88.0.2")
-    backend.setup_masquerade(m)
+    backend.setup(m)
     # insert, blind replace (refused: another value), read, informed replace
     assert len(fake.calls) == 4
     assert elements(fake)["10.88.0.2"] == (m.key.label, nft_masq.chain_name(m))
 
 
-def test_teardown_by_key_needs_no_addresses(fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("c1", "10.88.0.2", "fd00::2"))
-    backend.setup_masquerade(masq("c2", "10.88.0.3"))
-    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+def test_teardown_by_key_needs_no_addresses(fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("c1", "10.88.0.2", "fd00::2"))
+    backend.setup(masq("c2", "10.88.0.3"))
+    backend.teardown(AttachmentKey("pycni", "c1", "eth0"))
     assert set(elements(fake)) == {"10.88.0.3"}
     fake.calls.clear()
-    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+    backend.teardown(AttachmentKey("pycni", "c1", "eth0"))
     assert fake.writes() == []  # already gone: success without writing
 
 
-def test_teardown_without_a_table_is_success(fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+def test_teardown_without_a_table_is_success(fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.teardown(AttachmentKey("pycni", "c1", "eth0"))
     assert fake.writes() == []
     assert not fake.model.table
 
 
 def test_gc_keeps_valid_attachments_and_other_networks(
-        fake: FakeNft, backend: NftablesBackend) -> None:
+        fake: FakeNft, backend: NftMasquerade) -> None:
     for cid, ip in (("a", "10.88.0.2"), ("b", "10.88.0.3"), ("c", "10.88.0.4")):
-        backend.setup_masquerade(masq(cid, ip))
-    backend.setup_masquerade(masq("x", "10.99.0.2", network="other"))
-    assert backend.gc_masquerade("pycni", [("a", "eth0"), ("c", "eth1")]) == []
+        backend.setup(masq(cid, ip))
+    backend.setup(masq("x", "10.99.0.2", network="other"))
+    assert backend.gc("pycni", [("a", "eth0"), ("c", "eth1")]) == []
     assert set(elements(fake)) == {"10.88.0.2", "10.99.0.2"}
-    assert backend.gc_masquerade("pycni", []) == []
+    assert backend.gc("pycni", []) == []
     assert set(elements(fake)) == {"10.99.0.2"}
     prefix = f"masq-{masq('a').key.network_tag}"
     assert not any(name.startswith(prefix) for name in fake.model.chains)
 
 
-def test_check_reports_a_missing_element(fake: FakeNft, backend: NftablesBackend) -> None:
+def test_check_reports_a_missing_element(fake: FakeNft, backend: NftMasquerade) -> None:
     m = masq("c1", "10.88.0.2")
-    backend.setup_masquerade(m)
+    backend.setup(m)
     del fake.model.maps["masq4"]["10.88.0.2"]
-    assert backend.check_masquerade(m) == [
+    assert backend.check(m) == [
         "nftables: no masquerade element for 10.88.0.2 in map masq4"]
 
 
-def test_no_sources_means_no_calls(fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("c1"))
-    assert backend.check_masquerade(masq("c1")) == []
+def test_no_sources_means_no_calls(fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("c1"))
+    assert backend.check(masq("c1")) == []
     assert fake.calls == []
 
 
-def test_errors_become_cni_errors(fake: FakeNft, backend: NftablesBackend) -> None:
+def test_errors_become_cni_errors(fake: FakeNft, backend: NftMasquerade) -> None:
     def refuse(commands: list[Doc]) -> Doc:
         raise NftError("Operation not permitted")
 
     fake.run = refuse  # type: ignore[method-assign]
     with pytest.raises(CNIError) as info:
-        backend.setup_masquerade(masq("c1", "10.88.0.2"))
+        backend.setup(masq("c1", "10.88.0.2"))
     assert info.value.code == ErrorCode.INTERNAL
     assert "Operation not permitted" in str(info.value)
-    assert backend.gc_masquerade("pycni", [])[0].startswith("nftables masquerade GC")
+    assert backend.gc("pycni", [])[0].startswith("nftables masquerade GC")
     assert backend.status() == "nftables command failed: Operation not permitted"
 
 
@@ -251,15 +252,15 @@ def test_unavailable_nftables(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError("libnftables.so.1: cannot open shared object file; nft not found")
 
     monkeypatch.setattr(nft_table, "default_runner", missing)
-    backend = NftablesBackend()
+    backend = NftMasquerade()
     assert "libnftables.so.1" in (backend.status() or "")
     with pytest.raises(CNIError):
-        backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+        backend.teardown(AttachmentKey("pycni", "c1", "eth0"))
 
 
 def test_a_listing_that_keeps_failing_on_an_existing_table_is_an_error(
-        fake: FakeNft, backend: NftablesBackend) -> None:
-    backend.setup_masquerade(masq("c1", "10.88.0.2"))
+        fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("c1", "10.88.0.2"))
     real_run = fake.run
 
     def listing_refused(commands: list[Doc]) -> Doc:
@@ -271,6 +272,6 @@ def test_a_listing_that_keeps_failing_on_an_existing_table_is_an_error(
     fake.run = listing_refused  # type: ignore[method-assign]
     fake.calls.clear()
     with pytest.raises(CNIError, match="Operation not permitted"):
-        backend.teardown_masquerade(AttachmentKey("pycni", "c1", "eth0"))
+        backend.teardown(AttachmentKey("pycni", "c1", "eth0"))
     listings = [c for c in fake.calls if "table" in c[0].get("list", {})]
     assert len(listings) == nft_table.ATTEMPTS  # asked again, but not forever

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Collection
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import base, select, validate_backend_name
-from pycni.firewall.iptables import IptablesBackend
+from pycni.firewall import driver, select, validate_backend_name
+from pycni.firewall.iptables import IptablesDriver
 from pycni.firewall.model import AttachmentKey, Masquerade
-from pycni.firewall.nft_lib import ExecRunner, NftError
-from pycni.firewall.nftables import NftablesBackend
-from pycni.firewall.none import NoneBackend
+from pycni.firewall.nftables import NftablesDriver
+from pycni.firewall.nftables.engine import ExecRunner, NftError
+from pycni.firewall.none import NoneDriver
 
 M = Masquerade(key=AttachmentKey("n", "c", "eth0"), network_subnets=("10.0.0.0/8",),
                sources=("10.0.0.2",))
@@ -44,14 +45,14 @@ def test_unknown_backend_name_is_config_error_naming_the_field(name: str) -> Non
 
 
 @pytest.mark.parametrize(("name", "cls"), [
-    ("nftables", NftablesBackend), ("iptables", IptablesBackend), ("none", NoneBackend)])
+    ("nftables", NftablesDriver), ("iptables", IptablesDriver), ("none", NoneDriver)])
 def test_select_by_name_makes_that_backend_without_probing(name: str, cls: type) -> None:
     backend = select(name)
     assert isinstance(backend, cls)
     assert backend.name == name
 
 
-class Fake:
+class Fake(NoneDriver):
     def __init__(self, name: str, reason: str | None) -> None:
         self.name, self.reason, self.probed = name, reason, 0
 
@@ -59,42 +60,29 @@ class Fake:
         self.probed += 1
         return self.reason
 
-    def setup_masquerade(self, m: Masquerade) -> None: ...
-
-    def teardown_masquerade(self, key: AttachmentKey) -> None: ...
-
-    def check_masquerade(self, m: Masquerade) -> list[str]:
-        return []
-
-    def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        return []
-
-    def check_layout(self) -> list[str]:
-        return []
-
 
 def test_first_usable_prefers_order_and_stops_early() -> None:
     nft, ipt = Fake("nftables", None), Fake("iptables", None)
-    assert base.first_usable([nft, ipt]) is nft
+    assert driver.first_usable([nft, ipt]) is nft
     assert ipt.probed == 0
     broken = Fake("nftables", "libnftables.so.1 missing")
-    assert base.first_usable([broken, ipt]) is ipt
-    assert base.first_usable([broken]) is None
+    assert driver.first_usable([broken, ipt]) is ipt
+    assert driver.first_usable([broken]) is None
 
 
 def test_select_none_uses_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen = Fake("iptables", None)
-    monkeypatch.setattr(base, "detect", lambda: chosen)
+    monkeypatch.setattr(driver, "detect", lambda: chosen)
     assert select(None) is chosen
     assert select() is chosen
 
 
 def test_none_backend_does_nothing_and_is_always_fine() -> None:
-    none = NoneBackend()
-    none.setup_masquerade(M)
-    none.teardown_masquerade(M.key)
-    assert none.check_masquerade(M) == []
-    assert none.gc_masquerade("n", []) == []
+    none = NoneDriver().masquerade
+    none.setup(M)
+    none.teardown(M.key)
+    assert none.check(M) == []
+    assert none.gc("n", []) == []
     assert none.status() is None
 
 
@@ -125,3 +113,31 @@ def test_exec_runner_failure_is_nft_error(tmp_path: Path) -> None:
 def test_exec_runner_without_nft() -> None:
     with pytest.raises(NftError, match="cannot run"):
         ExecRunner("/nonexistent/nft").run([])
+
+
+def _firewall_modules(code: str) -> list[str]:
+    probe = (f"import json, sys\n{code}\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pycni.firewall.'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return list(json.loads(out.stdout))
+
+
+def test_plugins_import_no_engine_and_a_driver_only_the_layouts_it_acts_with() -> None:
+    """A plugin's start-up loads the driver choice, models and host-port registry only (no
+    engine, no layout); choosing a driver loads no layout; using a facet loads that facet's
+    layout only. Nothing touches the kernel: no facet method is called."""
+    plugins = _firewall_modules("import pycni.plugins.bridge, pycni.plugins.firewall, "
+                                "pycni.plugins.portmap, pycni.reconcile")
+    light = ("pycni.firewall.driver", "pycni.firewall.model", "pycni.firewall.hostports",
+             "pycni.firewall.hostsockets")
+    assert [m for m in plugins if not m.startswith(light)] == []
+    chosen = _firewall_modules("from pycni.firewall import select\nfw = select('nftables')")
+    assert [m for m in chosen if m.startswith("pycni.firewall.nftables.")] == []
+    acting = _firewall_modules("from pycni.firewall import select\n"
+                               "select('nftables').masquerade")
+    layouts = {m for m in acting if m.startswith("pycni.firewall.nftables.")}
+    assert "pycni.firewall.nftables.masquerade" in layouts
+    assert not {"pycni.firewall.nftables.forward", "pycni.firewall.nftables.portmap",
+                "pycni.firewall.nftables.macspoof"} & layouts
+    assert [m for m in acting if m.startswith("pycni.firewall.iptables")] == []

@@ -10,8 +10,7 @@ import pytest
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest
-from pycni.firewall.forward_model import Forward
-from pycni.firewall.model import AttachmentKey
+from pycni.firewall.model import AttachmentKey, Forward
 from pycni.plugins import firewall
 from pycni.plugins.firewall_conf import FirewallConfig, parse_firewall_config
 
@@ -88,17 +87,17 @@ class Recorder:
         self._problems = problems or []
         self._status = status
 
-    def setup_forward(self, f: Forward) -> None:
+    def setup(self, f: Forward) -> None:
         self.calls.append(("setup", f))
 
-    def teardown_forward(self, key: AttachmentKey) -> None:
+    def teardown(self, key: AttachmentKey) -> None:
         self.calls.append(("teardown", key))
 
-    def check_forward(self, f: Forward) -> list[str]:
+    def check(self, f: Forward) -> list[str]:
         self.calls.append(("check", f))
         return self._problems
 
-    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
+    def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
         self.calls.append(("gc", (network, sorted(valid))))
         return []
 
@@ -109,7 +108,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
-    monkeypatch.setattr(firewall, "select_forward", lambda name: rec)
+    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None, rec))
     return rec
 
 
@@ -148,7 +147,7 @@ def test_del_needs_no_prev_result_and_survives_a_refused_config(recorder: Record
 
 def test_check_reports_problems(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(problems=["element missing"])
-    monkeypatch.setattr(firewall, "select_forward", lambda name: rec)
+    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None, rec))
     with pytest.raises(CNIError, match="element missing"):
         firewall.cmd_check(args_for({}, command="CHECK"))
 
@@ -162,16 +161,16 @@ def test_gc_passes_the_valid_attachments(recorder: Recorder) -> None:
 class _Usable:
     name = "fake"
 
-    def __init__(self, reason: str | None) -> None:
+    def __init__(self, reason: str | None, forward: Recorder | None = None) -> None:
         self.reason = reason
+        self.forward = forward or Recorder()
 
     def status(self) -> str | None:
         return self.reason
 
 
 def test_status_51_when_our_accepts_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None))
-    monkeypatch.setattr(firewall, "select_forward", lambda name: Recorder(status="no hole"))
+    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None, Recorder(status="no hole")))
     with pytest.raises(CNIError) as err:
         firewall.cmd_status(args_for({}, command="STATUS", prev=False))
     assert err.value.code == ErrorCode.LIMITED_CONNECTIVITY
@@ -185,6 +184,5 @@ def test_status_50_when_the_backend_is_unusable(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None))
-    monkeypatch.setattr(firewall, "select_forward", lambda name: Recorder())
+    monkeypatch.setattr(firewall, "select", lambda name: _Usable(None, Recorder()))
     firewall.cmd_status(args_for({}, command="STATUS", prev=False))

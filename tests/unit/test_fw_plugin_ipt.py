@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pycni.firewall import ipt_forward as ipf
-from pycni.firewall.forward_model import HOLE_COMMENT, Forward
-from pycni.firewall.model import AttachmentKey
+from pycni.firewall.iptables import forward as ipf
+from pycni.firewall.model import HOLE_COMMENT, AttachmentKey, Forward
 
 EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" \
         "-A FORWARD -j DOCKER-USER\nCOMMIT\n"

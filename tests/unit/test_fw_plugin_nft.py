@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
-from pycni.firewall import nft_forward as nf
-from pycni.firewall import nft_json as nj
-from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.nft_lib import NftError
+from pycni.firewall.model import FORWARD_MARK, HOLE_COMMENT, AttachmentKey, Forward
+from pycni.firewall.nftables import forward as nf
+from pycni.firewall.nftables import nftjson as nj
+from pycni.firewall.nftables.engine import NftError
 
 Doc = dict[str, Any]
 
@@ -184,41 +183,41 @@ class Runner:
 
 def test_first_write_is_inserts_plus_the_missing_holes() -> None:
     runner = Runner(chains=CHAINS_DOC)
-    nf.NftForwardBackend(runner).setup_forward(fwd())
+    nf.NftForward(runner).setup(fwd())
     (write,) = runner.writes
     assert [next(iter(c)) for c in write] == ["create", "insert", "insert"]
 
 
 def test_escalates_to_the_layout_when_the_insert_fails() -> None:
     runner = Runner(fail=1)
-    nf.NftForwardBackend(runner).setup_forward(fwd())
+    nf.NftForward(runner).setup(fwd())
     assert len(runner.writes) == 2
     assert runner.writes[1][0] == nj.add_table()
 
 
 def test_then_to_the_informed_write() -> None:
     runner = Runner(fail=2)
-    nf.NftForwardBackend(runner).setup_forward(fwd())
+    nf.NftForward(runner).setup(fwd())
     assert len(runner.writes) == 3
 
 
 def test_teardown_of_nothing_writes_nothing() -> None:
     runner = Runner()
-    nf.NftForwardBackend(runner).teardown_forward(AttachmentKey("net", "c", "eth0"))
+    nf.NftForward(runner).teardown(AttachmentKey("net", "c", "eth0"))
     assert runner.writes == []
 
 
 def test_status_is_fine_without_attachments_even_on_a_drop_host() -> None:
-    assert nf.NftForwardBackend(Runner(chains=CHAINS_DOC)).status() is None
+    assert nf.NftForward(Runner(chains=CHAINS_DOC)).status() is None
 
 
 @pytest.mark.parametrize("hole", [True, False])
 def test_status_with_attachments_depends_on_the_holes(
     monkeypatch: pytest.MonkeyPatch, hole: bool
 ) -> None:
-    backend = nf.NftForwardBackend(Runner())
+    backend = nf.NftForward(Runner())
     f = fwd()
-    monkeypatch.setattr(backend, "_read", lambda: _state(
+    monkeypatch.setattr(backend._nft, "read", lambda: _state(
         _elem(f, "10.99.0.5"), chains=(nj.Chain(nf.BASE_CHAIN),)))
     monkeypatch.setattr(backend, "foreign_chains", lambda: [nf.ForeignChain(
         family="ip", table="filter", name="FORWARD", prio=0, holed=hole)])

@@ -9,10 +9,10 @@ import pytest
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest
-from pycni.firewall import macspoof as ms
-from pycni.firewall import nft_json as nj
 from pycni.firewall.model import AttachmentKey
-from pycni.firewall.nft_lib import NftError
+from pycni.firewall.nftables import macspoof as ms
+from pycni.firewall.nftables import nftjson as nj
+from pycni.firewall.nftables.engine import NftError
 
 Doc = dict[str, Any]
 
@@ -99,7 +99,7 @@ def test_require_available_is_code_2_naming_nftables() -> None:
 def test_bridge_refuses_macspoofchk_without_nftables_before_touching_anything(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pycni.firewall import nft_lib
+    from pycni.firewall.nftables import engine as nft_lib
     from pycni.plugins import bridge
 
     def missing() -> None:

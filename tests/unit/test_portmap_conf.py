@@ -10,9 +10,8 @@ import pytest
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import PluginRequest
-from pycni.firewall.hostports import DEFAULT_ROOT
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.portmap_model import DnatTarget, PortMap, PortMapping
+from pycni.firewall.hostports import HOSTPORTS_ROOT as DEFAULT_ROOT
+from pycni.firewall.model import AttachmentKey, DnatTarget, PortMap, PortMapping
 from pycni.plugins.portmap_conf import PortmapConfig, parse_for_teardown, parse_portmap_config
 
 

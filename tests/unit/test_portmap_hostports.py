@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall import hostports
-from pycni.firewall.hostports import (
-    HostPortConflict,
-    Listener,
-    Record,
-    Registry,
-    overlaps,
-    parse_proc_net,
-    parse_sctp_eps,
-)
-from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall import hostports, hostsockets
+from pycni.firewall.hostports import HostPortConflict, Record, Registry, overlaps
+from pycni.firewall.hostsockets import Listener, parse_proc_net, parse_sctp_eps
+from pycni.firewall.model import AttachmentKey, PortMap, PortMapping, network_tag
 
 
 def record(cid: str, *mappings: PortMapping, network: str = "net", netns: str = "",
@@ -209,8 +201,8 @@ def test_a_listening_host_socket_is_a_conflict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapping: PortMapping, conflict: bool
 ) -> None:
     tables = {"tcp": TCP, "tcp6": TCP6, "udp": UDP, "udp6": ""}
-    monkeypatch.setattr(hostports, "_read", lambda path: tables.get(path.rsplit("/", 1)[1], ""))
-    monkeypatch.setattr(hostports, "socket_owner", lambda inode: f"pid 42 (inode {inode})")
+    monkeypatch.setattr(hostsockets, "_read", lambda path: tables.get(path.rsplit("/", 1)[1], ""))
+    monkeypatch.setattr(hostsockets, "socket_owner", lambda inode: f"pid 42 (inode {inode})")
     reg = Registry(str(tmp_path))
     if not conflict:
         reg.reserve(record("a", mapping))

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from pycni.firewall import ipt_portmap as ipt
-from pycni.firewall import nft_json as nj
-from pycni.firewall import nft_portmap as npm
-from pycni.firewall.model import AttachmentKey
-from pycni.firewall.nft_lib import Doc, NftError
-from pycni.firewall.portmap_backends import NftPortmapBackend, NonePortmapBackend, select_portmap
-from pycni.firewall.portmap_model import PortMap, PortMapping
+from pycni.firewall import select
+from pycni.firewall.iptables import portmap as ipt
+from pycni.firewall.model import AttachmentKey, PortMap, PortMapping
+from pycni.firewall.nftables import nftjson as nj
+from pycni.firewall.nftables import portmap as npm
+from pycni.firewall.nftables.engine import Doc, NftError
+from pycni.firewall.nftables.portmap import NftPortmap
+from pycni.firewall.none import NoneDriver
 
 
 def pm_for(cid: str, ip4: str | None = "10.99.0.5", ip6: str | None = None,
@@ -146,8 +147,8 @@ def fake() -> FakeNft:
 
 
 @pytest.fixture
-def nft(fake: FakeNft) -> NftPortmapBackend:
-    return NftPortmapBackend(runner=fake)
+def nft(fake: FakeNft) -> NftPortmap:
+    return NftPortmap(runner=fake)
 
 
 # ----------------------------------------------------------------------- nft builders
@@ -197,103 +198,103 @@ def test_ensure_layout_is_whole_and_idempotent(fake: FakeNft) -> None:
 
 
 def test_first_add_writes_the_layout_then_adds_are_pure_inserts(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
-    nft.setup_portmap(pm_for("a", "10.99.0.5"))
+    nft.setup(pm_for("a", "10.99.0.5"))
     assert len(fake.batches) == 1  # the insert failed (no table): layout + replace
     assert "flush" in fake.batches[0]
-    nft.setup_portmap(pm_for("b", "10.99.0.6", None, PortMapping(None, 8081, 80)))
+    nft.setup(pm_for("b", "10.99.0.6", None, PortMapping(None, 8081, 80)))
     assert fake.batches[-1] == ["create"] * 3  # addr, port, hairpin: nothing else
-    assert nft.check_portmap(pm_for("a", "10.99.0.5")) == []
+    assert nft.check(pm_for("a", "10.99.0.5")) == []
 
 
 def test_a_retried_add_and_a_leftover_with_another_value_are_replaced(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
     a = pm_for("a", "10.99.0.5")
-    nft.setup_portmap(a)
-    nft.setup_portmap(a)  # retried: same elements
+    nft.setup(a)
+    nft.setup(a)  # retried: same elements
     assert fake.elements() == 3
     b = pm_for("b", "10.99.0.9")  # same host port, leftover of a (DEL never ran)
-    nft.setup_portmap(b)
+    nft.setup(b)
     assert fake.elements() == 4  # a's port elements now b's; a's hairpin element stays
-    assert nft.check_portmap(b) == []
-    problems = nft.check_portmap(a)
+    assert nft.check(b) == []
+    problems = nft.check(a)
     assert any("labelled" in p for p in problems)
 
 
 def test_teardown_by_hint_deletes_exactly_and_without_reading(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
     a, b = pm_for("a", "10.99.0.5"), pm_for("b", "10.99.0.6", None, PortMapping(None, 9, 9))
-    nft.setup_portmap(a)
-    nft.setup_portmap(b)
-    nft.teardown_portmap(a.key, a)
+    nft.setup(a)
+    nft.setup(b)
+    nft.teardown(a.key, a)
     assert fake.batches[-1] == ["delete"] * 3  # one write, no list
     assert fake.elements() == 3
-    assert nft.check_portmap(b) == []
+    assert nft.check(b) == []
 
 
 def test_teardown_without_hint_or_with_a_stale_hint_goes_by_label(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
     a = pm_for("a", "10.99.0.5", "fd00::5")
-    nft.setup_portmap(a)
+    nft.setup(a)
     wrong = pm_for("a", "10.99.0.7")  # what the runtime thinks; not what was published
-    nft.teardown_portmap(a.key, wrong)
+    nft.teardown(a.key, wrong)
     assert fake.elements() == 0
-    nft.setup_portmap(a)
-    nft.teardown_portmap(a.key)
-    nft.teardown_portmap(a.key)  # already gone: success
+    nft.setup(a)
+    nft.teardown(a.key)
+    nft.teardown(a.key)  # already gone: success
     assert fake.elements() == 0
 
 
 def test_gc_keeps_valid_attachments_and_other_networks(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
-    nft.setup_portmap(pm_for("a", "10.99.0.5"))
-    nft.setup_portmap(pm_for("b", "10.99.0.6", None, PortMapping(None, 9, 9)))
-    nft.setup_portmap(pm_for("c", "10.98.0.6", None, PortMapping(None, 7, 7), network="other"))
-    assert nft.gc_portmap("net", [("a", "eth0")]) == []
-    assert nft.check_portmap(pm_for("a", "10.99.0.5")) == []
-    assert nft.check_portmap(pm_for("c", "10.98.0.6", None, PortMapping(None, 7, 7),
+    nft.setup(pm_for("a", "10.99.0.5"))
+    nft.setup(pm_for("b", "10.99.0.6", None, PortMapping(None, 9, 9)))
+    nft.setup(pm_for("c", "10.98.0.6", None, PortMapping(None, 7, 7), network="other"))
+    assert nft.gc("net", [("a", "eth0")]) == []
+    assert nft.check(pm_for("a", "10.99.0.5")) == []
+    assert nft.check(pm_for("c", "10.98.0.6", None, PortMapping(None, 7, 7),
                                     network="other")) == []
     assert fake.elements() == 6
-    assert nft.gc_portmap("net", []) == []
+    assert nft.gc("net", []) == []
     hp = [n for n in fake.state["chains"] if n.startswith("hp-")]
     assert len(hp) == 1  # the unused network chain went with its last element
 
 
 def test_check_reports_a_missing_element_and_a_broken_chain(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
     a = pm_for("a", "10.99.0.5")
-    assert nft.check_portmap(a)[0].startswith("nftables: map")  # nothing at all yet
-    nft.setup_portmap(a)
+    assert nft.check(a)[0].startswith("nftables: map")  # nothing at all yet
+    nft.setup(a)
     fake.state["maps"]["dnat4_port"]["elems"].clear()
     fake.state["chains"]["prerouting"]["rules"].clear()
-    problems = nft.check_portmap(a)
+    problems = nft.check(a)
     assert any("no element tcp . 8080 in map dnat4_port" in p for p in problems)
     assert any("chain prerouting has unexpected rules" in p for p in problems)
 
 
 def test_an_attachment_without_targets_touches_nothing(
-    fake: FakeNft, nft: NftPortmapBackend
+    fake: FakeNft, nft: NftPortmap
 ) -> None:
     pm = pm_for("a", None, None, PortMapping("fd00::1", 1, 1))
-    nft.setup_portmap(pm)
+    nft.setup(pm)
     assert fake.batches == []
-    assert nft.check_portmap(pm) == []
+    assert nft.check(pm) == []
 
 
 def test_select_follows_the_masquerade_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pycni.firewall import base
-    from pycni.firewall.ipt_portmap import IptPortmapBackend
+    from pycni.firewall import driver
+    from pycni.firewall.iptables.portmap import IptPortmap
 
-    monkeypatch.setattr(base, "detect", NonePortmapBackend)
-    assert select_portmap(None).name == "none"
-    assert isinstance(select_portmap("iptables"), IptPortmapBackend)
-    assert isinstance(select_portmap("nftables"), NftPortmapBackend)
+    monkeypatch.setattr(driver, "detect", NoneDriver)
+    assert select(None).name == "none"
+    assert isinstance(select("iptables").portmap, IptPortmap)
+    assert isinstance(select("nftables").portmap, NftPortmap)
 
 
 # -------------------------------------------------------------------- iptables text

@@ -1,6 +1,7 @@
-"""Forward acceptance and network isolation on iptables (the fallback backend).
+"""Forward acceptance and network isolation on iptables (the fallback driver): layout, restore
+scripts and checker (pure text), and the facet.
 
-The same decision as the nftables layout (``forward_model``), in the filter table, per IP
+The same decision as the nftables layout (``model.Forward``), in the filter table, per IP
 version. The accepts live in ``FORWARD`` itself, where iptables' policy DROP is applied, so
 they win over it; the jump is inserted at position 1, as the reference firewall plugin does::
 
@@ -20,30 +21,33 @@ they win over it; the jump is inserted at position 1, as the reference firewall 
 
 Two rules per container address (iptables has no sets without ipset), tagged with the
 attachment label. One ``iptables-save -t filter`` and at most one ``iptables-restore
---noflush`` per IP version and call, under the same lock as the masquerade backend.
+--noflush`` per IP version and call, under the same lock as masquerade.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import itertools
-import shlex
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
 from typing import Final
 
 from pycni.cni.errors import CNIError
-from pycni.firewall import xtables
-from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
-from pycni.firewall.iptables import DEFAULT_LOCK
-from pycni.firewall.model import AttachmentKey, network_tag
+from pycni.firewall.iptables import engine
+from pycni.firewall.iptables.engine import (
+    FIREWALL_LOCK,
+    Rule,
+    SaveState,
+    gc_lines,
+    host,
+    script,
+)
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model.forward import FORWARD_MARK, HOLE_COMMENT, Forward
 
 __all__ = [
     "DST_CHAIN",
     "SRC_CHAIN",
     "TOP_CHAIN",
     "FilterState",
-    "IptForwardBackend",
+    "IptForward",
     "check_state",
     "gc_script",
     "network_chain",
@@ -60,56 +64,16 @@ _PREFIX: Final = "PYCNI-F-"
 _MARK: Final = f"{FORWARD_MARK:#x}/{FORWARD_MARK:#x}"
 _ALL_VERSIONS: Final = (4, 6)
 
+FilterState = SaveState  # the filter table of ``iptables-save -t filter``
+
 
 def network_chain(f: Forward) -> str:
     """28 characters, iptables' limit."""
     return f"{_PREFIX}{f.key.network_tag[:10]}-{f.chain_tag[:9]}"
 
 
-@dataclass(frozen=True)
-class _Rule:
-    chain: str
-    line: str
-    comment: str | None = None
-    target: str | None = None
-
-    @property
-    def delete_line(self) -> str:
-        return "-D" + self.line[2:]
-
-
-@dataclass(frozen=True)
-class FilterState:
-    """The filter table of ``iptables-save -t filter``."""
-
-    chains: frozenset[str] = frozenset()
-    policies: tuple[tuple[str, str], ...] = ()
-    rules: tuple[_Rule, ...] = ()
-
-    def rules_of(self, chain: str) -> list[_Rule]:
-        return [r for r in self.rules if r.chain == chain]
-
-    def lines_of(self, chain: str) -> list[str]:
-        return [r.line for r in self.rules_of(chain)]
-
-    def policy(self, chain: str) -> str | None:
-        return dict(self.policies).get(chain)
-
-
-def _parse_rule(line: str) -> _Rule:
-    tokens = shlex.split(line)
-    parts = dict(itertools.pairwise(tokens))
-    return _Rule(chain=tokens[1], line=line, comment=parts.get("--comment"),
-                 target=parts.get("-j"))
-
-
 def parse_filter(text: str) -> FilterState:
-    dump = xtables.parse_save(text, "filter")
-    return FilterState(chains=dump.chains, policies=dump.policies,
-                       rules=tuple(_parse_rule(line) for line in dump.rule_lines))
-
-
-_Build = Callable[[FilterState, int], "str | None"]
+    return engine.parse_save(text, "filter")
 
 
 # ------------------------------------------------------------------------------- builders
@@ -135,24 +99,15 @@ def network_lines(f: Forward, version: int) -> list[str]:
     return lines
 
 
-def _host(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    return f"{addr}/{addr.max_prefixlen}"
-
-
 def _address_lines(f: Forward, version: int) -> list[str]:
     chain, label = network_chain(f), f.key.label
     return [line for ip in f.sources_of(version) for line in (
-        f"-A {SRC_CHAIN} -s {_host(ip)} -m comment --comment {label} -j {chain}",
-        f"-A {DST_CHAIN} -d {_host(ip)} -m comment --comment {label} -j {chain}")]
+        f"-A {SRC_CHAIN} -s {host(ip)} -m comment --comment {label} -j {chain}",
+        f"-A {DST_CHAIN} -d {host(ip)} -m comment --comment {label} -j {chain}")]
 
 
 def _script(declare: Iterable[str], lines: Iterable[str]) -> str | None:
-    declared = [f":{chain} - [0:0]" for chain in declare]
-    body = list(lines)
-    if not declared and not body:
-        return None
-    return "\n".join(["*filter", *declared, *body, "COMMIT", ""])
+    return script("filter", declare, lines)
 
 
 def _jumped(state: FilterState) -> bool:
@@ -179,7 +134,7 @@ def setup_script(state: FilterState, f: Forward, version: int) -> str | None:
     """What makes ``state`` hold ``f`` for one IP version; None if it already does."""
     declare, lines = _infrastructure(state, f, version)
     wanted = _address_lines(f, version)
-    hosts = {_host(ip) for ip in f.sources_of(version)}
+    hosts = {host(ip) for ip in f.sources_of(version)}
     # Any rule for one of our addresses that is not exactly ours goes (a crashed leftover).
     for rule in state.rules_of(SRC_CHAIN) + state.rules_of(DST_CHAIN):
         if rule.line not in wanted and any(f" {h} " in rule.line for h in hosts):
@@ -189,7 +144,7 @@ def setup_script(state: FilterState, f: Forward, version: int) -> str | None:
     return _script(declare, lines)
 
 
-def _address_rules(state: FilterState) -> list[_Rule]:
+def _address_rules(state: FilterState) -> list[Rule]:
     return state.rules_of(SRC_CHAIN) + state.rules_of(DST_CHAIN)
 
 
@@ -198,15 +153,8 @@ def teardown_script(state: FilterState, label: str) -> str | None:
 
 
 def gc_script(state: FilterState, net_tag: str, keep: Collection[str]) -> str | None:
-    ours = f"{net_tag}-"
-    rules = _address_rules(state)
-    drop = [r for r in rules if (r.comment or "").startswith(ours) and r.comment not in keep]
-    still = {r.target for r in rules if r not in drop}
-    prefix = f"{_PREFIX}{net_tag[:10]}-"
-    unused = sorted(c for c in state.chains if c.startswith(prefix) and c not in still)
-    lines = [r.delete_line for r in drop]
-    lines += [line for c in unused for line in (f"-F {c}", f"-X {c}")]
-    return _script((), lines)
+    return _script((), gc_lines(_address_rules(state), state.chains, network_tag=net_tag,
+                                keep=keep, chain_prefix=f"{_PREFIX}{net_tag[:10]}-"))
 
 
 def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
@@ -224,61 +172,30 @@ def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
     return problems
 
 
-# ----------------------------------------------------------------------------- the backend
+# ------------------------------------------------------------------------------ the facet
 
 
-class IptForwardBackend:
-    """``ForwardBackend`` on iptables-restore, in the calling thread's network namespace."""
+def _versions(f: Forward) -> list[int]:
+    return [v for v in _ALL_VERSIONS if f.sources_of(v)]
 
-    name = "iptables"
 
-    def __init__(self, *, lock_path: str = DEFAULT_LOCK, lock_timeout: float = 10.0) -> None:
-        self._lock_path = lock_path
-        self._lock_timeout = lock_timeout
+_TEXT: Final = TextLayout(table="filter", view=lambda state: state, versions=_versions,
+                          setup=setup_script, teardown=teardown_script, gc=gc_script,
+                          check=check_state)
 
-    @staticmethod
-    def _save(version: int) -> FilterState:
-        return parse_filter(xtables.save(version, "filter"))
 
-    def _apply(self, versions: Iterable[int], build: _Build) -> None:
-        xtables.apply_locked(lock_path=self._lock_path, lock_timeout=self._lock_timeout,
-                             versions=versions, read=self._save, build=build,
-                             what="iptables forward changes")
+class IptForward(XtablesFacet[Forward, SaveState]):
+    """``ForwardFacet`` on iptables-restore, in the calling thread's network namespace."""
 
-    @staticmethod
-    def _versions() -> tuple[int, ...]:
-        return xtables.ip_versions()
-
-    def setup_forward(self, f: Forward) -> None:
-        versions = [v for v in _ALL_VERSIONS if f.sources_of(v)]
-        self._apply(versions, lambda state, v: setup_script(state, f, v))
-
-    def teardown_forward(self, key: AttachmentKey) -> None:
-        self._apply(self._versions(), lambda state, _v: teardown_script(state, key.label))
-
-    def check_forward(self, f: Forward) -> list[str]:
-        problems: list[str] = []
-        for version in (v for v in _ALL_VERSIONS if f.sources_of(v)):
-            try:
-                problems += check_state(self._save(version), f, version)
-            except CNIError as err:
-                problems.append(str(err))
-        return problems
-
-    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        keep = {AttachmentKey(network, cid, ifname).label for cid, ifname in valid}
-        tag = network_tag(network)
-        try:
-            self._apply(self._versions(), lambda state, _v: gc_script(state, tag, keep))
-        except CNIError as err:
-            return [f"iptables forward GC of network {network!r}: {err}"]
-        return []
+    def __init__(self, *, lock_path: str = FIREWALL_LOCK, lock_timeout: float = 10.0) -> None:
+        super().__init__(_TEXT, "iptables forward", lock_path=lock_path,
+                         lock_timeout=lock_timeout)
 
     def status(self) -> str | None:
         problems = []
-        for version in self._versions():
+        for version in engine.ip_versions():
             try:
-                state = self._save(version)
+                state = self._ipt.save(version)
             except CNIError as err:
                 return str(err)
             if _address_rules(state) and state.policy("FORWARD") == "DROP" \
@@ -286,4 +203,3 @@ class IptForwardBackend:
                 problems.append(f"{'ip6' if version == 6 else 'ip'}tables: FORWARD policy is "
                                 f"DROP and does not jump to {TOP_CHAIN}")
         return "; ".join(problems) or None
-

@@ -1,51 +1,25 @@
-"""What `portmap` hands to a firewall backend: plain frozen dataclasses, nothing else.
-
-``PortMapping`` is one ``runtimeConfig.portMappings`` entry, validated and normalised.
-``PortMap`` is everything one attachment publishes: its key, its mappings, the container's
-first IPv4 and IPv6 address (the DNAT targets) and subnets (hairpin sources), and the two
-masquerade options. Backends derive every rule or element from it, and tag each with
-``key.label`` so DEL and GC find them by the attachment alone.
-
-Host addresses: ``host_ip`` None publishes on every local address of both families;
-``0.0.0.0`` / ``::`` publish on every address of that family only (as the reference does);
-any other address publishes on that address only (its family only).
-"""
+"""Port mappings: what `portmap` hands over."""
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.cni.errors import CNIError, ErrorCode
-from pycni.firewall.model import TAG_LEN, AttachmentKey
+from pycni.firewall.model import AttachmentKey, bad, digest
 
-__all__ = [
-    "PROTOCOLS",
-    "DnatTarget",
-    "PortMap",
-    "PortMapping",
-]
+__all__ = ['PROTOCOLS', 'DnatTarget', 'PortMap', 'PortMapping']
+
 
 PROTOCOLS: Final = ("tcp", "udp", "sctp")
-# Bumped if the per-network hairpin chain's contents ever change (new chains, new names).
-_CHAIN_LAYOUT: Final = "hostport-v1"
-
-
-def _digest(*parts: str) -> str:
-    raw = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(raw.encode("ascii")).hexdigest()[:TAG_LEN]
-
-
-def _bad(what: str, value: object) -> CNIError:
-    return CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"portmap: invalid {what} {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class PortMapping:
-    """One published port. ``host_ip`` is normalised (None, or a canonical address)."""
+    """One ``runtimeConfig.portMappings`` entry, validated; ``host_ip`` is normalised (None, or
+    a canonical address). None publishes on every local address of both families; ``0.0.0.0``
+    / ``::`` on every address of that family only (as the reference does); any other address
+    on that address only."""
 
     host_ip: str | None
     host_port: int
@@ -55,14 +29,14 @@ class PortMapping:
     def __post_init__(self) -> None:
         for name, port in (("hostPort", self.host_port), ("containerPort", self.container_port)):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-                raise _bad(name, port)
+                raise bad("portmap", name, port)
         if self.protocol not in PROTOCOLS:
-            raise _bad("protocol", self.protocol)
+            raise bad("portmap", "protocol", self.protocol)
         if self.host_ip is not None:
             try:
                 canonical = str(ipaddress.ip_address(self.host_ip))
             except (TypeError, ValueError) as err:
-                raise _bad("hostIP", self.host_ip) from err
+                raise bad("portmap", "hostIP", self.host_ip) from err
             object.__setattr__(self, "host_ip", canonical)
 
     @property
@@ -111,9 +85,9 @@ def _ip(value: str | None, version: int, what: str) -> str | None:
     try:
         addr = ipaddress.ip_address(value)
     except ValueError as err:
-        raise _bad(what, value) from err
+        raise bad("portmap", what, value) from err
     if addr.version != version:
-        raise _bad(what, value)
+        raise bad("portmap", what, value)
     return str(addr)
 
 
@@ -121,14 +95,16 @@ def _subnets(cidrs: tuple[str, ...]) -> tuple[str, ...]:
     try:
         nets = {ipaddress.ip_network(c, strict=False) for c in cidrs}
     except (TypeError, ValueError) as err:
-        raise _bad("subnet in", cidrs) from err
+        raise bad("portmap", "subnet in", cidrs) from err
     ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     return tuple(str(n) for n in ordered)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortMap:
-    """Everything one attachment publishes, and how its hairpin/localhost traffic is NATed.
+    """Everything one attachment publishes: its mappings, the container's first IPv4 and IPv6
+    address (the DNAT targets) and subnets (hairpin sources), and how its hairpin/localhost
+    traffic is NATed.
 
     ``snat``: masquerade traffic from the container's own subnet (hairpin) and from
     127.0.0.0/8 (``127.0.0.1:hostPort`` on the host). ``masq_all``: masquerade every
@@ -145,7 +121,7 @@ class PortMap:
 
     def __post_init__(self) -> None:
         if not isinstance(self.mappings, tuple) or not isinstance(self.subnets, tuple):
-            raise _bad("field type (tuples expected)", (self.mappings, self.subnets))
+            raise bad("portmap", "field type (tuples expected)", (self.mappings, self.subnets))
         object.__setattr__(self, "container_ipv4", _ip(self.container_ipv4, 4, "IPv4 address"))
         object.__setattr__(self, "container_ipv6", _ip(self.container_ipv6, 6, "IPv6 address"))
         object.__setattr__(self, "subnets", _subnets(self.subnets))
@@ -187,10 +163,9 @@ class PortMap:
 
     @property
     def chain_tag(self) -> str:
-        """Names the shared per-network chain of masquerade rules; its contents depend only on
-        the network, its subnets and the two options, so the name determines them."""
+        """Names the per-network chain of hairpin masquerade rules (network, subnets, options)."""
         flags = f"snat={int(self.snat)},masqAll={int(self.masq_all)}"
-        return _digest(_CHAIN_LAYOUT, self.key.network, flags, *self.subnets)
+        return digest("hostport-v1", self.key.network, flags, *self.subnets)
 
     def host_ports(self, protocol: str) -> tuple[int, ...]:
         return tuple(sorted({m.host_port for m in self.published() if m.protocol == protocol}))

@@ -1,4 +1,5 @@
-"""Pure text for the iptables fallback: parse ``iptables-save -t nat``, build restore scripts.
+"""Masquerade on iptables (the fallback where nftables is not usable): the layout, its restore
+scripts and checker (pure text), and the facet.
 
 Layout in the nat table (per IP version, with ``ip6tables`` for IPv6)::
 
@@ -9,28 +10,26 @@ Layout in the nat table (per IP version, with ``ip6tables`` for IPv6)::
     -A PYCNI-M-<net>-<chain> -j MASQUERADE
 
 One rule per container address, tagged with the attachment label, so DEL and GC find it by
-key. The scripts are for ``iptables-restore --noflush``: one exec applies all of them at once.
-Declaring ``:CHAIN`` there creates the chain but also *flushes* an existing one, so the
-builders declare only chains that are missing or that they rewrite whole; hence the caller
-reads the table first and holds a lock from the read to the write.
+key. The scripts are for ``iptables-restore --noflush``: one exec applies all of them at once
+(``engine.script`` says why the table is read first, under the lock).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import shlex
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from typing import Final
 
-from pycni.firewall import xtables
-from pycni.firewall.model import Masquerade
+from pycni.cni.errors import CNIError
+from pycni.firewall.iptables import engine
+from pycni.firewall.iptables.engine import FIREWALL_LOCK, SaveState, gc_lines, host, script
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model.masquerade import Masquerade
 
 __all__ = [
     "JUMP_COMMENT",
     "TOP_CHAIN",
-    "Rule",
+    "IptMasquerade",
     "SaveState",
     "check_state",
     "gc_script",
@@ -56,57 +55,9 @@ def _network_prefix(network_tag: str) -> str:
     return f"{_CHAIN_PREFIX}{network_tag[:10]}-"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One ``-A`` line of iptables-save, with the few parts pycni looks at."""
-
-    chain: str
-    line: str
-    source: str | None = None
-    dest: str | None = None
-    comment: str | None = None
-    target: str | None = None
-
-    @property
-    def delete_line(self) -> str:
-        """The same rule spec as a ``-D`` command (iptables-restore matches it exactly)."""
-        return "-D" + self.line[2:]
-
-
-@dataclass(frozen=True)
-class SaveState:
-    chains: frozenset[str] = frozenset()
-    rules: tuple[Rule, ...] = ()
-
-    def rules_of(self, chain: str) -> list[Rule]:
-        return [r for r in self.rules if r.chain == chain]
-
-
-def _parse_rule(line: str) -> Rule:
-    tokens = shlex.split(line)
-    parts: dict[str, str] = {}
-    negated = False
-    for flag, value in itertools.pairwise(tokens):
-        if flag == "!":
-            negated = True
-            continue
-        if flag in ("-s", "-d", "--comment", "-j"):
-            # A negated match is never one of ours; keep it distinguishable.
-            parts[flag] = f"!{value}" if negated else value
-        negated = False
-    return Rule(chain=tokens[1], line=line, source=parts.get("-s"), dest=parts.get("-d"),
-                comment=parts.get("--comment"), target=parts.get("-j"))
-
-
 def parse_save(text: str) -> SaveState:
     """The nat table of an ``iptables-save -t nat`` dump."""
-    dump = xtables.parse_save(text, "nat")
-    return SaveState(chains=dump.chains, rules=tuple(_parse_rule(line) for line in dump.rule_lines))
-
-
-def _host(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    return f"{addr}/{addr.max_prefixlen}"
+    return engine.parse_save(text, "nat")
 
 
 def network_chain_rules(m: Masquerade, version: int) -> list[tuple[str | None, str]]:
@@ -127,11 +78,7 @@ def _chain_matches(state: SaveState, chain: str, want: list[tuple[str | None, st
 
 
 def _script(declare: Iterable[str], lines: Iterable[str]) -> str | None:
-    declared = [f":{chain} - [0:0]" for chain in declare]
-    body = list(lines)
-    if not declared and not body:
-        return None
-    return "\n".join(["*nat", *declared, *body, "COMMIT", ""])
+    return script("nat", declare, lines)
 
 
 def _infrastructure(state: SaveState, m: Masquerade, version: int) -> tuple[list[str], list[str]]:
@@ -152,12 +99,12 @@ def setup_script(state: SaveState, m: Masquerade, version: int) -> str | None:
     declare, lines = _infrastructure(state, m, version)
     chain, label = network_chain(m), m.key.label
     for ip in m.sources_of(version):
-        host = _host(ip)
-        existing = [r for r in state.rules_of(TOP_CHAIN) if _norm_dest(r.source) == host]
+        addr = host(ip)
+        existing = [r for r in state.rules_of(TOP_CHAIN) if _norm_dest(r.source) == addr]
         if len(existing) == 1 and (existing[0].comment, existing[0].target) == (label, chain):
             continue
         lines += [r.delete_line for r in existing]  # a duplicate or someone else's leftover
-        lines.append(f"-A {TOP_CHAIN} -s {host} -m comment --comment {label} -j {chain}")
+        lines.append(f"-A {TOP_CHAIN} -s {addr} -m comment --comment {label} -j {chain}")
     return _script(declare, lines)
 
 
@@ -167,16 +114,8 @@ def teardown_script(state: SaveState, label: str) -> str | None:
 
 def gc_script(state: SaveState, network_tag: str, keep: Collection[str]) -> str | None:
     """Delete the network's rules not labelled with a ``keep`` label, then its unused chains."""
-    ours = f"{network_tag}-"
-    top = state.rules_of(TOP_CHAIN)
-    drop = [r for r in top if (r.comment or "").startswith(ours) and r.comment not in keep]
-    dropped = {id(r) for r in drop}
-    still = {r.target for r in top if id(r) not in dropped}
-    prefix = _network_prefix(network_tag)
-    unused = sorted(c for c in state.chains if c.startswith(prefix) and c not in still)
-    lines = [r.delete_line for r in drop]
-    lines += [line for c in unused for line in (f"-F {c}", f"-X {c}")]
-    return _script((), lines)
+    return _script((), gc_lines(state.rules_of(TOP_CHAIN), state.chains, network_tag=network_tag,
+                                keep=keep, chain_prefix=_network_prefix(network_tag)))
 
 
 def check_state(state: SaveState, m: Masquerade, version: int) -> list[str]:
@@ -189,10 +128,37 @@ def check_state(state: SaveState, m: Masquerade, version: int) -> list[str]:
         problems.append(f"{tool}: chain {chain} missing or has unexpected rules")
     mine = [r for r in state.rules_of(TOP_CHAIN) if r.comment == label]
     for ip in m.sources_of(version):
-        hits = [r for r in mine if _norm_dest(r.source) == _host(ip) and r.target == chain]
+        hits = [r for r in mine if _norm_dest(r.source) == host(ip) and r.target == chain]
         if len(hits) != 1:
             problems.append(f"{tool}: {len(hits)} masquerade rules for {ip}, expected 1")
-    wanted = {_host(ip) for ip in m.sources_of(version)}
+    wanted = {host(ip) for ip in m.sources_of(version)}
     problems += [f"{tool}: stale rule of this attachment: {r.line}"
                  for r in mine if _norm_dest(r.source) not in wanted]
     return problems
+
+
+def _versions(m: Masquerade) -> list[int]:
+    return [v for v in (4, 6) if m.sources_of(v)]
+
+
+_TEXT: Final = TextLayout(table="nat", view=lambda state: state, versions=_versions,
+                          setup=setup_script, teardown=teardown_script, gc=gc_script,
+                          check=check_state)
+
+
+class IptMasquerade(XtablesFacet[Masquerade, SaveState]):
+    """``MasqueradeFacet`` on iptables-restore, in the calling thread's network namespace."""
+
+    def __init__(self, *, lock_path: str = FIREWALL_LOCK, lock_timeout: float = 10.0,
+                 xtables_wait: int = 5) -> None:
+        super().__init__(_TEXT, "iptables masquerade", lock_path=lock_path,
+                         lock_timeout=lock_timeout, xtables_wait=xtables_wait)
+
+    def check_layout(self) -> list[str]:
+        try:
+            state = self._ipt.save(4)
+        except CNIError as err:
+            return [str(err)]
+        if not any(r.target == TOP_CHAIN for r in state.rules_of("POSTROUTING")):
+            return [f"iptables: POSTROUTING does not jump to {TOP_CHAIN}"]
+        return []

@@ -1,5 +1,5 @@
-"""The iptables fallback for port mappings: one ``iptables-restore --noflush`` per call and IP
-version, rules tagged with the attachment label. Layout in the nat table::
+"""Port mappings on iptables (the fallback driver): one ``iptables-restore --noflush`` per call
+and IP version, rules tagged with the attachment label; the facet. Layout in the nat table::
 
     -A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment pycni-portmap -j PYCNI-HOSTPORTS
     -A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment pycni-portmap -j PYCNI-HOSTPORTS
@@ -18,20 +18,19 @@ per new connection: this is the fallback where nftables is absent.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.cni.errors import CNIError
-from pycni.firewall import xtables
-from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.portmap_model import PortMap
+from pycni.firewall.iptables import engine
+from pycni.firewall.iptables.engine import SaveState, host, parse_rule, script
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.model.portmap import PortMap
 
 __all__ = [
     "DNAT_CHAIN",
     "MASQ_CHAIN",
-    "IptPortmapBackend",
+    "IptPortmap",
     "Saved",
     "check_state",
     "gc_script",
@@ -44,7 +43,7 @@ __all__ = [
 DNAT_CHAIN: Final = "PYCNI-HOSTPORTS"
 MASQ_CHAIN: Final = "PYCNI-HOSTPORTS-MASQ"
 JUMP_COMMENT: Final = "pycni-portmap"
-DEFAULT_LOCK: Final = "/run/pycni/locks/portmap-iptables.lock"
+PORTMAP_LOCK: Final = "/run/pycni/locks/portmap-iptables.lock"
 _JUMPS: Final = (
     ("PREROUTING", f"-m addrtype --dst-type LOCAL -m comment --comment {JUMP_COMMENT} "
                    f"-j {DNAT_CHAIN}"),
@@ -60,37 +59,31 @@ _LOCALHOST: Final = "127.0.0.0/8"
 
 @dataclass(frozen=True)
 class Saved:
-    """The nat table of one ``iptables-save -t nat``: chains, and each ``-A`` line by chain."""
+    """The nat table as (chain, rule spec after "-A <chain> ") pairs, compared as text:
+    iptables-save prints a rule back exactly as these builders write it."""
 
     chains: frozenset[str] = frozenset()
-    lines: tuple[tuple[str, str], ...] = ()  # (chain, rule spec after "-A <chain> ")
+    lines: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, state: SaveState) -> Saved:
+        return cls(chains=state.chains, lines=tuple((r.chain, r.spec) for r in state.rules))
 
     def rules_of(self, chain: str) -> list[str]:
         return [spec for c, spec in self.lines if c == chain]
 
 
 def parse_save(text: str) -> Saved:
-    dump = xtables.parse_save(text, "nat")
-    split = (line[3:].partition(" ") for line in dump.rule_lines)
-    return Saved(chains=dump.chains, lines=tuple((chain, spec) for chain, _, spec in split))
+    return Saved.of(engine.parse_save(text, "nat"))
 
 
-def _comment(spec: str) -> str | None:
-    words = spec.split()
-    for i, word in enumerate(words[:-1]):
-        if word == "--comment":
-            return words[i + 1].strip('"')
-    return None
+def _comment(chain: str, spec: str) -> str | None:
+    return parse_rule(f"-A {chain} {spec}").comment
 
 
 def _match_part(spec: str) -> str:
     """What a rule matches on, without its comment and target (to spot a shadowing rule)."""
     return spec.split(" -m comment ", 1)[0]
-
-
-def _host(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    return f"{addr}/{addr.max_prefixlen}"
 
 
 def _endpoint(ip: str, port: int) -> str:
@@ -102,7 +95,7 @@ def wanted_rules(pm: PortMap, version: int) -> list[tuple[str, str]]:
     label = pm.key.label
     rules: list[tuple[str, str]] = []
     for t in (t for t in pm.targets() if t.version == version):
-        dest = f"-d {_host(t.host_addr)} " if t.host_addr else ""
+        dest = f"-d {host(t.host_addr)} " if t.host_addr else ""
         rules.append((DNAT_CHAIN, f"{dest}-p {t.protocol} -m {t.protocol} --dport {t.host_port} "
                       f"-m comment --comment {label} -j DNAT --to-destination "
                       f"{_endpoint(t.container_ip, t.container_port)}"))
@@ -114,18 +107,14 @@ def wanted_rules(pm: PortMap, version: int) -> list[tuple[str, str]]:
     for ip, proto, port in pm.hairpin_keys(version):
         for src in sources:
             head = f"-s {src} " if src else ""
-            rules.append((MASQ_CHAIN, f"{head}-d {_host(ip)} -p {proto} -m {proto} --dport {port} "
+            rules.append((MASQ_CHAIN, f"{head}-d {host(ip)} -p {proto} -m {proto} --dport {port} "
                           f"-m conntrack --ctstate DNAT -m comment --comment {label} "
                           "-j MASQUERADE"))
     return rules
 
 
 def _script(declare: Iterable[str], lines: Iterable[str]) -> str | None:
-    declared = [f":{chain} - [0:0]" for chain in declare]
-    body = list(lines)
-    if not declared and not body:
-        return None
-    return "\n".join(["*nat", *declared, *body, "COMMIT", ""])
+    return script("nat", declare, lines)
 
 
 def _infrastructure(state: Saved) -> tuple[list[str], list[str]]:
@@ -135,7 +124,8 @@ def _infrastructure(state: Saved) -> tuple[list[str], list[str]]:
 
 
 def _owned(state: Saved, keep: Callable[[str | None], bool]) -> list[tuple[str, str]]:
-    return [(c, s) for c, s in state.lines if c in (DNAT_CHAIN, MASQ_CHAIN) and keep(_comment(s))]
+    return [(c, s) for c, s in state.lines
+            if c in (DNAT_CHAIN, MASQ_CHAIN) and keep(_comment(c, s))]
 
 
 def setup_script(state: Saved, pm: PortMap, version: int) -> str | None:
@@ -179,69 +169,22 @@ def check_state(state: Saved, pm: PortMap, version: int) -> list[str]:
     return problems
 
 
-# --------------------------------------------------------------------------- backend
+# ------------------------------------------------------------------------------ the facet
 
 
-class IptPortmapBackend:
-    """``PortmapBackend`` on iptables-restore; read and write under one file lock (declaring a
-    chain in a restore script flushes it). Acts in the calling thread's network namespace."""
+def _versions(pm: PortMap) -> list[int]:
+    return [v for v in (4, 6) if any(t.version == v for t in pm.targets())]
 
-    name = "iptables"
 
-    def __init__(self, *, lock_path: str = DEFAULT_LOCK, lock_timeout: float = 10.0,
+_TEXT: Final = TextLayout(table="nat", view=Saved.of, versions=_versions, setup=setup_script,
+                          teardown=teardown_script, gc=gc_script, check=check_state)
+
+
+class IptPortmap(XtablesFacet[PortMap, Saved]):
+    """``PortmapFacet`` on iptables-restore, under a file lock of its own. Acts in the
+    calling thread's network namespace."""
+
+    def __init__(self, *, lock_path: str = PORTMAP_LOCK, lock_timeout: float = 10.0,
                  xtables_wait: int = 5) -> None:
-        self._lock_path = lock_path
-        self._lock_timeout = lock_timeout
-        self._wait = xtables_wait
-
-    def _save(self, version: int) -> Saved:
-        return parse_save(xtables.save(version, "nat"))
-
-    def _apply(self, versions: Iterable[int], build: Callable[[Saved, int], str | None]) -> None:
-        xtables.apply_locked(lock_path=self._lock_path, lock_timeout=self._lock_timeout,
-                             versions=versions, read=self._save, build=build, wait=self._wait,
-                             what="iptables port mapping changes")
-
-    @staticmethod
-    def _versions() -> tuple[int, ...]:
-        return xtables.ip_versions()
-
-    @staticmethod
-    def _versions_of(pm: PortMap) -> list[int]:
-        return [v for v in (4, 6) if any(t.version == v for t in pm.targets())]
-
-    def setup_portmap(self, pm: PortMap) -> None:
-        versions = self._versions_of(pm)
-        if versions:
-            self._apply(versions, lambda state, v: setup_script(state, pm, v))
-
-    def teardown_portmap(self, key: AttachmentKey, hint: PortMap | None = None) -> None:
-        del hint  # a rule is deleted by its full text, which only a read gives
-        self._apply(self._versions(), lambda state, _v: teardown_script(state, key.label))
-
-    def check_portmap(self, pm: PortMap) -> list[str]:
-        problems: list[str] = []
-        for version in self._versions_of(pm):
-            try:
-                problems += check_state(self._save(version), pm, version)
-            except CNIError as err:
-                problems.append(str(err))
-        return problems
-
-    def gc_portmap(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        keep = {AttachmentKey(network, cid, ifname).label for cid, ifname in valid}
-        tag = network_tag(network)
-        try:
-            self._apply(self._versions(), lambda state, _v: gc_script(state, tag, keep))
-        except CNIError as err:
-            return [f"iptables portmap GC of network {network!r}: {err}"]
-        return []
-
-    def status(self) -> str | None:
-        if not os.path.isabs(xtables.tool(4, "restore")):
-            return "iptables-restore not found"
-        try:
-            self._save(4)
-        except CNIError as err:
-            return str(err)
-        return None
+        super().__init__(_TEXT, "iptables portmap", lock_path=lock_path,
+                         lock_timeout=lock_timeout, xtables_wait=xtables_wait)

@@ -1,4 +1,5 @@
-"""The port-mapping layout in its own table ``inet pycni_portmap``: pure builders and a checker.
+"""Port mappings on nftables: the layout in its own table ``inet pycni_portmap``, its builders
+and checker, and the facet the driver hands out.
 
 ::
 
@@ -52,12 +53,14 @@ them. Here the two layouts are read, versioned and removed independently.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Collection, Iterable
+import logging
 from typing import Any, Final
 
-from pycni.firewall import nft_json as nj
-from pycni.firewall.portmap_model import DnatTarget, PortMap
+from pycni.firewall.model import AttachmentKey
+from pycni.firewall.model.portmap import DnatTarget, PortMap
+from pycni.firewall.nftables import nftjson as nj
+from pycni.firewall.nftables.engine import NftError, NftRunner
+from pycni.firewall.nftables.feature import Entry, Layout, NftFacet, missing_maps, same_key
 
 __all__ = [
     "BASE_CHAINS",
@@ -65,6 +68,7 @@ __all__ = [
     "FAMILY",
     "HAIRPIN_MAPS",
     "TABLE",
+    "NftPortmap",
     "check_state",
     "create_elements",
     "delete_elements",
@@ -72,18 +76,16 @@ __all__ = [
     "gc_commands",
     "hairpin_chain",
     "hairpin_rules",
-    "list_table",
-    "list_tables",
     "owned_elements",
     "setup_blind",
     "setup_informed",
     "static_rules",
-    "table_in",
     "teardown_commands",
 ]
 
-FAMILY: Final = "inet"
-TABLE: Final = "pycni_portmap"
+PORTMAP: Final = nj.Table("inet", "pycni_portmap")
+FAMILY: Final = PORTMAP.family
+TABLE: Final = PORTMAP.name
 DNAT_CHAIN: Final = "hostports"
 DSTNAT_PRIO: Final = -100
 SRCNAT_PRIO: Final = 100
@@ -93,34 +95,17 @@ DNAT_MAPS: Final = {(4, True): "dnat4_ip", (4, False): "dnat4",
 _DNAT_MAP_NAMES: Final = frozenset(f"{stem}_{part}" for stem in DNAT_MAPS.values()
                                    for part in ("addr", "port"))
 HAIRPIN_MAPS: Final = {4: "hairpin4", 6: "hairpin6"}
-BASE_CHAINS: Final = {"prerouting": ("prerouting", DSTNAT_PRIO),
-                      "output": ("output", DSTNAT_PRIO),
-                      "postrouting": ("postrouting", SRCNAT_PRIO)}
+BASE_CHAINS: Final = {"prerouting": nj.Hook("nat", "prerouting", DSTNAT_PRIO),
+                      "output": nj.Hook("nat", "output", DSTNAT_PRIO),
+                      "postrouting": nj.Hook("nat", "postrouting", SRCNAT_PRIO)}
 _ADDR: Final = {4: "ipv4_addr", 6: "ipv6_addr"}
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _NFPROTO: Final = {4: "ipv4", 6: "ipv6"}
 _LOCALHOST: Final = "127.0.0.0/8"
 
-Cmd = dict[str, Any]
+Cmd = nj.Cmd
 
-
-def _where(**fields: Any) -> dict[str, Any]:
-    return {"family": FAMILY, "table": TABLE, **fields}
-
-
-def list_table() -> Cmd:
-    return {"list": {"table": {"family": FAMILY, "name": TABLE}}}
-
-
-def list_tables() -> Cmd:
-    return {"list": {"tables": None}}
-
-
-def table_in(doc: dict[str, Any]) -> bool:
-    return any(
-        isinstance(o, dict) and o.get("table", {}).get("family") == FAMILY
-        and o["table"].get("name") == TABLE for o in doc.get("nftables", [])
-    )
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------- expressions
@@ -194,44 +179,29 @@ def hairpin_rules(pm: PortMap) -> list[list[Any]]:
 # ---------------------------------------------------------------------------- commands
 
 
-def _add_map(name: str, key_types: list[str], value: str) -> Cmd:
-    return {"add": {"map": _where(name=name, type=key_types, map=value)}}
-
-
-def _add_chain(name: str, hook: tuple[str, int] | None = None) -> Cmd:
-    if hook is None:
-        return {"add": {"chain": _where(name=name)}}
-    return {"add": {"chain": _where(name=name, type="nat", hook=hook[0], prio=hook[1],
-                                    policy="accept")}}
-
-
-def _rewrite_chain(name: str, rules: Iterable[list[Any]],
-                   hook: tuple[str, int] | None = None) -> list[Cmd]:
-    """Create-or-keep, flush, re-add: atomic within the transaction, and idempotent."""
-    return [_add_chain(name, hook), {"flush": {"chain": _where(name=name)}},
-            *({"add": {"rule": _where(chain=name, expr=expr)}} for expr in rules)]
-
-
 def _maps() -> list[Cmd]:
     cmds = []
     for (version, with_addr), name in DNAT_MAPS.items():
         key = ([_ADDR[version]] if with_addr else []) + ["inet_proto", "inet_service"]
-        cmds += [_add_map(f"{name}_addr", key, _ADDR[version]),
-                 _add_map(f"{name}_port", key, "inet_service")]
-    cmds += [_add_map(name, [_ADDR[v], "inet_proto", "inet_service"], "verdict")
+        cmds += [nj.add_map(f"{name}_addr", key_type=key, value_type=_ADDR[version],
+                            table=PORTMAP),
+                 nj.add_map(f"{name}_port", key_type=key, value_type="inet_service",
+                            table=PORTMAP)]
+    cmds += [nj.add_map(name, key_type=[_ADDR[v], "inet_proto", "inet_service"],
+                        value_type="verdict", table=PORTMAP)
              for v, name in HAIRPIN_MAPS.items()]
     return cmds
 
 
 def ensure_layout(pm: PortMap) -> list[Cmd]:
     """Table, maps, static chains and the network's hairpin chain, rewritten whole."""
-    cmds = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}, *_maps()]
+    cmds = [nj.add_table(PORTMAP), *_maps()]
     rules = static_rules()
-    cmds += _rewrite_chain(DNAT_CHAIN, rules[DNAT_CHAIN])
+    cmds += nj.rewrite_chain(DNAT_CHAIN, rules[DNAT_CHAIN], table=PORTMAP)
     for name, hook in BASE_CHAINS.items():
-        cmds += _rewrite_chain(name, rules[name], hook)
+        cmds += nj.rewrite_chain(name, rules[name], hook=hook, table=PORTMAP)
     if pm.masquerades:
-        cmds += _rewrite_chain(hairpin_chain(pm), hairpin_rules(pm))
+        cmds += nj.rewrite_chain(hairpin_chain(pm), hairpin_rules(pm), table=PORTMAP)
     return cmds
 
 
@@ -240,9 +210,9 @@ def _dnat_key(t: DnatTarget) -> Any:
     return {"concat": [*head, t.protocol, t.host_port]}
 
 
-def _elements(pm: PortMap) -> list[tuple[str, Any, Any]]:
+def _entries(pm: PortMap) -> list[Entry]:
     """(map, key, value) of every element of ``pm``."""
-    out: list[tuple[str, Any, Any]] = []
+    out: list[Entry] = []
     for t in pm.targets():
         stem = DNAT_MAPS[(t.version, t.host_addr is not None)]
         out += [(f"{stem}_addr", _dnat_key(t), t.container_ip),
@@ -253,84 +223,11 @@ def _elements(pm: PortMap) -> list[tuple[str, Any, Any]]:
     return out
 
 
-def _elem(verb: str, map_name: str, key: Any, value: Any, label: str) -> Cmd:
-    item = [{"elem": {"val": key, "comment": label}}, value]
-    return {verb: {"element": _where(name=map_name, elem=[item])}}
-
-
-def _delete(map_name: str, key: Any) -> Cmd:
-    return {"delete": {"element": _where(name=map_name, elem=[key])}}
-
-
-def create_elements(pm: PortMap) -> list[Cmd]:
-    """The fast path: pure inserts, failing if a key exists or the layout is missing."""
-    return [_elem("create", m, k, v, pm.key.label) for m, k, v in _elements(pm)]
-
-
-def setup_blind(pm: PortMap) -> list[Cmd]:
-    """Whole layout, then add-delete-add per element: replaces a same-valued leftover."""
-    cmds = ensure_layout(pm)
-    for m, k, v in _elements(pm):
-        cmds += [_elem("add", m, k, v, pm.key.label), _delete(m, k),
-                 _elem("add", m, k, v, pm.key.label)]
-    return cmds
-
-
-def _norm(key: Any) -> Any:
-    """A key as nft lists it back (addresses canonical), for comparisons."""
-    if isinstance(key, dict) and "concat" in key:
-        return tuple(_norm(part) for part in key["concat"])
-    if isinstance(key, str):
-        try:
-            return str(ipaddress.ip_address(key))
-        except ValueError:
-            return key
-    return key
-
-
-def setup_informed(pm: PortMap, state: nj.TableState) -> list[Cmd]:
-    """Whole layout, deleting whatever holds one of our keys (a leftover with another
-    value, which the blind add refuses), then adding ours."""
-    cmds = ensure_layout(pm)
-    for m, k, v in _elements(pm):
-        if any(_norm(e.key) == _norm(k) for e in state.elements_of(m)):
-            cmds.append(_delete(m, k))
-        cmds.append(_elem("add", m, k, v, pm.key.label))
-    return cmds
-
-
-def delete_elements(pm: PortMap) -> list[Cmd]:
-    """Delete exactly ``pm``'s elements, without reading (fails if one is absent)."""
-    return [_delete(m, k) for m, k, _ in _elements(pm)]
-
-
-def _ours(e: nj.Element) -> bool:
-    return e.container in _DNAT_MAP_NAMES or e.container in HAIRPIN_MAPS.values()
-
-
-def owned_elements(state: nj.TableState, label: str) -> list[nj.Element]:
-    return [e for e in state.elements if _ours(e) and e.comment == label]
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return [_delete(e.container, e.key) for e in owned_elements(state, label)]
-
-
-def gc_commands(state: nj.TableState, network_tag: str, keep: Collection[str]) -> list[Cmd]:
-    """Delete the network's elements whose label is not in ``keep``, then the network's
-    hairpin chains no remaining element jumps to."""
-    prefix = f"{network_tag}-"
-
-    def stale(e: nj.Element) -> bool:
-        return _ours(e) and (e.comment or "").startswith(prefix) and e.comment not in keep
-
-    drop = [e for e in state.elements if stale(e)]
-    still = {nj.verdict_target(e.value) for e in state.elements if not stale(e)}
-    chains = [c.name for c in state.chains
-              if c.name.startswith(f"hp-{network_tag}-") and c.name not in still]
-    return [_delete(e.container, e.key) for e in drop] + [
-        {"delete": {"chain": _where(name=name)}} for name in chains
-    ]
+_LAYOUT: Final = Layout(PORTMAP, _DNAT_MAP_NAMES | frozenset(HAIRPIN_MAPS.values()),
+                        ensure=ensure_layout, entries=_entries, chain_prefix="hp-")
+_, create_elements, setup_blind, setup_informed, teardown_commands, gc_commands = (
+    _LAYOUT.builders())
+delete_elements, owned_elements = _LAYOUT.delete_elements, _LAYOUT.labelled
 
 
 # ------------------------------------------------------------------------------ CHECK
@@ -338,16 +235,16 @@ def gc_commands(state: nj.TableState, network_tag: str, keep: Collection[str]) -
 
 def _check_chains(state: nj.TableState, pm: PortMap) -> list[str]:
     problems = []
-    hooks = {name: hook for name, (hook, _) in BASE_CHAINS.items()}
     wanted = dict(static_rules())
     if pm.masquerades:
         wanted[hairpin_chain(pm)] = hairpin_rules(pm)
     for name, rules in wanted.items():
         chain = state.chain(name)
+        hook = BASE_CHAINS.get(name)
         if chain is None:
             problems.append(f"nftables: chain {name} missing from {FAMILY} {TABLE}")
-        elif name in hooks and (chain.kind, chain.hook) != ("nat", hooks[name]):
-            problems.append(f"nftables: chain {name} is not a nat {hooks[name]} hook")
+        elif hook is not None and (chain.kind, chain.hook) != ("nat", hook.hook):
+            problems.append(f"nftables: chain {name} is not a nat {hook.hook} hook")
         elif list(chain.rules) != [tuple(r) for r in rules]:
             problems.append(f"nftables: chain {name} has unexpected rules")
     return problems
@@ -355,14 +252,13 @@ def _check_chains(state: nj.TableState, pm: PortMap) -> list[str]:
 
 def check_state(state: nj.TableState, pm: PortMap) -> list[str]:
     """What differs from the state ``setup`` makes for ``pm``; empty when all is in place."""
-    names = [*sorted(_DNAT_MAP_NAMES), *HAIRPIN_MAPS.values()]
-    missing = [n for n in names if n not in state.containers]
+    missing = missing_maps(state, [*sorted(_DNAT_MAP_NAMES), *HAIRPIN_MAPS.values()], PORTMAP)
     if missing:
-        return [f"nftables: map {', '.join(missing)} missing from table {FAMILY} {TABLE}"]
+        return missing
     problems = _check_chains(state, pm)
     label = pm.key.label
-    wanted = {(m, _norm(k)): _norm(v) for m, k, v in _elements(pm)}
-    have = {(e.container, _norm(e.key)): e for e in state.elements if _ours(e)}
+    wanted = {(m, same_key(k)): same_key(v) for m, k, v in _entries(pm)}
+    have = {(e.container, same_key(e.key)): e for e in _LAYOUT.of(state)}
     for (m, key), value in wanted.items():
         found = have.get((m, key))
         shown = " . ".join(str(p) for p in key)
@@ -370,8 +266,39 @@ def check_state(state: nj.TableState, pm: PortMap) -> list[str]:
             problems.append(f"nftables: no element {shown} in map {m}")
         elif found.comment != label:
             problems.append(f"nftables: element {shown} of {m} is labelled {found.comment}")
-        elif _norm(found.value) != value:
+        elif same_key(found.value) != value:
             problems.append(f"nftables: element {shown} of {m} maps to {found.value}")
     problems += [f"nftables: stale element {e.key} of this attachment in {e.container}"
-                 for e in owned_elements(state, label) if (e.container, _norm(e.key)) not in wanted]
+                 for e in owned_elements(state, label)
+                 if (e.container, same_key(e.key)) not in wanted]
     return problems
+
+
+# ------------------------------------------------------------------------------ the facet
+
+
+class NftPortmap(NftFacet[PortMap]):
+    """``PortmapFacet`` on nftables, in the calling thread's network namespace. Setup
+    escalates through the engine's three writes as masquerade does: pure inserts (any ADD on
+    a host where the network has published before); else the whole layout plus add-delete-add
+    of each element (first ADD, or a retried one); else read and delete what holds our keys."""
+
+    def __init__(self, runner: NftRunner | None = None) -> None:
+        super().__init__(_LAYOUT, "portmap", runner)
+
+    def setup(self, pm: PortMap) -> None:
+        if pm.targets():
+            self._escalate(pm)
+
+    def teardown(self, key: AttachmentKey, hint: PortMap | None = None) -> None:
+        if hint is not None and hint.key == key and hint.targets():
+            try:
+                self._nft.run(delete_elements(hint))
+            except NftError as err:  # not what was published: find the elements by label
+                log.debug("exact portmap delete for %s failed: %s", key.label, err.details)
+            else:
+                return
+        super().teardown(key)
+
+    def check(self, pm: PortMap) -> list[str]:
+        return self._nft.check(lambda state: check_state(state, pm)) if pm.targets() else []

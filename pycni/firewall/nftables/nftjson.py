@@ -1,9 +1,10 @@
-"""Pure builders and parsers for nftables JSON (libnftables-json(5)) in pycni's own table.
+"""Pure builders and parsers for nftables JSON (libnftables-json(5)) in pycni's own tables.
 
-Everything pycni puts into nftables lives in one table, ``inet pycni`` (IPv4 and IPv6 at once),
-so nothing here can touch another program's rules. Builders return plain dicts; the backend
-joins them into one document, which libnftables applies as one transaction. Parsers turn a
-``list table`` answer into small frozen dataclasses. No I/O here, so all of it is unit-tested.
+Everything pycni puts into nftables lives in tables it owns (``inet pycni``, IPv4 and IPv6 at
+once, unless a builder is given another ``Table``), so nothing here can touch another
+program's rules. Builders return plain dicts; the engine joins them into one document, which
+libnftables applies as one transaction. Parsers turn a ``list table`` answer into small frozen
+dataclasses. No I/O here, so all of it is unit-tested.
 """
 
 from __future__ import annotations
@@ -15,97 +16,145 @@ from typing import Any, Final
 
 __all__ = [
     "FAMILY",
+    "PYCNI",
     "TABLE",
     "Chain",
+    "Cmd",
     "Element",
+    "Hook",
+    "Table",
     "TableState",
     "add_base_chain",
     "add_chain",
     "add_element",
     "add_map",
     "add_rule",
+    "add_set",
     "add_table",
     "addr_match",
     "create_element",
     "delete_chain",
     "delete_element",
+    "element",
     "flush_chain",
     "list_table",
     "list_tables",
     "parse_table",
+    "rewrite_chain",
     "table_in",
     "verdict_target",
 ]
 
-FAMILY: Final = "inet"
-TABLE: Final = "pycni"
-
 Cmd = dict[str, Any]
 
 
-def _where(**fields: Any) -> dict[str, Any]:
-    return {"family": FAMILY, "table": TABLE, **fields}
+# Plain classes, not dataclasses: every plugin acting on nftables imports these, and a frozen
+# dataclass costs ~0.5 ms to create (a NamedTuple ~0.1 ms, a plain class ~0.01 ms).
+class Table:
+    """One table pycni owns."""
+
+    __slots__ = ("family", "name")
+
+    def __init__(self, family: str, name: str) -> None:
+        self.family, self.name = family, name
+
+    def where(self, **fields: Any) -> dict[str, Any]:
+        return {"family": self.family, "table": self.name, **fields}
+
+
+class Hook:
+    """What makes a chain a base chain: its type, hook and priority (policy accept)."""
+
+    __slots__ = ("hook", "kind", "prio")
+
+    def __init__(self, kind: str, hook: str, prio: int) -> None:
+        self.kind, self.hook, self.prio = kind, hook, prio
+
+
+PYCNI: Final = Table("inet", "pycni")
+FAMILY: Final = PYCNI.family
+TABLE: Final = PYCNI.name
 
 
 # ------------------------------------------------------------------------------ commands
 
 
-def add_table() -> Cmd:
-    return {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+def add_table(table: Table = PYCNI) -> Cmd:
+    return {"add": {"table": {"family": table.family, "name": table.name}}}
 
 
-def list_table() -> Cmd:
-    return {"list": {"table": {"family": FAMILY, "name": TABLE}}}
+def list_table(table: Table = PYCNI) -> Cmd:
+    return {"list": {"table": {"family": table.family, "name": table.name}}}
 
 
 def list_tables() -> Cmd:
     return {"list": {"tables": None}}
 
 
-def add_chain(name: str) -> Cmd:
+def add_chain(name: str, *, table: Table = PYCNI) -> Cmd:
     """A regular chain; ``add`` of an existing chain is a no-op."""
-    return {"add": {"chain": _where(name=name)}}
+    return {"add": {"chain": table.where(name=name)}}
 
 
-def add_base_chain(name: str, *, kind: str, hook: str, prio: int, policy: str = "accept") -> Cmd:
-    return {"add": {"chain": _where(name=name, type=kind, hook=hook, prio=prio, policy=policy)}}
+def add_base_chain(name: str, *, kind: str, hook: str, prio: int, policy: str = "accept",
+                   table: Table = PYCNI) -> Cmd:
+    return {"add": {"chain": table.where(name=name, type=kind, hook=hook, prio=prio,
+                                         policy=policy)}}
 
 
-def flush_chain(name: str) -> Cmd:
-    return {"flush": {"chain": _where(name=name)}}
+def flush_chain(name: str, *, table: Table = PYCNI) -> Cmd:
+    return {"flush": {"chain": table.where(name=name)}}
 
 
-def delete_chain(name: str) -> Cmd:
-    return {"delete": {"chain": _where(name=name)}}
+def delete_chain(name: str, *, table: Table = PYCNI) -> Cmd:
+    return {"delete": {"chain": table.where(name=name)}}
 
 
-def add_map(name: str, *, key_type: str, value_type: str) -> Cmd:
+def rewrite_chain(name: str, rules: Iterable[list[Any]], *, hook: Hook | None = None,
+                  table: Table = PYCNI) -> list[Cmd]:
+    """Create-or-keep, flush, re-add: atomic within the transaction, and idempotent (a chain's
+    rules depend only on its name, so rewriting it is always safe)."""
+    head = add_chain(name, table=table) if hook is None else add_base_chain(
+        name, kind=hook.kind, hook=hook.hook, prio=hook.prio, table=table)
+    return [head, flush_chain(name, table=table),
+            *(add_rule(name, expr, table=table) for expr in rules)]
+
+
+def add_map(name: str, *, key_type: str | list[str], value_type: str,
+            table: Table = PYCNI) -> Cmd:
     """A map (value type "verdict": a verdict map); ``add`` of an existing one is a no-op."""
-    return {"add": {"map": _where(name=name, type=key_type, map=value_type)}}
+    return {"add": {"map": table.where(name=name, type=key_type, map=value_type)}}
 
 
-def add_rule(chain: str, expr: list[Any]) -> Cmd:
-    return {"add": {"rule": _where(chain=chain, expr=expr)}}
+def add_set(name: str, *, key_type: str | list[str], table: Table = PYCNI) -> Cmd:
+    return {"add": {"set": table.where(name=name, type=key_type)}}
 
 
-def _element(key: Any, value: Any, comment: str | None) -> list[Any]:
+def add_rule(chain: str, expr: list[Any], *, table: Table = PYCNI) -> Cmd:
+    return {"add": {"rule": table.where(chain=chain, expr=expr)}}
+
+
+def element(verb: str, container: str, key: Any, value: Any = None, *,
+            comment: str | None = None, table: Table = PYCNI) -> Cmd:
+    """One element command: a map element ``[key, value]``, or a set element (no value)."""
     keyed = {"elem": {"val": key, "comment": comment}} if comment else key
-    return [keyed, value]
+    return {verb: {"element": table.where(name=container,
+                                          elem=[keyed if value is None else [keyed, value]])}}
 
 
 def add_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
     """Insert, or do nothing if the key exists with the same value (its comment is kept!)."""
-    return {"add": {"element": _where(name=map_name, elem=[_element(key, value, comment)])}}
+    return element("add", map_name, key, value, comment=comment)
 
 
 def create_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
     """Insert; the transaction fails (EEXIST) if the key exists at all."""
-    return {"create": {"element": _where(name=map_name, elem=[_element(key, value, comment)])}}
+    return element("create", map_name, key, value, comment=comment)
 
 
-def delete_element(map_name: str, key: Any) -> Cmd:
+def delete_element(container: str, key: Any, *, table: Table = PYCNI) -> Cmd:
     """Remove a key; the transaction fails (ENOENT) if it is absent."""
-    return {"delete": {"element": _where(name=map_name, elem=[key])}}
+    return {"delete": {"element": table.where(name=container, elem=[key])}}
 
 
 # ---------------------------------------------------------------------------- expressions
@@ -156,7 +205,7 @@ class Chain:
 
 @dataclass(frozen=True)
 class TableState:
-    """What ``list table inet pycni`` showed; empty when the table does not exist."""
+    """What ``list table`` showed; empty when the table does not exist."""
 
     elements: tuple[Element, ...] = ()
     chains: tuple[Chain, ...] = ()
@@ -169,17 +218,19 @@ class TableState:
         return next((c for c in self.chains if c.name == name), None)
 
 
-def table_in(doc: Mapping[str, Any]) -> bool:
-    """Whether a ``list tables`` answer names pycni's table."""
-    return any(
-        obj.get("table", {}).get("family") == FAMILY and obj["table"].get("name") == TABLE
-        for obj in _objects(doc)
-    )
-
-
-def _objects(doc: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+def objects(doc: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """The objects of a listing (``{"table": ...}``, ``{"chain": ...}``, ...)."""
     items = doc.get("nftables", [])
     return (obj for obj in items if isinstance(obj, Mapping)) if isinstance(items, list) else ()
+
+
+def table_in(doc: Mapping[str, Any], table: Table = PYCNI) -> bool:
+    """Whether a ``list tables`` answer names ``table``."""
+    return any(
+        obj.get("table", {}).get("family") == table.family
+        and obj["table"].get("name") == table.name
+        for obj in objects(doc)
+    )
 
 
 def _parse_elements(container: str, items: Any) -> list[Element]:
@@ -204,7 +255,7 @@ def parse_table(doc: Mapping[str, Any]) -> TableState:
     containers: set[str] = set()
     heads: dict[str, Mapping[str, Any]] = {}
     rules: dict[str, list[tuple[Any, ...]]] = {}
-    for obj in _objects(doc):
+    for obj in objects(doc):
         for kind in ("set", "map"):
             if isinstance(obj.get(kind), Mapping):
                 containers.add(str(obj[kind].get("name")))

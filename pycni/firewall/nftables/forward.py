@@ -1,4 +1,5 @@
-"""Forward acceptance and network isolation in ``table inet pycni`` (nftables backend).
+"""Forward acceptance and network isolation on nftables (the decision: ``model.Forward``): the
+layout in ``table inet pycni``, the holes in other programs' chains, and the facet.
 
 ::
 
@@ -31,29 +32,28 @@
 Why the hole: an accept ends only the base chain it is in, the next base chain on the hook still
 sees the packet and its policy drops it. The hole rule is self-contained (nft cannot jump across
 tables) and written in the form iptables-nft parses back (``-m mark --mark ... -m comment``), so
-``iptables-save`` of a Docker host stays intact. Pure builders here; I/O in the backend below.
+``iptables-save`` of a Docker host stays intact. Pure builders here; I/O in the facet below.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pycni.cni.errors import CNIError
-from pycni.firewall import nft_json as nj
-from pycni.firewall.forward_model import FORWARD_MARK, HOLE_COMMENT, Forward
-from pycni.firewall.model import AttachmentKey, network_tag
-from pycni.firewall.nft_lib import NftError
-from pycni.firewall.nft_table import ATTEMPTS, NftTableClient
+from pycni.firewall.model.forward import FORWARD_MARK, HOLE_COMMENT, Forward
+from pycni.firewall.nftables import nftjson as nj
+from pycni.firewall.nftables.engine import ATTEMPTS, NftError, NftRunner
+from pycni.firewall.nftables.feature import NftFacet, address_layout, missing_maps
 
 __all__ = [
     "BASE_CHAIN",
     "HOOK_PRIO",
     "MAPS",
     "ForeignChain",
-    "NftForwardBackend",
+    "NftForward",
     "base_rules",
     "chain_name",
     "check_holes",
@@ -78,7 +78,7 @@ BASE_CHAIN: Final = "fwd-hook"
 # the mark. A dropping chain at or below this priority is reported by CHECK and STATUS.
 HOOK_PRIO: Final = -200
 MAPS: Final = {4: "fwd4", 6: "fwd6"}
-_KEY_TYPES: Final = {4: "ipv4_addr", 6: "ipv6_addr"}
+_HOOK: Final = nj.Hook(kind="filter", hook="forward", prio=HOOK_PRIO)
 _PROTO: Final = {4: "ip", 6: "ip6"}
 _HOLE_FAMILIES: Final = ("ip", "ip6", "inet")
 _MASK32: Final = 0xFFFFFFFF
@@ -88,10 +88,6 @@ Cmd = nj.Cmd
 
 def chain_name(f: Forward) -> str:
     return f"fwd-{f.key.network_tag}-{f.chain_tag}"
-
-
-def _chain_prefix(net_tag: str) -> str:
-    return f"fwd-{net_tag}-"
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -125,7 +121,7 @@ def base_rules() -> list[list[Any]]:
 
 
 def network_rules(f: Forward) -> list[list[Any]]:
-    """The decision for one network (see ``forward_model``), per IP version."""
+    """The decision for one network (see ``model.Forward``), per IP version."""
     accept: list[Any] = [_mark_set(), {"accept": None}]
     ingress: list[Any] = [{"drop": None}] if f.isolated else accept
     rules: list[list[Any]] = []
@@ -149,79 +145,11 @@ def network_rules(f: Forward) -> list[list[Any]]:
 # ------------------------------------------------------------------------------- our table
 
 
-def ensure_layout(f: Forward) -> list[Cmd]:
-    """Table, maps, base chain and the network's chain, rewritten whole (idempotent)."""
-    cmds = [nj.add_table()]
-    cmds += [nj.add_map(MAPS[v], key_type=_KEY_TYPES[v], value_type="verdict") for v in (4, 6)]
-    cmds += [nj.add_base_chain(BASE_CHAIN, kind="filter", hook="forward", prio=HOOK_PRIO),
-             nj.flush_chain(BASE_CHAIN)]
-    cmds += [nj.add_rule(BASE_CHAIN, expr) for expr in base_rules()]
-    chain = chain_name(f)
-    cmds += [nj.add_chain(chain), nj.flush_chain(chain)]
-    cmds += [nj.add_rule(chain, expr) for expr in network_rules(f)]
-    return cmds
-
-
-def _sources(f: Forward) -> list[tuple[int, str]]:
-    return [(v, ip) for v in (4, 6) for ip in f.sources_of(v)]
-
-
-def _jump(chain: str) -> dict[str, Any]:
-    return {"jump": {"target": chain}}
-
-
-def create_elements(f: Forward) -> list[Cmd]:
-    """Fast path: pure inserts; fail if an address is mapped or the chain is new."""
-    chain, label = chain_name(f), f.key.label
-    return [nj.create_element(MAPS[v], ip, _jump(chain), comment=label) for v, ip in _sources(f)]
-
-
-def setup_blind(f: Forward) -> list[Cmd]:
-    """Layout, then add-delete-add per address (replaces a same-valued element of any label)."""
-    chain, label = chain_name(f), f.key.label
-    cmds = ensure_layout(f)
-    for v, ip in _sources(f):
-        cmds += [nj.add_element(MAPS[v], ip, _jump(chain), comment=label),
-                 nj.delete_element(MAPS[v], ip),
-                 nj.add_element(MAPS[v], ip, _jump(chain), comment=label)]
-    return cmds
-
-
-def setup_informed(f: Forward, state: nj.TableState) -> list[Cmd]:
-    """Layout, deleting whatever holds one of our addresses (another network's leftover)."""
-    chain, label = chain_name(f), f.key.label
-    cmds = ensure_layout(f)
-    for v, ip in _sources(f):
-        if any(str(e.key) == ip for e in state.elements_of(MAPS[v])):
-            cmds.append(nj.delete_element(MAPS[v], ip))
-        cmds.append(nj.add_element(MAPS[v], ip, _jump(chain), comment=label))
-    return cmds
-
-
-def _fwd_elements(state: nj.TableState) -> list[nj.Element]:
-    return [e for e in state.elements if e.container in MAPS.values()]
-
-
-def teardown_commands(state: nj.TableState, label: str) -> list[Cmd]:
-    return [nj.delete_element(e.container, e.key)
-            for e in _fwd_elements(state) if e.comment == label]
-
-
-def gc_commands(state: nj.TableState, net_tag: str, keep: Collection[str]) -> list[Cmd]:
-    """The network's elements not labelled in ``keep``, then its chains nothing jumps to."""
-    ours = f"{net_tag}-"
-
-    def stale(e: nj.Element) -> bool:
-        return e.container in MAPS.values() and (e.comment or "").startswith(ours) \
-            and e.comment not in keep
-
-    drop = [e for e in state.elements if stale(e)]
-    still = {nj.verdict_target(e.value) for e in state.elements if not stale(e)}
-    prefix = _chain_prefix(net_tag)
-    return [nj.delete_element(e.container, e.key) for e in drop] + [
-        nj.delete_chain(c.name) for c in state.chains
-        if c.name.startswith(prefix) and c.name not in still
-    ]
+_LAYOUT: Final = address_layout(maps=MAPS, base_chain=BASE_CHAIN, hook=_HOOK,
+                                base_rules=base_rules, chain_prefix="fwd-",
+                                chain_name=chain_name, network_rules=network_rules)
+(ensure_layout, create_elements, setup_blind, setup_informed, teardown_commands,
+ gc_commands) = _LAYOUT.builders()
 
 
 def _check_chains(state: nj.TableState, f: Forward) -> list[str]:
@@ -240,15 +168,15 @@ def _check_chains(state: nj.TableState, f: Forward) -> list[str]:
 
 
 def check_state(state: nj.TableState, f: Forward) -> list[str]:
-    missing = [name for name in MAPS.values() if name not in state.containers]
+    missing = missing_maps(state, MAPS.values(), nj.PYCNI)
     if missing:
-        return [f"nftables: map {', '.join(missing)} missing from table {nj.FAMILY} {nj.TABLE}"]
+        return missing
     problems = _check_chains(state, f)
     chain, label = chain_name(f), f.key.label
-    for v, ip in _sources(f):
-        found = [e for e in state.elements_of(MAPS[v]) if str(e.key) == ip]
+    for container, ip, _ in _LAYOUT.entries(f):
+        found = [e for e in state.elements_of(container) if str(e.key) == ip]
         if not found:
-            problems.append(f"nftables: no forward element for {ip} in map {MAPS[v]}")
+            problems.append(f"nftables: no forward element for {ip} in map {container}")
         elif found[0].comment != label or nj.verdict_target(found[0].value) != chain:
             problems.append(f"nftables: forward element {ip} is not this attachment's")
     return problems
@@ -273,8 +201,7 @@ class ForeignChain:
 
 
 def _objects(doc: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
-    items = doc.get("nftables", [])
-    return [o[kind] for o in items if isinstance(o, Mapping) and isinstance(o.get(kind), Mapping)]
+    return [o[kind] for o in nj.objects(doc) if isinstance(o.get(kind), Mapping)]
 
 
 def foreign_drop_chains(chains_doc: Mapping[str, Any]) -> list[ForeignChain]:
@@ -333,13 +260,14 @@ def _list_chain_cmd(chain: ForeignChain) -> Cmd:
                                "name": chain.name}}}
 
 
-# ----------------------------------------------------------------------------- the backend
+# ------------------------------------------------------------------------------ the facet
 
 
-class NftForwardBackend(NftTableClient):
-    """``ForwardBackend`` on nftables. Acts in the network namespace of the calling thread."""
+class NftForward(NftFacet[Forward]):
+    """``ForwardFacet`` on nftables, in the network namespace of the calling thread."""
 
-    name = "nftables"
+    def __init__(self, runner: NftRunner | None = None) -> None:
+        super().__init__(_LAYOUT, "forward", runner)
 
     def foreign_chains(self) -> list[ForeignChain]:
         """Other tables' dropping forward chains, each with whether our hole is in it.
@@ -348,58 +276,39 @@ class NftForwardBackend(NftTableClient):
         reload deletes and rebuilds its table), so a failed second listing starts over.
         """
         for attempt in range(1, ATTEMPTS + 1):
-            found = foreign_drop_chains(self._run([{"list": {"chains": None}}]))
+            found = foreign_drop_chains(self._nft.run([{"list": {"chains": None}}]))
             try:
-                return [holed(c, self._run([_list_chain_cmd(c)])) for c in found]
+                return [holed(c, self._nft.run([_list_chain_cmd(c)])) for c in found]
             except NftError:
                 if attempt == ATTEMPTS:
                     raise
                 log.debug("a forward chain went away while listed, listing again", exc_info=True)
         raise AssertionError("unreachable")
 
-    def setup_forward(self, f: Forward) -> None:
+    def setup(self, f: Forward) -> None:
         holes = insert_holes(self.foreign_chains())
         if not f.sources:
             if holes:
-                self._run(holes)
+                self._nft.run(holes)
             return
-        steps: list[tuple[str, Callable[[], list[Cmd]]]] = [
-            ("insert", lambda: create_elements(f) + holes),
-            ("replace", lambda: setup_blind(f) + holes),
-        ]
-        for step, build in steps:
-            try:
-                self._run(build())
-            except NftError as err:
-                log.debug("forward %s for %s failed: %s", step, f.key.label, err.details)
-            else:
-                return
-        self._run(setup_informed(f, self._read()) + insert_holes(self.foreign_chains()))
+        self._nft.setup(
+            "forward", f.key.label, insert=lambda: create_elements(f) + holes,
+            replace=lambda: setup_blind(f) + holes,
+            informed=lambda state: setup_informed(f, state) + insert_holes(self.foreign_chains()))
 
-    def teardown_forward(self, key: AttachmentKey) -> None:
-        self._apply(lambda state: teardown_commands(state, key.label))
-
-    def check_forward(self, f: Forward) -> list[str]:
+    def check(self, f: Forward) -> list[str]:
         try:
-            state, chains = self._read(), self.foreign_chains()
+            state, chains = self._nft.read(), self.foreign_chains()
         except CNIError as err:
             return [f"nftables: cannot read the ruleset: {err}"]
         return (check_state(state, f) if f.sources else []) + check_holes(chains)
 
-    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
-        keep = {AttachmentKey(network, cid, ifname).label for cid, ifname in valid}
-        try:
-            self._apply(lambda state: gc_commands(state, network_tag(network), keep))
-        except CNIError as err:
-            return [f"nftables forward GC of network {network!r}: {err}"]
-        return []
-
     def status(self) -> str | None:
         try:
-            state, chains = self._read(), self.foreign_chains()
+            state, chains = self._nft.read(), self.foreign_chains()
         except CNIError as err:
             return str(err)
-        if not _fwd_elements(state):
+        if not _LAYOUT.of(state):
             return None  # no attachment to serve yet; the next ADD punches what it needs
         problems = check_holes(chains)
         if state.chain(BASE_CHAIN) is None:
