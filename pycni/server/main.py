@@ -12,7 +12,8 @@ import time
 from typing import Final
 
 from pycni import firewall, ondemand
-from pycni.net import addrs, links, syscalls
+from pycni.linux import nscalls
+from pycni.net import addrs, links
 from pycni.net.ipr import open_ipr
 from pycni.ondemand import OnDemand
 from pycni.plugins import PLUGINS
@@ -70,12 +71,12 @@ def warm_up() -> None:
     """
     home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        syscalls.unshare(syscalls.CLONE_NEWNET)
+        nscalls.unshare(nscalls.CLONE_NEWNET)
         try:
             _warm_netlink()
             _warm_firewall()
         finally:
-            syscalls.setns(home, syscalls.CLONE_NEWNET)
+            nscalls.setns(home, nscalls.CLONE_NEWNET)
     finally:
         os.close(home)
 

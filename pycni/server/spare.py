@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni.server import protocol
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import Call, PeerError, receive_call
@@ -162,7 +162,7 @@ def _spare_main(
     chan: socket.socket, *, close_inherited: Callable[[], None], warm: Warm, parent: int
 ) -> NoReturn:
     try:
-        syscalls.set_parent_death_signal(signal.SIGKILL)
+        nscalls.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:  # the server died before the line above
             os._exit(0)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

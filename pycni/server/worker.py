@@ -25,7 +25,7 @@ from typing import NoReturn
 
 from pycni.cni import skel
 from pycni.cni.errors import CNIError, ErrorCode
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni.plugins import PLUGINS
 from pycni.server import protocol
 from pycni.server.peer import Call
@@ -102,8 +102,8 @@ def _install_stdio(call: Call) -> None:
 def _join(call: Call) -> None:
     """Enter the caller's namespaces (mnt resets cwd and root, so chdir afterwards)."""
     try:
-        syscalls.setns(call.netns, syscalls.CLONE_NEWNET)
-        syscalls.setns(call.mntns, syscalls.CLONE_NEWNS)
+        nscalls.setns(call.netns, nscalls.CLONE_NEWNET)
+        nscalls.setns(call.mntns, nscalls.CLONE_NEWNS)
     except OSError as err:
         raise CNIError(ErrorCode.INTERNAL, "pycni server cannot join the caller's namespaces",
                        str(err)) from err

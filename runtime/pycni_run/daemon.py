@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni.server import listener, privileges
 from pycni.server.peer import PeerError, peer_pidfd, peer_uid, receive_packet
 from pycni.server.spare import wake
@@ -369,7 +369,7 @@ def _ns_id(path: str) -> tuple[int, int] | None:
 
 
 def _pidfd_ns_id(pidfd: int, kind: str) -> tuple[int, int]:
-    fd = syscalls.pidfd_namespace(pidfd, kind)
+    fd = nscalls.pidfd_namespace(pidfd, kind)
     try:
         st = os.fstat(fd)
     finally:

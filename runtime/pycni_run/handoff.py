@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni.server.forking import fork_with_channel
 from pycni.server.peer import received_fds
 from pycni.server.spare import populate_when_idle, wake, warm_until_readable
@@ -135,7 +135,7 @@ def fork_for(call: Call, pidns: int, close_inherited: Callable[[], None]) -> Wor
     """A worker forked into the caller's pid namespace; it runs ``call`` once ``go`` says so."""
     home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        syscalls.setns(pidns, syscalls.CLONE_NEWPID)
+        nscalls.setns(pidns, nscalls.CLONE_NEWPID)
         try:
 
             def child(chan: socket.socket) -> NoReturn:
@@ -152,7 +152,7 @@ def fork_for(call: Call, pidns: int, close_inherited: Callable[[], None]) -> Wor
 
             return _fork(child)
         finally:
-            syscalls.setns(home, syscalls.CLONE_NEWPID)  # the daemon's own children stay ours
+            nscalls.setns(home, nscalls.CLONE_NEWPID)  # the daemon's own children stay ours
     finally:
         os.close(home)
 

@@ -19,18 +19,18 @@ import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import cgroups, network, standby, watchdog, wire
 from pycni_run.errors import EXIT_RUNTIME
 
 __all__ = ["Call", "run_call"]
 
 _NS_FLAGS = {
-    "net": syscalls.CLONE_NEWNET,
-    "uts": syscalls.CLONE_NEWUTS,
-    "ipc": syscalls.CLONE_NEWIPC,
-    "cgroup": syscalls.CLONE_NEWCGROUP,
-    "mnt": syscalls.CLONE_NEWNS,
+    "net": nscalls.CLONE_NEWNET,
+    "uts": nscalls.CLONE_NEWUTS,
+    "ipc": nscalls.CLONE_NEWIPC,
+    "cgroup": nscalls.CLONE_NEWCGROUP,
+    "mnt": nscalls.CLONE_NEWNS,
 }
 
 
@@ -86,7 +86,7 @@ def _detach_from_daemon(call: Call) -> None:
 def _join(call: Call) -> None:
     try:
         for name in ("net", "uts", "ipc", "cgroup", "mnt"):
-            syscalls.setns(call.ns_fd(name), _NS_FLAGS[name])
+            nscalls.setns(call.ns_fd(name), _NS_FLAGS[name])
     finally:
         for fd in call.fds[3:]:
             os.close(fd)

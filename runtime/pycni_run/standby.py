@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, NoReturn
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import cgroups, process
 from pycni_run.errors import RunError
 from pycni_run.process import Channel, Child, InitPlan, Stdio
@@ -47,7 +47,7 @@ PREFIX: Final = ".standby-"
 PARK_TIMEOUT: Final = 5.0  # parking waits for one grace period: milliseconds, never this long
 # Made while parked: a container always gets new ipc and uts namespaces, and a new net one
 # unless it joins the caller's (host) or another container's (that setns replaces this one).
-MADE: Final = syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET
+MADE: Final = nscalls.CLONE_NEWIPC | nscalls.CLONE_NEWUTS | nscalls.CLONE_NEWNET
 
 
 @dataclass(slots=True, eq=False)
@@ -125,9 +125,9 @@ def _stdio(planned: Stdio, fds: list[int]) -> Stdio:
 
 def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     """The parked init: into its cgroup, its namespaces made; then the plan, or EOF."""
-    syscalls.set_parent_death_signal(signal.SIGKILL)  # its worker is gone: so is it
+    nscalls.set_parent_death_signal(signal.SIGKILL)  # its worker is gone: so is it
     cgroups.enter(cg)
-    syscalls.unshare(MADE)
+    nscalls.unshare(MADE)
     channel.send(parked=True)
     received = channel.recv()  # close-on-exec: the command gets only what lands on 0-2
     if received is None or not received[0].get("plan") or len(received[1]) < 3:
@@ -139,8 +139,8 @@ def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     # Its peer_netns is a number of the sender's: the peer's netns came as ``net``.
     plan = replace(plan, stdio=_stdio(plan.stdio, stdio), peer_netns=-1)
     if not plan.net.new_netns:
-        syscalls.setns(net, syscalls.CLONE_NEWNET)  # host: the caller's; container: the peer's
-    syscalls.setns(mnt, syscalls.CLONE_NEWNS)  # its paths are the caller's from here on
+        nscalls.setns(net, nscalls.CLONE_NEWNET)  # host: the caller's; container: the peer's
+    nscalls.setns(mnt, nscalls.CLONE_NEWNS)  # its paths are the caller's from here on
     os.close(net)
     os.close(mnt)
     os.umask(umask)
