@@ -120,11 +120,13 @@ def _valid_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
 def _run_network_verb(ns: argparse.Namespace) -> int:
     from pycni.cni.conf import find_conflist
     from pycni.cni.invoke import Invoker
+    from pycni.plugins.runner import FORKED
 
     invoker = Invoker(
         path=tuple(p for p in ns.cni_path.split(os.pathsep) if p),
         cache_dir=ns.cache_dir,
         timeout=ns.timeout,
+        runner=FORKED,  # pycni's own plugins in a fork of this process, others exec'd
     )
     conflist = find_conflist(ns.conf_dir, ns.network)
     if ns.command == "add":

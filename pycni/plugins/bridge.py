@@ -28,6 +28,7 @@ from pycni.plugins import bridge_check
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
 from pycni.plugins.bridge_del import cmd_del
 from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
+from pycni.plugins.runner import DELEGATES
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth_name"]
 
@@ -86,7 +87,8 @@ def _attach_port(
 def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> Result:
     if not conf.ipam_type:
         return Result(cni_version=args.cni_version)  # ipam {}: layer 2 only
-    result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path)
+    result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path,
+                          runner=DELEGATES)
     undo.callback(_ipam_quiet_del, conf, args)
     if conf.is_gateway and not result.ips:
         raise CNIError(
@@ -95,9 +97,15 @@ def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> 
     return result
 
 
+def _ipam(conf: BridgeConfig, args: CmdArgs, command: str) -> bytes:
+    """The IPAM delegate for ``command``, with this call's stdin, environment and CNI_PATH."""
+    return delegate(conf.ipam_type, command=command, stdin=args.stdin, env=args.env,
+                    path=args.path, runner=DELEGATES)
+
+
 def _ipam_quiet_del(conf: BridgeConfig, args: CmdArgs) -> None:
     try:
-        delegate(conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "DEL")
     except CNIError as err:
         print(f"bridge: IPAM DEL during rollback failed: {err}", file=sys.stderr)
 
@@ -311,7 +319,7 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
 def cmd_check(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ipam_type:
-        delegate(conf.ipam_type, command="CHECK", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "CHECK")
     problems = bridge_check.validate(args, conf, attachment(args))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
@@ -342,7 +350,7 @@ def cmd_status(args: CmdArgs) -> None:
                 "; ".join(missing),
             )
     if conf.ipam_type:
-        delegate(conf.ipam_type, command="STATUS", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "STATUS")
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -354,12 +362,6 @@ def cmd_gc(args: CmdArgs) -> None:
     if conf.mac_spoof_check:  # macspoofchk
         errors += firewall.macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
-        collect(
-            errors,
-            "IPAM GC",
-            lambda: delegate(
-                conf.ipam_type, command="GC", stdin=args.stdin, env=args.env, path=args.path
-            ),
-        )
+        collect(errors, "IPAM GC", lambda: _ipam(conf, args, "GC"))
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge GC incomplete", "; ".join(errors))

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from pycni_run.config import RuntimeConfig, load_config
 from pycni_run.errors import EXIT_RUNTIME, RunError
@@ -35,6 +36,9 @@ from pycni_run.spec import (
 )
 from pycni_run.users import parse_user
 from pycni_run.volumes import parse_tmpfs, parse_volume
+
+if TYPE_CHECKING:
+    from pycni.cni.runner import PluginRunner
 
 __all__ = ["build_spec", "main", "parse_run_args", "split_global_options", "stays_local"]
 
@@ -476,13 +480,14 @@ global options: --config FILE, --state-dir, --storage-dir, --image-store, --netn
 """
 
 
-def _dispatch(argv: list[str]) -> int:
+def _dispatch(argv: list[str], plugin_runner: PluginRunner | None) -> int:
     settings, rest = split_global_options(argv)
     if not rest or rest[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0 if rest else EXIT_RUNTIME
     config_file = settings.pop("config", None)
     cfg = load_config(Path(config_file) if config_file else None).with_overrides(settings)
+    cfg = replace(cfg, plugin_runner=plugin_runner)
     command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
     if command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon", "load", "rmi"):
         _require_privileges()
@@ -510,9 +515,11 @@ def _require_privileges() -> None:
                        "lacks them (its capabilities were dropped)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, plugin_runner: PluginRunner | None = None) -> int:
+    """``pycni-run``'s commands; ``plugin_runner``: how pycni's own CNI plugins run (None:
+    forked; the daemon's worker passes in-process)."""
     try:
-        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+        return _dispatch(list(sys.argv[1:] if argv is None else argv), plugin_runner)
     except RunError as err:
         print(f"pycni-run: {err}", file=sys.stderr)
         return err.code

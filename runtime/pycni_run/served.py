@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pycni.linux import nscalls
-from pycni_run import cgroups, network, standby, watchdog, wire
+from pycni_run import cgroups, standby, watchdog, wire
 from pycni_run.errors import EXIT_RUNTIME
 
 __all__ = ["Call", "run_call"]
@@ -104,7 +104,6 @@ def _become_caller(call: Call) -> None:
         os.environb[key] = value
     if call.cgroup_text:
         cgroups.set_reference(call.cgroup_text)
-    network.run_plugins_in_process()  # this worker is thrown away after the command
     watchdog.not_needed()  # a killed client leaves this worker running: it finishes the run
     # Received descriptors are >= 3 (the daemon keeps 0-2 open), so dup2 cannot clobber them.
     for target, fd in enumerate(call.fds[:3]):
@@ -118,11 +117,13 @@ def _become_caller(call: Call) -> None:
 
 
 def _run_cli(argv: list[bytes]) -> int:
+    from pycni.plugins.runner import IN_PROCESS
     from pycni_run import cli
 
     sys.argv = ["pycni-run", *(os.fsdecode(a) for a in argv)]
     try:
-        return cli.main(sys.argv[1:])
+        # This worker is thrown away after the command: pycni's plugins run in it.
+        return cli.main(sys.argv[1:], plugin_runner=IN_PROCESS)
     except SystemExit as done:  # what `sys.exit` in the entry would have made of it
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else 1)
