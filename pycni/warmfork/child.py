@@ -25,8 +25,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
-from pycni.linux import nscalls
-
 __all__ = [
     "RESET_SIGNALS",
     "die_with_parent",
@@ -65,6 +63,8 @@ def reset_for_exec() -> None:
 def die_with_parent(parent: int) -> None:
     """SIGKILL as this process's parent-death signal: a parent that dies (SIGKILL, OOM) takes
     it along. Exits at once if ``parent`` died before the signal was set."""
+    from pycni.linux import nscalls  # ctypes: only where it is used
+
     nscalls.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(0)

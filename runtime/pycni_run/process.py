@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from pycni.linux import nscalls
-from pycni.server.peer import received_fds
+from pycni.warmfork.peer import received_fds
 from pycni_run import cgroups, console, detached, namespaces, rootfs, security, volumes
 from pycni_run.detached import HostTrees
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError

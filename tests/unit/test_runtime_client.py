@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from pycni_run import wire
-from pycni_run.entry import install_client
+from pycni_run.executable import install_client
 
 from pycni.cni.errors import CNIError
 from pycni.cni.invoke import Invoker

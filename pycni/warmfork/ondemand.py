@@ -39,11 +39,15 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from pycni import autostart
 from pycni.autostart import fork_detached
 from pycni.lockfile import hold
+from pycni.warmfork.child import reset_for_exec
+
+if TYPE_CHECKING:
+    import argparse  # the servers' command lines only: the DNS plugin imports this module
 
 __all__ = [
     "MINIMAL_PATH",
@@ -51,6 +55,7 @@ __all__ = [
     "OnDemand",
     "Service",
     "StartError",
+    "add_arguments",
     "connect",
     "ensure",
     "exec_daemon",
@@ -181,10 +186,7 @@ def exec_daemon(service: Service, *, report: int = -1, keep: tuple[int, ...] = (
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD,
-                       signal.SIGPIPE):
-            signal.signal(signum, signal.SIG_DFL)
+        reset_for_exec()
         if report >= 0:
             os.write(report, str(os.getpid()).encode())
         _close_all_but(3, {report, *keep})  # the report pipe closes itself at exec
@@ -334,11 +336,28 @@ class OnDemand:
                    idle_timeout=autostart.DEFAULT_IDLE_TIMEOUT if idle_timeout is None
                    else idle_timeout)
 
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> OnDemand | None:
+        """What ``add_arguments``' options say: None for a server not started on demand."""
+        if not ns.on_demand:
+            return None
+        return cls.from_args(ns.socket, ns.idle_timeout, ns.start_lock)
+
     def stopped(self) -> None:
         """The server stopped listening: remove its marker (if still its own)."""
         with contextlib.suppress(OSError):
             if _marked_pid(self.socket_path) == os.getpid():
                 os.unlink(_marker(self.socket_path))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``exec_started`` gives a server (not for people: the server run without
+    them is the one a supervisor runs)."""
+    import argparse
+
+    parser.add_argument("--on-demand", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--idle-timeout", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--start-lock", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def _marked_pid(socket_path: str) -> int:
