@@ -141,7 +141,7 @@ def cmd_logs(cfg: RuntimeConfig, argv: list[str]) -> int:
 
 
 def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
-    from pycni_run import netlinks
+    from pycni_run import named_netns
 
     parser = UsageParser(prog="pycni-run netns")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -152,9 +152,9 @@ def cmd_netns(cfg: RuntimeConfig, argv: list[str]) -> int:
     unlink.add_argument("link")
     ns = parser.parse_args(argv)
     if ns.verb == "link":
-        print(netlinks.link(cfg, ns.name, ns.link))
+        print(named_netns.link(cfg, ns.name, ns.link))
     else:
-        netlinks.unlink(cfg, ns.link)
+        named_netns.unlink(cfg, ns.link)
     return 0
 
 

@@ -28,7 +28,7 @@ _RUNTIME_MODULES: Final = (
     "pycni_run.launch",
     "pycni_run.lifecycle",
     "pycni_run.enter",
-    "pycni_run.netlinks",
+    "pycni_run.named_netns",
     "pycni_run.views",
     "pycni_run.console",
     "pycni_run.seccomp_filter",  # libseccomp: ~17 ms to import, paid here once
