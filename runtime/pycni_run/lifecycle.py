@@ -39,7 +39,7 @@ from pycni_run.errors import RunError
 from pycni_run.idmaps import Mappings
 from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
-from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions, validate_spec
+from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions
 from pycni_run.state import ContainerState, NetAttachment
 
 __all__ = [
@@ -176,7 +176,8 @@ def _start(
     lower: use.Lower,
     on_init: Callable[[int], None],
 ) -> tuple[ContainerState, int | None]:
-    validate_spec(spec)
+    # ``spec`` was validated where it was built (``run_options.build_spec``), once; the image's
+    # defaults and -P (``images.use.resolve_spec``) keep it valid.
     confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
     userns_request = userns.check(cfg, spec.userns)  # its ids may be mapped: nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
