@@ -356,7 +356,7 @@ def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int, caller: int) -
     ``CALLER_WAIT``), then warms up (imports, preloads) in the SCHED_IDLE class, with CPU
     time nothing else wants (as the fork server's spares warm up), so the calls that come
     meanwhile are not slowed either; the server takes the normal policy back once it listens
-    (``ondemand.OnDemand.listening``)."""
+    (``pycni.warmfork.started.OnDemand.listening``)."""
     try:
         ended = select.poll()
         ended.register(caller, select.POLLIN)  # a pidfd is readable once its process exited

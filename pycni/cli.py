@@ -70,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket", default=os.environ.get("PYCNI_SOCKET", DEFAULT_SOCKET))
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    from pycni.warmfork import ondemand
+    from pycni.warmfork import started
 
-    ondemand.add_arguments(serve)  # how pycni.autostart starts one
+    started.add_arguments(serve)  # how pycni.autostart starts one
     for verb in ("add", "check", "del"):
         _add_network_args(
             subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True
@@ -165,7 +165,7 @@ def _install(ns: argparse.Namespace) -> int:
 
 def _serve(ns: argparse.Namespace) -> int:
     from pycni.server.main import serve
-    from pycni.warmfork.ondemand import OnDemand
+    from pycni.warmfork.started import OnDemand
 
     return serve(socket_path=ns.socket, timeout=ns.timeout, log_level=ns.log_level,
                  started=OnDemand.from_namespace(ns))

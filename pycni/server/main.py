@@ -10,7 +10,7 @@ from pycni.plugins import PLUGINS
 from pycni.plugins.preload import preload
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
 from pycni.warmfork import serving
-from pycni.warmfork.ondemand import OnDemand
+from pycni.warmfork.started import OnDemand
 from pycni.warmfork.warmup import populate_when_idle
 
 __all__ = ["DEFAULT_SOCKET", "serve"]

@@ -1,5 +1,5 @@
 """A warm server's process around its loop: standard descriptors, its log, the warm heap
-frozen, and starting as a supervised server or as one started on demand (``ondemand``)."""
+frozen, and starting as a supervised server or as one started on demand (``started``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import os
 import sys
 from typing import Any
 
-from pycni.warmfork import ondemand
 from pycni.warmfork.loop import WarmServer
-from pycni.warmfork.ondemand import OnDemand
+from pycni.warmfork.started import OnDemand, retire
 
 __all__ = ["ensure_std_fds", "freeze_heap", "log_to_stderr", "run"]
 
@@ -47,8 +46,8 @@ def freeze_heap() -> None:
 
 def run(server: WarmServer[Any, Any], *, started: OnDemand | None, what: str) -> int:
     """Serve in the foreground: as a server started on demand (``started``), else as the one a
-    supervisor runs, which one started on demand gives way to (``ondemand.retire``)."""
-    if started is None and ondemand.retire(server.socket_path):
+    supervisor runs, which one started on demand gives way to (``started.retire``)."""
+    if started is None and retire(server.socket_path):
         server.log.info("the %s started on demand at %s gave way to this one", what,
                         server.socket_path)
     with contextlib.suppress(KeyboardInterrupt):

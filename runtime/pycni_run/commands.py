@@ -100,26 +100,26 @@ def _names_command(
 
 
 def _stop(ns: argparse.Namespace, name: str) -> None:
-    from pycni_run import lifecycle
+    from pycni_run import teardown
 
-    lifecycle.stop(ns.cfg, name, ns.time)
+    teardown.stop(ns.cfg, name, ns.time)
 
 
 def _kill(ns: argparse.Namespace, name: str) -> None:
-    from pycni_run import lifecycle
+    from pycni_run import teardown
 
     text = ns.signal.upper().removeprefix("SIG")
     try:
         sig = int(text) if text.isdigit() else int(signal.Signals[f"SIG{text}"])
     except KeyError:
         raise RunError(f"invalid signal {ns.signal!r}") from None
-    lifecycle.kill(ns.cfg, name, sig)
+    teardown.kill(ns.cfg, name, sig)
 
 
 def _rm(ns: argparse.Namespace, name: str) -> None:
-    from pycni_run import lifecycle
+    from pycni_run import teardown
 
-    lifecycle.remove(ns.cfg, name, force=ns.force)
+    teardown.remove(ns.cfg, name, force=ns.force)
 
 
 def cmd_logs(cfg: RuntimeConfig, argv: list[str]) -> int:

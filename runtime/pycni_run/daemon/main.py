@@ -17,7 +17,7 @@ import time
 from typing import Final
 
 from pycni.plugins.preload import preload
-from pycni.warmfork import ondemand, serving
+from pycni.warmfork import serving, started
 from pycni_run.daemon.service import DEFAULT_SOCKET, Daemon, log
 
 __all__ = ["preload_runtime", "serve"]
@@ -27,6 +27,7 @@ _RUNTIME_MODULES: Final = (
     "pycni_run.cli",
     "pycni_run.launch",
     "pycni_run.lifecycle",
+    "pycni_run.teardown",
     "pycni_run.enter",
     "pycni_run.named_netns",
     "pycni_run.views",
@@ -85,15 +86,15 @@ def serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pycni-run daemon")
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
     parser.add_argument("--log-level", default="INFO")
-    ondemand.add_arguments(parser)
+    started.add_arguments(parser)
     ns = parser.parse_args(argv)
-    started = ondemand.OnDemand.from_namespace(ns)
+    on_demand = started.OnDemand.from_namespace(ns)
     serving.ensure_std_fds()
     serving.log_to_stderr(log, "pycni-run-daemon", ns.log_level)
     log.info("preloaded in %.0f ms", preload_runtime() * 1000)
     daemon = Daemon(ns.socket, _standby_parent(),
-                    idle_timeout=None if started is None else started.idle_timeout)
-    return serving.run(daemon, started=started, what="daemon")
+                    idle_timeout=None if on_demand is None else on_demand.idle_timeout)
+    return serving.run(daemon, started=on_demand, what="daemon")
 
 
 def _standby_parent() -> str | None:
