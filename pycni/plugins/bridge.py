@@ -21,7 +21,7 @@ from pycni.cni.types import Interface, IPConfig, Result, Route
 from pycni.failpoints import failpoint
 from pycni.firewall import Masquerade, select
 from pycni.lockfile import network_lock
-from pycni.net import addrs, links, sysctl
+from pycni.net import addrs, bridge_ports, links, sysctl, veth_pair
 from pycni.net.configure import configure_interface
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins import bridge_check
@@ -36,7 +36,7 @@ __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Built:
     bridge: links.LinkInfo
-    veth: links.VethPair
+    veth: veth_pair.VethPair
 
 
 # ---------------------------------------------------------------------------- ADD steps
@@ -44,11 +44,11 @@ class _Built:
 
 def _create_veth(
     host: IPR, container: IPR, conf: BridgeConfig, args: CmdArgs
-) -> links.VethPair:
+) -> veth_pair.VethPair:
     name = host_veth_name(args)
     for attempt in range(2):
         try:
-            return links.create_veth(
+            return veth_pair.create_veth(
                 host,
                 host_ifname=name,
                 container_ifname=args.ifname,
@@ -57,7 +57,7 @@ def _create_veth(
                 container_mac=conf.mac,
                 container_ipr=container,
             )
-        except links.HostVethNameTaken:
+        except veth_pair.HostVethNameTaken:
             if attempt:
                 raise
             # Our own name, so a leftover of a crashed ADD for this very attachment whose
@@ -67,7 +67,7 @@ def _create_veth(
 
 
 def _attach_port(
-    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair
+    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: veth_pair.VethPair
 ) -> None:
     index = veth.host.index
     with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
@@ -78,9 +78,10 @@ def _attach_port(
     links.set_master(host, index, bridge.index, up=not configure_first)
     if not configure_first:
         return
-    links.set_bridge_port(host, index, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    bridge_ports.set_bridge_port(host, index, hairpin=conf.hairpin_mode,
+                                 isolated=conf.port_isolation)
     if conf.vlan:
-        links.set_bridge_port_vlan(host, index, conf.vlan)
+        bridge_ports.set_bridge_port_vlan(host, index, conf.vlan)
     links.set_up(host, index)
 
 
@@ -204,7 +205,7 @@ def _setup_masquerade(
 
 # --- macspoofchk (the firewall's macspoof facet) ---
 def _setup_mac_spoof_check(
-    conf: BridgeConfig, args: CmdArgs, veth: links.VethPair, undo: contextlib.ExitStack
+    conf: BridgeConfig, args: CmdArgs, veth: veth_pair.VethPair, undo: contextlib.ExitStack
 ) -> None:
     if not conf.mac_spoof_check:
         return

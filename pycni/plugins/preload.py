@@ -12,7 +12,7 @@ from typing import Final
 
 from pycni import firewall
 from pycni.linux import nscalls
-from pycni.net import addrs, links
+from pycni.net import addrs, bridge_ports, links, veth_pair
 from pycni.net.ipr import open_ipr
 from pycni.plugins import PLUGINS
 
@@ -79,10 +79,10 @@ def warm_up() -> None:
 def _warm_netlink() -> None:
     with open_ipr() as ipr:
         bridge = links.ensure_bridge(ipr, "pycniwarm0", pin_mac=True)
-        pair = links.create_veth(ipr, host_ifname="pycniwarm1", container_ifname="pycniwarm2",
+        pair = veth_pair.create_veth(ipr, host_ifname="pycniwarm1", container_ifname="pycniwarm2",
                                  container_netns="/proc/self/ns/net", container_ipr=ipr)
         links.set_master(ipr, pair.host.index, bridge.index, up=True)
-        links.set_bridge_port(ipr, pair.host.index, hairpin=False, isolated=False)
+        bridge_ports.set_bridge_port(ipr, pair.host.index, hairpin=False, isolated=False)
         addrs.add_address(ipr, bridge.index, "10.255.255.1/24", nodad=True)
         addrs.list_addresses(ipr, bridge.index)
         addrs.add_address(ipr, pair.container.index, "10.255.255.2/24")
