@@ -6,11 +6,12 @@ Two costs of every start are paid while the daemon is idle instead (measured her
   pays on every start too;
 - forking the init from a warm ~40 MB worker: 2-3 ms, then copy-on-write faults on both sides.
 
-A spare (``handoff.fork_spare``) calls ``park``: it forks the next container's init, PID 1 of
-a new pid namespace as ``process.spawn`` would. That init moves itself into a standby cgroup
-``.standby-<spare pid>`` in the directory the next container's cgroup will be made in (the
-spare's own cgroup and the daemon's ``cgroup_parent``), makes its new ipc, uts and net
-namespaces, says "parked" and waits. A ``run`` in that worker (``lifecycle.start``) then:
+A spare (``daemon.handoff.fork_spare_with_standby``) calls ``park``: it forks the next
+container's init, PID 1 of a new pid namespace as ``process.spawn`` would. That init moves
+itself into a standby cgroup ``.standby-<spare pid>`` in the directory the next container's
+cgroup will be made in (the spare's own cgroup and the daemon's ``cgroup_parent``), makes its
+new ipc, uts and net namespaces, says "parked" and waits. A ``run`` in that worker
+(``lifecycle.start``) then:
 - ``take()``: gets it, if this process forked it and it parked;
 - ``Standby.adopt``: renames its directories to the container's name when they are in the very
   directory the container's would be made in (a rename keeps the task: no move, no wait); else
