@@ -43,6 +43,7 @@ from bench.sandbox import Sandbox, open_sandbox, run_server
 from pycni.cni.conf import find_conflist
 from pycni.cni.invoke import Invoker, RuntimeConf
 from pycni.net import netns
+from pycni.plugins.runner import FORKED
 
 __all__ = ["main"]
 
@@ -96,7 +97,7 @@ def open_lab(work: Path) -> Iterator[Lab]:
         stack.callback(_stop_pid_file, run_dir / "resolver.pid")
         conflist = find_conflist(str(conf_dir), NETWORK)
         invoker = Invoker(path=(str(bin_dir),), cache_dir=str(work / "cache"), timeout=60,
-                          base_env=env)
+                          base_env=env, runner=FORKED)
         for cid in ("web", *CLIENTS):
             rt = RuntimeConf(container_id=cid, netns=box.container(cid),
                              cni_args=(("IgnoreUnknown", "1"), ("K8S_POD_NAME", cid)))

@@ -55,12 +55,14 @@ def _chain(work: Path, sock: Path) -> tuple[Callable[[str], object], Callable[[s
     from pycni.cni.invoke import Invoker, RuntimeConf
     from pycni.net import netns
     from pycni.network.store import load_named
+    from pycni.plugins.runner import FORKED
 
     os.environ.update(PYCNI_SOCKET=str(sock), PYCNI_DELEGATE_EXEC="1")
     os.environ.pop("PYCNI_NO_SERVER", None)
     stored = load_named(str(work / "conf"), NETWORK)
     assert stored is not None
-    invoker = Invoker(path=(str(work / "bin"),), cache_dir=str(work / "chain-cache"))
+    invoker = Invoker(path=(str(work / "bin"),), cache_dir=str(work / "chain-cache"),
+                      runner=FORKED)
 
     def runtime_conf(cid: str) -> RuntimeConf:
         path = work / "netns" / cid

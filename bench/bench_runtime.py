@@ -114,7 +114,7 @@ def runtime_daemon(work: Path, env: dict[str, str]) -> Iterator[str]:
     """`pycni-run daemon` inside the sandbox (it must see the sandbox's mounts); by its PID."""
     sock = work / "daemon" / "run.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pycni_run.cli", "daemon", "--socket", str(sock),
+        [sys.executable, "-m", "pycni_run", "daemon", "--socket", str(sock),
          "--log-level", "WARNING"],
         env=env,
     )
@@ -132,7 +132,7 @@ def runtime_daemon(work: Path, env: dict[str, str]) -> Iterator[str]:
 
 def setup_runtime(work: Path) -> tuple[str, dict[str, str]]:
     """tmpfs, plugins, config, the client executable; (client path, env)."""
-    from pycni_run.entry import install_client
+    from pycni_run.executable import install_client
 
     from pycni.install import install
 

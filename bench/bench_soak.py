@@ -34,6 +34,7 @@ from pycni.cni.errors import CNIError
 from pycni.cni.invoke import Invoker, RuntimeConf
 from pycni.install import install
 from pycni.net import netns
+from pycni.plugins.runner import FORKED
 from tests.e2e.bridge_support import Sandbox, ip_json
 from tests.e2e.crash_support import NETWORK, capability_args, full_conflist, host_state, leaks
 
@@ -153,6 +154,7 @@ def soak(
         timeout=120,
         base_env={**os.environ, **env},
         log=lambda msg: None,
+        runner=FORKED,
     )
     pools = [
         [

@@ -2,8 +2,8 @@
 
 A plugin executable that finds no `pycni serve` listening (and a ``pycni-run`` that finds no
 runtime daemon) calls ``start``: when this caller may start one, a detached daemon is forked
-off (``pycni.ondemand`` makes it one) and the caller goes on to run its own call in-process,
-without waiting for it; the calls after it find the server. Builtins only (``posix``,
+off (``pycni.warmfork.ondemand`` makes it one) and the caller goes on to run its own call
+in-process, without waiting for it; the calls after it find the server. Builtins only (``posix``,
 ``fcntl``, ``time``, ``_socket``): the decision is paid on the in-process path, in
 microseconds, and the fork happens before that path imports anything.
 
@@ -80,7 +80,7 @@ class Daemon:
 
 
 PLUGIN_SERVER = Daemon("pycni-server", "plugins", "pycni.cli", ("serve",))
-RUNTIME_DAEMON = Daemon("pycni-run-daemon", "runtime", "pycni_run.cli", ("daemon",))
+RUNTIME_DAEMON = Daemon("pycni-run-daemon", "runtime", "pycni_run", ("daemon",))
 
 
 def start(daemon: Daemon, socket_path: bytes) -> bool:
@@ -356,7 +356,7 @@ def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int, caller: int) -
     ``CALLER_WAIT``), then warms up (imports, preloads) in the SCHED_IDLE class, with CPU
     time nothing else wants (as the fork server's spares warm up), so the calls that come
     meanwhile are not slowed either; the server takes the normal policy back once it listens
-    (``ondemand.OnDemand.listening``)."""
+    (``pycni.warmfork.started.OnDemand.listening``)."""
     try:
         ended = select.poll()
         ended.register(caller, select.POLLIN)  # a pidfd is readable once its process exited
@@ -366,7 +366,7 @@ def _become_daemon(daemon: Daemon, socket_path: bytes, lock: int, caller: int) -
             posix.sched_setscheduler(0, posix.SCHED_IDLE, posix.sched_param(0))
         except OSError:
             pass  # not permitted: it starts at normal priority, which is slower, not wrong
-        from pycni import ondemand
+        from pycni.warmfork import ondemand
 
         ondemand.exec_started(daemon, socket_path.decode(errors="surrogateescape"), lock,
                               idle_timeout())

@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket", default=os.environ.get("PYCNI_SOCKET", DEFAULT_SOCKET))
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    _add_on_demand_args(serve)
+    from pycni.warmfork import started
+
+    started.add_arguments(serve)  # how pycni.autostart starts one
     for verb in ("add", "check", "del"):
         _add_network_args(
             subs.add_parser(verb, help=f"{verb.upper()} an attachment"), attachment=True
@@ -120,11 +122,13 @@ def _valid_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
 def _run_network_verb(ns: argparse.Namespace) -> int:
     from pycni.cni.conf import find_conflist
     from pycni.cni.invoke import Invoker
+    from pycni.plugins.runner import FORKED
 
     invoker = Invoker(
         path=tuple(p for p in ns.cni_path.split(os.pathsep) if p),
         cache_dir=ns.cache_dir,
         timeout=ns.timeout,
+        runner=FORKED,  # pycni's own plugins in a fork of this process, others exec'd
     )
     conflist = find_conflist(ns.conf_dir, ns.network)
     if ns.command == "add":
@@ -159,22 +163,12 @@ def _install(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _add_on_demand_args(serve: argparse.ArgumentParser) -> None:
-    """How pycni.autostart starts a server (not for people: `pycni serve` alone is the one a
-    supervisor runs)."""
-    serve.add_argument("--on-demand", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--idle-timeout", type=float, default=None, help=argparse.SUPPRESS)
-    serve.add_argument("--start-lock", type=int, default=None, help=argparse.SUPPRESS)
-
-
 def _serve(ns: argparse.Namespace) -> int:
-    from pycni.ondemand import OnDemand
     from pycni.server.main import serve
+    from pycni.warmfork.started import OnDemand
 
-    started = OnDemand.from_args(ns.socket, ns.idle_timeout, ns.start_lock) if ns.on_demand \
-        else None
     return serve(socket_path=ns.socket, timeout=ns.timeout, log_level=ns.log_level,
-                 started=started)
+                 started=OnDemand.from_namespace(ns))
 
 
 # --- probe (issue #7) ---------------------------------------------------------------------

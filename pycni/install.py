@@ -1,9 +1,7 @@
 """`pycni install`: plugin executables pinned to this interpreter, and the default networks.
 
-CNI runtimes exec plugins with a bare environment, so each executable names its interpreter
-by absolute path and carries its own import path; ``-I -S`` keeps start-up free of site
-processing (every plugin call pays it). They call ``pycni.launcher``, which hands the call to
-`pycni serve` when one is listening and runs it in-process otherwise.
+The executables' text is ``pycni.plugins.executable``'s. They call ``pycni.launcher``, which
+hands the call to `pycni serve` when one is listening and runs it in-process otherwise.
 """
 
 from __future__ import annotations
@@ -17,31 +15,12 @@ from pathlib import Path
 from typing import Final
 
 from pycni.plugins import PLUGINS
+from pycni.plugins.executable import render_executable
 
 __all__ = ["CONF_SOURCE", "InstallReport", "ensure_executables", "install", "render_executable"]
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 CONF_SOURCE: Final = REPO_ROOT / "conf"
-
-
-def render_executable(
-    name: str, *, interpreter: str = "", import_path: tuple[str, ...] = ()
-) -> str:
-    """The text of plugin executable ``name``; without an interpreter, the repo's portable form."""
-    if interpreter:
-        # One combined flag word: Linux hands everything after the interpreter path to it as a
-        # single argument, and python refuses "-I -S" ("Unknown option: - "); "-IS" is -I -S.
-        head = f"#!{interpreter} -IS\n"
-        head += f"import sys\nsys.path[:0] = {list(import_path)!r}\n"
-    else:
-        head = "#!/usr/bin/env python3\n"
-    return (
-        head
-        + f"# CNI plugin `{name}` (pycni). "
-        + "`pycni install` pins the interpreter and import path here.\n"
-        + "from pycni.launcher import launch\n\n"
-        + f'launch("{name}")\n'
-    )
 
 
 def _import_path() -> tuple[str, ...]:

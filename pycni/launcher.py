@@ -3,8 +3,8 @@
 Start-up is paid on every plugin call (podman makes 18 per container), so until it knows it
 must run the plugin in-process this module imports builtins only: ``_socket`` (not
 ``socket``, which pulls in enum), ``_signal``, ``select``, ``posix`` (not even ``os``),
-``sys`` and ``pycni.server.protocol``. No ``json``, no ``re``, not even ``contextlib`` (it
-pulls in ``os``, ``collections`` and ``functools``: ~2-3 ms).
+``sys``, ``pycni.server.protocol`` and ``pycni.warmfork.wire``. No ``json``, no ``re``, not
+even ``contextlib`` (it pulls in ``os``, ``collections`` and ``functools``: ~2-3 ms).
 
 The decision:
 - ``PYCNI_NO_SERVER`` set (not "0"), or any error before the server's ACK: run in-process
@@ -31,6 +31,7 @@ import select
 import sys
 
 from pycni.server import protocol
+from pycni.warmfork import wire
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
 if TYPE_CHECKING:
@@ -116,13 +117,13 @@ def _answer_version() -> None:
 
 def _connect(path: bytes) -> _socket.socket:
     try:
-        return protocol.connect(path, CONNECT_TIMEOUT)
+        return wire.connect(path, CONNECT_TIMEOUT)
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
             raise _NoServer from None
         raise _Fallback from None
-    except protocol.UntrustedSocket as err:
-        protocol.note(f"pycni: not using the pycni server socket: {err}; running it here")
+    except wire.UntrustedSocket as err:
+        wire.note(f"pycni: not using the pycni server socket: {err}; running it here")
         raise _Fallback from None
 
 
@@ -145,7 +146,7 @@ def _send_request(conn: _socket.socket, name: str) -> None:
     if len(data) > protocol.MAX_REQUEST:
         raise _Fallback
     try:
-        protocol.send_with_namespaces(conn, data, ("net", "mnt"))
+        wire.send_with_namespaces(conn, data, ("net", "mnt"))
     except OSError:
         raise _Fallback from None
 
@@ -169,7 +170,7 @@ def _wait_ack(conn: _socket.socket) -> tuple[float, int]:
 
 def _receive_ack(conn: _socket.socket) -> tuple[bytes, int]:
     data, ancdata, _flags, _addr = conn.recvmsg(64, _socket.CMSG_SPACE(4))
-    fds = protocol.received_fds(ancdata)
+    fds = wire.received_fds(ancdata)
     for extra in fds[1:]:
         posix.close(extra)
     return data, fds[0] if fds else -1

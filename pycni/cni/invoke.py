@@ -1,4 +1,4 @@
-"""The runtime side of CNI (what libcni does): find plugins, exec them, chain, cache, GC.
+"""The runtime side of CNI (what libcni does): find plugins, run them, chain, cache, GC.
 
 ``Invoker`` runs a network's plugin list for one attachment exactly as containerd or podman's
 CNI backend would: per-plugin request configs with ``runtimeConfig`` from declared
@@ -7,52 +7,31 @@ capabilities, ``prevResult`` chaining, DEL in reverse with the cached result, CH
 every plugin). Beyond libcni: a failed ADD is undone with a DEL of the chain before the error is
 returned, and an "ADD in progress" cache entry makes a crash mid-ADD visible to GC.
 
-Fast path: when the executable found on the path is pycni's own rendering of that plugin
-(``pycni.cni.delegate.is_our_executable``), exec'ing it would start an interpreter only to run
-``skel.run`` of our code; the call runs in a forked child of this process instead
-(``run_ours_forked``), still through the protocol: the same environment, stdin bytes, stdout
-JSON, stderr and exit status, with the same timeout and process-group kill. A warm process (the
-``pycni-run`` daemon) then pays a fork, not an interpreter, per plugin; a process that is
-itself thrown away after the call (the daemon's worker) may run them in-process
-(``in_process``). Any other executable is exec'd as before, and ``PYCNI_DELEGATE_EXEC`` set
-forces exec for ours too.
+Each plugin is run by the ``runner`` the caller hands the invoker (``pycni.cni.runner``): exec,
+as libcni does, unless it passes another (pycni's callers pass ``pycni.plugins.runner``'s,
+which run pycni's own plugins forked or in-process, still through the protocol).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pycni.cni import cache, jsonio
 from pycni.cni import version as versions
 from pycni.cni._fields import path_problem
 from pycni.cni.conf import NetworkConfigList
-from pycni.cni.delegate import (
-    ForkedTimeout,
-    find_in_path,
-    is_our_executable,
-    reap_forked,
-    run_ours_forked,
-    run_ours_in_process,
-)
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.runner import EXEC, PluginRunner, PluginTimeout, find_in_path
 from pycni.cni.skel import validate_container_id, validate_ifname
 from pycni.cni.types import Result
 
 __all__ = ["Invoker", "RuntimeConf", "build_plugin_config"]
-
-_TEXT_BUSY_RETRIES = 6  # libcni retries "text file busy" (a plugin being installed) too
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuntimeConf:
@@ -114,15 +93,17 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _reaping(verb: Callable[_P, _R]) -> Callable[_P, _R]:
-    """A verb returns with every plugin process it forked reaped (``reap_forked``)."""
+def _settling(
+    verb: Callable[Concatenate[Invoker, _P], _R],
+) -> Callable[Concatenate[Invoker, _P], _R]:
+    """A verb returns with every plugin process it ran gone (the runner's ``settle``)."""
 
     @functools.wraps(verb)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def wrapper(invoker: Invoker, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
-            return verb(*args, **kwargs)
+            return verb(invoker, *args, **kwargs)
         finally:
-            reap_forked()
+            invoker.runner.settle()
 
     return wrapper
 
@@ -134,10 +115,7 @@ class Invoker:
     timeout: float = 60.0
     base_env: Mapping[str, str] | None = None
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
-    # Run our own plugins right in this process instead of a fork: only for a process thrown
-    # away after one call (the pycni-run daemon's worker), where a fork costs more (~5 ms of
-    # copy-on-write faults and exit per plugin here) than the plugin itself.
-    in_process: bool = False
+    runner: PluginRunner = EXEC
 
     # ---- plugin execution -------------------------------------------------------------------
 
@@ -156,75 +134,21 @@ class Invoker:
             env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in rt.cni_args)
         return env
 
-    def _run_once(
-        self, argv: list[str], stdin: bytes, env: Mapping[str, str]
-    ) -> subprocess.CompletedProcess[bytes]:
-        # In its own process group so that a timeout kills what the plugin started too (a
-        # shell plugin's `sleep`, a helper): subprocess.run would kill only the plugin and
-        # leave its children running, holding the plugin's pipes.
-        with subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            process_group=0,
-        ) as proc:
-            try:
-                out, err = proc.communicate(stdin, timeout=self.timeout)
-            except BaseException:  # the timeout, or the caller interrupted: no orphans
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-    def _run(
-        self, argv: list[str], stdin: bytes, env: Mapping[str, str]
-    ) -> subprocess.CompletedProcess[bytes]:
-        for attempt in range(_TEXT_BUSY_RETRIES):
-            try:
-                return self._run_once(argv, stdin, env)
-            except OSError as err:
-                if err.errno != errno.ETXTBSY or attempt == _TEXT_BUSY_RETRIES - 1:
-                    raise CNIError(
-                        ErrorCode.INTERNAL, f"cannot execute {argv[0]}", str(err)
-                    ) from err
-                time.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def _run_ours(
-        self, kind: str, argv: list[str], stdin: bytes, env: Mapping[str, str]
-    ) -> subprocess.CompletedProcess[bytes]:
-        if self.in_process:
-            code, out, err = run_ours_in_process(kind, stdin=stdin, env=env)
-            return subprocess.CompletedProcess(argv, code, out, err)
-        try:
-            code, out, err = run_ours_forked(
-                kind, env["CNI_COMMAND"], stdin=stdin, env=env, timeout=self.timeout
-            )
-        except ForkedTimeout as timeout:
-            raise subprocess.TimeoutExpired(argv, self.timeout) from timeout
-        return subprocess.CompletedProcess(argv, code, out, err)
-
     def exec_plugin(self, kind: str, command: str, stdin: bytes, rt: RuntimeConf | None) -> bytes:
         """Run one plugin verb; its stdout on success, its error JSON as ``CNIError`` otherwise."""
         binary = self.find_plugin(kind)
-        env = self._env(command, rt)
         try:
-            if is_our_executable(binary, kind):
-                proc = self._run_ours(kind, [binary], stdin, env)
-            else:
-                proc = self._run([binary], stdin, env)
-        except subprocess.TimeoutExpired as err:
+            outcome = self.runner.run(binary, kind, stdin=stdin, env=self._env(command, rt),
+                                      timeout=self.timeout)
+        except PluginTimeout as err:
             raise CNIError(
                 ErrorCode.INTERNAL, f"plugin {kind} {command} timed out", f"after {self.timeout}s"
             ) from err
-        if proc.stderr:
-            self.log(proc.stderr.decode(errors="replace").rstrip())
-        if proc.returncode != 0:
-            raise _plugin_error(proc.returncode, proc.stdout, proc.stderr)
-        return proc.stdout
+        if outcome.stderr:
+            self.log(outcome.stderr.decode(errors="replace").rstrip())
+        if outcome.status != 0:
+            raise _plugin_error(outcome.status, outcome.stdout, outcome.stderr)
+        return outcome.stdout
 
     def version_info(self, kind: str) -> dict[str, Any]:
         out = self.exec_plugin(
@@ -253,7 +177,7 @@ class Invoker:
         if problem:
             raise CNIError(ErrorCode.INVALID_ENVIRONMENT, "invalid cache dir", problem)
 
-    @_reaping
+    @_settling
     def add(self, conflist: NetworkConfigList, rt: RuntimeConf, *, rollback: bool = True) -> Result:
         self._validate(rt, conflist.name)
         self._refuse_live_attachment(conflist, rt)
@@ -357,7 +281,7 @@ class Invoker:
             )
             self.exec_plugin(str(plugin["type"]), "DEL", stdin, rt)
 
-    @_reaping
+    @_settling
     def delete(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
         self._validate(rt, conflist.name)
         prev = None
@@ -366,7 +290,7 @@ class Invoker:
         self._del_chain(conflist, rt, prev)
         cache.delete(self.cache_dir, conflist.name, rt.container_id, rt.ifname)
 
-    @_reaping
+    @_settling
     def check(self, conflist: NetworkConfigList, rt: RuntimeConf) -> None:
         self._validate(rt, conflist.name)
         if not versions.at_least(conflist.cni_version, "0.4.0"):
@@ -390,7 +314,7 @@ class Invoker:
             )
             self.exec_plugin(str(plugin["type"]), "CHECK", stdin, rt)
 
-    @_reaping
+    @_settling
     def status(self, conflist: NetworkConfigList) -> None:
         if not versions.at_least(conflist.cni_version, "1.1.0"):
             raise CNIError(
@@ -402,7 +326,7 @@ class Invoker:
             stdin = build_plugin_config(conflist, plugin, capability_args={})
             self.exec_plugin(str(plugin["type"]), "STATUS", stdin, None)
 
-    @_reaping
+    @_settling
     def gc(self, conflist: NetworkConfigList, valid: Collection[tuple[str, str]]) -> None:
         """Remove every attachment of this network not in ``valid`` (container id, ifname)."""
         if conflist.disable_gc:

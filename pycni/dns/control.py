@@ -21,9 +21,9 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni import ondemand
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.dns.records import DEFAULT_RUN_DIR
+from pycni.warmfork import ondemand
 
 __all__ = [
     "CONTROL_SOCKET",

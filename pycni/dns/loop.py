@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from pycni.server.listener import dispatch
+from pycni.warmfork.listener import dispatch
 
 __all__ = ["TICK", "Expiring", "Handler", "Loop"]
 

@@ -1,6 +1,6 @@
 """The resolver process: ``python -m pycni.dns --run-dir DIR --resolv-conf PATH``.
 
-Started on demand by the plugin (``pycni.ondemand``): detached, in the host's network
+Started on demand by the plugin (``pycni.warmfork.ondemand``): detached, in the host's network
 namespace, logging to ``<run dir>/resolver.log``. It rebuilds its state from the records
 before it listens on its control socket, so whoever reaches it sees every attachment served.
 SIGTERM or SIGINT: close every socket (those in container namespaces too) and exit.
@@ -17,14 +17,14 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from pycni import ondemand
 from pycni.dns.control import CONTROL_SOCKET, DEFAULT_RESOLV_CONF, PID_FILE
 from pycni.dns.loop import Loop
 from pycni.dns.records import DEFAULT_RUN_DIR, RecordStore
 from pycni.dns.registry import Registry
 from pycni.dns.service import ControlServer
 from pycni.dns.upstream import Forwarder, ResolvConf
-from pycni.server.listener import SocketInUse
+from pycni.warmfork import ondemand
+from pycni.warmfork.listener import SocketInUse
 
 __all__ = ["main"]
 

@@ -17,8 +17,8 @@ from pycni.dns.control import MAX_MESSAGE, decode, encode
 from pycni.dns.loop import Loop
 from pycni.dns.registry import Registry
 from pycni.firewall.model import parse_label
-from pycni.server import listener
-from pycni.server.peer import peer_uid, received_fds
+from pycni.warmfork import listener
+from pycni.warmfork.peer import peer_uid, received_fds
 
 __all__ = ["ControlServer"]
 

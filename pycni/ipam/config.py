@@ -30,7 +30,7 @@ __all__ = [
     "load_config",
     "parse_ip",
     "parse_ipam_config",
-    "requested_ips",
+    "parse_list",
     "validate_network_name",
 ]
 
@@ -126,7 +126,8 @@ def _object(value: object, field: str, keys: GoKeys, what: str) -> Mapping[str, 
     return decode_keys(_mapping(value, field), keys, where=f"{field}.", refuse=what)
 
 
-def _list(value: object, field: str) -> Sequence[object]:
+def parse_list(value: object, field: str) -> Sequence[object]:
+    """``value`` as a list; an invalid-config error naming ``field`` if it is not one."""
     if not isinstance(value, list | tuple):
         raise _invalid(field, f"must be a list, not {type(value).__name__}")
     return value
@@ -230,7 +231,7 @@ def _range_path(set_path: str, j: int) -> str:
 
 
 def _parse_range_set(value: object, path: str) -> tuple[IPRange, ...]:
-    items = _list(value, path)
+    items = parse_list(value, path)
     if not items:
         raise _invalid(path, "empty range set")
     ranges = tuple(_parse_range(item, _range_path(path, j)) for j, item in enumerate(items))
@@ -249,7 +250,7 @@ def _raw_range_sets(
     ip_ranges = rc.get("ipRanges")
     if not _absent(ip_ranges):
         path = "runtimeConfig.ipRanges"
-        sets += [(f"{path}[{i}]", s) for i, s in enumerate(_list(ip_ranges, path))]
+        sets += [(f"{path}[{i}]", s) for i, s in enumerate(parse_list(ip_ranges, path))]
     if not _absent(ipam.get("subnet")):
         sets.append(("ipam", [{k: ipam[k] for k in _RANGE_NAMES if k in ipam}]))
     else:
@@ -258,7 +259,7 @@ def _raw_range_sets(
                 raise _invalid(f"ipam.{key}", "given without ipam.subnet")
     ranges = ipam.get("ranges")
     if not _absent(ranges):
-        sets += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(_list(ranges, "ipam.ranges"))]
+        sets += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(parse_list(ranges, "ipam.ranges"))]
     if not sets:
         raise _invalid("ipam.ranges", "no IP ranges specified")
     return sets
@@ -309,7 +310,7 @@ def _parse_route(value: object, path: str) -> RouteSpec:
 def _parse_routes(value: object) -> tuple[RouteSpec, ...]:
     if value is None:
         return ()
-    items = _list(value, "ipam.routes")
+    items = parse_list(value, "ipam.routes")
     return tuple(_parse_route(item, f"ipam.routes[{i}]") for i, item in enumerate(items))
 
 
@@ -368,48 +369,3 @@ def load_config(netconf: Mapping[str, object]) -> HostLocalConfig:
         runtime_config=None if rc is None else _mapping(rc, "runtimeConfig"),
         cni_version=version if isinstance(version, str) else None,
     )
-
-
-def _cni_args_ips(cni_args: str | Mapping[str, str] | None) -> list[str]:
-    """The ``IP=`` values of CNI_ARGS (``K=V;K=V``); a value may list addresses with commas."""
-    if cni_args is None:
-        return []
-    if isinstance(cni_args, str):
-        pairs = (item.partition("=") for item in cni_args.split(";"))
-        values = [value for key, _, value in pairs if key.strip() == "IP"]
-    else:
-        values = [cni_args["IP"]] if "IP" in cni_args else []
-    return [ip.strip() for value in values for ip in value.split(",") if ip.strip()]
-
-
-def _list_at(
-    root: Mapping[str, object] | None, keys: Sequence[str], field: str
-) -> Sequence[object]:
-    node: object = root
-    for key in keys:
-        if not isinstance(node, Mapping):
-            return []
-        node = decode_keys(node, GoKeys((key,))).get(key)
-    return [] if node is None else _list(node, field)
-
-
-def requested_ips(
-    *,
-    cni_args: str | Mapping[str, str] | None = None,
-    args: Mapping[str, object] | None = None,
-    runtime_config: Mapping[str, object] | None = None,
-) -> tuple[IPAddress, ...]:
-    """The union, in order and without duplicates, of every source of requested addresses.
-
-    Sources: ``CNI_ARGS`` ``IP=`` (the raw string or already split pairs), ``args.cni.ips``
-    and ``runtimeConfig.ips``; entries may carry a ``/prefix``, which is ignored (the range's
-    subnet decides the prefix). Like the reference, all sources are merged.
-    """
-    found: dict[IPAddress, None] = {}
-    for value in _cni_args_ips(cni_args):
-        found[parse_ip(value, "CNI_ARGS IP", allow_prefix=True)] = None
-    for source, keys in (("args.cni.ips", ("cni", "ips")), ("runtimeConfig.ips", ("ips",))):
-        root = args if source.startswith("args") else runtime_config
-        for i, item in enumerate(_list_at(root, keys, source)):
-            found[parse_ip(item, f"{source}[{i}]", allow_prefix=True)] = None
-    return tuple(found)

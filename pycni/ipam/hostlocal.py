@@ -124,7 +124,7 @@ def allocate(
 ) -> list[Allocation]:
     """Reserve one address per range set for the attachment, all of them or none.
 
-    ``requested`` (see ``config.requested_ips``) are placed into their range sets; the
+    ``requested`` (see ``requested.requested_ips``) are placed into their range sets; the
     other sets get the next free address in round-robin order.
     """
     wanted = place_requested(config.range_sets, requested)

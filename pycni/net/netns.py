@@ -19,7 +19,7 @@ from typing import Final, TypeAlias
 
 from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.handle import NetNS, open_netns_handle
-from pycni.net import syscalls
+from pycni.linux import nscalls
 
 __all__ = [
     "NETNS_RUN_DIR",
@@ -97,14 +97,14 @@ def enter(target: NetNSRef, *, what: str = "") -> Iterator[None]:
         origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             try:
-                syscalls.setns(fd, syscalls.CLONE_NEWNET)
+                nscalls.setns(fd, nscalls.CLONE_NEWNET)
             except OSError as err:
                 raise CNIError(ErrorCode.INVALID_NETNS,
                                f"cannot enter netns {what or target}", str(err)) from err
             try:
                 yield
             finally:
-                syscalls.setns(origin, syscalls.CLONE_NEWNET)
+                nscalls.setns(origin, nscalls.CLONE_NEWNET)
         finally:
             os.close(origin)
 
@@ -115,8 +115,10 @@ def pin_fd(fd: int, target: str) -> None:
     os.makedirs(os.path.dirname(target) or ".", mode=0o755, exist_ok=True)
     made = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     os.close(made)
+    from pycni.linux import mountcalls  # pinning is the runtime's and the tools', not a plugin's
+
     try:
-        syscalls.bind_mount_fd(fd, target)
+        mountcalls.bind_mount_fd(fd, target)
     except BaseException:
         os.unlink(target)
         raise
@@ -132,11 +134,11 @@ def create(target: str) -> str:
     """Create a new network namespace pinned at ``target`` (like ``ip netns add``)."""
     origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        syscalls.unshare(syscalls.CLONE_NEWNET)
+        nscalls.unshare(nscalls.CLONE_NEWNET)
         try:
             pin("/proc/thread-self/ns/net", target)
         finally:
-            syscalls.setns(origin, syscalls.CLONE_NEWNET)
+            nscalls.setns(origin, nscalls.CLONE_NEWNET)
     finally:
         os.close(origin)
     return target
@@ -144,8 +146,10 @@ def create(target: str) -> str:
 
 def remove(target: str) -> None:
     """Unpin and delete a namespace file; a missing one is already removed."""
+    from pycni.linux import mountcalls
+
     try:
-        syscalls.umount2(target, syscalls.MNT_DETACH)
+        mountcalls.umount2(target, mountcalls.MNT_DETACH)
     except OSError as err:
         if err.errno not in (errno.EINVAL, errno.ENOENT):
             raise

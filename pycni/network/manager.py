@@ -207,9 +207,10 @@ def _remove_host_state(view: NetworkView) -> None:
 def _teardown(settings: NetworkSettings, network: StoredNetwork,
               attached: Sequence[Attachment]) -> None:
     from pycni.cni.invoke import Invoker
+    from pycni.plugins.runner import FORKED
 
     invoker = Invoker(path=settings.cni_path, cache_dir=settings.cache_dir,
-                      timeout=settings.timeout)
+                      timeout=settings.timeout, runner=FORKED)
     _disconnect(invoker, network, attached)
     invoker.gc(network.conflist, [])  # every plugin drops what it keeps for the network
     _remove_host_state(network.view)

@@ -28,7 +28,7 @@ from pycni.cni.errors import CNIError, ErrorCode, LinkNotFound, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, Result
 from pycni.failpoints import failpoint
-from pycni.net import links, tc
+from pycni.net import links, tc, veth_pair
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins.bandwidth_conf import BandwidthConfig, Limit, parse_bandwidth_config
 
@@ -102,7 +102,7 @@ def _find_host_veth(host: IPR, args: CmdArgs) -> links.LinkInfo:
             "bandwidth needs a veth attachment",
             f"{args.ifname} is a {inner.kind or 'device without a kind'}",
         )
-    peer = links.find_veth_peer_in(host, inner)
+    peer = veth_pair.find_veth_peer_in(host, inner)
     if peer is None:
         raise CNIError(
             ErrorCode.INTERNAL, f"the host end of {args.ifname} is not in this network namespace"
@@ -201,7 +201,7 @@ def _teardown_veth(host: IPR, args: CmdArgs, ifb_index: int | None) -> None:
         return
     with open_ipr(args.netns_handle) as container:
         inner = links.get_link(container, args.ifname)
-    veth = links.find_veth_peer_in(host, inner) if inner is not None else None
+    veth = veth_pair.find_veth_peer_in(host, inner) if inner is not None else None
     if veth is None:
         return  # the veth is gone, and our qdiscs with it
     if ifb_index is not None and ifb_index in tc.get_redirect_targets(host, veth.index):

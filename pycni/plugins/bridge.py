@@ -21,13 +21,14 @@ from pycni.cni.types import Interface, IPConfig, Result, Route
 from pycni.failpoints import failpoint
 from pycni.firewall import Masquerade, select
 from pycni.lockfile import network_lock
-from pycni.net import addrs, links, sysctl
+from pycni.net import addrs, bridge_ports, links, sysctl, veth_pair
 from pycni.net.configure import configure_interface
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins import bridge_check
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
 from pycni.plugins.bridge_del import cmd_del
 from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
+from pycni.plugins.runner import DELEGATES
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth_name"]
 
@@ -35,7 +36,7 @@ __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Built:
     bridge: links.LinkInfo
-    veth: links.VethPair
+    veth: veth_pair.VethPair
 
 
 # ---------------------------------------------------------------------------- ADD steps
@@ -43,11 +44,11 @@ class _Built:
 
 def _create_veth(
     host: IPR, container: IPR, conf: BridgeConfig, args: CmdArgs
-) -> links.VethPair:
+) -> veth_pair.VethPair:
     name = host_veth_name(args)
     for attempt in range(2):
         try:
-            return links.create_veth(
+            return veth_pair.create_veth(
                 host,
                 host_ifname=name,
                 container_ifname=args.ifname,
@@ -56,7 +57,7 @@ def _create_veth(
                 container_mac=conf.mac,
                 container_ipr=container,
             )
-        except links.HostVethNameTaken:
+        except veth_pair.HostVethNameTaken:
             if attempt:
                 raise
             # Our own name, so a leftover of a crashed ADD for this very attachment whose
@@ -66,7 +67,7 @@ def _create_veth(
 
 
 def _attach_port(
-    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: links.VethPair
+    host: IPR, conf: BridgeConfig, bridge: links.LinkInfo, veth: veth_pair.VethPair
 ) -> None:
     index = veth.host.index
     with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
@@ -77,16 +78,18 @@ def _attach_port(
     links.set_master(host, index, bridge.index, up=not configure_first)
     if not configure_first:
         return
-    links.set_bridge_port(host, index, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    bridge_ports.set_bridge_port(host, index, hairpin=conf.hairpin_mode,
+                                 isolated=conf.port_isolation)
     if conf.vlan:
-        links.set_bridge_port_vlan(host, index, conf.vlan)
+        bridge_ports.set_bridge_port_vlan(host, index, conf.vlan)
     links.set_up(host, index)
 
 
 def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> Result:
     if not conf.ipam_type:
         return Result(cni_version=args.cni_version)  # ipam {}: layer 2 only
-    result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path)
+    result = delegate_add(conf.ipam_type, stdin=args.stdin, env=args.env, path=args.path,
+                          runner=DELEGATES)
     undo.callback(_ipam_quiet_del, conf, args)
     if conf.is_gateway and not result.ips:
         raise CNIError(
@@ -95,9 +98,15 @@ def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> 
     return result
 
 
+def _ipam(conf: BridgeConfig, args: CmdArgs, command: str) -> bytes:
+    """The IPAM delegate for ``command``, with this call's stdin, environment and CNI_PATH."""
+    return delegate(conf.ipam_type, command=command, stdin=args.stdin, env=args.env,
+                    path=args.path, runner=DELEGATES)
+
+
 def _ipam_quiet_del(conf: BridgeConfig, args: CmdArgs) -> None:
     try:
-        delegate(conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "DEL")
     except CNIError as err:
         print(f"bridge: IPAM DEL during rollback failed: {err}", file=sys.stderr)
 
@@ -196,7 +205,7 @@ def _setup_masquerade(
 
 # --- macspoofchk (the firewall's macspoof facet) ---
 def _setup_mac_spoof_check(
-    conf: BridgeConfig, args: CmdArgs, veth: links.VethPair, undo: contextlib.ExitStack
+    conf: BridgeConfig, args: CmdArgs, veth: veth_pair.VethPair, undo: contextlib.ExitStack
 ) -> None:
     if not conf.mac_spoof_check:
         return
@@ -311,7 +320,7 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
 def cmd_check(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ipam_type:
-        delegate(conf.ipam_type, command="CHECK", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "CHECK")
     problems = bridge_check.validate(args, conf, attachment(args))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
@@ -342,7 +351,7 @@ def cmd_status(args: CmdArgs) -> None:
                 "; ".join(missing),
             )
     if conf.ipam_type:
-        delegate(conf.ipam_type, command="STATUS", stdin=args.stdin, env=args.env, path=args.path)
+        _ipam(conf, args, "STATUS")
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -354,12 +363,6 @@ def cmd_gc(args: CmdArgs) -> None:
     if conf.mac_spoof_check:  # macspoofchk
         errors += firewall.macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
-        collect(
-            errors,
-            "IPAM GC",
-            lambda: delegate(
-                conf.ipam_type, command="GC", stdin=args.stdin, env=args.env, path=args.path
-            ),
-        )
+        collect(errors, "IPAM GC", lambda: _ipam(conf, args, "GC"))
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge GC incomplete", "; ".join(errors))

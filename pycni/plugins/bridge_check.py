@@ -8,7 +8,7 @@ from pycni.cni.errors import CNIError, ErrorCode, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Result
 from pycni.firewall import AttachmentKey, Masquerade, select
-from pycni.net import addrs, links
+from pycni.net import addrs, links, veth_pair
 from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig
 
@@ -58,7 +58,7 @@ def _validate_port(
 ) -> list[str]:
     if bridge is None or container is None:
         return []
-    peer = links.find_veth_peer_in(host, container)
+    peer = veth_pair.find_veth_peer_in(host, container)
     if peer is None:
         return ["no host veth is the peer of the container interface"]
     if peer.master != bridge.index:

@@ -29,6 +29,7 @@ from pycni.net import links
 from pycni.net.ipr import open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
 from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
+from pycni.plugins.runner import DELEGATES
 
 __all__ = ["cmd_del"]
 
@@ -120,7 +121,7 @@ def cmd_del(args: CmdArgs) -> None:
                 "IPAM DEL",
                 lambda: delegate(
                     conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env,
-                    path=args.path,
+                    path=args.path, runner=DELEGATES,
                 ),
             )
         failpoint("bridge.del.after_ipam")

@@ -10,7 +10,8 @@ from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import DNS, IPConfig, Result, Route
 from pycni.ipam import hostlocal
-from pycni.ipam.config import HostLocalConfig, load_config, requested_ips
+from pycni.ipam.config import HostLocalConfig, load_config
+from pycni.ipam.requested import requested_ips
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "parse_resolv_conf"]
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pycni.net import links, sysctl
+from pycni.net import bridge_ports, links, sysctl
 from pycni.net.ipr import open_ipr, translate_netlink_error
 
 __all__ = ["enable_hairpin", "enable_route_localnet", "flush_udp_conntrack"]
@@ -44,11 +44,11 @@ def enable_hairpin(host_ifnames: Collection[str]) -> str | None:
             link = links.get_link(ipr, name)
             if link is None or link.master is None:
                 continue
-            port = links.get_bridge_port(ipr, link.index)
+            port = bridge_ports.get_bridge_port(ipr, link.index)
             if port is None:
                 continue
             if not port.hairpin:
-                links.set_bridge_port(ipr, link.index, hairpin=True, isolated=port.isolated)
+                bridge_ports.set_bridge_port(ipr, link.index, hairpin=True, isolated=port.isolated)
             return name
     return None
 

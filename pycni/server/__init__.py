@@ -1,8 +1,9 @@
-"""`pycni serve`: the warm fork server behind the plugin executables.
+"""`pycni serve`: the warm fork server behind the plugin executables, a service on the
+warm-fork kit (``pycni.warmfork``).
 
-Modules: ``protocol`` (framing, shared with the launcher, builtins only), ``peer`` (accepting
-and reading one request), ``worker`` (the forked child that joins the caller's namespaces and
-runs skel), ``loop`` (the single-threaded selector loop), ``service`` (the systemd unit).
-Nothing is imported here: ``pycni.launcher`` imports ``pycni.server.protocol`` and must stay
-light.
+Modules: ``protocol`` (the launcher's request and ACK, builtins only), ``call`` (one call as
+the server holds it), ``loop`` (what the server does with a call), ``answer`` (VERSION in the
+server), ``worker`` (the forked child that becomes the caller and runs skel), ``main`` (warm
+up, then serve) and ``service`` (the systemd unit). Nothing is imported here:
+``pycni.launcher`` imports ``pycni.server.protocol`` and must stay light.
 """

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from pycni.cni import skel
 from pycni.plugins import PLUGINS
-from pycni.server.peer import Call, report_failure, send_status
+from pycni.server.call import Call, report_failure
+from pycni.warmfork.peer import send_status
 
 __all__ = ["MAX_INPUT", "VersionAnswers", "VersionCall", "version_output"]
 
@@ -167,5 +168,5 @@ class VersionAnswers:
         elapsed = (time.monotonic() - version.started) * 1000
         log.debug("%s (pid %d): exit %d in %.1f ms, answered in the server", version.what,
                   version.peer, status, elapsed)
-        send_status(version.sock, status)
+        send_status(version.sock, status, log)
         version.close()

@@ -2,145 +2,36 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import importlib
 import logging
 import os
-import sys
-import time
 from typing import Final
 
-from pycni import firewall, ondemand
-from pycni.net import addrs, links, syscalls
-from pycni.net.ipr import open_ipr
-from pycni.ondemand import OnDemand
 from pycni.plugins import PLUGINS
+from pycni.plugins.preload import preload
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
-from pycni.server.spare import populate_when_idle
+from pycni.warmfork import serving
+from pycni.warmfork.started import OnDemand
+from pycni.warmfork.warmup import populate_when_idle
 
-__all__ = ["DEFAULT_SOCKET", "ensure_std_fds", "preload", "serve"]
+__all__ = ["DEFAULT_SOCKET", "serve"]
 
 DEFAULT_SOCKET: Final = "/run/pycni/pycni.sock"
 
-# What the plugins import lazily (firewall backends are chosen at run time): import it all once
-# here so no worker pays for it. Missing optional modules are skipped.
-_WARM_MODULES: Final = (
-    "pyroute2",
-    "netaddr",
-    "pycni.cni.delegate",
-    "pycni.firewall.nftables.engine",
-    "pycni.firewall.nftables.masquerade",
-    "pycni.firewall.nftables.forward",
-    "pycni.firewall.nftables.portmap",
-    "pycni.firewall.nftables.macspoof",
-    "pycni.firewall.iptables",
-    "pycni.firewall.none",
-)
-
 log = logging.getLogger("pycni.server")
-
-
-def preload() -> float:
-    """Import every plugin module and its heavy dependencies; seconds spent."""
-    started = time.monotonic()
-    for name in (*_WARM_MODULES, *(info.module for info in PLUGINS.values())):
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            log.warning("not preloaded: %s (%s)", name, err)
-    try:
-        warm_up()
-    except Exception as err:  # a cold worker is slower, not wrong
-        log.warning("warm-up skipped: %s", err)
-    gc.collect()
-    gc.freeze()  # keep the warm heap out of every worker's collections (fewer copied pages)
-    return time.monotonic() - started
-
-
-def warm_up() -> None:
-    """Run the plugins' first-use paths once, so every worker inherits them warm: pyroute2's
-    lazily compiled message classes (link, veth, bridge port, address, route) and its event
-    loop, libnftables loaded and the masquerade batch path run, the firewall backend detected
-    (its status probe is an nft call a worker would otherwise pay on every call).
-
-    It all happens in a private network namespace made for it and dropped at once (with all
-    it holds): the server's own namespace, the host's, is never touched. The server is
-    single-threaded, so the setns back is always allowed.
-    """
-    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        syscalls.unshare(syscalls.CLONE_NEWNET)
-        try:
-            _warm_netlink()
-            _warm_firewall()
-        finally:
-            syscalls.setns(home, syscalls.CLONE_NEWNET)
-    finally:
-        os.close(home)
-
-
-def _warm_netlink() -> None:
-    with open_ipr() as ipr:
-        bridge = links.ensure_bridge(ipr, "pycniwarm0", pin_mac=True)
-        pair = links.create_veth(ipr, host_ifname="pycniwarm1", container_ifname="pycniwarm2",
-                                 container_netns="/proc/self/ns/net", container_ipr=ipr)
-        links.set_master(ipr, pair.host.index, bridge.index, up=True)
-        links.set_bridge_port(ipr, pair.host.index, hairpin=False, isolated=False)
-        addrs.add_address(ipr, bridge.index, "10.255.255.1/24", nodad=True)
-        addrs.list_addresses(ipr, bridge.index)
-        addrs.add_address(ipr, pair.container.index, "10.255.255.2/24")
-        links.set_up(ipr, pair.container.index)
-        addrs.add_route(ipr, dst="0.0.0.0/0", gateway="10.255.255.1", index=pair.container.index)
-        addrs.list_routes(ipr)
-        links.delete_link(ipr, pair.host.name)
-
-
-def _warm_firewall() -> None:
-    fw = firewall.detect()
-    # Every facet of the detected driver (lazy properties) loaded, as a worker would on its
-    # first call; then the masquerade batch path run once.
-    _ = (fw.masquerade, fw.forward, fw.portmap, fw.macspoof)
-    key = firewall.AttachmentKey(network="pycni-warm", container_id="warm", ifname="eth0")
-    fw.masquerade.setup(firewall.Masquerade(key=key, network_subnets=("10.255.255.0/24",),
-                                            sources=("10.255.255.2",)))
-    fw.masquerade.teardown(key)
-
-
-def ensure_std_fds() -> None:
-    """Keep 0-2 open, so descriptors received from callers are always >= 3."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
 
 
 def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT,
           log_level: str = "INFO", started: OnDemand | None = None) -> int:
     """Serve in the foreground; ``started``: as a server started on demand (``pycni.autostart``),
     else as the one a supervisor runs (which an on-demand one gives way to)."""
-    ensure_std_fds()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s pycni-server %(levelname)s %(message)s"))
-    log.addHandler(handler)  # our logger only: pyroute2's debug chatter stays off
-    log.setLevel(log_level.upper())
-    log.propagate = False
-    log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload() * 1000)
+    serving.ensure_std_fds()
+    serving.log_to_stderr(log, "pycni-server", log_level)
+    log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload(log) * 1000)
     if os.geteuid() != 0:
         log.warning("not running as root: workers cannot join callers' namespaces")
-    if started is None and ondemand.retire(socket_path):
-        log.info("the server started on demand at %s gave way to this one", socket_path)
     # The spare copies its pages in the idle class: at normal priority, the ~30 MB it copies
     # after every call took CPU from the runtime's next plugin executable starting up (a
     # runtime calls a chain's plugins one after the other).
     server = Server(socket_path, timeout=timeout, warm=populate_when_idle,
                     idle_timeout=None if started is None else started.idle_timeout)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever(None if started is None else started.listening)
-    if started is not None:
-        started.stopped()
-    return 0
+    return serving.run(server, started=started, what="server")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from pycni.net import syscalls
+from pycni.linux import capcalls
 from pycni_run.errors import RunError
 
 __all__ = [
@@ -129,7 +129,7 @@ def names_of(mask: int) -> tuple[str, ...]:
 
 def held() -> frozenset[str]:
     """What this runtime could give: its own permitted set."""
-    _effective, permitted, _inheritable = syscalls.capget()
+    _effective, permitted, _inheritable = capcalls.capget()
     return frozenset(names_of(permitted))
 
 
@@ -163,9 +163,9 @@ def limit_bounding(names: frozenset[str]) -> None:
     which a switch to another uid takes away)."""
     mask = mask_of(names)
     number = 0
-    while (present := syscalls.has_bounding_capability(number)) is not None:
+    while (present := capcalls.has_bounding_capability(number)) is not None:
         if present and not mask >> number & 1:
-            syscalls.drop_bounding_capability(number)
+            capcalls.drop_bounding_capability(number)
         number += 1
 
 
@@ -173,7 +173,7 @@ def set_process(names: frozenset[str]) -> None:
     """Permitted, effective and inheritable, then ambient (a raise needs the capability
     permitted and inheritable). Empty for a non-root user: what Docker's processes end with."""
     mask = mask_of(names)
-    syscalls.capset(mask, mask, mask)
-    syscalls.clear_ambient_capabilities()
+    capcalls.capset(mask, mask, mask)
+    capcalls.clear_ambient_capabilities()
     for name in names:
-        syscalls.raise_ambient_capability(_NUMBER[name])
+        capcalls.raise_ambient_capability(_NUMBER[name])

@@ -4,12 +4,12 @@ Docker's split, for start-up time: a warm daemon (``pycni-run daemon``) has ever
 imported and warmed; this client only ships argv, cwd, umask, environment, its stdio and its
 namespaces to it and waits for the exit status. Until it knows it must run in-process it
 imports builtins only (``_socket``, ``_signal``, ``posix``, ``sys``), ``pycni_run.wire`` and
-``pycni.server.protocol`` (both builtins-only too).
+``pycni.warmfork.wire`` (both builtins-only too).
 
 The decision, as the plugin launcher makes it:
 - ``PYCNI_RUN_NO_DAEMON`` set (not "0"), a ``LOCAL`` answer (``-t``, which needs this
   terminal's process group, and ``daemon``) or any error before the daemon's ACK: run
-  in-process (``pycni_run.cli``), same behaviour and exit codes. So does a socket whose
+  in-process (``pycni_run.entry``), same behaviour and exit codes. So does a socket whose
   directory or listener is not root's alone (with a note on stderr): nothing of the command
   (stdio, environment, namespaces) is handed to it.
 - Nobody listening (no socket, or a refused connection): start the daemon for the commands to
@@ -27,7 +27,7 @@ import errno
 import posix
 import sys
 
-from pycni.server.protocol import (
+from pycni.warmfork.wire import (
     UntrustedSocket,
     connect,
     note,
@@ -102,15 +102,15 @@ def _start_daemon(path: bytes) -> None:
 
 def _in_process() -> "NoReturn":
     try:
-        from pycni_run import cli
+        from pycni_run import entry
     except ImportError:
         if not sys.flags.no_site:
             raise
         import site  # an `-IS` entry without site-packages on its path: add them now
 
         site.main()
-        from pycni_run import cli
-    sys.exit(cli.main())
+        from pycni_run import entry
+    sys.exit(entry.main())
 
 
 def _connect(path: bytes) -> _socket.socket:

@@ -11,10 +11,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycni.config_file import CONFIG_ENV, ConfigFileError, find_config_file, read_section
 from pycni_run.errors import RunError
+
+if TYPE_CHECKING:
+    from pycni.cni.runner import PluginRunner
 
 __all__ = ["CONFIG_ENV", "RuntimeConfig", "find_config_file", "load_config"]
 
@@ -37,6 +40,10 @@ class RuntimeConfig:
     # The file these settings came from ("" for the built-in defaults): `pycni-run network`
     # reads its `network:` section from the same file.
     source: str = dataclasses.field(default="", compare=False)
+    # How pycni's own plugins on the CNI path are run (``pycni.plugins.runner``): None forks
+    # them. Not a setting of the file: whoever runs the command chooses (the daemon's worker,
+    # thrown away after one command, runs them in-process).
+    plugin_runner: PluginRunner | None = dataclasses.field(default=None, compare=False)
 
     @property
     def containers_dir(self) -> str:
@@ -47,7 +54,7 @@ class RuntimeConfig:
 
 
 def _build(base: RuntimeConfig, values: Mapping[str, Any], where: str) -> RuntimeConfig:
-    known = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"source"}
+    known = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"source", "plugin_runner"}
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:

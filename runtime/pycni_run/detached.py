@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pycni.net import syscalls
+from pycni.linux import mountcalls
 from pycni_run.errors import RunError
 from pycni_run.rootfs import DEVICES, Layers
 from pycni_run.volumes import Mount
@@ -45,7 +45,7 @@ class HostTrees:
 
 def _clone(path: str, *, recursive: bool, what: str) -> int:
     try:
-        return syscalls.clone_tree(path, recursive=recursive)
+        return mountcalls.clone_tree(path, recursive=recursive)
     except OSError as err:
         raise RunError(f"cannot clone {what} {path}: {err.strerror}") from err
 
@@ -62,7 +62,7 @@ def open_host_trees(mounts: Sequence[Mount]) -> HostTrees:
             if m.kind == "bind":
                 volumes[m.target] = tree = _clone(m.source, recursive=True, what="the volume")
                 if m.read_only:
-                    syscalls.readonly_tree(tree)
+                    mountcalls.readonly_tree(tree)
     except BaseException:
         close_all(HostTrees(devices=devices, volumes=volumes))
         raise
@@ -89,8 +89,8 @@ def idmapped_rootfs(layers: Layers, userns_fd: int) -> int:
     try:
         for path in _lower_dirs(layers):
             lower.append(_clone(path, recursive=False, what="the image layer"))
-            syscalls.idmap_tree(lower[-1], userns_fd)
-        return syscalls.overlay_tree(lower, upper=layers.upper, work=layers.work)
+            mountcalls.idmap_tree(lower[-1], userns_fd)
+        return mountcalls.overlay_tree(lower, upper=layers.upper, work=layers.work)
     except OSError as err:
         raise RunError(f"cannot mount the container's rootfs for its user namespace: {err}") \
             from err
@@ -102,6 +102,6 @@ def idmapped_rootfs(layers: Layers, userns_fd: int) -> int:
 def attach(tree: int, target: str) -> None:
     """In the init: attach a detached mount at ``target`` and let go of its descriptor."""
     try:
-        syscalls.attach_tree(tree, target)
+        mountcalls.attach_tree(tree, target)
     finally:
         os.close(tree)

@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import cgroups, console, namespaces, process, security, state, users
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
@@ -94,7 +94,7 @@ def exec_in(
     confinement = security.for_exec(st.security, state.container_dir(cfg.containers_dir, name))
     cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
     own_userns = Mappings.from_doc(st.userns) is not None
-    syscalls.set_child_subreaper()
+    nscalls.set_child_subreaper()
     ours, theirs = Channel.pair()
 
     def command_side() -> None:

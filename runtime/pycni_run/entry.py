@@ -1,49 +1,35 @@
-"""The fast ``pycni-run`` executable: ``#!python -IS``, the import path pinned, the client.
+"""``pycni-run`` in-process: the daemon, or any other command (``cli``).
 
-A pip console script starts the interpreter with ``site`` (this venv's ``.pth`` hooks alone
-cost ~13 ms here) and imports ``re``; the client is there to avoid exactly that. This renders
-the same entry the way ``pycni install`` renders plugin executables: the interpreter with
-``-IS`` and the package roots first on ``sys.path``. The client adds ``site`` back itself
-when it has to run in-process.
+What the client (``client``) runs when no daemon takes the command, and what
+``python -m pycni_run`` runs. ``daemon`` is dispatched here, not by ``cli``: the daemon's
+worker runs ``cli.main``, so ``cli`` never imports the daemon (no import circle).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import sysconfig
-import tempfile
-from pathlib import Path
-from typing import Final
+from collections.abc import Sequence
 
-__all__ = ["install_client", "render_client"]
+from pycni_run import cli
+from pycni_run.errors import RunError
 
-_REPO: Final = Path(__file__).resolve().parents[2]
+__all__ = ["main"]
 
 
-def render_client(interpreter: str, import_path: tuple[str, ...]) -> str:
-    # One flag word: Linux passes everything after the interpreter as a single argument.
-    return (
-        f"#!{interpreter} -IS\n"
-        "# pycni-run: the import-light client (`pycni-run install-client` renders it).\n"
-        f"import sys\nsys.path[:0] = {list(import_path)!r}\n"
-        "from pycni_run.client import main\n\nmain()\n"
-    )
-
-
-def install_client(directory: str) -> str:
-    """Write ``<directory>/pycni-run`` atomically; its path."""
-    roots = (str(_REPO), str(_REPO / "runtime"), sysconfig.get_paths()["purelib"])
-    text = render_client(sys.executable, tuple(dict.fromkeys(roots)))
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, "pycni-run")
-    fd, tmp = tempfile.mkstemp(prefix=".pycni-run-", dir=directory)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pycni-run [GLOBAL OPTIONS] daemon ...`` serves; anything else is ``cli.main``'s."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)  # noqa: S103 - an executable for every user (it needs root anyway)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return target
+        _, rest = cli.split_global_options(args)
+    except RunError:
+        rest = []  # cli.main says what is wrong with them
+    if rest[:1] != ["daemon"]:
+        return cli.main(args)
+    from pycni_run.daemon.main import serve
+
+    try:
+        cli.require_privileges()
+        return serve(rest[1:])
+    except RunError as err:  # as ``cli.main`` says a runtime error
+        print(f"pycni-run: {err}", file=sys.stderr)
+        return err.code

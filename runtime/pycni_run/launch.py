@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from pycni_run import lifecycle, watchdog
+from pycni_run import lifecycle, teardown, watchdog
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
 from pycni_run.process import Stdio
@@ -36,7 +36,7 @@ def run_foreground(cfg: RuntimeConfig, spec: ContainerSpec) -> int:
     try:
         # Undone by itself if it fails; the watchdog knows the init before it may exec.
         st, master = lifecycle.start(cfg, spec, stdio, on_init=guard.watch)
-        return lifecycle.wait_container(cfg, st, master=master, stdin_fd=stdin)
+        return teardown.wait_container(cfg, st, master=master, stdin_fd=stdin)
     finally:
         guard.release()
 
@@ -71,7 +71,7 @@ def _monitor(cfg: RuntimeConfig, spec: ContainerSpec, report: int) -> int:
     os.write(report, json.dumps({"id": st.id}).encode())
     os.close(report)
     out = _open_log(st.log_path)
-    return lifecycle.wait_container(cfg, st, master=master, stdin_fd=None, stdout_fd=out)
+    return teardown.wait_container(cfg, st, master=master, stdin_fd=None, stdout_fd=out)
 
 
 def run_detached(cfg: RuntimeConfig, spec: ContainerSpec) -> int:

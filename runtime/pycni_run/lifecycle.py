@@ -1,9 +1,8 @@
-"""A container's life: start (validate, cgroup, fork, pin, ADD, exec), wait, teardown.
+"""A container's start: cgroup, fork, pin, ADD, exec (its end is ``teardown``'s).
 
 ``start`` builds every resource under an undo stack and records each one in the state file
-as it is made; ``teardown`` is the mirror image (kill, CNI DEL, unpin, remove the cgroup),
-best-effort and idempotent, collecting errors instead of stopping at the first one, so the
-monitor, ``stop`` and ``rm -f`` (after the monitor was killed) can all run it.
+as it is made, so a failed start leaves nothing and a crash mid-start is undone by
+``rm -f`` (``teardown.teardown``, the mirror image).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,7 +22,6 @@ from pycni.net import netns
 from pycni.network.store import StoredNetwork
 from pycni_run import (
     cgroups,
-    console,
     network,
     pidfds,
     process,
@@ -35,28 +32,14 @@ from pycni_run import (
     userns,
 )
 from pycni_run.config import RuntimeConfig
-from pycni_run.errors import RunError
+from pycni_run.errors import RunError, warn
 from pycni_run.idmaps import Mappings
 from pycni_run.images import use
 from pycni_run.process import Child, InitPlan, Stdio
-from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions, validate_spec
+from pycni_run.spec import HOST_GATEWAY, ContainerSpec, DnsOptions
 from pycni_run.state import ContainerState, NetAttachment
 
-__all__ = [
-    "add_attachment",
-    "finish",
-    "finish_named",
-    "kill",
-    "remove",
-    "start",
-    "stop",
-    "teardown",
-    "wait_container",
-]
-
-
-def _log(msg: str) -> None:
-    print(f"pycni-run: {msg}", file=sys.stderr, flush=True)
+__all__ = ["add_attachment", "start"]
 
 
 def _quietly(what: str, fn: Callable[..., object], *args: Any) -> None:
@@ -64,7 +47,7 @@ def _quietly(what: str, fn: Callable[..., object], *args: Any) -> None:
     try:
         fn(*args)
     except (RunError, OSError) as err:
-        _log(f"cleanup: {what}: {err}")
+        warn(f"cleanup: {what}: {err}")
 
 
 def _peer_state(cfg: RuntimeConfig, spec: ContainerSpec) -> ContainerState | None:
@@ -176,7 +159,8 @@ def _start(
     lower: use.Lower,
     on_init: Callable[[int], None],
 ) -> tuple[ContainerState, int | None]:
-    validate_spec(spec)
+    # ``spec`` was validated where it was built (``run_options.build_spec``), once; the image's
+    # defaults and -P (``images.use.resolve_spec``) keep it valid.
     confinement = security.resolve(spec.security, user=spec.user)  # nothing made yet
     userns_request = userns.check(cfg, spec.userns)  # its ids may be mapped: nothing made yet
     limits = replace(spec.limits, devices=confinement.devices)
@@ -300,72 +284,6 @@ def add_attachment(
     return done
 
 
-# ---------------------------------------------------------------------- after the exec
-
-
-def _step(errors: list[str], what: str, fn: Callable[[], object]) -> bool:
-    try:
-        fn()
-    except (RunError, OSError) as err:
-        errors.append(f"{what}: {err}")
-        return False
-    return True
-
-
-def teardown(cfg: RuntimeConfig, st: ContainerState) -> list[str]:
-    """Kill, CNI DEL, unpin, remove the cgroup; each step recorded when done. Errors, if any."""
-    errors: list[str] = []
-    cg = cgroups.Cgroup.from_dict(st.cgroup) if st.cgroup else None
-    st.pid.signal(signal.SIGKILL)
-    if cg is not None:
-        _step(errors, "kill", lambda: cgroups.kill_all(cg))
-    for att in reversed(list(st.networks)):
-        if _step(errors, f"CNI DEL {att.network}", lambda: network.detach(cfg, st, att)):  # noqa: B023
-            st.networks.remove(att)
-    for link in list(st.links):
-        if _step(errors, f"unlink {link}", lambda: network.unpin_netns(link)):  # noqa: B023
-            st.links.remove(link)
-    if st.netns_path and _step(errors, "unpin netns", lambda: network.unpin_netns(st.netns_path)):
-        st.netns_path = ""
-    if cg is not None and _step(errors, "remove cgroup", lambda: cgroups.remove(cg)):
-        st.cgroup = None
-    return errors
-
-
-def _reload(cfg: RuntimeConfig, st: ContainerState) -> ContainerState | None:
-    try:
-        return state.load(cfg.containers_dir, st.name)
-    except RunError:
-        return None
-
-
-def finish(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
-    """The container's init is gone: tear down, record the exit, remove if --rm."""
-    finish_named(cfg, st.name, st.id, code)
-
-
-def finish_named(cfg: RuntimeConfig, name: str, container_id: str, code: int | None) -> None:
-    """``finish`` for the container called ``name`` if it is still the one with that id."""
-    with contextlib.suppress(RunError), state.locked(cfg.containers_dir, name):
-        try:
-            current = state.load(cfg.containers_dir, name)
-        except RunError:
-            return  # never claimed, or removed already
-        if current.id != container_id:
-            return  # rm -f got here first
-        errors = teardown(cfg, current)
-        for err in errors:
-            _log(err)
-        if current.status != "exited":
-            current.status, current.exit_code, current.finished = "exited", code, time.time()
-        current.error = "; ".join(errors)
-        if current.auto_remove and not errors:
-            rootfs.remove_layers(current.storage)
-            state.release(cfg.containers_dir, current.name)
-            return
-        state.save(cfg.containers_dir, current)
-
-
 def _forward_signals(pidfd: int) -> None:
     """To the init through its pidfd: never to whoever has its pid once it is reaped."""
 
@@ -375,83 +293,3 @@ def _forward_signals(pidfd: int) -> None:
 
     for sig in process.FORWARDED:
         signal.signal(sig, forward)
-
-
-def wait_container(
-    cfg: RuntimeConfig,
-    st: ContainerState,
-    *,
-    master: int | None,
-    stdin_fd: int | None,
-    stdout_fd: int = 1,
-) -> int:
-    """Relay the pty (if any), wait for the init, tear everything down; its exit code.
-    Signals have been forwarded to the init since ``start`` made it."""
-    code: int | None = None
-    try:
-        if master is not None:
-            with (
-                console.raw_terminal(stdin_fd) if stdin_fd is not None else contextlib.nullcontext()
-            ):
-                console.relay(master, stdin_fd=stdin_fd, stdout_fd=stdout_fd)
-            os.close(master)
-        code = process.wait_exit(st.pid.pid)
-    finally:
-        finish(cfg, st, code)
-    return code
-
-
-def _settle(cfg: RuntimeConfig, st: ContainerState, code: int | None) -> None:
-    """After the init died: let its monitor finish; if the monitor is gone, finish for it."""
-    if st.monitor.wait_gone(15.0):
-        current = _reload(cfg, st)
-        if current is not None and current.id == st.id and current.status != "exited":
-            finish(cfg, current, code)
-
-
-def stop(cfg: RuntimeConfig, name: str, timeout: float | None = None) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` (Docker's stop); then the teardown ran."""
-    st = state.load(cfg.containers_dir, name)
-    code = None
-    grace = cfg.stop_timeout if timeout is None else timeout
-    if st.pid.signal(signal.SIGTERM) and not st.pid.wait_gone(grace):
-        _kill_all(st)
-        st.pid.wait_gone(5.0)
-        code = 128 + signal.SIGKILL
-    _settle(cfg, st, code)
-
-
-def _kill_all(st: ContainerState) -> None:
-    st.pid.signal(signal.SIGKILL)
-    if st.cgroup:
-        cgroups.kill_all(cgroups.Cgroup.from_dict(st.cgroup))
-
-
-def kill(cfg: RuntimeConfig, name: str, sig: int = signal.SIGKILL) -> None:
-    st = state.load(cfg.containers_dir, name)
-    if not st.pid.signal(sig):
-        raise RunError(f"container {name} is not running")
-
-
-def remove(cfg: RuntimeConfig, name: str, *, force: bool = False) -> None:
-    """``rm [-f]``: also recovers a container whose runtime was killed (``-f``)."""
-    st = state.load(cfg.containers_dir, name)
-    if st.pid.alive() or (st.status in ("created", "running") and st.monitor.alive()):
-        if not force:
-            raise RunError(f"cannot remove running container {name}: stop it or use rm -f")
-        if st.pid.alive():
-            _kill_all(st)
-            st.pid.wait_gone(5.0)
-        st.monitor.wait_gone(15.0)
-    if not os.path.isdir(state.container_dir(cfg.containers_dir, name)):
-        return  # its monitor removed it (--rm)
-    with state.locked(cfg.containers_dir, name):
-        current = _reload(cfg, st)
-        if current is None:
-            return
-        errors = teardown(cfg, current)
-        if errors:
-            state.save(cfg.containers_dir, current)
-            raise RunError(f"could not fully remove {name}: " + "; ".join(errors))
-        rootfs.remove_layers(current.storage)
-    state.release(cfg.containers_dir, name)

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Mapping
 from typing import Final
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import pidfds
 from pycni_run.errors import RunError
 from pycni_run.spec import NetMode
@@ -29,12 +29,12 @@ __all__ = [
 ]
 
 CLONE_FLAGS: Final[Mapping[str, int]] = {
-    "ipc": syscalls.CLONE_NEWIPC,
-    "uts": syscalls.CLONE_NEWUTS,
-    "net": syscalls.CLONE_NEWNET,
-    "pid": syscalls.CLONE_NEWPID,
-    "cgroup": syscalls.CLONE_NEWCGROUP,
-    "mnt": syscalls.CLONE_NEWNS,
+    "ipc": nscalls.CLONE_NEWIPC,
+    "uts": nscalls.CLONE_NEWUTS,
+    "net": nscalls.CLONE_NEWNET,
+    "pid": nscalls.CLONE_NEWPID,
+    "cgroup": nscalls.CLONE_NEWCGROUP,
+    "mnt": nscalls.CLONE_NEWNS,
 }
 # What exec joins (nsenter's and youki's set); one setns takes them all, the kernel orders them.
 JOIN_ORDER: Final = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
@@ -68,4 +68,4 @@ def join(pidfd: int, *, user: bool = False) -> None:
     user namespace too if ``user`` (the kernel joins that one first: the others, owned by it,
     are then joined with the capabilities it gives); the caller must be single-threaded (mnt).
     OSError (ESRCH) if that process has exited."""
-    syscalls.setns(pidfd, _JOIN_FLAGS | (syscalls.CLONE_NEWUSER if user else 0))
+    nscalls.setns(pidfd, _JOIN_FLAGS | (nscalls.CLONE_NEWUSER if user else 0))

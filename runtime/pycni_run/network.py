@@ -47,7 +47,6 @@ __all__ = [
     "result_gateway",
     "result_ips",
     "result_nameservers",
-    "run_plugins_in_process",
     "unpin_netns",
 ]
 
@@ -130,19 +129,13 @@ def check_attachment(
         raise RunError(str(err)) from err
 
 
-# Set by the runtime daemon's worker (a process thrown away after one command): pycni's own
-# plugins then run in it, not in a fork per plugin (see pycni.cni.invoke).
-_plugins_in_process: list[bool] = [False]
-
-
-def run_plugins_in_process() -> None:
-    _plugins_in_process[0] = True
-
-
 def _invoker(cfg: RuntimeConfig) -> Invoker:
-    return Invoker(
-        path=plugin_path(cfg), cache_dir=cfg.cni_cache_dir, in_process=_plugins_in_process[0]
-    )
+    """libcni's invoker with the runtime's runner: pycni's own plugins forked (in-process in
+    the daemon's worker: ``cfg.plugin_runner``), any other exec'd."""
+    from pycni.plugins.runner import FORKED
+
+    return Invoker(path=plugin_path(cfg), cache_dir=cfg.cni_cache_dir,
+                   runner=cfg.plugin_runner or FORKED)
 
 
 def pin_netns(cfg: RuntimeConfig, name: str, netns_fd: int) -> str:

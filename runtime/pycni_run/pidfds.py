@@ -25,7 +25,7 @@ import os
 import select
 from collections.abc import Iterator
 
-from pycni.net import syscalls
+from pycni.linux import mountcalls, nscalls
 from pycni_run.errors import RunError
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 
 def identity(pidfd: int) -> int:
     """The pidfs inode of ``pidfd``: names its process for the boot (never reused)."""
-    if syscalls.fs_magic(pidfd) != syscalls.PIDFS_MAGIC:
+    if mountcalls.fs_magic(pidfd) != mountcalls.PIDFS_MAGIC:
         raise RunError("this kernel has no pidfs (Linux >= 6.9): processes cannot be identified")
     return os.fstat(pidfd).st_ino
 
@@ -78,7 +78,7 @@ def namespace(pidfd: int, kind: str) -> Iterator[int]:
     """A descriptor of the ``kind`` namespace (``net``, ``mnt``, ...) of the pidfd's process,
     closed after the body; RunError once that process has exited."""
     try:
-        fd = syscalls.pidfd_namespace(pidfd, kind)
+        fd = nscalls.pidfd_namespace(pidfd, kind)
     except OSError as err:
         if err.errno == errno.ESRCH:
             raise RunError("the container's init has exited") from err

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from pycni.net import syscalls
-from pycni.server.peer import received_fds
+from pycni.linux import nscalls
+from pycni.warmfork.peer import received_fds
 from pycni_run import cgroups, console, detached, namespaces, rootfs, security, volumes
 from pycni_run.detached import HostTrees
 from pycni_run.errors import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunError
@@ -220,7 +220,7 @@ def fork_child(channel: Channel, body: Callable[[], object]) -> int:
 
 # ---------------------------------------------------------------------- run: the children
 
-_LATE_FLAGS: Final = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP
+_LATE_FLAGS: Final = nscalls.CLONE_NEWPID | nscalls.CLONE_NEWCGROUP
 
 
 def _enter_namespaces(plan: InitPlan, channel: Channel, made: int) -> None:
@@ -230,17 +230,17 @@ def _enter_namespaces(plan: InitPlan, channel: Channel, made: int) -> None:
     the namespaces a standby init made ahead of time (``standby``)."""
     reset_signals()
     if plan.peer_netns >= 0:
-        syscalls.setns(plan.peer_netns, syscalls.CLONE_NEWNET)
+        nscalls.setns(plan.peer_netns, nscalls.CLONE_NEWNET)
         os.close(plan.peer_netns)
     flags = namespaces.unshare_flags(plan.net) & ~_LATE_FLAGS & ~made
     if flags:
-        syscalls.unshare(flags)
+        nscalls.unshare(flags)
     channel.send(ready=True)
 
 
 def _enter_cgroup_namespace(plan: InitPlan) -> None:
-    if namespaces.unshare_flags(plan.net) & syscalls.CLONE_NEWCGROUP:
-        syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+    if namespaces.unshare_flags(plan.net) & nscalls.CLONE_NEWCGROUP:
+        nscalls.unshare(nscalls.CLONE_NEWCGROUP)
 
 
 def _await_go(channel: Channel) -> dict[str, Any]:
@@ -327,14 +327,14 @@ def fork_pid1(channel: Channel, body: Callable[[], object]) -> int:
     joins its own pid namespace back for its later children (CNI plugins run in forks). No
     intermediate process to fork, exit and reap on the way (~3 ms here for a warm runtime).
     """
-    syscalls.set_child_subreaper()  # a detached monitor's orphans, exec'd helpers
+    nscalls.set_child_subreaper()  # a detached monitor's orphans, exec'd helpers
     home = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        syscalls.unshare(syscalls.CLONE_NEWPID)
+        nscalls.unshare(nscalls.CLONE_NEWPID)
         try:
             return fork_child(channel, body)
         finally:
-            syscalls.setns(home, syscalls.CLONE_NEWPID)
+            nscalls.setns(home, nscalls.CLONE_NEWPID)
     finally:
         os.close(home)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.net import syscalls
+from pycni.linux import mountcalls
 from pycni_run import inroot, volumes
 from pycni_run.errors import RunError
 
@@ -70,7 +70,7 @@ DEVICES: Final = (
     ("urandom", 1, 9),
     ("tty", 5, 0),
 )
-_NOSUID_NODEV_NOEXEC: Final = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+_NOSUID_NODEV_NOEXEC: Final = mountcalls.MS_NOSUID | mountcalls.MS_NODEV | mountcalls.MS_NOEXEC
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")  # the kernel copies mount options as one page
 
 
@@ -245,13 +245,13 @@ def write_etc(root: str, *, hostname: str, hosts: str, resolv: str) -> None:
 
 def make_root_private() -> None:
     """Nothing we mount propagates back to the host, and pivot_root accepts the tree."""
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    mountcalls.mount(None, "/", None, mountcalls.MS_REC | mountcalls.MS_PRIVATE)
 
 
 def mount_overlay(layers: Layers) -> None:
     if layers.lower_base:
         os.chdir(layers.lower_base)  # the kernel resolves relative lowerdirs from the cwd
-    syscalls.mount("overlay", layers.merged, "overlay", 0, layers.overlay_options())
+    mountcalls.mount("overlay", layers.merged, "overlay", 0, layers.overlay_options())
 
 
 def _mkdir(path: str, mode: int = 0o755) -> str:
@@ -266,15 +266,15 @@ def _mount_point(root: str, path: str) -> str:
 
 
 def mount_proc(root: str) -> None:
-    syscalls.mount("proc", _mount_point(root, "/proc"), "proc", _NOSUID_NODEV_NOEXEC)
+    mountcalls.mount("proc", _mount_point(root, "/proc"), "proc", _NOSUID_NODEV_NOEXEC)
 
 
 def mount_sys(root: str, *, writable: bool = False) -> None:
     """sysfs, read-only unless ``--privileged`` (it shows the container's netns when the
     netns is new)."""
     target = _mount_point(root, "/sys")
-    readonly = 0 if writable else syscalls.MS_RDONLY
-    syscalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | readonly)
+    readonly = 0 if writable else mountcalls.MS_RDONLY
+    mountcalls.mount("sysfs", target, "sysfs", _NOSUID_NODEV_NOEXEC | readonly)
 
 
 def mount_dev(root: str, nodes: Mapping[str, int] | None = None) -> None:
@@ -282,23 +282,23 @@ def mount_dev(root: str, nodes: Mapping[str, int] | None = None) -> None:
     ``nodes``: in a user namespace, where nothing can ``mknod`` a device, detached bind
     mounts of the host's nodes (``detached``), each attached onto an empty file."""
     dev = _mount_point(root, "/dev")  # then a fresh tmpfs: nothing below it is the image's
-    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
+    mountcalls.mount("tmpfs", dev, "tmpfs", mountcalls.MS_NOSUID, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
         path = os.path.join(dev, name)
         if nodes is not None:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666))
-            syscalls.attach_tree(nodes[name], path)
+            mountcalls.attach_tree(nodes[name], path)
             continue
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(path, 0o666)  # noqa: S103 - /dev/null and friends are world-writable
-    syscalls.mount(
+    mountcalls.mount(
         "devpts",
         _mkdir(os.path.join(dev, "pts")),
         "devpts",
-        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+        mountcalls.MS_NOSUID | mountcalls.MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620",
     )
-    syscalls.mount(
+    mountcalls.mount(
         "shm",
         _mkdir(os.path.join(dev, "shm"), 0o1777),
         "tmpfs",
@@ -329,7 +329,7 @@ def mask_paths(masked: Iterable[str], readonly: Iterable[str]) -> None:
 
 def _make_readonly(path: str) -> None:
     try:
-        syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
+        mountcalls.mount(path, path, None, mountcalls.MS_BIND | mountcalls.MS_REC)
     except FileNotFoundError:
         return
     volumes.remount_readonly(path)
@@ -337,16 +337,16 @@ def _make_readonly(path: str) -> None:
 
 def _mask(path: str) -> None:
     try:
-        syscalls.mount("/dev/null", path, None, syscalls.MS_BIND)
+        mountcalls.mount("/dev/null", path, None, mountcalls.MS_BIND)
     except FileNotFoundError:
         return
     except NotADirectoryError:  # a directory: a file cannot be bound onto it
-        syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
+        mountcalls.mount("tmpfs", path, "tmpfs", mountcalls.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
 
 
 def pivot(root: str) -> None:
     """pivot_root(".", ".") and detach the old root, as runc does: no put_old directory."""
     os.chdir(root)
-    syscalls.pivot_root(".", ".")
-    syscalls.umount2(".", syscalls.MNT_DETACH)
+    mountcalls.pivot_root(".", ".")
+    mountcalls.umount2(".", mountcalls.MNT_DETACH)
     os.chdir("/")

@@ -15,7 +15,7 @@ cached). The client, the plugins and ``exec`` never import it: ``exec`` loads th
 the container's init got, saved in its state directory.
 
 The program is exported (``seccomp_export_bpf``) and loaded in the container's process by one
-``seccomp(2)`` call (``syscalls.load_seccomp_filter``): what ``seccomp_load`` itself does for a
+``seccomp(2)`` call (``pycni.linux.seccompcalls``): what ``seccomp_load`` itself does for a
 filter without flags, in a process that is single-threaded and sets no_new_privs itself.
 """
 

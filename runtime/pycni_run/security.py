@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pycni.net import syscalls
+from pycni.linux import capcalls, seccompcalls
 from pycni_run import capabilities, devices, users
 from pycni_run.devices import DeviceRule
 from pycni_run.errors import RunError
@@ -161,7 +161,7 @@ def confine(conf: Confinement) -> None:
     ids = users.lookup(conf.user) if conf.user else None  # reads files: before the filter
     if conf.no_new_privs:
         _drop_privileges(conf, ids)
-        syscalls.set_no_new_privs()
+        capcalls.set_no_new_privs()
         _load(conf)
     else:
         _load(conf)
@@ -178,7 +178,7 @@ def _drop_privileges(conf: Confinement, ids: users.UserIds | None) -> None:
 
 def _load(conf: Confinement) -> None:
     if conf.program:
-        syscalls.load_seccomp_filter(conf.program)
+        seccompcalls.load_seccomp_filter(conf.program)
 
 
 # ---------------------------------------------------------------------- state, inspect, exec

@@ -6,11 +6,12 @@ Two costs of every start are paid while the daemon is idle instead (measured her
   pays on every start too;
 - forking the init from a warm ~40 MB worker: 2-3 ms, then copy-on-write faults on both sides.
 
-A spare (``handoff.fork_spare``) calls ``park``: it forks the next container's init, PID 1 of
-a new pid namespace as ``process.spawn`` would. That init moves itself into a standby cgroup
-``.standby-<spare pid>`` in the directory the next container's cgroup will be made in (the
-spare's own cgroup and the daemon's ``cgroup_parent``), makes its new ipc, uts and net
-namespaces, says "parked" and waits. A ``run`` in that worker (``lifecycle.start``) then:
+A spare (``daemon.handoff.fork_spare_with_standby``) calls ``park``: it forks the next
+container's init, PID 1 of a new pid namespace as ``process.spawn`` would. That init moves
+itself into a standby cgroup ``.standby-<spare pid>`` in the directory the next container's
+cgroup will be made in (the spare's own cgroup and the daemon's ``cgroup_parent``), makes its
+new ipc, uts and net namespaces, says "parked" and waits. A ``run`` in that worker
+(``lifecycle.start``) then:
 - ``take()``: gets it, if this process forked it and it parked;
 - ``Standby.adopt``: renames its directories to the container's name when they are in the very
   directory the container's would be made in (a rename keeps the task: no move, no wait); else
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, NoReturn
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import cgroups, process
 from pycni_run.errors import RunError
 from pycni_run.process import Channel, Child, InitPlan, Stdio
@@ -47,7 +48,7 @@ PREFIX: Final = ".standby-"
 PARK_TIMEOUT: Final = 5.0  # parking waits for one grace period: milliseconds, never this long
 # Made while parked: a container always gets new ipc and uts namespaces, and a new net one
 # unless it joins the caller's (host) or another container's (that setns replaces this one).
-MADE: Final = syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET
+MADE: Final = nscalls.CLONE_NEWIPC | nscalls.CLONE_NEWUTS | nscalls.CLONE_NEWNET
 
 
 @dataclass(slots=True, eq=False)
@@ -125,9 +126,9 @@ def _stdio(planned: Stdio, fds: list[int]) -> Stdio:
 
 def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     """The parked init: into its cgroup, its namespaces made; then the plan, or EOF."""
-    syscalls.set_parent_death_signal(signal.SIGKILL)  # its worker is gone: so is it
+    nscalls.set_parent_death_signal(signal.SIGKILL)  # its worker is gone: so is it
     cgroups.enter(cg)
-    syscalls.unshare(MADE)
+    nscalls.unshare(MADE)
     channel.send(parked=True)
     received = channel.recv()  # close-on-exec: the command gets only what lands on 0-2
     if received is None or not received[0].get("plan") or len(received[1]) < 3:
@@ -139,8 +140,8 @@ def _standby_main(cg: cgroups.Cgroup, channel: Channel) -> NoReturn:
     # Its peer_netns is a number of the sender's: the peer's netns came as ``net``.
     plan = replace(plan, stdio=_stdio(plan.stdio, stdio), peer_netns=-1)
     if not plan.net.new_netns:
-        syscalls.setns(net, syscalls.CLONE_NEWNET)  # host: the caller's; container: the peer's
-    syscalls.setns(mnt, syscalls.CLONE_NEWNS)  # its paths are the caller's from here on
+        nscalls.setns(net, nscalls.CLONE_NEWNET)  # host: the caller's; container: the peer's
+    nscalls.setns(mnt, nscalls.CLONE_NEWNS)  # its paths are the caller's from here on
     os.close(net)
     os.close(mnt)
     os.umask(umask)

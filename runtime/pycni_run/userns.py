@@ -32,7 +32,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from pycni.net import syscalls
+from pycni.linux import nscalls
 from pycni_run import detached, idmaps, pidfds, process, state, users
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import EXIT_RUNTIME, RunError
@@ -171,14 +171,14 @@ def _prepare(plan: InitPlan, mappings: Mappings) -> None:
 def _intermediate(plan: InitPlan, channel: Channel, control: Channel) -> None:
     """Between the runtime and the init: the user namespace, then the init inside it."""
     trees = detached.open_host_trees(plan.mounts)  # while this is still the host's root
-    syscalls.unshare(syscalls.CLONE_NEWUSER)
+    nscalls.unshare(nscalls.CLONE_NEWUSER)
     control.send(userns=True)
     msg = control.recv()
     if msg is None or not msg[0].get("mapped") or not msg[1]:
         os._exit(EXIT_RUNTIME)  # the runtime gave up: it reports why
     trees = replace(trees, rootfs=msg[1][0])
     users.switch(_ROOT)  # root inside; the mapped root's ids outside
-    syscalls.unshare(syscalls.CLONE_NEWPID)
+    nscalls.unshare(nscalls.CLONE_NEWPID)
 
     def init_body() -> None:
         control.close()
@@ -230,7 +230,7 @@ def spawn(plan: InitPlan, mappings: Mappings) -> Child:
         control.close()
         _intermediate(plan, theirs, their_control)
 
-    syscalls.set_child_subreaper()  # the init comes here when the intermediate exits
+    nscalls.set_child_subreaper()  # the init comes here when the intermediate exits
     try:
         parent = process.fork_child(their_control, body)
     finally:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pycni.net import syscalls
+from pycni.linux import mountcalls
 from pycni_run import inroot
 from pycni_run.errors import RunError
 
@@ -33,14 +33,14 @@ __all__ = [
 ]
 
 _FLAG_OPTIONS: Final = {
-    "nosuid": (syscalls.MS_NOSUID, True),
-    "suid": (syscalls.MS_NOSUID, False),
-    "nodev": (syscalls.MS_NODEV, True),
-    "dev": (syscalls.MS_NODEV, False),
-    "noexec": (syscalls.MS_NOEXEC, True),
-    "exec": (syscalls.MS_NOEXEC, False),
-    "ro": (syscalls.MS_RDONLY, True),
-    "rw": (syscalls.MS_RDONLY, False),
+    "nosuid": (mountcalls.MS_NOSUID, True),
+    "suid": (mountcalls.MS_NOSUID, False),
+    "nodev": (mountcalls.MS_NODEV, True),
+    "dev": (mountcalls.MS_NODEV, False),
+    "noexec": (mountcalls.MS_NOEXEC, True),
+    "exec": (mountcalls.MS_NOEXEC, False),
+    "ro": (mountcalls.MS_RDONLY, True),
+    "rw": (mountcalls.MS_RDONLY, False),
 }
 _DATA_OPTIONS: Final = {
     "size": re.compile(r"\d+[kmg%]?"),
@@ -50,10 +50,10 @@ _DATA_OPTIONS: Final = {
     "gid": re.compile(r"\d+"),
 }
 # Docker's defaults for --tmpfs: no suid, no devices, no exec; world-writable and sticky.
-_TMPFS_FLAGS: Final = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+_TMPFS_FLAGS: Final = mountcalls.MS_NOSUID | mountcalls.MS_NODEV | mountcalls.MS_NOEXEC
 _TMPFS_MODE: Final = "mode=1777"
 _RESERVED: Final = ("/proc", "/sys", "/dev")
-_KEPT_FLAGS: Final = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+_KEPT_FLAGS: Final = mountcalls.MS_NOSUID | mountcalls.MS_NODEV | mountcalls.MS_NOEXEC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +125,7 @@ def parse_tmpfs(item: str) -> Mount:
             raise RunError(f"invalid --tmpfs {item!r}: unknown or malformed option {option!r}")
     if not any(d.startswith("mode=") for d in data):
         data.append(_TMPFS_MODE)
-    return Mount(kind="tmpfs", target=target, read_only=bool(flags & syscalls.MS_RDONLY),
+    return Mount(kind="tmpfs", target=target, read_only=bool(flags & mountcalls.MS_RDONLY),
                  flags=flags, data=",".join(data))
 
 
@@ -146,24 +146,24 @@ def _bind(root: str, m: Mount, tree: int | None) -> None:
     is_dir = stat.S_ISDIR(os.stat(tree).st_mode) if tree is not None else os.path.isdir(m.source)
     target = inroot.resolve(root, m.target, create="dir" if is_dir else "file")
     if tree is not None:
-        syscalls.attach_tree(tree, target)
+        mountcalls.attach_tree(tree, target)
         return
-    syscalls.mount(m.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    mountcalls.mount(m.source, target, None, mountcalls.MS_BIND | mountcalls.MS_REC)
     if m.read_only:
         remount_readonly(target)
 
 
 def _tmpfs(root: str, m: Mount) -> None:
     target = inroot.resolve(root, m.target, create="dir")
-    syscalls.mount("tmpfs", target, "tmpfs", m.flags, m.data)
+    mountcalls.mount("tmpfs", target, "tmpfs", m.flags, m.data)
 
 
 def remount_readonly(path: str) -> None:
     """The mount at ``path`` read-only. A bind remount must repeat the flags it keeps
     (proc's nosuid, nodev, noexec): without them it would clear them."""
     kept = os.statvfs(path).f_flag & _KEPT_FLAGS
-    flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY | kept
-    syscalls.mount(None, path, None, flags)
+    flags = mountcalls.MS_BIND | mountcalls.MS_REMOUNT | mountcalls.MS_RDONLY | kept
+    mountcalls.mount(None, path, None, flags)
 
 
 def mount_all(root: str, mounts: Sequence[Mount], *, read_only: bool, workdir: str,

@@ -10,7 +10,7 @@ exists, in its own session, holding none of the caller's stdio:
 - the monitor hands it a pidfd of the container's init once there is one (``watch``);
 - a monitor that finished the container itself says so (``release``) and it exits;
 - on EOF instead (the monitor died), it waits for the init to exit, if there is one, and
-  finishes the container as the monitor would have (``lifecycle.finish_named``: teardown,
+  finishes the container as the monitor would have (``teardown.finish_named``: teardown,
   the exit recorded, the container removed with ``--rm``). The exit code is unknown to it
   (the init is not its child): the container is recorded as exited without one.
 
@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
-from pycni_run import lifecycle
+from pycni_run import teardown
 from pycni_run.config import RuntimeConfig
 
 __all__ = ["Watchdog", "not_needed", "start"]
@@ -93,7 +93,7 @@ def _main(cfg: RuntimeConfig, name: str, container_id: str, chan: socket.socket)
         init = _await_monitor(chan)
         if init is not None:
             _await_exit(init)
-            lifecycle.finish_named(cfg, name, container_id, None)
+            teardown.finish_named(cfg, name, container_id, None)
         code = 0
     finally:
         os._exit(code)

@@ -16,8 +16,8 @@ Counts make every field, empty ones included, unambiguous; the trailing count ch
 complete request from one cut short.
 """
 
-# The status packet and the error type are the plugin fork server's (``EXIT <n>``).
-from pycni.server.protocol import ProtocolError, decode_status, encode_status
+# The status packet and the error type are the warm-fork kit's (``EXIT <n>``).
+from pycni.warmfork.wire import ProtocolError, decode_status, encode_status, packet_fields
 
 __all__ = [
     "ACK",
@@ -70,13 +70,8 @@ def _count(field: bytes) -> int:
 
 
 def decode_request(data: bytes) -> Request:
-    if len(data) > MAX_REQUEST:
-        raise ProtocolError(f"request of {len(data)} bytes exceeds {MAX_REQUEST}")
-    if not data.startswith(MAGIC) or not data.endswith(b"\0"):
-        raise ProtocolError("not a pycni-run request (bad magic or unterminated)")
-    fields = data[len(MAGIC) : -1].split(b"\0")
-    if len(fields) < 4:
-        raise ProtocolError("request lacks cwd, umask or argv")
+    fields = packet_fields(data, magic=MAGIC, end=b"\0", max_size=MAX_REQUEST, least=4,
+                           kind="pycni-run request", lacks="cwd, umask or argv")
     cwd, umask = fields[0], fields[1]
     if not cwd.startswith(b"/"):
         raise ProtocolError(f"cwd {cwd[:40]!r} is not absolute")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycni_run.entry import install_client
+from pycni_run.executable import install_client
 
 from tests.e2e.runtime_support import Ran, RuntimeSandbox, descendants, until
 

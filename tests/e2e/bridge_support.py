@@ -16,6 +16,7 @@ from pycni.cni.conf import find_conflist
 from pycni.cni.invoke import Invoker, RuntimeConf
 from pycni.cni.types import Result
 from pycni.net import netns
+from pycni.plugins.runner import FORKED
 
 REFERENCE_BIN = Path("/usr/lib/cni")
 
@@ -90,7 +91,8 @@ class Sandbox:
 
     def invoker(self, bin_dir: Path | None = None) -> Invoker:
         return Invoker(
-            path=(str(bin_dir or self.bin_dir),), cache_dir=str(self.cache_dir), timeout=60
+            path=(str(bin_dir or self.bin_dir),), cache_dir=str(self.cache_dir), timeout=60,
+            runner=FORKED,
         )
 
     def runtime_conf(self, cid: str, **kw: Any) -> RuntimeConf:

@@ -202,14 +202,14 @@ class RuntimeSandbox:
 
     def start_daemon(self, socket_path: str = "") -> None:
         """`pycni-run daemon` inside the sandbox; `run` goes through it from now on."""
-        from pycni_run.entry import install_client
+        from pycni_run.executable import install_client
 
         self.client = Path(install_client(str(self.workdir / "client")))
         socket_path = socket_path or str(self.workdir / "daemon" / "run.sock")
         self.daemon_log = self.workdir / "daemon.log"
         with self.daemon_log.open("wb") as log:
             self.daemon = subprocess.Popen(
-                self._argv([sys.executable, "-m", "pycni_run.cli", "daemon", "--socket",
+                self._argv([sys.executable, "-m", "pycni_run", "daemon", "--socket",
                             socket_path, "--log-level", "DEBUG"]),
                 stdout=log, stderr=subprocess.STDOUT, env=self._env(),
             )

@@ -89,7 +89,7 @@ def test_a_killed_daemons_command_carries_on_and_the_next_starts_another(
 def test_a_daemon_run_by_hand_takes_over(starts: Starts) -> None:
     assert starts.pycni_run("ps", "-a").code == 0
     on_demand = starts.listening()
-    by_hand = starts.box.spawn(sys.executable, "-m", "pycni_run.cli", "daemon", "--socket",
+    by_hand = starts.box.spawn(sys.executable, "-m", "pycni_run", "daemon", "--socket",
                                str(starts.socket), env={**starts.env(), "PYCNI_AUTOSTART": "0"})
     try:
         wait_gone(on_demand)

@@ -24,6 +24,7 @@ from pycni.cni.conf import NetworkConfigList, find_conflist
 from pycni.cni.errors import CNIError
 from pycni.cni.invoke import Invoker, RuntimeConf
 from pycni.net import netns
+from pycni.plugins.runner import FORKED
 from tests.e2e.bridge_support import Sandbox, link_names
 from tests.e2e.crash_support import NETWORK, capability_args, full_conflist, leaks
 
@@ -70,6 +71,7 @@ class _Runtime:
             cache_dir=str(sandbox.cache_dir),
             timeout=60,
             log=self.log.append,
+            runner=FORKED,
         )
 
     @property

@@ -171,7 +171,7 @@ def test_non_root_peer_is_refused(box: RuntimeSandbox) -> None:
 
 
 def test_fallback_in_process_without_a_daemon(box: RuntimeSandbox) -> None:
-    from pycni_run.entry import install_client
+    from pycni_run.executable import install_client
 
     client = install_client(str(box.workdir / "client"))
     env = {**box._env(), "PYCNI_RUN_SOCKET": str(box.workdir / "absent.sock")}

@@ -18,7 +18,7 @@ import pytest
 from pyroute2 import NetlinkError
 
 from pycni.cni.errors import CNIError, ErrorCode, LinkNotFound, NetNSNotFound
-from pycni.net import links, netns
+from pycni.net import bridge_ports, links, netns, veth_pair
 from pycni.net.ipr import open_ipr, translate_netlink_error
 from tests.conftest import MakeNetNS
 
@@ -200,7 +200,7 @@ def test_ensure_bridge_vlan_filtering(host_ns: str) -> None:
 
 def test_create_veth_across_namespaces(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr:
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr,
             host_ifname="vethaaaabbbb",
             container_ifname="eth0",
@@ -225,13 +225,13 @@ def test_create_veth_across_namespaces(host_ns: str, container_ns: str) -> None:
 
 def test_find_veth_peer_in(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethcafe0001", container_ifname="eth0", container_netns=container_ns
         )
-        found = links.find_veth_peer_in(ipr, must_get(cipr, "eth0"))
+        found = veth_pair.find_veth_peer_in(ipr, must_get(cipr, "eth0"))
         lo = links.get_link(cipr, "lo")
         assert lo is not None
-        assert links.find_veth_peer_in(ipr, lo) is None
+        assert veth_pair.find_veth_peer_in(ipr, lo) is None
     assert found is not None
     assert found.name == "vethcafe0001"
     assert found.index == pair.host.index
@@ -239,11 +239,11 @@ def test_find_veth_peer_in(host_ns: str, container_ns: str) -> None:
 
 def test_create_veth_container_name_exists(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr:
-        links.create_veth(
+        veth_pair.create_veth(
             ipr, host_ifname="vethfirst000", container_ifname="eth0", container_netns=container_ns
         )
-        with pytest.raises(links.ContainerIfnameExists) as info:
-            links.create_veth(
+        with pytest.raises(veth_pair.ContainerIfnameExists) as info:
+            veth_pair.create_veth(
                 ipr,
                 host_ifname="vethsecond00",
                 container_ifname="eth0",
@@ -259,7 +259,7 @@ def test_create_veth_container_name_exists_told_by_eexist(
     """No look-up before the request: the kernel's EEXIST tells a clash, and only then are the
     names looked up, the container's first (a taken CNI_IFNAME wins over a taken host name)."""
     events: list[tuple[str, str]] = []
-    real_get_link, real_add_veth = links.get_link, links._add_veth
+    real_get_link, real_add_veth = links.get_link, veth_pair._add_veth
 
     def get_link(ipr: Any, name: str) -> links.LinkInfo | None:
         events.append(("get", name))
@@ -270,13 +270,13 @@ def test_create_veth_container_name_exists_told_by_eexist(
         return real_add_veth(host_ipr, **kwargs)
 
     with open_ipr(host_ns) as ipr:
-        links.create_veth(
+        veth_pair.create_veth(
             ipr, host_ifname="vethfirst000", container_ifname="eth0", container_netns=container_ns
         )
         monkeypatch.setattr(links, "get_link", get_link)
-        monkeypatch.setattr(links, "_add_veth", add_veth)
-        with open_ipr(container_ns) as cipr, pytest.raises(links.ContainerIfnameExists):
-            links.create_veth(
+        monkeypatch.setattr(veth_pair, "_add_veth", add_veth)
+        with open_ipr(container_ns) as cipr, pytest.raises(veth_pair.ContainerIfnameExists):
+            veth_pair.create_veth(
                 ipr,
                 host_ifname="vethfirst000",  # taken too: the container's clash is reported
                 container_ifname="eth0",
@@ -290,11 +290,11 @@ def test_create_veth_container_name_exists_told_by_eexist(
 def test_create_veth_host_name_collision(host_ns: str, make_netns: MakeNetNS) -> None:
     first_ns, second_ns = make_netns("c1", lo_up=False), make_netns("c2", lo_up=False)
     with open_ipr(host_ns) as ipr:
-        links.create_veth(
+        veth_pair.create_veth(
             ipr, host_ifname="vethdeadbeef", container_ifname="eth0", container_netns=first_ns
         )
-        with pytest.raises(links.HostVethNameTaken) as info:
-            links.create_veth(
+        with pytest.raises(veth_pair.HostVethNameTaken) as info:
+            veth_pair.create_veth(
                 ipr, host_ifname="vethdeadbeef", container_ifname="eth0", container_netns=second_ns
             )
     assert info.value.name == "vethdeadbeef"
@@ -304,7 +304,7 @@ def test_create_veth_host_name_collision(host_ns: str, make_netns: MakeNetNS) ->
 
 def test_create_veth_rejects_bad_mac(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr, pytest.raises(CNIError) as info:
-        links.create_veth(
+        veth_pair.create_veth(
             ipr,
             host_ifname="vethbadmac00",
             container_ifname="eth0",
@@ -316,7 +316,7 @@ def test_create_veth_rejects_bad_mac(host_ns: str, container_ns: str) -> None:
 
 def test_create_veth_missing_container_netns(host_ns: str, tmp_path: Path) -> None:
     with open_ipr(host_ns) as ipr, pytest.raises(NetNSNotFound):
-        links.create_veth(
+        veth_pair.create_veth(
             ipr,
             host_ifname="vethnons0000",
             container_ifname="eth0",
@@ -327,7 +327,7 @@ def test_create_veth_missing_container_netns(host_ns: str, tmp_path: Path) -> No
 
 def test_delete_link(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr:
-        links.create_veth(
+        veth_pair.create_veth(
             ipr, host_ifname="vethdel00000", container_ifname="eth0", container_netns=container_ns
         )
         assert links.delete_link(ipr, "vethdel00000") is True
@@ -362,7 +362,7 @@ def test_set_up_missing_link_is_link_not_found(host_ns: str) -> None:
 
 def test_wait_oper_up(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethoper0000", container_ifname="eth0", container_netns=container_ns
         )
         links.set_up(ipr, pair.host.index)
@@ -381,7 +381,7 @@ def port(host_ns: str, container_ns: str) -> tuple[int, int]:
     """(bridge index, host veth index) with the veth enslaved to bridge cni0 in host_ns."""
     with open_ipr(host_ns) as ipr:
         br = links.ensure_bridge(ipr, "cni0")
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethport0000", container_ifname="eth0", container_netns=container_ns
         )
         links.set_master(ipr, pair.host.index, br.index)
@@ -403,9 +403,9 @@ def test_set_bridge_port(
 ) -> None:
     _, veth_index = port
     with open_ipr(host_ns) as ipr:
-        links.set_bridge_port(ipr, veth_index, hairpin=hairpin, isolated=isolated)
-        got = links.get_bridge_port(ipr, veth_index)
-    assert got == links.BridgePortInfo(hairpin=hairpin, isolated=isolated)
+        bridge_ports.set_bridge_port(ipr, veth_index, hairpin=hairpin, isolated=isolated)
+        got = bridge_ports.get_bridge_port(ipr, veth_index)
+    assert got == bridge_ports.BridgePortInfo(hairpin=hairpin, isolated=isolated)
     seen = oracle(host_ns, "bridge", "-j", "-d", "link", "show", "dev", "vethport0000")[0]
     assert (seen["hairpin"], seen["isolated"]) == (hairpin, isolated)
 
@@ -413,16 +413,17 @@ def test_set_bridge_port(
 def test_set_bridge_port_off_again(host_ns: str, port: tuple[int, int]) -> None:
     _, veth_index = port
     with open_ipr(host_ns) as ipr:
-        links.set_bridge_port(ipr, veth_index, hairpin=True, isolated=True)
-        links.set_bridge_port(ipr, veth_index, hairpin=False, isolated=False)
-        assert links.get_bridge_port(ipr, veth_index) == links.BridgePortInfo(False, False)
+        bridge_ports.set_bridge_port(ipr, veth_index, hairpin=True, isolated=True)
+        bridge_ports.set_bridge_port(ipr, veth_index, hairpin=False, isolated=False)
+        assert bridge_ports.get_bridge_port(ipr, veth_index) == bridge_ports.BridgePortInfo(
+            False, False)
 
 
 def test_get_bridge_port_not_a_port(host_ns: str) -> None:
     make_veth_in(host_ns, "loose0", "loose1")
     with open_ipr(host_ns) as ipr:
         index = must_get(ipr, "loose0").index
-        assert links.get_bridge_port(ipr, index) is None
+        assert bridge_ports.get_bridge_port(ipr, index) is None
 
 
 def test_set_bridge_port_vlan(host_ns: str, container_ns: str) -> None:
@@ -431,19 +432,19 @@ def test_set_bridge_port_vlan(host_ns: str, container_ns: str) -> None:
             br = links.ensure_bridge(ipr, "cni0", vlan_filtering=True)
         except links.BridgeVlanUnsupported:
             pytest.skip("kernel without CONFIG_BRIDGE_VLAN_FILTERING")
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethvlan0000", container_ifname="eth0", container_netns=container_ns
         )
         links.set_master(ipr, pair.host.index, br.index)
-        links.set_bridge_port_vlan(ipr, pair.host.index, 100)
-        links.set_bridge_port_vlan(ipr, pair.host.index, 100)  # idempotent
-        vlans = links.get_bridge_port_vlans(ipr, pair.host.index)
-    assert vlans == [links.BridgeVlan(vid=100, pvid=True, untagged=True)]
+        bridge_ports.set_bridge_port_vlan(ipr, pair.host.index, 100)
+        bridge_ports.set_bridge_port_vlan(ipr, pair.host.index, 100)  # idempotent
+        vlans = bridge_ports.get_bridge_port_vlans(ipr, pair.host.index)
+    assert vlans == [bridge_ports.BridgeVlan(vid=100, pvid=True, untagged=True)]
 
 
 def test_set_bridge_port_vlan_rejects_bad_id(host_ns: str) -> None:
     with open_ipr(host_ns) as ipr, pytest.raises(CNIError) as info:
-        links.set_bridge_port_vlan(ipr, 1, 4095)
+        bridge_ports.set_bridge_port_vlan(ipr, 1, 4095)
     assert info.value.code == ErrorCode.INVALID_NETWORK_CONFIG
 
 
@@ -451,11 +452,12 @@ def test_fresh_port_has_hairpin_and_isolation_off(host_ns: str, container_ns: st
     """What lets the bridge plugin skip set_bridge_port when neither is wanted."""
     with open_ipr(host_ns) as ipr:
         br = links.ensure_bridge(ipr, "cni0")
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethfresh000", container_ifname="eth0", container_netns=container_ns
         )
         links.set_master(ipr, pair.host.index, br.index, up=True)
-        assert links.get_bridge_port(ipr, pair.host.index) == links.BridgePortInfo(False, False)
+        assert bridge_ports.get_bridge_port(ipr, pair.host.index) == bridge_ports.BridgePortInfo(
+            False, False)
         link = links.get_link_by_index(ipr, pair.host.index)
     assert link is not None
     assert link.up
@@ -468,7 +470,7 @@ def test_ensure_bridge_pin_mac_survives_a_lower_port(host_ns: str, container_ns:
     with open_ipr(host_ns) as ipr:
         br = links.ensure_bridge(ipr, "cni0", pin_mac=True)
         assert br.mac.startswith("02:")
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr,
             host_ifname="vethlow00000",
             container_ifname="eth0",
@@ -486,7 +488,7 @@ def test_ensure_bridge_unpinned_follows_lowest_port(host_ns: str, container_ns: 
     """The kernel rule the bridge plugin's MAC re-read relies on."""
     with open_ipr(host_ns) as ipr:
         br = links.ensure_bridge(ipr, "cni0")
-        pair = links.create_veth(
+        pair = veth_pair.create_veth(
             ipr, host_ifname="vethlow00000", container_ifname="eth0", container_netns=container_ns
         )
         links.set_mac(ipr, pair.host.index, "02:00:00:00:00:01")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pycni_run.entry import install_client
+from pycni_run.executable import install_client
 
 from pycni.net import netns
 from tests.conftest import MakeNetNS
@@ -194,7 +194,7 @@ def _serve(socket_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _daemon(socket_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pycni_run.cli", "daemon", "--socket",
+    return subprocess.run([sys.executable, "-m", "pycni_run", "daemon", "--socket",
                            str(socket_path)], capture_output=True, text=True, timeout=120,
                           check=False)
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pycni.cni import delegate as delegate_module
 from pycni.cni.delegate import delegate, delegate_add
 from pycni.cni.errors import CNIError
 from pycni.install import install
+from pycni.plugins.runner import DELEGATES
+from pycni.warmfork.child import forget_imports_of_other_threads
 
 
 def _conf(data_dir: Path) -> bytes:
@@ -47,10 +48,12 @@ def test_our_host_local_runs_in_process(our_bin: Path, tmp_path: Path,
     environ, cwd = dict(os.environ), os.getcwd()
     fds = sorted(os.listdir("/proc/self/fd"))
     stdin, env = _conf(tmp_path / "ipam"), _env(our_bin)
-    result = delegate_add("host-local", stdin=stdin, env=env, path=(str(our_bin),))
+    result = delegate_add("host-local", stdin=stdin, env=env, path=(str(our_bin),),
+                          runner=DELEGATES)
     assert result.ips[0].address == "10.66.0.2/24"
     assert (tmp_path / "ipam" / "dnet" / "10.66.0.2").exists()
-    delegate("host-local", command="DEL", stdin=stdin, env=env, path=(str(our_bin),))
+    delegate("host-local", command="DEL", stdin=stdin, env=env, path=(str(our_bin),),
+             runner=DELEGATES)
     assert not (tmp_path / "ipam" / "dnet" / "10.66.0.2").exists()
     assert dict(os.environ) == environ
     assert os.getcwd() == cwd
@@ -61,7 +64,8 @@ def test_in_process_error_is_reported_like_the_executable(our_bin: Path, tmp_pat
     bad = json.dumps({"cniVersion": "1.0.0", "name": "dnet", "type": "bridge",
                       "ipam": {"type": "host-local"}}).encode()
     with pytest.raises(CNIError) as err:
-        delegate_add("host-local", stdin=bad, env=_env(our_bin), path=(str(our_bin),))
+        delegate_add("host-local", stdin=bad, env=_env(our_bin), path=(str(our_bin),),
+                     runner=DELEGATES)
     assert err.value.msg.startswith("host-local: ")
 
 
@@ -73,7 +77,7 @@ def test_another_host_local_is_executed(tmp_path: Path) -> None:
                       '[{"address": "10.1.2.3/24"}]}\'\n')
     script.chmod(0o755)
     result = delegate_add("host-local", stdin=_conf(tmp_path / "ipam"), env=_env(bin_dir),
-                          path=(str(bin_dir),))
+                          path=(str(bin_dir),), runner=DELEGATES)
     assert result.ips[0].address == "10.1.2.3/24"
 
 
@@ -86,7 +90,8 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
     import io
     import threading
 
-    from pycni.cni.delegate import reap_forked, run_ours_forked
+    from pycni.plugins.forked import reap as reap_forked
+    from pycni.plugins.forked import run_forked
 
     elsewhere = os.open(tmp_path / "parent-stderr", os.O_WRONLY | os.O_CREAT)
     monkeypatch.setattr("sys.stderr", io.TextIOWrapper(os.fdopen(elsewhere, "wb", 0)))
@@ -102,7 +107,7 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
                "CNI_NETNS": str(tmp_path / "no-such-netns"),
                "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
                "PYCNI_FAILPOINTS": "hostlocal.add.after_reserve=kill"}
-        results.append(run_ours_forked("host-local", "ADD", stdin=conf, env=env, timeout=30))
+        results.append(run_forked("host-local", stdin=conf, env=env, timeout=30))
 
     threads = [threading.Thread(target=call, args=(f"c{i}",)) for i in range(8)]
     for thread in threads:
@@ -120,12 +125,13 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
 def test_reported_children_are_reaped_by_reap_forked(tmp_path: Path) -> None:
     """A forked plugin that reported its status is left exiting (not waited for); the
     runtime's reap_forked (every Invoker verb ends with it) leaves no zombie behind."""
-    from pycni.cni.delegate import reap_forked, run_ours_forked
+    from pycni.plugins.forked import reap as reap_forked
+    from pycni.plugins.forked import run_forked
 
     env = {"CNI_COMMAND": "VERSION"}
     for _ in range(3):
-        status, stdout, _ = run_ours_forked("none", "VERSION", stdin=b'{"cniVersion":"1.0.0"}',
-                                            env=env, timeout=30)
+        status, stdout, _ = run_forked("none", stdin=b'{"cniVersion":"1.0.0"}', env=env,
+                                       timeout=30)
         assert status == 0
         assert b"supportedVersions" in stdout
     reap_forked()
@@ -167,7 +173,7 @@ def test_a_forked_child_imports_what_another_thread_was_importing(
         pid = os.fork()
         if pid == 0:  # pragma: no cover - reports through its exit status
             signal.alarm(10)  # a hang ends as SIGALRM
-            delegate_module.forget_imports_of_other_threads()
+            forget_imports_of_other_threads()
             module = importlib.import_module("pycni_test_slow")
             os._exit(0 if module.VALUE == 42 else 1)
         _, status = os.waitpid(pid, 0)

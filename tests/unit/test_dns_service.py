@@ -16,7 +16,7 @@ from pycni.dns.records import RecordStore, Registration
 from pycni.dns.registry import Registry
 from pycni.dns.service import ControlServer
 from pycni.dns.upstream import Forwarder, ResolvConf
-from pycni.server.listener import dispatch
+from pycni.warmfork.listener import dispatch
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pycni.cni._fields import GoKeys, decode_keys, go_fold
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import DNS, PluginRequest
-from pycni.ipam.config import load_config, requested_ips
+from pycni.ipam.config import load_config
+from pycni.ipam.requested import requested_ips
 from pycni.plugins.bandwidth_conf import parse_bandwidth_config
 from pycni.plugins.bridge_conf import parse_bridge_config
 from pycni.plugins.firewall_conf import parse_firewall_config

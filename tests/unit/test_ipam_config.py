@@ -16,9 +16,9 @@ from pycni.ipam.config import (
     RouteSpec,
     load_config,
     parse_ipam_config,
-    requested_ips,
     validate_network_name,
 )
+from pycni.ipam.requested import requested_ips
 
 
 def _error(ipam: object, runtime_config: dict[str, Any] | None = None, **kw: Any) -> CNIError:

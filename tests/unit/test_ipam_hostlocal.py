@@ -11,7 +11,8 @@ import pytest
 from pycni.cni.errors import CNIError
 from pycni.ipam import hostlocal
 from pycni.ipam.allocator import Allocation
-from pycni.ipam.config import HostLocalConfig, parse_ipam_config, requested_ips
+from pycni.ipam.config import HostLocalConfig, parse_ipam_config
+from pycni.ipam.requested import requested_ips
 from pycni.ipam.store import Store, attachment_key
 
 NET = "testnet"

@@ -1,4 +1,5 @@
-"""pycni.ondemand: a daemon started once, detached from its caller in every way that counts."""
+"""pycni.warmfork.ondemand: a daemon started once, detached from its caller in every way
+that counts."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pycni import ondemand
+from pycni.warmfork import ondemand
 
 
 @pytest.fixture

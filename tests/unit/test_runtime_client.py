@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from pycni_run import wire
-from pycni_run.entry import install_client
+from pycni_run.executable import install_client
 
 from pycni.cni.errors import CNIError
 from pycni.cni.invoke import Invoker
 from pycni.install import install
+from pycni.plugins.runner import FORKED, IN_PROCESS
 from tests.support import AUTOSTART_OFF
 
 HEAVY = ("argparse", "json", "yaml", "pyroute2", "typing", "re", "enum", "dataclasses")
@@ -152,7 +153,8 @@ def our_bin(tmp_path: Path) -> Path:
 
 
 def _version(bin_dir: Path, *, in_process: bool = False) -> dict[str, object]:
-    return Invoker(path=(str(bin_dir),), in_process=in_process).version_info("none")
+    runner = IN_PROCESS if in_process else FORKED
+    return Invoker(path=(str(bin_dir),), runner=runner).version_info("none")
 
 
 def test_our_plugin_forked_and_in_process_answer_as_exec(
@@ -172,7 +174,7 @@ def test_our_plugin_error_is_the_same_either_way(
     bad = json.dumps({"cniVersion": "9.9.9", "name": "n", "type": "none"}).encode()
 
     def add(*, in_process: bool = False) -> str:
-        inv = Invoker(path=(str(our_bin),), in_process=in_process)
+        inv = Invoker(path=(str(our_bin),), runner=IN_PROCESS if in_process else FORKED)
         with pytest.raises(CNIError) as err:
             inv.exec_plugin("none", "ADD", bad, None)
         return str(err.value)

@@ -12,9 +12,9 @@ from pycni_run.errors import RunError
 from pycni_run.users import UserIds, lookup, parse_user
 from pycni_run.volumes import Mount, parse_tmpfs, parse_volume
 
-from pycni.net import syscalls
+from pycni.linux import mountcalls
 
-NOSUID_NODEV_NOEXEC = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+NOSUID_NODEV_NOEXEC = mountcalls.MS_NOSUID | mountcalls.MS_NODEV | mountcalls.MS_NOEXEC
 
 
 def test_parse_volume(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_parse_tmpfs() -> None:
     assert (plain.kind, plain.target, plain.flags, plain.data) == (
         "tmpfs", "/run", NOSUID_NODEV_NOEXEC, "mode=1777")
     tuned = parse_tmpfs("/tmp:exec,size=64m,mode=700,uid=1000,ro")
-    assert tuned.flags == syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_RDONLY
+    assert tuned.flags == mountcalls.MS_NOSUID | mountcalls.MS_NODEV | mountcalls.MS_RDONLY
     assert tuned.read_only
     assert tuned.data == "size=64m,mode=700,uid=1000"
     for bad in ("tmp", "/x:size=lots", "/x:mode=9", "/x:bogus", "/"):

@@ -37,7 +37,7 @@ def test_a_handler_unregistered_earlier_in_the_batch_is_not_called(tmp_path: Pat
 
 def test_the_spare_warm_up_stops_when_a_call_arrives() -> None:
     """populate_private_memory asks between chunks whether to stop, and stops at once."""
-    from pycni.server.spare import populate_private_memory
+    from pycni.warmfork.warmup import populate_private_memory
 
     asked: list[int] = []
 

@@ -1,5 +1,5 @@
 """Who a socket's caller is and whether a call of theirs may be done with the server's
-privileges (``pycni.server.privileges``): pure comparisons, and this process as a caller."""
+privileges (``pycni.warmfork.privileges``): pure comparisons, and this process as a caller."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from pycni.server import privileges
-from pycni.server.privileges import Privileges
+from pycni.warmfork import privileges
+from pycni.warmfork.privileges import Privileges
 
 FULL = Privileges(effective=0x1FFFEFFFFFF, permitted=0x1FFFEFFFFFF, bounding=0x1FFFEFFFFFF,
                   inheritable=0, ambient=0, no_new_privs=False, seccomp=0, user_ns=(4, 1))

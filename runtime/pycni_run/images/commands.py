@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from pycni_run import state, views
-from pycni_run.cli import _Parser
 from pycni_run.config import RuntimeConfig
 from pycni_run.errors import RunError
 from pycni_run.images.config import parse_config
 from pycni_run.images.digests import Digest
 from pycni_run.images.load import load
 from pycni_run.images.store import Store
+from pycni_run.usage import UsageParser
 
 __all__ = ["HANDLERS"]
 
@@ -27,7 +27,7 @@ _AGES: Final = ((86400 * 365, "year"), (86400 * 30, "month"), (86400 * 7, "week"
 
 
 def cmd_load(cfg: RuntimeConfig, argv: list[str]) -> int:
-    parser = _Parser(prog="pycni-run load")
+    parser = UsageParser(prog="pycni-run load")
     parser.add_argument("-i", "--input", default="-", help="archive or OCI layout (- = stdin)")
     parser.add_argument("-q", "--quiet", action="store_true")
     ns = parser.parse_args(argv)
@@ -87,7 +87,7 @@ def _rows(store: Store) -> list[list[str]]:
 
 
 def cmd_images(cfg: RuntimeConfig, argv: list[str]) -> int:
-    parser = _Parser(prog="pycni-run images")
+    parser = UsageParser(prog="pycni-run images")
     parser.add_argument("-q", "--quiet", action="store_true")
     ns = parser.parse_args(argv)
     rows = _rows(Store(cfg.image_store))
@@ -124,7 +124,7 @@ def inspect_doc(store: Store, image_id: Digest) -> dict[str, Any]:
 
 
 def cmd_image_inspect(cfg: RuntimeConfig, argv: list[str]) -> int:
-    parser = _Parser(prog="pycni-run image inspect")
+    parser = UsageParser(prog="pycni-run image inspect")
     parser.add_argument("-f", "--format")
     parser.add_argument("names", nargs="+")
     ns = parser.parse_args(argv)
@@ -170,7 +170,7 @@ def remove(cfg: RuntimeConfig, store: Store, ref: str, *, force: bool) -> list[s
 
 
 def cmd_rmi(cfg: RuntimeConfig, argv: list[str]) -> int:
-    parser = _Parser(prog="pycni-run rmi")
+    parser = UsageParser(prog="pycni-run rmi")
     parser.add_argument("-f", "--force", action="store_true")
     parser.add_argument("names", nargs="+")
     ns = parser.parse_args(argv)

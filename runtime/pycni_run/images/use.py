@@ -39,7 +39,11 @@ class Lower:
 
 def resolve_spec(cfg: RuntimeConfig, spec: ContainerSpec) -> ContainerSpec:
     """``spec`` with its image's Entrypoint, Cmd, Env, WorkingDir and User where the command
-    line left them, and ``-P``'s ports. RunError if IMAGE names nothing in the store."""
+    line left them, and ``-P``'s ports. RunError if IMAGE names nothing in the store.
+
+    A valid spec stays valid (it is validated once, where it is built): a command is required
+    (``apply_config``), the working directory is made absolute, and -P maps only on a bridge,
+    each port on a host port nothing else publishes."""
     config = BUILTIN
     if not spec.builtin_image:
         store = Store(cfg.image_store)

@@ -1,7 +1,7 @@
-"""The server's side of one connection before any fork: who is calling, and what they ask.
+"""A server's side of one connection before any fork: who is calling, and what they sent.
 
 Every failure here is a ``PeerError``: the loop logs it and drops the connection, and the
-launcher, which has no ACK yet, runs the call in-process.
+caller, which has no ACK yet, runs its call itself.
 """
 
 from __future__ import annotations
@@ -10,25 +10,23 @@ import array
 import contextlib
 import logging
 import os
-import select
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
-from pycni.cni.errors import CNIError, ErrorCode
-from pycni.server import protocol
+from pycni.linux import nscalls
+from pycni.warmfork.wire import ProtocolError, encode_status
 
 __all__ = [
-    "Call",
     "PeerError",
+    "close_quietly",
+    "ns_id",
     "peer_pidfd",
     "peer_uid",
-    "receive_call",
+    "pidfd_ns_id",
     "receive_packet",
     "received_fds",
-    "report_failure",
     "send_status",
 ]
 
@@ -38,39 +36,12 @@ _FD_BYTES = array.array("i").itemsize
 
 T = TypeVar("T")
 
-log = logging.getLogger("pycni.server")
-
 
 class PeerError(Exception):
     """The connection is refused or its request unusable."""
 
 
-@dataclass(slots=True, kw_only=True)
-class Call:
-    """A decoded request and the caller's descriptors, owned by the server until closed."""
-
-    request: protocol.Request
-    stdin: int
-    stdout: int
-    stderr: int
-    netns: int
-    mntns: int
-
-    def fds(self) -> tuple[int, ...]:
-        return (self.stdin, self.stdout, self.stderr, self.netns, self.mntns)
-
-    def env_value(self, key: bytes) -> str:
-        for k, v in self.request.env:
-            if k == key:
-                return v.decode(errors="replace")
-        return ""
-
-    def close(self) -> None:
-        for fd in self.fds():
-            _close_quietly(fd)
-
-
-def _close_quietly(fd: int) -> None:
+def close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
 
@@ -90,6 +61,25 @@ def peer_pidfd(conn: socket.socket) -> int:
         return conn.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
     except OSError as err:
         raise PeerError(f"no pidfd of the peer: {err}") from err
+
+
+def ns_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) naming the namespace file at ``path``; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def pidfd_ns_id(pidfd: int, kind: str) -> tuple[int, int]:
+    """(device, inode) naming the ``kind`` namespace of the process behind ``pidfd``."""
+    fd = nscalls.pidfd_namespace(pidfd, kind)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
 
 
 def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -125,38 +115,18 @@ def receive_packet(
             raise PeerError(f"expected {fd_count} descriptors, got {len(fds)}")
         try:
             return decode(data), fds
-        except protocol.ProtocolError as err:
+        except ProtocolError as err:
             raise PeerError(str(err)) from err
     except BaseException:
         for fd in fds:
-            _close_quietly(fd)
+            close_quietly(fd)
         raise
 
 
-def receive_call(conn: socket.socket) -> Call:
-    """Read the one plugin request packet (the socket is readable)."""
-    request, fds = receive_packet(conn, protocol.MAX_REQUEST, protocol.FDS,
-                                  protocol.decode_request)
-    return Call(request=request, stdin=fds[0], stdout=fds[1], stderr=fds[2], netns=fds[3],
-                mntns=fds[4])
-
-
-def send_status(sock: socket.socket, status: int) -> None:
+def send_status(sock: socket.socket, status: int, log: logging.Logger) -> None:
+    """The call's status to its caller (best effort: it may have gone)."""
     try:
-        sock.send(protocol.encode_status(status))
+        sock.send(encode_status(status))
     except OSError as err:
         log.warning("cannot send status %d: %s", status, err)
 
-
-def report_failure(stdout: int, msg: str, details: str) -> None:
-    """Write the 999 error JSON on the caller's stdout, unless writing would block the loop."""
-    data = (CNIError(ErrorCode.INTERNAL, msg, details).to_json() + "\n").encode()
-    try:
-        poller = select.poll()  # not select(): the descriptor may be above FD_SETSIZE
-        poller.register(stdout, select.POLLOUT)
-        if poller.poll(0):
-            os.write(stdout, data)  # smaller than PIPE_BUF: atomic, never partial
-        else:
-            log.warning("caller's stdout is full; could not report: %s", msg)
-    except OSError as err:
-        log.warning("cannot report to the caller's stdout: %s", err)

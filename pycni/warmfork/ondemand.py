@@ -22,8 +22,8 @@ lock meanwhile. A plugin executable or ``pycni-run`` that finds its server missi
 wait: ``pycni.autostart`` decides, takes the start lock and forks the detached process
 (builtins only, on the caller's in-process path), which comes here (``exec_started``) and
 execs the server with ``--on-demand``, the start lock inherited: the server releases it once
-it listens (``listening``), so racing callers start one between them, and it exits after an
-idle time. ``retire`` makes such a server give way to a supervised one.
+it listens (``started.OnDemand.listening``), so racing callers start one between them, and it
+exits after an idle time. ``started.retire`` makes such a server give way to a supervised one.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import contextlib
 import errno
 import os
 import select
-import signal
 import socket
 import stat
 import sys
@@ -44,11 +43,11 @@ from typing import Final, NoReturn
 from pycni import autostart
 from pycni.autostart import fork_detached
 from pycni.lockfile import hold
+from pycni.warmfork.child import reset_for_exec
 
 __all__ = [
     "MINIMAL_PATH",
     "PASSED_ENV",
-    "OnDemand",
     "Service",
     "StartError",
     "connect",
@@ -56,7 +55,6 @@ __all__ = [
     "exec_daemon",
     "exec_started",
     "python_argv",
-    "retire",
 ]
 
 MINIMAL_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,7 +63,6 @@ PASSED_ENV: Final = ("PYCNI_RUN_CONFIG",)
 _POLL: Final = 0.005
 _LOG_TAIL: Final = 2000
 _LOG_LIMIT: Final = 1 << 20
-_RETIRE_TIMEOUT: Final = 10.0
 
 
 class StartError(Exception):
@@ -181,10 +178,7 @@ def exec_daemon(service: Service, *, report: int = -1, keep: tuple[int, ...] = (
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD,
-                       signal.SIGPIPE):
-            signal.signal(signum, signal.SIG_DFL)
+        reset_for_exec()
         if report >= 0:
             os.write(report, str(os.getpid()).encode())
         _close_all_but(3, {report, *keep})  # the report pipe closes itself at exec
@@ -285,103 +279,3 @@ def _log_tail(service: Service) -> str:
     except OSError:
         return f"(no log at {service.log_path})"
     return text.splitlines()[-1] if text else f"(empty log at {service.log_path})"
-
-
-# ----------------------------------------------------------------------------- the daemon's side
-
-
-def _marker(socket_path: str) -> str:
-    return f"{socket_path}.ondemand"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OnDemand:
-    """What a server started on demand was told (``--on-demand``, ``--idle-timeout``,
-    ``--start-lock``), and what it does about it."""
-
-    socket_path: str
-    idle_timeout: float
-    start_lock: int | None = None  # inherited, held: released once the server listens
-
-    def listening(self) -> None:
-        """The server listens: back to the normal scheduling policy (it starts in SCHED_IDLE:
-        ``pycni.autostart``), say so next to the socket (its pid, for ``retire``), clear the
-        start's mark (the start succeeded) and release the start lock."""
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        marker = _marker(self.socket_path)
-        tmp = f"{marker}.{os.getpid()}"
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, marker)
-        if self.start_lock is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.start_lock, 0)
-            with contextlib.suppress(OSError):
-                os.close(self.start_lock)
-
-    @classmethod
-    def from_args(cls, socket_path: str, idle_timeout: float | None,
-                  start_lock: int | None) -> OnDemand:
-        """From the command line ``exec_started`` gave; the start lock stays out of every
-        process the server starts (workers, ``nft``) from here on."""
-        if start_lock is not None:
-            try:
-                os.set_inheritable(start_lock, False)
-            except OSError:
-                start_lock = None  # not an open descriptor: nothing to release
-        return cls(socket_path=socket_path, start_lock=start_lock,
-                   idle_timeout=autostart.DEFAULT_IDLE_TIMEOUT if idle_timeout is None
-                   else idle_timeout)
-
-    def stopped(self) -> None:
-        """The server stopped listening: remove its marker (if still its own)."""
-        with contextlib.suppress(OSError):
-            if _marked_pid(self.socket_path) == os.getpid():
-                os.unlink(_marker(self.socket_path))
-
-
-def _marked_pid(socket_path: str) -> int:
-    try:
-        with open(_marker(socket_path), encoding="ascii") as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def retire(socket_path: str) -> bool:
-    """Make a daemon started on demand give way to a supervised one (``pycni serve`` from its
-    unit): if the process listening on ``socket_path`` is the one its marker names, SIGTERM it
-    and wait until it has stopped listening (it drains its calls after that). True if one was
-    retired."""
-    pid = _marked_pid(socket_path)
-    try:
-        pidfd = os.pidfd_open(pid) if pid > 0 else -1
-    except OSError:
-        return False  # a stale marker
-    if pidfd < 0:
-        return False
-    try:
-        # The pidfd is held: while that process listens there, the pid cannot name another.
-        if _listener_pid(socket_path) != pid:
-            return False
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        deadline = time.monotonic() + _RETIRE_TIMEOUT
-        while autostart.answers(os.fsencode(socket_path)) and time.monotonic() < deadline:
-            time.sleep(_POLL)
-        return True
-    finally:
-        os.close(pidfd)
-
-
-def _listener_pid(socket_path: str) -> int:
-    """The pid of the process listening on ``socket_path`` (SO_PEERCRED), 0 if none."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(socket_path)
-        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    except OSError:
-        return 0
-    finally:
-        sock.close()
-    return int.from_bytes(cred[:4], sys.byteorder)

@@ -1,4 +1,6 @@
-"""`netns link NAME [LINK]` / `netns unlink LINK`: the seeds' manual ``/var/run/netns`` step.
+"""Named network namespaces: a container's netns under ``<netns_dir>/LINK`` (what ``ip netns``
+lists and enters), by `netns link NAME [LINK]` / `netns unlink LINK`: the seeds' manual
+``/var/run/netns`` step.
 
 The seeds did ``ln -s /proc/PID/ns/net /var/run/netns/X``; a symlink dangles when the PID
 dies, so this bind-mounts instead (``ip netns attach`` semantics), records the link in the

@@ -3,25 +3,22 @@
 Every worker is a fork of this process, so what is imported and warmed here is what a
 ``pycni-run`` through the daemon never pays for: the runtime's modules (argparse, json, yaml,
 dataclasses), the CNI invoker, and every pycni plugin with pyroute2 and the firewall backend
-(``pycni.server.main.preload``, run in a private network namespace of its own), since plugins
-run in forks of the worker (``pycni.cni.invoke``'s fast path) rather than as executables.
+(``pycni.plugins.preload``, run in a private network namespace of its own), since plugins run
+in the worker (``pycni.plugins.runner.IN_PROCESS``) rather than as executables.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib
-import logging
 import os
-import sys
 import time
 from typing import Final
 
-from pycni.ondemand import OnDemand, retire
-from pycni.server.main import ensure_std_fds
-from pycni_run.daemon import DEFAULT_SOCKET, Daemon, log
+from pycni.plugins.preload import preload
+from pycni.warmfork import serving, started
+from pycni_run.daemon.service import DEFAULT_SOCKET, Daemon, log
 
 __all__ = ["preload_runtime", "serve"]
 
@@ -30,8 +27,9 @@ _RUNTIME_MODULES: Final = (
     "pycni_run.cli",
     "pycni_run.launch",
     "pycni_run.lifecycle",
+    "pycni_run.teardown",
     "pycni_run.enter",
-    "pycni_run.netlinks",
+    "pycni_run.named_netns",
     "pycni_run.views",
     "pycni_run.console",
     "pycni_run.seccomp_filter",  # libseccomp: ~17 ms to import, paid here once
@@ -53,16 +51,13 @@ _RUNTIME_MODULES: Final = (
 
 def preload_runtime() -> float:
     """Import the runtime and the plugins, warm them; seconds spent."""
-    from pycni.server.main import preload
-
     started = time.monotonic()
     for name in _RUNTIME_MODULES:
         importlib.import_module(name)
     _warm_parsers()
     _warm_security()
-    preload()  # plugins, pyroute2, nft; ends with gc.freeze() of the warm heap
-    gc.collect()
-    gc.freeze()
+    preload(log)  # plugins, pyroute2, nft
+    serving.freeze_heap()
     return time.monotonic() - started
 
 
@@ -91,30 +86,15 @@ def serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pycni-run daemon")
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--on-demand", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--idle-timeout", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--start-lock", type=int, default=None, help=argparse.SUPPRESS)
+    started.add_arguments(parser)
     ns = parser.parse_args(argv)
-    started = OnDemand.from_args(ns.socket, ns.idle_timeout, ns.start_lock) if ns.on_demand \
-        else None
-    ensure_std_fds()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s pycni-run-daemon %(levelname)s %(message)s")
-    )
-    log.addHandler(handler)
-    log.setLevel(ns.log_level.upper())
-    log.propagate = False
+    on_demand = started.OnDemand.from_namespace(ns)
+    serving.ensure_std_fds()
+    serving.log_to_stderr(log, "pycni-run-daemon", ns.log_level)
     log.info("preloaded in %.0f ms", preload_runtime() * 1000)
-    if started is None and retire(ns.socket):
-        log.info("the daemon started on demand at %s gave way to this one", ns.socket)
     daemon = Daemon(ns.socket, _standby_parent(),
-                    idle_timeout=None if started is None else started.idle_timeout)
-    with contextlib.suppress(KeyboardInterrupt):
-        daemon.serve_forever(None if started is None else started.listening)
-    if started is not None:
-        started.stopped()
-    return 0
+                    idle_timeout=None if on_demand is None else on_demand.idle_timeout)
+    return serving.run(daemon, started=on_demand, what="daemon")
 
 
 def _standby_parent() -> str | None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from pycni.server.peer import PeerError, peer_pidfd, peer_uid
+from pycni.warmfork.peer import PeerError, peer_pidfd, peer_uid
 
 __all__ = [
     "Caller",

@@ -4,7 +4,7 @@ demand.
 
 The socket's directory must be ours alone (owned by this user, root, and writable by nobody
 else): callers hand their stdio and namespaces to whatever listens there, and check the same
-on their side (``protocol.connect``). A path that exists and is not a socket (a symlink,
+on their side (``wire.connect``). A path that exists and is not a socket (a symlink,
 dangling or not) is refused, never followed or replaced."""
 
 from __future__ import annotations

@@ -1,0 +1,173 @@
+"""The runtime daemon's service on the warm-fork kit (``pycni.warmfork.loop``): commands.
+
+A command goes: the request -> ``LOCAL`` for what stays in-process (``cli.stays_local``) ->
+the caller read through its pidfd (its cgroups; its user and pid namespaces) -> ACK with the
+worker's pidfd -> the command handed to a worker (``handoff``) -> the worker reports the
+status itself. The daemon only watches the worker's pidfd: an exit other than "reported"
+becomes Docker's 125 with a message on the caller's stderr. Stopping closes the socket and
+exits at once: running workers need nothing from the daemon, they report to their clients
+themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from pycni.warmfork.listener import ListenError, SocketInUse
+from pycni.warmfork.loop import Pending, Running, WarmServer
+from pycni.warmfork.peer import PeerError, ns_id, peer_pidfd, pidfd_ns_id, receive_packet
+from pycni.warmfork.workers import Worker
+from pycni_run import cli, pidfds, standby, wire
+from pycni_run.daemon import handoff
+from pycni_run.daemon.worker import Call
+from pycni_run.errors import EXIT_RUNTIME, RunError
+
+__all__ = ["DEFAULT_SOCKET", "Daemon", "log"]
+
+DEFAULT_SOCKET: Final = "/run/pycni/run.sock"
+MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client falls back)
+SPARE_EXIT_TIMEOUT: Final = 2.0  # a spare told to stop discards its standby within this
+
+log = logging.getLogger("pycni_run.daemon")
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class _Running(Running):
+    conn: socket.socket  # to report a worker that died without reporting
+    stderr: int  # our copy of the caller's stderr, for the same
+
+
+class Daemon(WarmServer[Call, _Running]):
+    """Serve ``socket_path``; spares park their standby init under ``standby_parent``."""
+
+    noun = "command"
+    same_pid_ns = False  # a caller in another pid namespace gets a worker forked into it
+
+    def __init__(self, socket_path: str, standby_parent: str | None = None, *,
+                 idle_timeout: float | None = None) -> None:
+        super().__init__(
+            socket_path, log=log, idle_timeout=idle_timeout,
+            fork_spare=lambda: handoff.fork_spare_with_standby(self.close_inherited,
+                                                               standby_parent),
+            spare_gone=lambda worker: self._sweep(worker.pid), spare_grace=SPARE_EXIT_TIMEOUT)
+        self._standby_parent = standby_parent
+        self._own = {ns: ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
+
+    def listen_failed(self, err: ListenError) -> Exception:
+        if isinstance(err, SocketInUse):
+            return RunError(f"another pycni-run daemon is listening on {self.socket_path}")
+        return RunError(str(err))
+
+    def listening(self) -> None:
+        self._sweep()  # what a killed daemon left
+        self.refill()
+
+    def stopping(self) -> None:
+        self.spares.drop()
+        for running in list(self._running.values()):
+            self.unwatch(running.worker.pidfd)
+            del self._running[running.worker.pid]
+            running.worker.close()
+            self._forget(running)
+
+    def what_runs(self) -> str:
+        return f"{len(self._running)} running command(s) carry on"
+
+    def close_in_child(self) -> None:
+        for running in self._running.values():
+            running.conn.close()
+            os.close(running.stderr)
+        super().close_in_child()
+
+    def _sweep(self, owner: int | None = None) -> None:
+        if self._standby_parent is not None:
+            standby.sweep(self._standby_parent, owner)
+
+    def may_refill(self) -> bool:
+        """Only while nothing runs: a spare's page copying would compete for the CPUs with the
+        command it was forked for (2 vCPUs here); idle time is free."""
+        return not self._running
+
+    # ------------------------------------------------------------------ a command
+
+    def receive(self, sock: socket.socket) -> Call:
+        request, fds = receive_packet(sock, wire.MAX_REQUEST, wire.FDS, wire.decode_request)
+        return Call(request=request, fds=fds, conn=sock)
+
+    def discard(self, call: Call) -> None:
+        call.close()
+
+    def take(self, pending: Pending, call: Call) -> None:
+        pending.sock.setblocking(True)
+        argv = [os.fsdecode(a) for a in call.request.argv]
+        if cli.stays_local(argv):
+            with contextlib.suppress(OSError):
+                call.conn.send(wire.LOCAL)
+            raise PeerError("stays in-process (tty or daemon command)")
+        if len(self._running) >= MAX_RUNNING:
+            raise PeerError(f"{MAX_RUNNING} commands already running")
+        spare = self.spares.take() if self._read_caller(call) else None
+        worker = self.hand_over(pending, call, ack=wire.ACK, spare=spare,
+                                fork=lambda: handoff.fork_for(call, self.close_inherited),
+                                hand=lambda worker: handoff.hand(worker, call))
+        if worker is not None:
+            self._start(call, worker, " ".join(argv[:4]))
+
+    def failed(self, call: Call, sock: socket.socket, why: str) -> None:
+        self._report(sock, call.fds[2], f"the runtime daemon's worker {why}")
+
+    def _read_caller(self, call: Call) -> bool:
+        """The caller's cgroups (``call.cgroup_text``), through a pidfd of it: its pid names it
+        only in our pid namespace, and /proc may be another's. True if it is in our pid
+        namespace. PeerError for a caller in another user namespace (it runs the command)."""
+        pidfd = peer_pidfd(call.conn)
+        try:
+            if pidfd_ns_id(pidfd, "user") != self._own["user"]:
+                raise PeerError("another user namespace: it runs the command itself")
+            call.cgroup_text = pidfds.read_proc(pidfd, "cgroup")
+            return pidfd_ns_id(pidfd, "pid") == self._own["pid"]
+        except (RunError, OSError) as err:
+            raise PeerError(f"cannot read the caller: {err}") from err
+        finally:
+            os.close(pidfd)
+
+    def _start(self, call: Call, worker: Worker, what: str) -> None:
+        running = _Running(worker=worker, what=what, started=time.monotonic(), conn=call.conn,
+                           stderr=os.dup(call.fds[2]))
+        for fd in call.fds:
+            os.close(fd)
+        worker.chan.close()
+        self.run(running)
+        self.refill()
+
+    # ------------------------------------------------------------------ after the ACK
+
+    def finished(self, running: _Running, code: int) -> None:
+        elapsed = (time.monotonic() - running.started) * 1000
+        log.debug("%s (worker %d): exit %d in %.1f ms", running.what, running.worker.pid, code,
+                  elapsed)
+        if code != 0:  # it did not report: killed, crashed, or its client went away
+            why = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            log.error("%s: worker %d failed (%s)", running.what, running.worker.pid, why)
+            self._report(running.conn, running.stderr, f"the runtime daemon's worker {why}")
+        self._forget(running)
+        self.refill()
+
+    def _forget(self, running: _Running) -> None:
+        self.touch()
+        running.conn.close()
+        os.close(running.stderr)
+        self._sweep(running.worker.pid)  # a worker discards its standby; unless it was killed
+
+    @staticmethod
+    def _report(conn: socket.socket, stderr: int, msg: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(stderr, f"pycni-run: {msg}\n".encode())
+        with contextlib.suppress(OSError):
+            conn.send(wire.encode_status(EXIT_RUNTIME))
