@@ -46,6 +46,7 @@ RUNC = "runc run (runc spec bundle, busybox rootfs)"
 UNSHARE = "unshare --fork --pid --mount-proc --net --uts --ipc --mount /bin/true"
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
 RUNC_CGROUP = "/pycni-bench-runc"
+DAEMON_SOCKET = "/run/pycni/run.sock"  # the default, in the sandbox's own /run
 
 
 def _median_ms(
@@ -160,6 +161,7 @@ def _inside(work: Path) -> int:
     try:
         _measure(work, client, env, results)
     finally:
+        _stop_daemon()
         _remove_runc_cgroups()
     if not shutil.which("runc"):
         results[RUNC] = "skipped: runc is not installed and apt failed"
@@ -192,7 +194,19 @@ def _measure(
     )
 
 
-def _wait_for_daemon(socket_path: bytes = b"/run/pycni/run.sock") -> None:
+def _stop_daemon(socket_path: str = DAEMON_SOCKET) -> None:
+    """SIGTERM the daemon the first command started, and wait for it: it drops its spare,
+    whose standby init's cgroups (under ``cgroup_parent``, on the host's hierarchy) it then
+    removes. Left to the sandbox's end, the daemon is SIGKILLed with the pid namespace and
+    every run left a ``pycni-bench/.standby-PID`` cgroup behind."""
+    from bench.sandbox import stop_started_server
+    from pycni.autostart import answers
+
+    if answers(socket_path.encode()):
+        stop_started_server(Path(socket_path))
+
+
+def _wait_for_daemon(socket_path: bytes = DAEMON_SOCKET.encode()) -> None:
     from pycni.autostart import answers
 
     deadline = time.monotonic() + 120
