@@ -31,6 +31,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from pyroute2.netlink import (
@@ -78,6 +79,8 @@ _NETLINK_EXT_ACK: Final = 11
 _RECV_SIZE: Final = 65536
 _HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, pid
 _ERRNO: Final = struct.Struct("=i")
+_U32: Final = struct.Struct("=I")
+_IFADDRMSG_INDEX: Final = _HEADER.size + 4  # after family, prefixlen, flags, scope (u8 each)
 _REPLY_CLASSES: Final[dict[int, Any]] = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
@@ -214,7 +217,9 @@ class SyncRtnl:
     def addr(self, command: str, **kwarg: Any) -> Any:
         if command in ("get", "set"):
             return None  # pyroute2's addr() does nothing for these either
-        return self._request("addr", ifaddrmsg(), command, _ADDR_COMMANDS, kwarg)
+        index = kwarg.get("index")
+        keep = _of_link(index) if command == "dump" and isinstance(index, int) else None
+        return self._request("addr", ifaddrmsg(), command, _ADDR_COMMANDS, kwarg, keep=keep)
 
     def route(self, command: str, **kwarg: Any) -> Any:
         if command in ("add", "set", "replace", "change", "append"):
@@ -287,6 +292,7 @@ class SyncRtnl:
         kwarg: dict[str, Any],
         *,
         parameters: dict[str, Any] | None = None,
+        keep: Callable[[bytes], bool] | None = None,
     ) -> Any:
         if command not in command_map:
             return getattr(self._full_handle(), mode)(command, **kwarg)
@@ -294,7 +300,7 @@ class SyncRtnl:
         arguments = _arguments(mode, command, kwarg, parameters or {})
         seq = self._build(msg, command_map[command], arguments)
         self._sock.send(msg.data)
-        replies = self._replies(seq)
+        replies = self._replies(seq, keep)
         if command in ("dump", "show"):
             return (m for m in replies if _matches(dump_filter, m))
         return replies
@@ -318,8 +324,9 @@ class SyncRtnl:
         msg.encode()
         return seq
 
-    def _replies(self, seq: int) -> list[Any]:
-        """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises."""
+    def _replies(self, seq: int, keep: Callable[[bytes], bool] | None = None) -> list[Any]:
+        """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises.
+        ``keep``: a test of a reply's raw bytes; the others are never decoded."""
         out: list[Any] = []
         while True:
             data = self._sock.recv(_RECV_SIZE)
@@ -340,10 +347,23 @@ class SyncRtnl:
                 if kind == NLMSG_DONE:
                     return out
                 cls = _reply_class(kind)
-                if cls is not None:
+                if cls is not None and (keep is None or keep(chunk)):
                     reply = cls(chunk)
                     reply.decode()
                     out.append(reply)
+
+
+def _of_link(index: int) -> Callable[[bytes], bool]:
+    """An address dump's reply for link ``index``, read from its ifaddrmsg before decoding.
+    The kernel answers an address dump with every address of the namespace (its per-link
+    filter needs NETLINK_GET_STRICT_CHK, which changes how every other request is checked),
+    and decoding one costs pyroute2 ~25 us: with 1000 veths up, each with its fe80::
+    address, one link's listing took 26-59 ms (2.4-2.9 ms with this test)."""
+    def keep(chunk: bytes) -> bool:
+        return len(chunk) >= _IFADDRMSG_INDEX + 4 and _U32.unpack_from(
+            chunk, _IFADDRMSG_INDEX)[0] == index
+
+    return keep
 
 
 def _reply_class(kind: int) -> Any:

@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2.netlink.rtnl import RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 from pycni.net import netns
+from pycni.net import rtnl as rtnl_module
 from pycni.net.rtnl import SyncRtnl
 from tests.conftest import MakeNetNS
 
@@ -116,6 +119,38 @@ def test_filtered_and_multipart_dumps(host_ns: str) -> None:
         assert sorted(m["index"] for m in rtnl.get_links()) == sorted(
             m["index"] for m in ipr.get_links()
         )
+
+
+def test_an_address_dump_of_one_link_decodes_that_links_replies_only(
+    host_ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel answers an address dump with every address of the namespace; only the
+    asked link's replies are decoded (with 1000 veths up, each with its fe80:: address, one
+    link's listing took 26-59 ms)."""
+    decoded: list[int] = []
+
+    class CountingIfaddrmsg(ifaddrmsg):  # type: ignore[misc]
+        def decode(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().decode(*args, **kwargs)
+            decoded.append(self["index"])
+            return out
+
+    with netns.enter(host_ns), SyncRtnl() as rtnl:
+        indexes = []
+        for i in range(40):
+            rtnl.link("add", ifname=f"ad{i}", kind="bridge")
+            index = rtnl.link("get", ifname=f"ad{i}")[0]["index"]
+            rtnl.addr("add", index=index, address=f"10.8.{i}.1", prefixlen=24)
+            indexes.append(index)
+        monkeypatch.setitem(rtnl_module._REPLY_CLASSES, RTM_NEWADDR,
+                            CountingIfaddrmsg)
+        dumped = list(rtnl.addr("dump", index=indexes[7]))
+        assert [m.get_attr("IFA_ADDRESS") for m in dumped] == ["10.8.7.1"]
+        assert decoded == [indexes[7]]
+        decoded.clear()
+        everything = list(rtnl.addr("dump"))  # no link asked: every reply, as before
+        assert len(everything) >= 40
+        assert len(decoded) == len(everything)
 
 
 def test_other_requests_use_a_full_iproute_in_the_handle_netns(make_netns: MakeNetNS) -> None:
