@@ -44,6 +44,7 @@ from pycni.cni.conf import find_conflist
 from pycni.cni.invoke import Invoker, RuntimeConf
 from pycni.net import netns
 from pycni.plugins.runner import FORKED
+from tests.support import host_left_as_found
 
 __all__ = ["main"]
 
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pycni-bench-dns-", dir="/dev/shm"))
     os.chmod(work, 0o700)
     try:
-        with open_lab(work) as lab, run_aardvark(lab):
+        with host_left_as_found(), open_lab(work) as lab, run_aardvark(lab):
             queries = bench_queries(lab, args.seconds, args.rounds)
             add = bench_add(lab, args.adds)
         _print(queries, add, args)

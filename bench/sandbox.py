@@ -170,10 +170,13 @@ def run_in_own_system(module: str, argv: list[str]) -> int:
     and pid namespaces with its own /proc, where it is "the system" to pycni.autostart (as
     a runtime on a host is), so servers start on demand there. Nothing it mounts, pins or
     starts outlives it; the root network namespace is not even in its reach."""
+    from tests.support import host_left_as_found
+
     here = Path(__file__).resolve().parent.parent
     cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--propagation",
            "private", "--", sys.executable, "-c", _REAPER, sys.executable, "-m", module, *argv]
-    return subprocess.run(cmd, cwd=here, check=False).returncode
+    with host_left_as_found():  # the bridges' lock files are on the host's /run
+        return subprocess.run(cmd, cwd=here, check=False).returncode
 
 
 def wait_listening(socket_path: Path, timeout: float = 60.0) -> int:

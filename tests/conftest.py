@@ -6,7 +6,6 @@ directory (not /run/netns), and removed in teardown whether or not the test fail
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from pycni.net import netns
-from tests.support import AUTOSTART_OFF
+from tests.support import AUTOSTART_OFF, host_left_as_found
 
 MakeNetNS = Callable[..., str]
 
@@ -43,32 +42,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-# Host directories a session may make: the bridge plugin's flocks (``LOCK_DIR``, in the host's
-# /run/pycni) and the mount points of the runtime sandbox's tmpfs (``runtime_support``), made
-# on the host's file system before the sandbox hides them. Deepest first.
-_HOST_DIRS = ("/run/pycni/locks", "/run/pycni", "/run/netns", "/var/lib/cni", "/var/lib/pycni")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _remove_what_this_session_made_on_the_host() -> Iterator[None]:
-    """Every sandbox names its bridge anew, so each session would leave dozens of lock files
-    behind, and the runtime sandbox leaves its empty mount points. Set up first, torn down
-    last (after the session's server), when no plugin or sandbox runs any more: remove the
-    lock files, and the directories, the session made."""
-    from pycni.lockfile import LOCK_DIR
-
-    assert LOCK_DIR in _HOST_DIRS
-    existed = {d: os.path.isdir(d) for d in _HOST_DIRS}
-    locks_before = set(os.listdir(LOCK_DIR)) if existed[LOCK_DIR] else set()
-    yield
-    if os.path.isdir(LOCK_DIR):
-        for name in set(os.listdir(LOCK_DIR)) - locks_before:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(LOCK_DIR, name))
-    for directory in _HOST_DIRS:  # only if the session made it and it is empty now
-        if not existed[directory]:
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
+    """Set up first, torn down last (after the session's server): ``host_left_as_found``."""
+    with host_left_as_found():
+        yield
 
 
 def _bring_lo_up(path: str) -> None:

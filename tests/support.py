@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,37 @@ from pycni.net import netns
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
+
+
+# Host directories a test session or a benchmark may make: the bridge plugin's flocks
+# (``pycni.lockfile.LOCK_DIR``, in the host's /run/pycni) and the mount points of the runtime
+# sandbox's tmpfs (``runtime_support``), made on the host's file system before the sandbox
+# hides them. Deepest first.
+HOST_DIRS = ("/run/pycni/locks", "/run/pycni", "/run/netns", "/var/lib/cni", "/var/lib/pycni")
+
+
+@contextlib.contextmanager
+def host_left_as_found() -> Iterator[None]:
+    """Every sandbox names its bridge anew, so each run would leave dozens of lock files behind,
+    and the runtime sandbox leaves its empty mount points. Around a whole test session or
+    benchmark, when no plugin or sandbox runs any more at its end: remove the lock files, and
+    the directories, made meanwhile (a directory only if it is empty)."""
+    from pycni.lockfile import LOCK_DIR
+
+    assert LOCK_DIR in HOST_DIRS
+    existed = {d: os.path.isdir(d) for d in HOST_DIRS}
+    locks_before = set(os.listdir(LOCK_DIR)) if existed[LOCK_DIR] else set()
+    try:
+        yield
+    finally:
+        if os.path.isdir(LOCK_DIR):
+            for name in set(os.listdir(LOCK_DIR)) - locks_before:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(LOCK_DIR, name))
+        for directory in HOST_DIRS:
+            if not existed[directory]:
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
 
 
 @dataclass(frozen=True)
