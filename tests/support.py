@@ -18,6 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
 
 
+def modules_loaded_by(code: str, *, site: bool = True) -> list[str]:
+    """The modules (sorted) a fresh interpreter has loaded after running ``code`` with this
+    checkout first on its path: what an import costs a process that starts cold (a plugin
+    executable runs ``-I -S``: ``site=False``)."""
+    probe = (f"import sys\nsys.path[:0] = [{str(REPO)!r}]\n{code}\n"
+             "print(' '.join(sorted(sys.modules)))")
+    flags = ["-I"] if site else ["-I", "-S"]
+    out = subprocess.run([sys.executable, *flags, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return out.stdout.split()
+
+
 # Host directories a test session or a benchmark may make: the bridge plugin's flocks
 # (``pycni.lockfile.LOCK_DIR``, in the host's /run/pycni) and the mount points of the runtime
 # sandbox's tmpfs (``runtime_support``), made on the host's file system before the sandbox

@@ -5,11 +5,11 @@ callers, which hand it what it needs (a ``PluginRunner``)."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import modules_loaded_by
 
 CNI = Path(__file__).resolve().parents[2] / "pycni" / "cni"
 MODULES = sorted(f"pycni.cni.{p.stem}" for p in CNI.glob("*.py") if p.stem != "__init__")
@@ -35,11 +35,7 @@ def test_no_import_statement_leaves_the_package(path: Path) -> None:
 
 
 def test_importing_the_package_loads_nothing_else_of_pycni() -> None:
-    probe = (f"import sys, importlib; sys.path[:0] = [{str(CNI.parents[1])!r}]\n"
-             f"for name in {MODULES!r}: importlib.import_module(name)\n"
-             "print(' '.join(m for m in sys.modules if m.startswith('pycni')))")
-    ran = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True,
-                         check=True)
-    loaded = ran.stdout.split()
+    loaded = [m for m in modules_loaded_by(f"import {', '.join(MODULES)}")
+              if m.startswith("pycni")]
     assert "pycni.cni.invoke" in loaded
     assert [m for m in loaded if m != "pycni" and not m.startswith("pycni.cni")] == []

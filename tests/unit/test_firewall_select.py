@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from pycni.firewall.model import AttachmentKey, Masquerade
 from pycni.firewall.nftables import NftablesDriver
 from pycni.firewall.nftables.engine import ExecRunner, NftError
 from pycni.firewall.none import NoneDriver
+from tests.support import modules_loaded_by
 
 M = Masquerade(key=AttachmentKey("n", "c", "eth0"), network_subnets=("10.0.0.0/8",),
                sources=("10.0.0.2",))
@@ -116,11 +115,7 @@ def test_exec_runner_without_nft() -> None:
 
 
 def _firewall_modules(code: str) -> list[str]:
-    probe = (f"import json, sys\n{code}\n"
-             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pycni.firewall.'))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, timeout=60)
-    return list(json.loads(out.stdout))
+    return [m for m in modules_loaded_by(code) if m.startswith("pycni.firewall.")]
 
 
 def test_plugins_import_no_engine_and_a_driver_only_the_layouts_it_acts_with() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from pycni.install import install
 from pycni.server import protocol
-from tests.support import AUTOSTART_OFF
+from tests.support import AUTOSTART_OFF, modules_loaded_by
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,14 +89,7 @@ def test_bad_status(data: bytes) -> None:
 
 def test_importing_the_launcher_stays_light() -> None:
     """What a plugin executable pays before it knows it must run in-process."""
-    probe = (
-        f"import sys; sys.path[:0] = [{str(REPO)!r}]; import pycni.launcher; "
-        "print(' '.join(sorted(sys.modules)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
-    )
-    loaded = set(out.stdout.split())
+    loaded = set(modules_loaded_by("import pycni.launcher", site=False))
     heavy = {"json", "re", "socket", "enum", "typing", "pyroute2", "netaddr", "pycni.cni",
              "pycni.plugins", "pycni.cni.skel", "asyncio", "__future__"}
     assert not loaded & heavy, sorted(loaded & heavy)
@@ -104,14 +97,7 @@ def test_importing_the_launcher_stays_light() -> None:
 
 def test_deciding_to_start_a_server_stays_light() -> None:
     """The autostart decision is paid on the in-process path before its imports."""
-    probe = (
-        f"import sys; sys.path[:0] = [{str(REPO)!r}]; import pycni.autostart; "
-        "print(' '.join(sorted(sys.modules)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
-    )
-    loaded = set(out.stdout.split())
+    loaded = set(modules_loaded_by("import pycni.autostart", site=False))
     assert not {m for m in loaded if m.startswith("pycni.") and m != "pycni.autostart"}
     assert not loaded & {"os", "json", "re", "socket", "enum", "typing", "dataclasses"}
 
