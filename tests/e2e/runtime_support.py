@@ -225,6 +225,15 @@ class RuntimeSandbox:
         assert ran.code == 0, f"pycni-run {' '.join(args)} -> {ran.code}: {ran.stderr}"
         return ran.stdout
 
+    def fetch(self, url: str) -> str:
+        """The body at ``url``, fetched from the sandbox's host with busybox wget, once it
+        answers (an httpd is up a moment after `run -d` returns)."""
+        def body() -> str:
+            got = self.sh("busybox", "wget", "-qO-", url)
+            return got.stdout if got.code == 0 else ""
+
+        return str(until(f"{url} to answer", body))
+
     def state(self, name: str) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(
             self.sh("cat", f"/run/pycni/containers/{name}/state.json").stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pycni_run.rootfs import ensure_image
 
-from tests.e2e.runtime_support import RuntimeSandbox, open_sandbox, shared_image_store, until
+from tests.e2e.runtime_support import RuntimeSandbox, open_sandbox, shared_image_store
 from tests.image_support import (
     PATH_ENV,
     Image,
@@ -118,14 +118,6 @@ def test_two_containers_share_the_layer_directories(ibox: RuntimeSandbox) -> Non
         f"../layers/{p.parent.name}/diff" for p in _layers(ibox)]
 
 
-def _fetch(box: RuntimeSandbox, url: str) -> str:
-    def get() -> str:
-        got = box.sh("busybox", "wget", "-qO-", url)
-        return got.stdout if got.code == 0 else ""
-
-    return str(until(f"{url} to answer", get))
-
-
 def test_publish_all_maps_every_exposed_port(ibox: RuntimeSandbox) -> None:
     serve = "mkdir -p /w && echo published > /w/index.html && exec httpd -f -p 80 -h /w"
     ibox.ok("run", "-d", "--name", "web", "-P", "-u", "0", "app:1", serve)
@@ -133,7 +125,7 @@ def test_publish_all_maps_every_exposed_port(ibox: RuntimeSandbox) -> None:
              for p in ibox.inspect("web")["NetworkSettings"]["Ports"]}
     assert set(ports) == {"80/tcp", "5353/udp"}
     assert all(1024 < port < 65536 for port in ports.values())
-    assert _fetch(ibox, f"http://127.0.0.1:{ports['80/tcp']}/").strip() == "published"
+    assert ibox.fetch(f"http://127.0.0.1:{ports['80/tcp']}/").strip() == "published"
     # -p wins over -P for its port; the other exposed port still gets one
     ibox.ok("run", "-d", "--name", "web2", "-P", "-p", "18080:80", "-u", "0", "app:1", serve)
     mapped = {p["containerPort"]: p["hostPort"]

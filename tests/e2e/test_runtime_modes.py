@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 
 from tests.e2e.runtime_support import (
     RuntimeSandbox,
@@ -97,21 +96,12 @@ def test_container_mode_refuses_ports_and_hostname(box: RuntimeSandbox) -> None:
     box.ok("rm", "-f", "peer")
 
 
-def _fetch(box: RuntimeSandbox, url: str) -> str:
-    for _ in range(50):  # httpd is up a moment after `run -d` returns
-        got = box.sh("busybox", "wget", "-qO-", url)
-        if got.code == 0:
-            return got.stdout
-        time.sleep(0.1)
-    raise AssertionError(f"{url}: {got.stderr}")
-
-
 def test_publish_goes_through_portmap_and_needs_a_netns_of_its_own(box: RuntimeSandbox) -> None:
     assert box.run("run", "--rm", "--net=host", "-p", "8080:80", "busybox", "true").code == 125
     serve = "mkdir /w && echo published > /w/index.html && exec httpd -f -p 80 -h /w"
     box.ok("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", serve)
     assert box.inspect("web")["NetworkSettings"]["Ports"]
-    assert _fetch(box, "http://127.0.0.1:8080/").strip() == "published"
+    assert box.fetch("http://127.0.0.1:8080/").strip() == "published"
     box.ok("rm", "-f", "web")
     # A network without a portMappings plugin cannot publish: refused before anything starts.
     conf_file = box.conf_dir / "10-pycni.conflist"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -141,15 +140,6 @@ def test_auto_ranges_are_disjoint_and_released_at_rm(ubox: RuntimeSandbox) -> No
         ubox.ok("rm", "-f", name)
 
 
-def _fetch(box: RuntimeSandbox, url: str) -> str:
-    for _ in range(100):  # httpd is up a moment after `run -d` returns
-        got = box.sh("busybox", "wget", "-qO-", url)
-        if got.code == 0:
-            return got.stdout
-        time.sleep(0.1)
-    raise AssertionError(f"{url}: {got.stderr}")
-
-
 _NETNS_OWNER = textwrap.dedent(
     """
     import fcntl, os, sys
@@ -172,7 +162,7 @@ def test_networking_and_exec_as_without_it(ubox: RuntimeSandbox) -> None:
     assert owner.stdout.strip() == doc["Namespaces"]["user"]["link"]
     assert "default via 10.99.0.1 dev eth0" in ubox.ok("exec", "web", "ip", "route")
     assert ubox.run("exec", "web", "ping", "-c", "1", "-W", "5", "10.99.0.1").code == 0
-    assert _fetch(ubox, "http://127.0.0.1:8080/").strip() == "published"
+    assert ubox.fetch("http://127.0.0.1:8080/").strip() == "published"
     ubox.ok("rm", "-f", "web")
     assert ubox.sh("ip", "netns", "list").stdout.strip() == ""
 
