@@ -30,7 +30,6 @@ __all__ = [
     "Rule",
     "SaveState",
     "Xtables",
-    "apply_locked",
     "gc_lines",
     "host",
     "ip_versions",
@@ -41,6 +40,7 @@ __all__ = [
     "save",
     "script",
     "tool",
+    "tool_name",
 ]
 
 FIREWALL_LOCK: Final = "/run/pycni/locks/firewall-iptables.lock"
@@ -50,9 +50,14 @@ _SBIN: Final = "/usr/sbin:/sbin:/usr/bin:/bin"
 _QUOTING: Final = frozenset("\"'\\")
 
 
+def tool_name(version: int) -> str:
+    """``iptables`` for IPv4, ``ip6tables`` for IPv6."""
+    return "iptables" if version == 4 else "ip6tables"
+
+
 def tool(version: int, verb: str) -> str:
     """``iptables-<verb>`` or ``ip6tables-<verb>``, found even on a PATH without sbin."""
-    name = f"{'iptables' if version == 4 else 'ip6tables'}-{verb}"
+    name = f"{tool_name(version)}-{verb}"
     return shutil.which(name) or shutil.which(name, path=_SBIN) or name
 
 
@@ -199,29 +204,6 @@ def gc_lines(rules: Iterable[Rule], chains: Iterable[str], *, network_tag: str,
         line for c in unused for line in (f"-F {c}", f"-X {c}")]
 
 
-def apply_locked(*, lock_path: str, lock_timeout: float, versions: Iterable[int],
-                 read: Callable[[int], SaveState],
-                 build: Callable[[SaveState, int], str | None], wait: int = 5,
-                 what: str = "iptables changes") -> None:
-    """Read, build and write each IP version under the lock; every version is attempted,
-    and the errors are raised together (a single one as it is, keeping its code)."""
-    errors: list[CNIError] = []
-    with hold(lock_path, timeout=lock_timeout):
-        for version in versions:
-            try:
-                text = build(read(version), version)
-                if text is not None:
-                    restore(version, text, wait=wait)
-            except CNIError as err:
-                errors.append(err)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise CNIError(
-            ErrorCode.INTERNAL, f"{what} failed", "; ".join(str(e) for e in errors)
-        ) from errors[0]
-
-
 Build = Callable[[SaveState, int], "str | None"]
 
 
@@ -239,9 +221,23 @@ class Xtables:
         return parse_save(save(version, self.table), self.table)
 
     def apply(self, versions: Iterable[int], build: Build) -> None:
-        apply_locked(lock_path=self._lock_path, lock_timeout=self._lock_timeout,
-                     versions=versions, read=self.save, build=build, wait=self._wait,
-                     what=self._what)
+        """Read, build and write each IP version under the lock; every version is attempted,
+        and the errors are raised together (a single one as it is, keeping its code)."""
+        errors: list[CNIError] = []
+        with hold(self._lock_path, timeout=self._lock_timeout):
+            for version in versions:
+                try:
+                    text = build(self.save(version), version)
+                    if text is not None:
+                        restore(version, text, wait=self._wait)
+                except CNIError as err:
+                    errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise CNIError(
+                ErrorCode.INTERNAL, f"{self._what} failed", "; ".join(str(e) for e in errors)
+            ) from errors[0]
 
     def status(self) -> str | None:
         """None if iptables-restore is there and the table can be read, else why not."""

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pycni.firewall.iptables.engine import SaveState, Xtables, ip_versions
 from pycni.firewall.model import AttachmentKey
 
-__all__ = ["TextLayout", "XtablesFacet"]
+__all__ = ["TextLayout", "XtablesFacet", "address_versions"]
 
 S = TypeVar("S")  # what the plugin hands in (Masquerade, Forward, PortMap)
 St = TypeVar("St")  # the table as the builders read it
+
+
+class _Sourced(Protocol):
+    def sources_of(self, version: int) -> tuple[str, ...]: ...
+
+
+def address_versions(spec: _Sourced) -> list[int]:
+    """The IP versions (4, 6) ``spec`` has source addresses of."""
+    return [v for v in (4, 6) if spec.sources_of(v)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from pycni.firewall.iptables.engine import (
     host,
     script,
 )
-from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet, address_versions
 from pycni.firewall.model.forward import FORWARD_MARK, HOLE_COMMENT, Forward
 
 __all__ = [
@@ -62,7 +62,6 @@ SRC_CHAIN: Final = "PYCNI-FWD-SRC"
 DST_CHAIN: Final = "PYCNI-FWD-DST"
 _PREFIX: Final = "PYCNI-F-"
 _MARK: Final = f"{FORWARD_MARK:#x}/{FORWARD_MARK:#x}"
-_ALL_VERSIONS: Final = (4, 6)
 
 FilterState = SaveState  # the filter table of ``iptables-save -t filter``
 
@@ -158,7 +157,7 @@ def gc_script(state: FilterState, net_tag: str, keep: Collection[str]) -> str | 
 
 
 def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
-    tool = "iptables" if version == 4 else "ip6tables"
+    tool = engine.tool_name(version)
     problems = []
     if not _jumped(state):
         problems.append(f"{tool}: FORWARD does not jump to {TOP_CHAIN}")
@@ -175,11 +174,7 @@ def check_state(state: FilterState, f: Forward, version: int) -> list[str]:
 # ------------------------------------------------------------------------------ the facet
 
 
-def _versions(f: Forward) -> list[int]:
-    return [v for v in _ALL_VERSIONS if f.sources_of(v)]
-
-
-_TEXT: Final = TextLayout(table="filter", view=lambda state: state, versions=_versions,
+_TEXT: Final = TextLayout(table="filter", view=lambda state: state, versions=address_versions,
                           setup=setup_script, teardown=teardown_script, gc=gc_script,
                           check=check_state)
 

@@ -23,7 +23,7 @@ from typing import Final
 from pycni.cni.errors import CNIError
 from pycni.firewall.iptables import engine
 from pycni.firewall.iptables.engine import FIREWALL_LOCK, SaveState, gc_lines, host, script
-from pycni.firewall.iptables.feature import TextLayout, XtablesFacet
+from pycni.firewall.iptables.feature import TextLayout, XtablesFacet, address_versions
 from pycni.firewall.model.masquerade import Masquerade
 
 __all__ = [
@@ -119,7 +119,7 @@ def gc_script(state: SaveState, network_tag: str, keep: Collection[str]) -> str 
 
 
 def check_state(state: SaveState, m: Masquerade, version: int) -> list[str]:
-    tool = "iptables" if version == 4 else "ip6tables"
+    tool = engine.tool_name(version)
     problems: list[str] = []
     if not any(r.target == TOP_CHAIN for r in state.rules_of("POSTROUTING")):
         problems.append(f"{tool}: POSTROUTING does not jump to {TOP_CHAIN}")
@@ -137,11 +137,7 @@ def check_state(state: SaveState, m: Masquerade, version: int) -> list[str]:
     return problems
 
 
-def _versions(m: Masquerade) -> list[int]:
-    return [v for v in (4, 6) if m.sources_of(v)]
-
-
-_TEXT: Final = TextLayout(table="nat", view=lambda state: state, versions=_versions,
+_TEXT: Final = TextLayout(table="nat", view=lambda state: state, versions=address_versions,
                           setup=setup_script, teardown=teardown_script, gc=gc_script,
                           check=check_state)
 

@@ -157,7 +157,7 @@ def gc_script(state: Saved, net_tag: str, keep: Collection[str]) -> str | None:
 
 
 def check_state(state: Saved, pm: PortMap, version: int) -> list[str]:
-    tool = "iptables" if version == 4 else "ip6tables"
+    tool = engine.tool_name(version)
     declare, jumps = _infrastructure(state)
     problems = [f"{tool}: chain {c} missing" for c in declare]
     problems += [f"{tool}: jump missing: {j}" for j in jumps]

@@ -26,13 +26,11 @@ __all__ = [
     "TableState",
     "add_base_chain",
     "add_chain",
-    "add_element",
     "add_map",
     "add_rule",
     "add_set",
     "add_table",
     "addr_match",
-    "create_element",
     "delete_chain",
     "delete_element",
     "element",
@@ -140,16 +138,6 @@ def element(verb: str, container: str, key: Any, value: Any = None, *,
     keyed = {"elem": {"val": key, "comment": comment}} if comment else key
     return {verb: {"element": table.where(name=container,
                                           elem=[keyed if value is None else [keyed, value]])}}
-
-
-def add_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
-    """Insert, or do nothing if the key exists with the same value (its comment is kept!)."""
-    return element("add", map_name, key, value, comment=comment)
-
-
-def create_element(map_name: str, key: Any, value: Any, *, comment: str | None = None) -> Cmd:
-    """Insert; the transaction fails (EEXIST) if the key exists at all."""
-    return element("create", map_name, key, value, comment=comment)
 
 
 def delete_element(container: str, key: Any, *, table: Table = PYCNI) -> Cmd:
