@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from pycni import atomicfile
 from pycni.dns.control import CONTROL_SOCKET, DEFAULT_RESOLV_CONF, PID_FILE
 from pycni.dns.loop import Loop
 from pycni.dns.records import DEFAULT_RUN_DIR, RecordStore
@@ -44,10 +45,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _write_pid(path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    atomicfile.write(path, f"{os.getpid()}\n".encode())
 
 
 def _stop_on_signals(loop: Loop) -> None:

@@ -11,12 +11,12 @@ tmpfs by default (``/run``), so records vanish at reboot with the containers the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pycni import atomicfile
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.firewall.model import AttachmentKey, network_tag
 
@@ -85,29 +85,17 @@ class RecordStore:
         return os.path.join(self.dir, f"{label}.json")
 
     def write(self, reg: Registration) -> None:
-        path = self._path(reg.label)
-        tmp = f"{path}.tmp{os.getpid()}"
+        path, data = self._path(reg.label), reg.to_json().encode()
         try:
-            fd = self._create(tmp)
             try:
-                os.write(fd, reg.to_json().encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                atomicfile.write(path, data)
+            except FileNotFoundError:  # the first record: make both levels 0700 (makedirs
+                os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # would give the upper
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)  # one 0755)
+                atomicfile.write(path, data)
         except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise CNIError(ErrorCode.IO_FAILURE, f"cannot write the DNS record of "
                            f"{reg.describe()}", str(err)) from err
-
-    def _create(self, path: str) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        try:
-            return os.open(path, flags, 0o600)
-        except FileNotFoundError:  # the first record: make both levels 0700 (makedirs would
-            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # give the upper one 0755)
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            return os.open(path, flags, 0o600)
 
     def remove(self, label: str) -> bool:
         """Drop a record; False if there was none (already gone is fine)."""

@@ -61,9 +61,6 @@ class Zone:
         self._reverse: dict[str, dict[str, str]] = {}
         self._domains: Counter[str] = Counter()
 
-    def __len__(self) -> int:
-        return len(self._regs)
-
     def put(self, reg: Registration) -> None:
         self.drop(reg.label)
         self._regs[reg.label] = reg
@@ -91,9 +88,6 @@ class Zone:
             if not self._domains[reg.domain]:
                 del self._domains[reg.domain]
         return reg
-
-    def labels(self) -> list[str]:
-        return list(self._regs)
 
     def domains(self) -> Iterable[str]:
         return self._domains.keys()

@@ -155,9 +155,7 @@ class WarmServer(Generic[C, R]):
         """``listening``: called once the socket listens."""
         try:
             self._listener = listener.bind(self.socket_path, self.log)
-        except listener.SocketInUse as err:
-            raise self.listen_failed(err) from None
-        except listener.ListenError as err:
+        except listener.ListenError as err:  # SocketInUse too: listen_failed tells them apart
             raise self.listen_failed(err) from None
         self._sel.register(self._listener, selectors.EVENT_READ, self._accept)
         self._install_signals()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from pycni import autostart
+from pycni import atomicfile, autostart
 
 if TYPE_CHECKING:
     import argparse  # the servers' command lines only
@@ -44,11 +44,7 @@ class OnDemand:
         start's mark (the start succeeded) and release the start lock."""
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        marker = _marker(self.socket_path)
-        tmp = f"{marker}.{os.getpid()}"
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, marker)
+        atomicfile.write(_marker(self.socket_path), f"{os.getpid()}\n".encode())
         if self.start_lock is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.start_lock, 0)
