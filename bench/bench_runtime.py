@@ -174,7 +174,9 @@ def _measure(
 ) -> None:
     # The first command starts the daemon (autostart); wait until it listens.
     subprocess.run([client, "ps", "-a"], env=env, check=True, stdout=subprocess.DEVNULL)
-    _wait_for_daemon()
+    from bench.sandbox import wait_listening
+
+    wait_listening(Path(DAEMON_SOCKET), timeout=120)
     # In turns with runc, unshare and a bare interpreter: every ratio and every step below
     # is taken at the same moments.
     results.update(_interleaved_ms({
@@ -204,16 +206,6 @@ def _stop_daemon(socket_path: str = DAEMON_SOCKET) -> None:
 
     if answers(socket_path.encode()):
         stop_started_server(Path(socket_path))
-
-
-def _wait_for_daemon(socket_path: bytes = DAEMON_SOCKET.encode()) -> None:
-    from pycni.autostart import answers
-
-    deadline = time.monotonic() + 120
-    while not answers(socket_path):
-        if time.monotonic() > deadline:
-            raise RuntimeError("no runtime daemon started on demand")
-        time.sleep(0.05)
 
 
 def _runc_command(work: Path) -> dict[str, tuple[list[str], None]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pycni_run.executable import install_client
 
+from pycni import autostart
 from tests.e2e.runtime_support import Ran, RuntimeSandbox, descendants, until
 
 VERSION_STDIN = '{"cniVersion": "1.0.0"}'
@@ -62,12 +62,7 @@ def alive(pid: int) -> bool:
 def answers(path: Path) -> bool:
     """Somebody listens at ``path`` (it will refuse us, a caller from another pid namespace,
     after accepting: connecting is all this asks)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
+    return autostart.answers(bytes(path))
 
 
 @dataclass
@@ -155,9 +150,16 @@ def served_by(server: int, cwd: Path) -> bool:
     return False
 
 
-def wait_gone(pid: int, timeout: float = 60) -> None:
+def gone_within(pid: int, timeout: float) -> bool:
+    """``pid`` exited (a zombie counts) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still alive"
-        time.sleep(0.05)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def wait_gone(pid: int, timeout: float = 60) -> None:
+    assert gone_within(pid, timeout), f"pid {pid} still alive"
 

@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import dns.rrset
 
 from pycni.dns.control import PID_FILE
 from pycni.net import netns
+from tests.e2e.autostart_support import gone_within
 
 EXTERNAL_NAME = "external.test"
 EXTERNAL_ADDRESS = "192.0.2.10"
@@ -185,21 +185,8 @@ def stop_resolver(run_dir: Path) -> None:
         for signum in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            if wait_gone(pid, 10):
+            if gone_within(pid, 10):
                 return
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def sockets_on_port_53(path: str) -> list[str]:

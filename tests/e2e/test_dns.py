@@ -27,6 +27,7 @@ from pycni.cni.conf import find_conflist
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.types import Result
 from pycni.net import netns
+from tests.e2e.autostart_support import gone_within
 from tests.e2e.bridge_support import Sandbox
 from tests.e2e.dns_support import (
     EXTERNAL_ADDRESS,
@@ -42,7 +43,6 @@ from tests.e2e.dns_support import (
     sockets_on_port_53,
     stop_resolver,
     stub_upstream,
-    wait_gone,
     write_resolv_conf,
 )
 
@@ -179,7 +179,7 @@ def test_a_killed_resolver_comes_back_at_the_next_plugin_call_with_every_name(ne
     net.add("c-db", "db")
     before = resolver_pid(net.run_dir)
     os.kill(before, 9)
-    assert wait_gone(before, 10)
+    assert gone_within(before, 10)
     assert query(net.ns("c-db"), "web", timeout=1) is None  # nobody answers now
     net.check("c-db", "db")  # any call of the plugin, on any network, restarts it
     assert resolver_pid(net.run_dir) != before
