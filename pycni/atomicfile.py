@@ -25,11 +25,11 @@ def is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
 
 
-def write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600) by temp file + rename."""
+def write(path: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` (``mode``, less the umask) by temp file + rename."""
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -30,6 +30,8 @@ from importlib.util import MAGIC_NUMBER
 from types import CodeType
 from typing import Any, Final
 
+from pycni import atomicfile
+
 __all__ = ["CACHE_PATH", "enable"]
 
 CACHE_PATH: Final = os.path.join(
@@ -84,12 +86,6 @@ def _save(path: str, cache: dict[str, CodeType], compiled: dict[str, CodeType]) 
     if not compiled:
         return
     merged = {**cache, **compiled} if len(cache) + len(compiled) <= _MAX_ENTRIES else compiled
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC_NUMBER + marshal.dumps(merged))
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    data = MAGIC_NUMBER + marshal.dumps(merged)
+    with contextlib.suppress(OSError):  # the temp file is already removed on failure
+        atomicfile.write(path, data, mode=0o644)

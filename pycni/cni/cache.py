@@ -17,12 +17,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pycni.cni import jsonio
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError, ErrorCode, io_failure
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -112,18 +112,10 @@ def check_entry_name(network: str, container_id: str, ifname: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def _io(action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as err:
-        raise CNIError(ErrorCode.IO_FAILURE, f"cannot {action}", str(err)) from err
-
-
 def write(cache_dir: str, entry: CachedAttachment) -> str:
     """Write atomically (temp file, fsync, rename): a crash leaves the old entry or the new one."""
     path = entry_path(cache_dir, entry.network, entry.container_id, entry.ifname)
-    with _io(f"write the results cache entry {path}"):
+    with io_failure(f"write the results cache entry {path}"):
         return _write(path, entry)
 
 
@@ -162,7 +154,7 @@ def delete(cache_dir: str, network: str, container_id: str, ifname: str) -> None
 
 def remove(path: str) -> None:
     """Remove one entry (or temp file); already gone is success."""
-    with _io(f"remove {path}"), contextlib.suppress(FileNotFoundError):
+    with io_failure(f"remove {path}"), contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
 

@@ -6,7 +6,9 @@ error document on stdout. Subclasses exist only where callers branch on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from enum import IntEnum
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "ErrorCode",
     "LinkNotFound",
     "NetNSNotFound",
+    "io_failure",
 ]
 
 
@@ -89,3 +92,12 @@ class LinkNotFound(CNIError):
         at = f" in {where}" if where else ""
         super().__init__(ErrorCode.INTERNAL, f"link {name} not found{at}")
         self.name = name
+
+
+@contextlib.contextmanager
+def io_failure(action: str) -> Iterator[None]:
+    """OSError inside the block becomes code 5 (I/O failure): ``cannot <action>``."""
+    try:
+        yield
+    except OSError as err:
+        raise CNIError(ErrorCode.IO_FAILURE, f"cannot {action}", str(err)) from err

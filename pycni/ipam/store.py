@@ -41,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from pycni import atomicfile
-from pycni.cni.errors import CNIError, ErrorCode
+from pycni.cni.errors import CNIError, io_failure
 from pycni.digest import sha256_hex
 from pycni.ipam.config import IPAddress, validate_network_name
 from pycni.lockfile import hold
@@ -117,14 +117,6 @@ def _parse_ip_name(name: str) -> IPAddress | None:
         return None
 
 
-@contextlib.contextmanager
-def _fs(action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as err:
-        raise CNIError(ErrorCode.IO_FAILURE, f"cannot {action}", str(err)) from err
-
-
 def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
@@ -158,7 +150,7 @@ class Store:
         """Create the address's file exclusively; False if it already exists (taken)."""
         path = self._ip_path(ip)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        with _fs(f"reserve {ip} in {self.path}"):
+        with io_failure(f"reserve {ip} in {self.path}"):
             try:
                 fd = os.open(path, flags, 0o600)
             except FileExistsError:
@@ -173,16 +165,16 @@ class Store:
 
     def owner_of(self, ip: IPAddress) -> str | None:
         """The content of the address's file, None if it is not reserved."""
-        with _fs(f"read {self._ip_path(ip)}"):
+        with io_failure(f"read {self._ip_path(ip)}"):
             return _read_text(self._ip_path(ip))
 
     def remove_ip(self, ip: IPAddress) -> None:
-        with _fs(f"release {self._ip_path(ip)}"):
+        with io_failure(f"release {self._ip_path(ip)}"):
             _unlink(self._ip_path(ip))
 
     def reserved_ips(self) -> list[IPAddress]:
         """Every reserved address (names only, nothing is read)."""
-        with _fs(f"list {self.path}"), os.scandir(self.path) as entries:
+        with io_failure(f"list {self.path}"), os.scandir(self.path) as entries:
             names = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
         return [ip for ip in map(_parse_ip_name, names) if ip is not None]
 
@@ -202,13 +194,13 @@ class Store:
     def last_reserved(self, index: int) -> IPAddress | None:
         """The hint of range set ``index``; a missing or garbled one just restarts the walk."""
         path = os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{index}")
-        with _fs(f"read {path}"):
+        with io_failure(f"read {path}"):
             text = _read_text(path)
         return None if text is None else _parse_ip_name(text.strip())
 
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
         path = os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{index}")
-        with _fs(f"write {path}"):
+        with io_failure(f"write {path}"):
             atomicfile.write(path, str(ip).encode())
 
     # -- per-attachment index ----------------------------------------------------------
@@ -218,7 +210,7 @@ class Store:
 
     def _read_index_file(self, path: str) -> IndexEntry | None:
         """(cid, ifname, ips) of an index file; None when it is missing or garbled."""
-        with _fs(f"read {path}"):
+        with io_failure(f"read {path}"):
             text = _read_text(path)
         if text is None:
             return None
@@ -244,7 +236,7 @@ class Store:
     def write_index(self, container_id: str, ifname: str, ips: Sequence[IPAddress]) -> None:
         """Record the attachment's addresses atomically; an empty list removes the entry."""
         path = self._index_path(container_id, ifname)
-        with _fs(f"write {path}"):
+        with io_failure(f"write {path}"):
             if not ips:
                 _unlink(path)
                 return
@@ -254,7 +246,7 @@ class Store:
 
     def index_entries(self) -> Iterator[tuple[str, IndexEntry | None]]:
         """(key, (cid, ifname, ips)) of every index file; the entry is None if garbled."""
-        with _fs(f"list {self._index_dir}"):
+        with io_failure(f"list {self._index_dir}"):
             try:
                 names = os.listdir(self._index_dir)
             except FileNotFoundError:
@@ -266,7 +258,7 @@ class Store:
 
     def remove_index_entry(self, key: str) -> None:
         path = os.path.join(self._index_dir, key)
-        with _fs(f"remove {path}"):
+        with io_failure(f"remove {path}"):
             _unlink(path)
 
     def attachment_ips(self, container_id: str, ifname: str) -> list[IPAddress]:
@@ -293,7 +285,7 @@ class Store:
 
     def mark_indexed(self) -> None:
         """Declare every reservation here indexed: from now on lookups skip the scan."""
-        with _fs(f"write {self._index_dir}"):
+        with io_failure(f"write {self._index_dir}"):
             os.makedirs(self._index_dir, mode=0o700, exist_ok=True)
             atomicfile.write(os.path.join(self._index_dir, INDEX_COMPLETE), _COMPLETE_TEXT)
         self.indexed = True
@@ -312,7 +304,7 @@ class Store:
     def remove_temp_files(self) -> None:
         """Temp files left by a writer that died mid-write (under the lock, none is live)."""
         for folder in (self.path, self._index_dir):
-            with _fs(f"clean {folder}"):
+            with io_failure(f"clean {folder}"):
                 atomicfile.remove_leftovers(folder)
 
 
@@ -328,13 +320,13 @@ def open_store(
     is written that needs a free block or inode: a DEL must work on a full disk.
     """
     path = network_dir(data_dir, network)
-    with _fs(f"create {data_dir}"):
+    with io_failure(f"create {data_dir}"):
         # dataDir and the network directory (made by hold) get 0700; parents such as
         # /run/pycni keep the default mode.
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
     wait = LOCK_TIMEOUT if timeout is None else timeout
     with contextlib.ExitStack() as held:
-        with _fs(f"lock {path}"):  # only taking the lock: the caller's errors pass untouched
+        with io_failure(f"lock {path}"):  # only taking the lock: the caller's errors pass untouched
             held.enter_context(hold(os.path.join(path, LOCK_FILE), timeout=wait))
         store = Store(path)
         store.detect_indexed(mark=not release_only)

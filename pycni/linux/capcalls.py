@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 from typing import Final
 
 from pycni.linux._libc import check, libc
@@ -43,9 +42,8 @@ class _CapData(ctypes.Structure):
 
 def _prctl(option: int, arg: int = 0, arg3: int = 0) -> int:
     ret = int(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    if ret < 0:  # PR_CAPBSET_READ answers 0 or 1: only a negative return is a failure
+        check(ret, f"prctl({option})")
     return ret
 
 

@@ -34,7 +34,6 @@ __all__ = [
     "Tbf",
     "add_ifb",
     "configure_ifb",
-    "create_ifb",
     "delete_ifb",
     "delete_ingress_qdisc",
     "delete_root_qdisc",
@@ -300,27 +299,16 @@ def list_ifbs(ipr: IPR) -> list[IfbInfo]:
 IFALIAS_MAX: Final = 254
 
 
-def create_ifb(ipr: IPR, name: str, *, mtu: int, alias: str) -> IfbInfo:
-    """Create ifb ``name`` with ``mtu`` and ``alias`` (IFLA_IFALIAS), up. EEXIST is an error:
-    the caller owns the name and removes its own leftovers first. Two requests (the kernel
-    ignores IFLA_IFALIAS in a RTM_NEWLINK that creates): if the second fails, the ifb is
-    deleted again, never left without the alias that names its owner."""
-    _check_alias(name, alias)
-    index = add_ifb(ipr, name, mtu=mtu)
-    try:
-        return configure_ifb(ipr, name, index, alias=alias)
-    except BaseException:
-        delete_ifb(ipr, name)
-        raise
-
-
 def _check_alias(name: str, alias: str) -> None:
     if len(alias.encode()) > IFALIAS_MAX:
         raise CNIError(ErrorCode.INTERNAL, f"alias for {name} is longer than {IFALIAS_MAX} bytes")
 
 
 def add_ifb(ipr: IPR, name: str, *, mtu: int) -> int:
-    """The first half of ``create_ifb``: the ifb, down and without an alias; its index."""
+    """Create ifb ``name`` with ``mtu``, down and without an alias; its index. EEXIST is an
+    error: the caller owns the name and removes its own leftovers first. The alias comes in a
+    second request (``configure_ifb``): the kernel ignores IFLA_IFALIAS in a RTM_NEWLINK
+    that creates, so a caller deletes the ifb again if that one fails."""
     with translate_netlink_error(f"create ifb {name}"):
         ipr.link("add", ifname=name, kind="ifb", mtu=mtu)
     created = get_ifb(ipr, name)
@@ -330,7 +318,7 @@ def add_ifb(ipr: IPR, name: str, *, mtu: int) -> int:
 
 
 def configure_ifb(ipr: IPR, name: str, index: int, *, alias: str) -> IfbInfo:
-    """The second half: its alias, txqlen 0 and up."""
+    """The second half of creating an ifb (after ``add_ifb``): its alias, txqlen 0 and up."""
     _check_alias(name, alias)
     with translate_netlink_error(f"set up ifb {name}", link=name):
         # txqlen 0 as in the reference: the tbf on it is the only queue that matters.

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pycni.cni.delegate import delegate, delegate_add
+from pycni.cni.delegate import delegate_add
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.cni.types import Interface, IPConfig, Result, Route
@@ -27,7 +27,7 @@ from pycni.net.ipr import IPR, open_ipr
 from pycni.plugins import bridge_check
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
 from pycni.plugins.bridge_del import cmd_del
-from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
+from pycni.plugins.bridge_keys import attachment, collect, delegate_ipam, host_veth_name
 from pycni.plugins.runner import DELEGATES
 
 __all__ = ["cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "host_veth_name"]
@@ -98,15 +98,9 @@ def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> 
     return result
 
 
-def _ipam(conf: BridgeConfig, args: CmdArgs, command: str) -> bytes:
-    """The IPAM delegate for ``command``, with this call's stdin, environment and CNI_PATH."""
-    return delegate(conf.ipam_type, command=command, stdin=args.stdin, env=args.env,
-                    path=args.path, runner=DELEGATES)
-
-
 def _ipam_quiet_del(conf: BridgeConfig, args: CmdArgs) -> None:
     try:
-        _ipam(conf, args, "DEL")
+        delegate_ipam(conf, args, "DEL")
     except CNIError as err:
         print(f"bridge: IPAM DEL during rollback failed: {err}", file=sys.stderr)
 
@@ -320,7 +314,7 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
 def cmd_check(args: CmdArgs) -> None:
     conf = parse_bridge_config(args)
     if conf.ipam_type:
-        _ipam(conf, args, "CHECK")
+        delegate_ipam(conf, args, "CHECK")
     problems = bridge_check.validate(args, conf, attachment(args))
     if problems:
         raise CNIError(ErrorCode.INTERNAL, "bridge CHECK failed", "; ".join(problems))
@@ -351,7 +345,7 @@ def cmd_status(args: CmdArgs) -> None:
                 "; ".join(missing),
             )
     if conf.ipam_type:
-        _ipam(conf, args, "STATUS")
+        delegate_ipam(conf, args, "STATUS")
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -363,6 +357,6 @@ def cmd_gc(args: CmdArgs) -> None:
     if conf.mac_spoof_check:  # macspoofchk
         errors += firewall.macspoof.gc(args.network, args.valid_attachments())
     if conf.ipam_type:
-        collect(errors, "IPAM GC", lambda: _ipam(conf, args, "GC"))
+        collect(errors, "IPAM GC", lambda: delegate_ipam(conf, args, "GC"))
     if errors:
         raise CNIError(ErrorCode.INTERNAL, "bridge GC incomplete", "; ".join(errors))

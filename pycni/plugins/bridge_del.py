@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 
-from pycni.cni.delegate import delegate
 from pycni.cni.errors import CNIError, ErrorCode
 from pycni.cni.skel import CmdArgs
 from pycni.failpoints import failpoint
@@ -28,8 +27,7 @@ from pycni.firewall import select
 from pycni.net import links
 from pycni.net.ipr import open_ipr
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
-from pycni.plugins.bridge_keys import attachment, collect, host_veth_name
-from pycni.plugins.runner import DELEGATES
+from pycni.plugins.bridge_keys import attachment, collect, delegate_ipam, host_veth_name
 
 __all__ = ["cmd_del"]
 
@@ -116,14 +114,7 @@ def cmd_del(args: CmdArgs) -> None:
     errors: list[str] = []
     try:
         if conf.ipam_type:
-            collect(
-                errors,
-                "IPAM DEL",
-                lambda: delegate(
-                    conf.ipam_type, command="DEL", stdin=args.stdin, env=args.env,
-                    path=args.path, runner=DELEGATES,
-                ),
-            )
+            collect(errors, "IPAM DEL", lambda: delegate_ipam(conf, args, "DEL"))
         failpoint("bridge.del.after_ipam")
         errors += _teardown_firewall(conf, args)
     finally:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pycni.cni.delegate import delegate
 from pycni.cni.errors import CNIError, NetNSNotFound
 from pycni.cni.skel import CmdArgs
 from pycni.digest import sha256_hex
 from pycni.firewall import AttachmentKey
+from pycni.plugins.bridge_conf import BridgeConfig
+from pycni.plugins.runner import DELEGATES
 
-__all__ = ["attachment", "collect", "host_veth_name"]
+__all__ = ["attachment", "collect", "delegate_ipam", "host_veth_name"]
 
 
 def host_veth_name(args: CmdArgs) -> str:
@@ -30,3 +33,9 @@ def collect(errors: list[str], what: str, step: Callable[[], object]) -> None:
         pass  # the container is gone: what lived in it is gone too
     except CNIError as err:
         errors.append(f"{what}: {err}")
+
+
+def delegate_ipam(conf: BridgeConfig, args: CmdArgs, command: str) -> bytes:
+    """The IPAM delegate for ``command``, with this call's stdin, environment and CNI_PATH."""
+    return delegate(conf.ipam_type, command=command, stdin=args.stdin, env=args.env,
+                    path=args.path, runner=DELEGATES)

@@ -25,7 +25,7 @@ import io
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TextIO
 
 from pycni.cni.runner import EXEC, Outcome
 from pycni.plugins import PLUGINS
@@ -64,14 +64,25 @@ def _forked(kind: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> 
 
 
 def _in_process(kind: str, stdin: bytes, env: Mapping[str, str], _timeout: float) -> Outcome:
+    return _run_here(kind, stdin, env, None)
+
+
+def _run_here(kind: str, stdin: bytes, env: Mapping[str, str], stderr: TextIO | None) -> Outcome:
+    """``skel.run`` of our ``kind`` in this process. ``stderr`` None (``IN_PROCESS``): the
+    plugin's stderr is captured into the Outcome and an exit is its status, as exec'd (skel.run
+    catches Exception only). Otherwise (a delegate) it writes to ``stderr``, the Outcome
+    carries none, and an exit ends the caller as well, as it would the caller's own code."""
     from pycni.cni import skel
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), io.StringIO()  # err stays empty when stderr is given
     try:
         status = skel.run(
-            PLUGINS[kind], env=dict(env), stdin=io.BytesIO(stdin), stdout=out, stderr=err
+            PLUGINS[kind], env=dict(env), stdin=io.BytesIO(stdin), stdout=out,
+            stderr=err if stderr is None else stderr,
         )
-    except SystemExit as done:  # skel.run catches Exception only; exit is its status, as exec'd
+    except SystemExit as done:
+        if stderr is not None:
+            raise  # a delegate's exit is its caller's
         code = done.code
         status = code if isinstance(code, int) else (0 if code is None else 1)
     return Outcome(status, out.getvalue().encode(), err.getvalue().encode())
@@ -86,13 +97,7 @@ def _delegated(kind: str, stdin: bytes, env: Mapping[str, str], timeout: float) 
         from pycni.plugins.forked import run_forked
 
         return run_forked(kind, stdin=stdin, env=env, timeout=timeout, capture_stderr=False)
-    from pycni.cni import skel
-
-    out = io.StringIO()
-    status = skel.run(
-        PLUGINS[kind], env=dict(env), stdin=io.BytesIO(stdin), stdout=out, stderr=sys.stderr
-    )
-    return Outcome(status, out.getvalue().encode(), b"")
+    return _run_here(kind, stdin, env, sys.stderr)
 
 
 FORKED: Final = OursRunner(_forked)

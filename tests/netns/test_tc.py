@@ -44,6 +44,12 @@ def index_of(ipr: IPR, name: str) -> int:
     return link.index
 
 
+def _create_ifb(ipr: IPR, name: str, *, mtu: int, alias: str) -> tc.IfbInfo:
+    """An ifb as bandwidth makes one: ``add_ifb``, then ``configure_ifb``."""
+    index = tc.add_ifb(ipr, name, mtu=mtu)
+    return tc.configure_ifb(ipr, name, index, alias=alias)
+
+
 def test_tbf_set_read_back_and_seen_by_tc(host_ns: str, ipr: IPR) -> None:
     v0 = index_of(ipr, "v0")
     shape = tc.tbf_for(rate=1_000_000, burst=10_000, tick=tc.tick_in_usec())
@@ -84,7 +90,7 @@ def test_clamped_burst_is_what_the_kernel_keeps(ipr: IPR) -> None:
 
 
 def test_ifb_create_alias_mtu_list_and_delete(host_ns: str, ipr: IPR) -> None:
-    ifb = tc.create_ifb(ipr, "bwptest", mtu=1400, alias="pycni-bandwidth net=x a/b/c")
+    ifb = _create_ifb(ipr, "bwptest", mtu=1400, alias="pycni-bandwidth net=x a/b/c")
     assert (ifb.name, ifb.mtu, ifb.alias, ifb.up) == (
         "bwptest",
         1400,
@@ -105,15 +111,15 @@ def test_ifb_create_alias_mtu_list_and_delete(host_ns: str, ipr: IPR) -> None:
     assert tc.list_ifbs(ipr) == []
 
 
-def test_create_ifb_refuses_an_existing_name(ipr: IPR) -> None:
-    tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")
+def test_add_ifb_refuses_an_existing_name(ipr: IPR) -> None:
+    _create_ifb(ipr, "bwptest", mtu=1500, alias="x")
     with pytest.raises(CNIError, match="create ifb bwptest failed"):
-        tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")
+        _create_ifb(ipr, "bwptest", mtu=1500, alias="x")
 
 
 def test_redirect_to_ifb_is_one_match_all_mirred_filter(host_ns: str, ipr: IPR) -> None:
     v0 = index_of(ipr, "v0")
-    ifb = tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")
+    ifb = _create_ifb(ipr, "bwptest", mtu=1500, alias="x")
     tc.setup_redirect(ipr, v0, ifb.index)
     tc.setup_redirect(ipr, v0, ifb.index)  # retried: replaced, not stacked
     assert tc.get_redirect_targets(ipr, v0) == [ifb.index]
@@ -138,7 +144,7 @@ def test_redirect_to_ifb_is_one_match_all_mirred_filter(host_ns: str, ipr: IPR) 
 def test_redirected_traffic_is_shaped_by_the_ifb_tbf(host_ns: str, ipr: IPR) -> None:
     """Packets sent into v1 arrive on v0's ingress and must leave through the ifb."""
     v0 = index_of(ipr, "v0")
-    ifb = tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")
+    ifb = _create_ifb(ipr, "bwptest", mtu=1500, alias="x")
     tc.set_tbf(ipr, ifb.index, tc.tbf_for(rate=1_000_000, burst=10_000, tick=tc.tick_in_usec()))
     tc.setup_redirect(ipr, v0, ifb.index)
     ipr.addr("add", index=index_of(ipr, "v1"), address="192.0.2.1", prefixlen=24)
@@ -178,7 +184,7 @@ def test_what_sits_at_root_and_ingress_by_default(ipr: IPR) -> None:
     assert tc.get_root_tbf(ipr, v0) is None  # veth: the built-in noqueue, nothing reported
     assert not tc.delete_root_qdisc(ipr, v0)
     assert not tc.has_ingress_qdisc(ipr, v0)  # no ingress queue at all
-    ifb = tc.create_ifb(ipr, "bwptest", mtu=1500, alias="x")  # up: a default qdisc, handle 0
+    ifb = _create_ifb(ipr, "bwptest", mtu=1500, alias="x")  # up: a default qdisc, handle 0
     assert tc.get_root_tbf(ipr, ifb.index) is None
     assert not tc.delete_root_qdisc(ipr, ifb.index)  # the kernel's default is not ours
     tc.setup_redirect(ipr, v0, ifb.index)
