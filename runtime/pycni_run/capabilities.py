@@ -27,7 +27,6 @@ __all__ = [
     "ALL",
     "DOCKER_DEFAULT",
     "NAMES",
-    "apply",
     "held",
     "limit_bounding",
     "mask_of",
@@ -150,12 +149,6 @@ def resolve(
     if missing:
         raise RunError(f"cannot add {', '.join(missing)}: pycni-run itself does not hold it")
     return wanted & runtime_holds
-
-
-def apply(names: frozenset[str]) -> None:
-    """In the container's process, before exec: both steps below (uid 0 all along)."""
-    limit_bounding(names)
-    set_process(names)
 
 
 def limit_bounding(names: frozenset[str]) -> None:

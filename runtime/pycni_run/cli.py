@@ -131,6 +131,8 @@ def _dispatch(argv: list[str], plugin_runner: PluginRunner | None) -> int:
     command, args = (rest[0], rest[1:]) if rest[0] in COMMANDS else ("run", rest)
     if command in ("run", "exec", "stop", "kill", "rm", "netns", "daemon", "load", "rmi"):
         require_privileges()
+    elif command == "network" and args[:1] in (["connect"], ["disconnect"]):
+        require_privileges()  # CNI ADD/DEL in a running container's netns
     return HANDLERS[command](cfg, args)
 
 

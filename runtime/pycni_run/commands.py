@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -179,8 +178,6 @@ def cmd_network(cfg: RuntimeConfig, argv: list[str]) -> int:
 def _network_connection(cfg: RuntimeConfig, argv: list[str]) -> int:
     from pycni_run import netconnect
 
-    if os.geteuid() != 0:
-        raise RunError(f"pycni-run network {argv[0]} needs root (CNI ADD/DEL in a netns)")
     return netconnect.command(cfg, argv, UsageParser(prog=f"pycni-run network {argv[0]}"))
 
 

@@ -13,12 +13,11 @@ hand inside is never clobbered), and the default route only if no attachment hol
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import ExitStack
 
 from pycni_run import lifecycle, network, state
 from pycni_run.config import RuntimeConfig
-from pycni_run.errors import RunError
+from pycni_run.errors import RunError, warn
 from pycni_run.netspec import parse_connect
 from pycni_run.spec import NetworkRequest, validate_name
 from pycni_run.state import ContainerState, NetAttachment
@@ -89,6 +88,6 @@ def disconnect(cfg: RuntimeConfig, container: str, network_name: str, *, force: 
         except RunError as err:
             if not force:
                 raise
-            print(f"pycni-run: warning: {err}; forgetting the attachment (-f)", file=sys.stderr)
+            warn(f"warning: {err}; forgetting the attachment (-f)")
         st.networks.remove(att)
         state.save(cfg.containers_dir, st)

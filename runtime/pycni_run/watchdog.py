@@ -30,6 +30,7 @@ from typing import NoReturn
 
 from pycni_run import teardown
 from pycni_run.config import RuntimeConfig
+from pycni_run.errors import warn
 
 __all__ = ["Watchdog", "not_needed", "start"]
 
@@ -57,7 +58,7 @@ class Watchdog:
         try:
             socket.send_fds(self.chan, [_INIT], [init_pidfd])
         except OSError as err:  # the safety net is gone: the run itself goes on
-            print(f"pycni-run: the run's watchdog is gone: {err}", file=sys.stderr)
+            warn(f"the run's watchdog is gone: {err}")
 
     def release(self) -> None:
         """The monitor finished the container itself: the watchdog exits."""

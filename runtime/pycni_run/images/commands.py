@@ -73,12 +73,13 @@ def _size(n: int) -> str:
 
 def _rows(store: Store) -> list[list[str]]:
     rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    tags = store.tags()
     for image_id in store.image_ids():
         record = store.image(image_id)
         if record is None:
             continue
         config = parse_config(store.config_bytes(image_id))
-        names = store.tags_of(image_id) or ["<none>:<none>"]
+        names = sorted(n for n, i in tags.items() if i == image_id) or ["<none>:<none>"]
         for name in names:
             repo, _, tag = name.rpartition(":")
             rows.append([repo, tag, image_id.short, _ago(_created(config.created)),
@@ -102,8 +103,9 @@ def inspect_doc(store: Store, image_id: Digest) -> dict[str, Any]:
     record = store.image(image_id)
     if record is None:
         raise RunError(f"no such image: {image_id}")
-    raw = json.loads(store.config_bytes(image_id))
-    config = parse_config(store.config_bytes(image_id))
+    data = store.config_bytes(image_id)
+    raw = json.loads(data)
+    config = parse_config(data)
     layer_dirs = [f"{store.layer_dir(c)}/diff" for c in reversed(record.layers)]
     return {
         "Id": str(image_id),

@@ -18,7 +18,6 @@ from pycni_run.spec import ContainerSpec
 
 __all__ = ["BUILTIN", "ExposedPort", "ImageConfig", "apply_config", "parse_config"]
 
-MAX_CONFIG_BYTES: Final = 4 << 20
 _PORT_RE: Final = re.compile(r"(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?")
 _MAX_EXPOSED: Final = 1024  # a range "1-65535" is a mistake, not 65535 mappings
 

@@ -276,7 +276,7 @@ class Store:
     def remove_image(self, image_id: Digest) -> list[Digest]:
         """(Under the exclusive lock.) The image, its names, and every layer no other image
         uses; the chain ids removed."""
-        self.untag(self.tags_of(image_id))
+        self._set_tags({n: i for n, i in self.tags().items() if i != image_id})
         self._discard(os.path.join(self._images, image_id.hex))
         return self.collect_garbage()
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Final
 
 from pycni_run import rootfs, state
 from pycni_run.config import RuntimeConfig
-from pycni_run.errors import RunError
+from pycni_run.errors import RunError, warn
 from pycni_run.images.config import BUILTIN, ExposedPort, apply_config, parse_config
 from pycni_run.images.digests import parse_digest
 from pycni_run.images.store import Store
@@ -65,7 +64,7 @@ def _publish(cfg: RuntimeConfig, spec: ContainerSpec,
     from the ephemeral range, and none another container of this runtime publishes)."""
     if spec.net.kind != "bridge":
         if exposed:
-            print(f"pycni-run: -P ignored: --net={spec.net} publishes no ports", file=sys.stderr)
+            warn(f"-P ignored: --net={spec.net} publishes no ports")
         return []
     mapped = {(p.container_port, p.protocol) for p in spec.ports}
     taken = {p.host_port for p in spec.ports}
