@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from pycni.linux import nscalls
-from pycni.warmfork.wire import ProtocolError, encode_status
+from pycni.warmfork.wire import ProtocolError, encode_status, received_fds
 
 __all__ = [
     "PeerError",
@@ -80,16 +80,6 @@ def pidfd_ns_id(pidfd: int, kind: str) -> tuple[int, int]:
     finally:
         os.close(fd)
     return st.st_dev, st.st_ino
-
-
-def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    """The descriptors in a ``recvmsg`` ancillary data list (SCM_RIGHTS), in order."""
-    fds = array.array("i")
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % _FD_BYTES
-            fds.frombytes(data[:usable])
-    return list(fds)
 
 
 def receive_packet(

@@ -9,12 +9,12 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from pycni import atomicfile, autostart
+from pycni.warmfork.peer import peer_uid
 
 if TYPE_CHECKING:
     import argparse  # the servers' command lines only
@@ -127,9 +127,8 @@ def _listener_pid(socket_path: str) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.connect(socket_path)
-        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return peer_uid(sock)[0]
     except OSError:
         return 0
     finally:
         sock.close()
-    return int.from_bytes(cred[:4], sys.byteorder)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from pycni.linux import nscalls
-from pycni.warmfork.peer import received_fds
+from pycni.warmfork.peer import receive_packet
 from pycni.warmfork.warmup import populate_when_idle
 from pycni.warmfork.workers import SpareRecipe, Worker, fork_for_call, fork_spare
 from pycni_run import standby, wire
@@ -53,13 +53,9 @@ def hand(worker: Worker, call: Call) -> None:
 
 
 def _receive_call(chan: socket.socket) -> Call:
-    data, ancdata, _flags, _ = chan.recvmsg(
-        wire.MAX_REQUEST + 1, socket.CMSG_SPACE((wire.FDS + 1) * 4), socket.MSG_CMSG_CLOEXEC
-    )
-    fds = received_fds(ancdata)
-    if len(fds) != wire.FDS + 1:
-        raise ValueError(f"expected {wire.FDS + 1} descriptors, got {len(fds)}")
-    request = wire.decode_request(data)
+    """The command and its descriptors (and, last, the client's connection), then the
+    caller's cgroups as a second packet (the channel is readable)."""
+    request, fds = receive_packet(chan, wire.MAX_REQUEST, wire.FDS + 1, wire.decode_request)
     text = chan.recv(_MAX_TEXT).decode(errors="replace").strip()
     conn = socket.socket(fileno=fds[-1])
     return Call(request=request, fds=fds[:-1], conn=conn, cgroup_text=text)
