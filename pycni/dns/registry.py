@@ -38,7 +38,6 @@ class Registry:
         self.regs: dict[str, Registration] = {}
         self.zones: dict[str, Zone] = {}
         self.sandboxes: dict[str, Sandbox] = {}
-        self.where: dict[str, str] = {}  # label -> netns id
         self.views: dict[frozenset[str], View] = {}
 
     # -------------------------------------------------------------------- control requests
@@ -73,7 +72,8 @@ class Registry:
         if label is None:
             return {"attachments": len(self.regs), "sandboxes": len(self.sandboxes),
                     "pid": os.getpid()}
-        netns_id = self.where.get(label, "")
+        reg = self.regs.get(label)
+        netns_id = reg.netns_id if reg is not None else ""
         sandbox = self.sandboxes.get(netns_id)
         return {"serving": bool(sandbox and sandbox.serving and label in self.regs),
                 "netnsID": netns_id}
@@ -133,7 +133,6 @@ class Registry:
             sandbox.serve(*open_listeners(netns_fd, f"netns {reg.netns}"))
         self.sandboxes[reg.netns_id] = sandbox
         self.regs[reg.label] = reg
-        self.where[reg.label] = reg.netns_id
         self.zones.setdefault(reg.network, Zone(reg.network)).put(reg)
         sandbox.netns_path = reg.netns or sandbox.netns_path
         sandbox.labels.add(reg.label)
@@ -144,7 +143,7 @@ class Registry:
         if reg is None:
             return None
         self.zones[reg.network].drop(label)
-        sandbox = self.sandboxes.get(self.where.pop(label, ""))
+        sandbox = self.sandboxes.get(reg.netns_id)
         if sandbox is not None:
             sandbox.labels.discard(label)
             if not sandbox.labels:
