@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from pycni.cni import skel
 from pycni.cni.errors import CNIError, ErrorCode
+from pycni.firewall.nftables import engine as nft_engine
 from pycni.linux import nscalls
 from pycni.plugins import PLUGINS
 from pycni.server.call import Call
@@ -48,6 +49,7 @@ def run_worker(call: Call, report: socket.socket) -> NoReturn:
         sleep = os.environ.get(TEST_SLEEP_ENV.decode())
         if sleep:
             time.sleep(float(sleep))
+        nft_engine.hold_contexts()  # their release waits for the kernel: at our exit, not here
         status = skel.run(PLUGINS[call.request.name], env=os.environ, stdin=sys.stdin.buffer,
                           stdout=sys.stdout, stderr=sys.stderr)
         sys.stdout.flush()

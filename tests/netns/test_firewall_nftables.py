@@ -11,11 +11,13 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pycni.firewall.model import AttachmentKey, Masquerade
+from pycni.firewall.nftables import engine
 from pycni.firewall.nftables import masquerade as nft_masq
 from pycni.firewall.nftables.engine import ExecRunner, LibRunner, NftError, NftRunner
 from pycni.firewall.nftables.forward import NftForward
@@ -50,6 +52,14 @@ def elements(ns: str) -> dict[str, tuple[str | None, str]]:
             assert addr not in found, f"duplicate element {addr}"
             found[addr] = (comment, value["jump"]["target"])
     return found
+
+
+def netfilter_sockets(ns: str) -> int:
+    """Open NETLINK_NETFILTER sockets of processes in ``ns`` (libnftables' contexts); the
+    kernel's own (port 0) is not counted."""
+    with netns.enter(ns):
+        lines = Path("/proc/thread-self/net/netlink").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1] == "12" and line.split()[2] != "0")
 
 
 def rule_count(ns: str) -> int:
@@ -233,3 +243,24 @@ def test_foreign_chains_when_a_listed_chain_goes_away(host_ns: str, runner: NftR
     with netns.enter(host_ns):
         assert NftForward(runner=racing).foreign_chains() == []
     assert racing.raced
+
+
+def test_held_contexts_keep_their_sockets_until_released(host_ns: str) -> None:
+    """A caller that reports before it exits holds its contexts: their sockets (whose release
+    after a deletion waits for a grace period) stay open until it lets them go."""
+    backend = NftMasquerade(runner=LibRunner())
+    m = masq("held", "10.88.0.9")
+    engine.hold_contexts()
+    try:
+        with netns.enter(host_ns):
+            backend.setup(m)
+            backend.teardown(m.key)
+        assert elements(host_ns) == {}  # the batches were applied all the same
+        held = netfilter_sockets(host_ns)
+    finally:
+        engine.release_held_contexts()
+    assert held >= 2  # at least the deletion's and the read before it
+    assert netfilter_sockets(host_ns) == 0
+    with netns.enter(host_ns):
+        backend.setup(m)  # not holding any more: freed at once
+    assert netfilter_sockets(host_ns) == 0

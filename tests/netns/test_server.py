@@ -22,6 +22,9 @@ import pytest
 
 from pycni.net import netns
 from pycni.server import protocol
+from tests.e2e.autostart_support import gone_within
+from tests.e2e.bridge_support import bridge_conflist
+from tests.netns.test_firewall_nftables import netfilter_sockets
 from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin
 
 CALL_TIMEOUT = 3.0
@@ -320,6 +323,35 @@ def test_status_and_stdout_do_not_wait_for_the_worker_to_exit(
     assert elapsed < CALL_TIMEOUT, "the caller waited for the worker's exit"
     assert lingering
     assert server.alive()
+
+
+def test_a_worker_lets_go_of_its_nftables_sockets_only_after_its_report(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path, tmp_path: Path
+) -> None:
+    """Closing a netfilter socket after a deletion waits for a grace period
+    (``pycni.firewall.nftables.engine``): a bridge DEL's worker keeps its libnftables contexts
+    open past its report, and the kernel closes them when the worker exits."""
+    conflist = bridge_conflist(data_dir=tmp_path / "ipam", bridge="heldbr0")  # ipMasq on
+    conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"],
+            **conflist["plugins"][0]}
+    env = {**_env(container_ns, cni_bin), **_via(server)}
+    log_offset = len(server.log_text())
+    added = exec_plugin(cni_bin / "bridge", command="ADD", config=conf, env=env, run_in=host_ns)
+    assert added.code == 0, added.stdout
+    assert gone_within(_wait_for_worker(server, log_offset), 10)
+    assert netfilter_sockets(host_ns) == 0
+    log_offset = len(server.log_text())
+    deleted = exec_plugin(cni_bin / "bridge", command="DEL", config=conf,
+                          env={**env, "PYCNI_TEST_LINGER": "60"}, run_in=host_ns,
+                          timeout=CALL_TIMEOUT + 15)
+    worker = _wait_for_worker(server, log_offset)
+    held = netfilter_sockets(host_ns)
+    lingering = Path(f"/proc/{worker}").exists()
+    assert (deleted.code, deleted.stdout) == (0, ""), deleted.stderr
+    assert lingering  # it has reported and not exited yet (killed at the call timeout)
+    assert held >= 2  # the masquerade read and deletion
+    assert gone_within(worker, CALL_TIMEOUT + 10)
+    assert netfilter_sockets(host_ns) == 0
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])

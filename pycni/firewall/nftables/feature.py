@@ -118,7 +118,7 @@ class Layout(Generic[S]):
 
     def create_elements(self, spec: S) -> list[nj.Cmd]:
         """The fast path: pure inserts, failing if any key exists or the layout is missing.
-        Pure inserts commit without an RCU grace period."""
+        Pure inserts queue nothing for destruction: no RCU grace period at the context's free."""
         return [self.element("create", e, spec.key.label) for e in self.entries(spec)]
 
     def setup_blind(self, spec: S) -> list[nj.Cmd]:

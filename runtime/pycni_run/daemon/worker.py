@@ -20,6 +20,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
+from pycni.firewall.nftables import engine as nft_engine
 from pycni.linux import nscalls
 from pycni.warmfork.caller import become_caller
 from pycni_run import cgroups, cli, standby, watchdog, wire
@@ -63,6 +64,7 @@ def run_call(call: Call, chan: socket.socket) -> NoReturn:
     status = EXIT_RUNTIME
     try:
         _become(call)
+        nft_engine.hold_contexts()  # see pycni.firewall.nftables.engine
         status = _run_cli(call.request.argv)
     except BaseException as err:
         with contextlib.suppress(BaseException):
@@ -72,6 +74,8 @@ def run_call(call: Call, chan: socket.socket) -> NoReturn:
         code = _report(call.conn, status)
         with contextlib.suppress(BaseException):
             standby.discard()  # the command did not use it (after the report: off its clock)
+        with contextlib.suppress(BaseException):
+            nft_engine.release_held_contexts()  # the kernel's wait, off its clock too
         os._exit(code)
 
 
