@@ -74,15 +74,18 @@ def _attach_port(
         sysctl.ensure(sysctl.conf_key("ipv6", veth.host.name, "accept_ra"), "0")
     # A new port starts with hairpin and isolation off (the kernel's defaults for a fresh
     # port): only a port that wants either needs the extra request, or its VLAN set while down.
-    configure_first = conf.hairpin_mode or conf.port_isolation or conf.vlan > 0
+    port_flags = conf.hairpin_mode or conf.port_isolation
+    configure_first = port_flags or conf.vlan > 0
     links.set_master(host, index, bridge.index, up=not configure_first)
     if not configure_first:
         return
-    bridge_ports.set_bridge_port(host, index, hairpin=conf.hairpin_mode,
-                                 isolated=conf.port_isolation)
     if conf.vlan:
         bridge_ports.set_bridge_port_vlan(host, index, conf.vlan)
-    links.set_up(host, index)
+    if port_flags:  # the flags and the up flag in one request
+        bridge_ports.set_bridge_port(host, index, hairpin=conf.hairpin_mode,
+                                     isolated=conf.port_isolation, up=True)
+    else:
+        links.set_up(host, index)
 
 
 def _run_ipam(conf: BridgeConfig, args: CmdArgs, undo: contextlib.ExitStack) -> Result:

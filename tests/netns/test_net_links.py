@@ -410,6 +410,24 @@ def test_set_bridge_port(
     assert (seen["hairpin"], seen["isolated"]) == (hairpin, isolated)
 
 
+def test_set_bridge_port_and_up_in_one_request(host_ns: str, port: tuple[int, int]) -> None:
+    """The bridge ADD's last step: the flags and the link up, through the fast handle alone
+    (no full pyroute2 handle opened)."""
+    _, veth_index = port
+    with open_ipr(host_ns) as ipr:
+        links.set_down(ipr, veth_index)
+        bridge_ports.set_bridge_port(ipr, veth_index, hairpin=True, isolated=False, up=True)
+        got = bridge_ports.get_bridge_port(ipr, veth_index)
+        link = links.get_link_by_index(ipr, veth_index)
+        full_handle = getattr(ipr, "_full", "no such handle")
+    assert got == bridge_ports.BridgePortInfo(hairpin=True, isolated=False)
+    assert link is not None
+    assert link.up
+    assert full_handle is None
+    seen = oracle(host_ns, "bridge", "-j", "-d", "link", "show", "dev", "vethport0000")[0]
+    assert (seen["hairpin"], seen["isolated"]) == (True, False)
+
+
 def test_set_bridge_port_off_again(host_ns: str, port: tuple[int, int]) -> None:
     _, veth_index = port
     with open_ipr(host_ns) as ipr:
