@@ -10,6 +10,7 @@ from pyroute2 import IPRoute
 
 from pycni.cni.version import SUPPORTED
 from pycni.net import netns
+from pycni.plugins._lo import LO_INDEX
 from tests.support import CONF_DIR, exec_plugin, run_cli
 
 
@@ -17,6 +18,13 @@ def _lo_up(path: str) -> bool:
     with netns.enter(path), IPRoute() as ipr:
         (link,) = ipr.get_links(ipr.link_lookup(ifname="lo")[0])
         return bool(link["flags"] & 1)
+
+
+def test_lo_is_ifindex_1_in_every_new_namespace(container_ns: str) -> None:
+    """What ``pycni.plugins._lo`` relies on to skip looking lo up by name (the kernel's
+    LOOPBACK_IFINDEX): a kernel that numbered it otherwise fails here first."""
+    with netns.enter(container_ns), IPRoute() as ipr:
+        assert ipr.link_lookup(ifname="lo") == [LO_INDEX]
 
 
 def _env(container_ns: str, cni_bin: Path, **extra: str) -> dict[str, str]:
