@@ -264,3 +264,19 @@ def test_held_contexts_keep_their_sockets_until_released(host_ns: str) -> None:
     with netns.enter(host_ns):
         backend.setup(m)  # not holding any more: freed at once
     assert netfilter_sockets(host_ns) == 0
+
+
+def test_held_contexts_are_bounded(host_ns: str) -> None:
+    """A worker that runs many nft batches (a teardown of hundreds of containers) frees the
+    oldest held contexts as it goes: never more than ``HELD_MAX`` descriptors."""
+    runner = LibRunner()
+    engine.hold_contexts()
+    try:
+        with netns.enter(host_ns):
+            for _ in range(engine.HELD_MAX + 8):
+                runner.run([{"list": {"tables": None}}])
+        held = netfilter_sockets(host_ns)
+    finally:
+        engine.release_held_contexts()
+    assert held == engine.HELD_MAX
+    assert netfilter_sockets(host_ns) == 0

@@ -72,6 +72,9 @@ class _Held:
 
 
 _HELD: Final = _Held()
+# At most this many are held (a descriptor each): a command that tears down hundreds of
+# containers in one worker frees the oldest as it goes, rather than running out of them.
+HELD_MAX: Final = 32
 
 
 def hold_contexts() -> None:
@@ -182,6 +185,8 @@ class LibRunner:
         finally:
             if _HELD.on:
                 _HELD.contexts.append(ctx)
+                if len(_HELD.contexts) > HELD_MAX:
+                    lib.nft_ctx_free(_HELD.contexts.pop(0))
             else:
                 lib.nft_ctx_free(ctx)
         if rc != 0:
