@@ -219,3 +219,12 @@ def libcni_stdin(
     if runtime:
         doc["runtimeConfig"] = runtime
     return go_json(doc).encode()
+
+
+def netfilter_sockets(ns: str) -> int:
+    """Open NETLINK_NETFILTER sockets of processes in ``ns`` (libnftables' contexts); the
+    kernel's own (port 0) is not counted."""
+    with netns.enter(ns):
+        lines = Path("/proc/thread-self/net/netlink").read_text().splitlines()[1:]
+    fields = (line.split() for line in lines)
+    return sum(1 for f in fields if f[1] == "12" and f[2] != "0")

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from pycni.firewall.nftables.engine import ExecRunner, LibRunner, NftError, NftR
 from pycni.firewall.nftables.forward import NftForward
 from pycni.firewall.nftables.masquerade import NftMasquerade
 from pycni.net import netns
+from tests.support import netfilter_sockets
 
 SUBNETS = ("10.88.0.0/16", "fd00:88::/64")
 
@@ -52,14 +52,6 @@ def elements(ns: str) -> dict[str, tuple[str | None, str]]:
             assert addr not in found, f"duplicate element {addr}"
             found[addr] = (comment, value["jump"]["target"])
     return found
-
-
-def netfilter_sockets(ns: str) -> int:
-    """Open NETLINK_NETFILTER sockets of processes in ``ns`` (libnftables' contexts); the
-    kernel's own (port 0) is not counted."""
-    with netns.enter(ns):
-        lines = Path("/proc/thread-self/net/netlink").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split()[1] == "12" and line.split()[2] != "0")
 
 
 def rule_count(ns: str) -> int:

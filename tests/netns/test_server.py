@@ -24,8 +24,7 @@ from pycni.net import netns
 from pycni.server import protocol
 from tests.e2e.autostart_support import gone_within
 from tests.e2e.bridge_support import bridge_conflist
-from tests.netns.test_firewall_nftables import netfilter_sockets
-from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin
+from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin, netfilter_sockets
 
 CALL_TIMEOUT = 3.0
 
