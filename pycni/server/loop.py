@@ -3,7 +3,7 @@
 A call goes: the request (a plugin of ``PLUGINS``) -> a worker (the idle spare, or a fork) ->
 ACK carrying its pidfd and the call timeout -> the call handed to it -> (the worker reports
 its status on its channel, or exits without one | call timeout: SIGKILL | caller hangs up:
-SIGKILL) -> the status, sent as soon as the worker reports it, before its exit is reaped.
+SIGKILL) -> the status, relayed as soon as the worker reports it (``pycni.warmfork.relay``).
 VERSION is answered by the server itself (``answer``): no fork.
 """
 
@@ -23,8 +23,9 @@ from pycni.server.answer import VersionAnswers
 from pycni.server.call import Call, receive_call, report_failure
 from pycni.server.worker import run_worker
 from pycni.warmfork.listener import ListenError, SocketInUse
-from pycni.warmfork.loop import Pending, Running, WarmServer
+from pycni.warmfork.loop import Pending
 from pycni.warmfork.peer import PeerError, send_status
+from pycni.warmfork.relay import Relayed, RelayServer
 from pycni.warmfork.warmup import Warm
 from pycni.warmfork.workers import SpareRecipe, Worker, fork_for_call, fork_spare
 
@@ -40,14 +41,11 @@ log = logging.getLogger("pycni.server")
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
-class _Running(Running):
-    sock: socket.socket | None  # None once the caller hung up or has its status
+class _Running(Relayed):
     stdout: int  # our copy of the caller's stdout, for the 999 report if the worker dies
-    report: socket.socket | None  # the worker's status channel; None once read
-    delivered: bool = False  # the caller has its status
 
 
-class Server(WarmServer[Call, _Running]):
+class Server(RelayServer[Call, _Running]):
     """Serve plugin calls on ``socket_path``; ``warm``: what a spare worker runs while it
     waits (None: no spare, a fork per call); ``idle_timeout``: stop after that long without a
     call (then finish running calls)."""
@@ -90,9 +88,6 @@ class Server(WarmServer[Call, _Running]):
 
     def close_in_child(self) -> None:
         for running in self._running.values():
-            for sock in (running.sock, running.report):
-                if sock is not None:
-                    sock.close()
             if running.stdout >= 0:
                 os.close(running.stdout)
         self._answers.close_in_child()
@@ -139,89 +134,23 @@ class Server(WarmServer[Call, _Running]):
         send_status(sock, 1, log)
 
     def _watch(self, pending: Pending, call: Call, worker: Worker, what: str) -> None:
-        """Watch ``worker`` run ``call``: its exit, its report, its caller hanging up."""
+        """Relay ``worker``'s status for ``call``; only it uses the caller's descriptors now."""
         for fd in (call.stdin, call.stderr, call.netns, call.mntns):
             os.close(fd)
-        worker.chan.setblocking(False)  # the channel that carried the call carries its status
-        now = time.monotonic()
-        running = _Running(worker=worker, what=what, started=now, deadline=now + self.timeout,
-                           sock=pending.sock, stdout=call.stdout, report=worker.chan)
-        self.run(running)
-        self.watch(worker.chan, lambda: self._on_report(running))
-        self.watch(pending.sock, lambda: self._on_hangup(running))
+        now = time.monotonic()  # the channel that carried the call carries its status:
+        self.relay(_Running(worker=worker, what=what, started=now, deadline=now + self.timeout,
+                            sock=pending.sock, stdout=call.stdout, report=worker.chan))
         log.debug("%s from pid %d: worker pid %d", what, pending.pid, worker.pid)
         # No spare is forked here: the fork (a few ms of page-table copying) would hold up
         # this very call's status, which this single thread delivers. It comes after it.
 
     # ------------------------------------------------------------------ after the ACK
 
-    def _on_hangup(self, running: _Running) -> None:
-        assert running.sock is not None
-        try:
-            data = running.sock.recv(64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            return  # nothing is expected after the request; ignore it
-        self.unwatch(running.sock)
-        running.sock.close()
-        running.sock = None
-        log.warning("%s (pid %d): caller hung up, killing the worker", running.what,
-                    running.worker.pid)
-        self.kill(running, "the caller hung up")
-
-    def _on_report(self, running: _Running) -> None:
-        """The worker's status, sent just before it exits (EOF: it died without one)."""
-        assert running.report is not None
-        try:
-            data = running.report.recv(64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self._close_report(running)
-        if not data or running.killed:
-            return  # the exit (pidfd) decides
-        try:
-            status = protocol.decode_status(data)
-        except protocol.ProtocolError as err:
-            log.warning("%s (pid %d): bad report: %s", running.what, running.worker.pid, err)
-            return
-        self._deliver(running, status)
-
-    def _close_report(self, running: _Running) -> None:
-        if running.report is not None:
-            self.unwatch(running.report)
-            running.report.close()
-            running.report = None
-
-    def _deliver(self, running: _Running, status: int) -> None:
-        """Hand the caller its status; from here the call is done for everyone."""
-        running.delivered = True
-        self.touch()
+    def delivering(self, running: _Running) -> None:
         os.close(running.stdout)
         running.stdout = -1
-        elapsed = (time.monotonic() - running.started) * 1000
-        log.debug("%s (pid %d): exit %d in %.1f ms", running.what, running.worker.pid, status,
-                  elapsed)
-        if running.sock is not None:
-            self.unwatch(running.sock)
-            send_status(running.sock, status, log)
-            running.sock.close()
-            running.sock = None
-        # The caller has its status: a runtime's next plugin call is an interpreter start-up
-        # away (~10 ms), time enough to fork the spare that will take it.
-        self.refill()
 
-    def finished(self, running: _Running, code: int) -> None:
-        self._close_report(running)
-        if not running.delivered:
-            self._deliver(running, self._status_of(running, code))
-        self.refill()
-
-    def _status_of(self, running: _Running, code: int) -> int:
+    def unreported(self, running: _Running, code: int) -> int:
         if code >= 0 and not running.killed:
             return code
         running.worker.kill_group()  # whatever it left behind (a delegate)

@@ -86,3 +86,25 @@ def test_a_forked_child_resets_its_signals_in_one_place() -> None:
     paths = [*ROOTS["pycni"].rglob("*.py"), *ROOTS["pycni_run"].rglob("*.py")]
     resetting = sorted(str(p.relative_to(REPO)) for p in paths if _resets_signals(p))
     assert resetting == ["pycni/warmfork/child.py"]
+
+
+def _class_lines(path: Path, name: str) -> int:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            assert node.end_lineno is not None
+            return node.end_lineno - node.lineno + 1
+    raise AssertionError(f"no class {name} in {path}")
+
+
+def test_each_service_is_small_on_top_of_the_kit() -> None:
+    """What each service writes of its own, its class with docstrings and blank lines; the
+    loop, the spare, the relayed status and the peer checks are the kit's."""
+    assert _class_lines(ROOTS["pycni"] / "server" / "loop.py", "Server") <= 150
+    assert _class_lines(ROOTS["pycni_run"] / "daemon" / "service.py", "Daemon") <= 150
+
+
+def test_no_module_is_much_over_400_lines() -> None:
+    paths = [*ROOTS["pycni"].rglob("*.py"), *ROOTS["pycni_run"].rglob("*.py")]
+    over = {str(p.relative_to(REPO)): n for p in paths
+            if (n := len(p.read_text().splitlines())) > 420}
+    assert over == {}
