@@ -284,6 +284,31 @@ def test_worker_killed_mid_call_gives_999(server: ServerProc, host_ns: str, cont
     assert server.alive()
 
 
+def test_a_caller_that_hangs_up_has_its_worker_killed(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path
+) -> None:
+    """A runtime that kills its plugin (a timeout of its own) must not leave the call running:
+    the server sees the launcher's connection close and kills the worker, well before the
+    call timeout would have."""
+    log_offset = len(server.log_text())
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
+           **_via(server), "PYCNI_TEST_SLEEP": "30"}
+    with netns.enter(host_ns):
+        proc = subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        worker = _wait_for_worker(server, log_offset)
+        hung_up = time.monotonic()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert gone_within(worker, CALL_TIMEOUT / 2)
+    assert time.monotonic() - hung_up < CALL_TIMEOUT
+    assert "caller hung up, killing the worker" in server.log_text()[log_offset:]
+    assert server.alive()
+    _version_works(server, cni_bin)
+
+
 def test_wedged_worker_is_killed_after_the_timeout(
     server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path
 ) -> None:
