@@ -261,14 +261,20 @@ def _wait_for_worker(server: ServerProc, log_offset: int) -> int:
     raise AssertionError("no worker appeared")
 
 
-def test_worker_killed_mid_call_gives_999(server: ServerProc, host_ns: str, container_ns: str,
-                                          cni_bin: Path) -> None:
-    log_offset = len(server.log_text())
+def _sleeping_add(server: ServerProc, host_ns: str, container_ns: str,
+                  cni_bin: Path) -> subprocess.Popen[bytes]:
+    """A loopback ADD through ``server`` whose worker sleeps 30 s first (stdin still open)."""
     env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
            **_via(server), "PYCNI_TEST_SLEEP": "30"}
     with netns.enter(host_ns):
-        proc = subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
+        return subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def test_worker_killed_mid_call_gives_999(server: ServerProc, host_ns: str, container_ns: str,
+                                          cni_bin: Path) -> None:
+    log_offset = len(server.log_text())
+    proc = _sleeping_add(server, host_ns, container_ns, cni_bin)
     try:
         worker = _wait_for_worker(server, log_offset)
         os.kill(worker, signal.SIGKILL)
@@ -291,11 +297,7 @@ def test_a_caller_that_hangs_up_has_its_worker_killed(
     the server sees the launcher's connection close and kills the worker, well before the
     call timeout would have."""
     log_offset = len(server.log_text())
-    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
-           **_via(server), "PYCNI_TEST_SLEEP": "30"}
-    with netns.enter(host_ns):
-        proc = subprocess.Popen([str(cni_bin / "loopback")], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = _sleeping_add(server, host_ns, container_ns, cni_bin)
     try:
         worker = _wait_for_worker(server, log_offset)
         hung_up = time.monotonic()
