@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--adds", type=int, default=30)
+    parser.add_argument("--adds", type=int, default=100)
     args = parser.parse_args(argv)
     # tmpfs, as /run (the resolver's default run dir) is on a standard host; here /run is not
     work = Path(tempfile.mkdtemp(prefix="pycni-bench-dns-", dir="/dev/shm"))
