@@ -15,6 +15,13 @@ what it compiled is saved at exit. The cache is a marshal file in the package's
 interpreter's bytecode magic number; a file that is not the current user's (or root's) alone,
 is of another interpreter, or is damaged is ignored. Only the one-shot in-process path of a
 plugin executable enables it (as ``pycni.net.pyroute2_import`` defers pyroute2's package).
+
+``enable`` also imports ``dataclasses`` without ``inspect`` when neither is imported yet:
+``dataclasses`` needs it only to write the ``__doc__`` of a class that has none
+(``inspect.signature``), and ``inspect``, with the ``ast`` and ``dis`` it imports, is ~7 ms
+of a one-shot plugin's start, more than a bridge ADD's kernel work. Such a class gets
+``Name(...)`` as its ``__doc__`` (the real signature once anything else imported
+``inspect``); whoever imports ``inspect`` gets the real module.
 """
 
 from __future__ import annotations
@@ -22,12 +29,11 @@ from __future__ import annotations
 import atexit
 import builtins
 import contextlib
-import dataclasses
 import marshal
 import os
 import sys
 from importlib.util import MAGIC_NUMBER
-from types import CodeType
+from types import CodeType, ModuleType
 from typing import Any, Final
 
 from pycni import atomicfile
@@ -42,6 +48,7 @@ _MAX_ENTRIES: Final = 4096
 
 def enable(path: str = CACHE_PATH) -> None:
     """Compile dataclass methods through the cache at ``path`` (once per process)."""
+    dataclasses = _import_dataclasses()
     if "exec" in vars(dataclasses):
         return
     cache = _load(path)
@@ -58,6 +65,34 @@ def enable(path: str = CACHE_PATH) -> None:
 
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]
     atexit.register(_save, path, cache, compiled)
+
+
+class _Signature:
+    """What ``dataclasses`` makes a class's ``__doc__`` of: ``str()`` of it."""
+
+    def __init__(self, cls: type) -> None:
+        self._cls = cls
+
+    def __str__(self) -> str:
+        real = sys.modules.get("inspect")
+        return "(...)" if real is None else str(real.signature(self._cls))
+
+
+def _import_dataclasses() -> ModuleType:
+    """``dataclasses``; imported with a stand-in for ``inspect`` if neither is imported yet."""
+    if "dataclasses" in sys.modules or "inspect" in sys.modules:
+        import dataclasses
+
+        return dataclasses
+    stand_in = ModuleType("inspect", "the part of inspect dataclasses uses (pycni.codecache)")
+    stand_in.signature = _Signature  # type: ignore[attr-defined]
+    sys.modules["inspect"] = stand_in
+    try:
+        import dataclasses
+    finally:
+        if sys.modules.get("inspect") is stand_in:
+            del sys.modules["inspect"]
+    return dataclasses
 
 
 def _load(path: str) -> dict[str, CodeType]:

@@ -47,12 +47,8 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
 
 
 def launch(name: str) -> None:
-    """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout."""
-    from pycni import codecache
-    from pycni.net.pyroute2_import import defer_package_init
-
-    codecache.enable()  # dataclass methods compiled once, not in every plugin process
-    defer_package_init()  # a one-shot process: skip what pyroute2's __init__ would import
+    """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout (the
+    launcher has made it a one-shot process first: ``pycni.launcher._in_process``)."""
     from pycni.cni import skel
 
     skel.main(PLUGINS[name])

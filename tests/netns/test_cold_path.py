@@ -17,34 +17,45 @@ from pycni.net import netns
 from tests.e2e.bridge_support import bridge_conflist
 from tests.support import AUTOSTART_OFF
 
-# Runs the executable as its shebang would (-IS), and lists the modules it loaded at exit.
+# Runs the executable as its shebang would (-IS) and writes, at exit, the modules it loaded
+# and the source texts it exec'd: a dataclass made outside pycni.codecache execs the source
+# of each of its methods (through the cache, ``exec`` gets compiled code).
 _DRIVER = (
-    "import atexit, sys\n"
+    "import atexit, builtins, json, sys\n"
     "out, exe = sys.argv[1], sys.argv[2]\n"
+    "sources = []\n"
+    "real_exec = builtins.exec\n"
+    "def counting_exec(source, *args):\n"
+    "    if isinstance(source, str):\n"
+    "        sources.append(source)\n"
+    "    return real_exec(source, *args)\n"
+    "builtins.exec = counting_exec\n"
     "def dump():\n"
     "    with open(out, 'w') as f:\n"
-    "        f.write('\\n'.join(sorted(sys.modules)))\n"
+    "        json.dump({'modules': sorted(sys.modules), 'sources': sources}, f)\n"
     "atexit.register(dump)\n"
     "sys.argv = [exe]\n"
-    "exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
+    "real_exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
 )
 
 NOT_ON_THE_COLD_PATH = (
     "asyncio", "ssl", "unittest", "pyroute2.iproute", "pyroute2.netlink.nlsocket",
     "pyroute2.netlink.rtnl.tcmsg", "subprocess", "hashlib", "_hashlib", "shutil", "bz2",
-    "lzma", "secrets",
+    "lzma", "secrets", "inspect", "ast", "dis",
 )
 
 
-def _modules(cni_bin: Path, tmp_path: Path, host_ns: str, env: dict[str, str],
-             conf: bytes) -> set[str]:
-    out = tmp_path / f"modules-{env['CNI_COMMAND']}"
+def _run(cni_bin: Path, tmp_path: Path, host_ns: str, env: dict[str, str],
+         conf: bytes) -> tuple[set[str], list[str]]:
+    """The modules the call loaded and the source texts it exec'd."""
+    out = tmp_path / f"run-{env['CNI_COMMAND']}.json"
     with netns.enter(host_ns):
         ran = subprocess.run([sys.executable, "-IS", "-c", _DRIVER, str(out),
                               str(cni_bin / "bridge")], input=conf, env=env,
                              capture_output=True, timeout=120, check=False)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    return set(out.read_text().split())
+    doc = json.loads(out.read_text())
+    return set(doc["modules"]), doc["sources"]
 
 
 def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
@@ -57,10 +68,32 @@ def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
             "CNI_NETNS": container_ns, "CNI_IFNAME": "eth0", "CNI_PATH": str(cni_bin),
             "PYCNI_NO_SERVER": "1", **AUTOSTART_OFF}
     for command in ("ADD", "DEL"):
-        loaded = _modules(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": command},
-                          json.dumps(conf).encode())
+        loaded, _ = _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": command},
+                         json.dumps(conf).encode())
         assert "pycni.plugins.bridge" in loaded  # the call did run here
         heavy = sorted(m for m in loaded for p in NOT_ON_THE_COLD_PATH
                        if m == p or m.startswith(p + "."))
         assert heavy == [], f"{command}: {heavy}"
+
+
+def test_every_dataclass_of_an_in_process_add_takes_its_methods_from_the_code_cache(
+    cni_bin: Path, tmp_path: Path, host_ns: str, container_ns: str
+) -> None:
+    """The launcher enables the cache before it imports anything that makes a dataclass (skel
+    and the result types come with the plugin registry); after one ADD and DEL filled the
+    cache, a second ADD compiles no dataclass method at all."""
+    conflist = bridge_conflist(data_dir=tmp_path / "ipam", bridge="coldbr1")
+    conf = json.dumps({"cniVersion": conflist["cniVersion"], "name": conflist["name"],
+                       **conflist["plugins"][0]}).encode()
+    base = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_NETNS": container_ns,
+            "CNI_IFNAME": "eth0", "CNI_PATH": str(cni_bin), "PYCNI_NO_SERVER": "1",
+            **AUTOSTART_OFF}
+    for command, cid in (("ADD", "warm1"), ("DEL", "warm1"), ("ADD", "cached2")):
+        loaded, sources = _run(cni_bin, tmp_path, host_ns,
+                               {**base, "CNI_COMMAND": command, "CNI_CONTAINERID": cid}, conf)
+    assert "pycni.cni.types" in loaded
+    made_here = [text.split("(")[0] for text in sources]
+    assert made_here == []
+    _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "cached2"},
+         conf)
 

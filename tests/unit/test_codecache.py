@@ -69,3 +69,36 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path) -> None:
     cache.write_bytes(MAGIC_NUMBER + b"\x00garbage")
     assert _compiles(cache) > 0
     assert _compiles(cache) == 0
+
+
+_WITHOUT_INSPECT = """
+import sys
+sys.path[:0] = [{repo!r}]
+from pycni import codecache
+codecache.enable(sys.argv[1])
+import dataclasses
+
+@dataclasses.dataclass(frozen=True)
+class Bare:
+    x: int
+
+assert "inspect" not in sys.modules, "dataclasses brought inspect in"
+assert Bare.__doc__ == "Bare(...)", Bare.__doc__
+import inspect
+assert hasattr(inspect, "getsource"), "the stand-in leaked"
+
+@dataclasses.dataclass(frozen=True)
+class Later:
+    y: int = 0
+
+assert Later.__doc__ == "Later(y: int = 0)", Later.__doc__
+"""
+
+
+def test_dataclasses_comes_without_inspect_and_inspect_stays_whole(tmp_path: Path) -> None:
+    """inspect (with ast and dis) is ~7 ms of a one-shot plugin's start, and dataclasses wants
+    it only for the __doc__ of a class without one; anyone importing it gets the real one."""
+    ran = subprocess.run([sys.executable, "-IS", "-c", _WITHOUT_INSPECT.format(repo=str(REPO)),
+                          str(tmp_path / "methods.marshal")], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert ran.returncode == 0, ran.stderr
