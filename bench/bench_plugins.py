@@ -45,9 +45,11 @@ REFERENCE, DEFAULT, IN_PROCESS = "reference", "default", "in-process"
 FLOOR = "floor"
 # The floor under an in-process ADD: the interpreter and what it imports from outside pycni
 # (the standard library's share, pyroute2's message classes and request filters, libnftables'
-# ctypes), as the executable imports them (pyroute2's package __init__ deferred).
+# ctypes), as the executable imports them (pyroute2's package __init__ deferred, dataclasses
+# without inspect: ``pycni.codecache``).
 FLOOR_IMPORTS = (
     "import sys; sys.path[:0] = {path!r}; "
+    "from pycni.codecache import import_dataclasses; import_dataclasses(); "
     "from pycni.net.pyroute2_import import defer_package_init; defer_package_init(); "
     "import typing, dataclasses, json, traceback, logging, socket, ipaddress, ctypes, fcntl; "
     "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg; "

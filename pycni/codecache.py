@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from pycni import atomicfile
 
-__all__ = ["CACHE_PATH", "enable"]
+__all__ = ["CACHE_PATH", "enable", "import_dataclasses"]
 
 CACHE_PATH: Final = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "__pycache__",
@@ -48,7 +48,7 @@ _MAX_ENTRIES: Final = 4096
 
 def enable(path: str = CACHE_PATH) -> None:
     """Compile dataclass methods through the cache at ``path`` (once per process)."""
-    dataclasses = _import_dataclasses()
+    dataclasses = import_dataclasses()
     if "exec" in vars(dataclasses):
         return
     cache = _load(path)
@@ -78,7 +78,7 @@ class _Signature:
         return "(...)" if real is None else str(real.signature(self._cls))
 
 
-def _import_dataclasses() -> ModuleType:
+def import_dataclasses() -> ModuleType:
     """``dataclasses``; imported with a stand-in for ``inspect`` if neither is imported yet."""
     if "dataclasses" in sys.modules or "inspect" in sys.modules:
         import dataclasses

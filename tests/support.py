@@ -34,6 +34,39 @@ def modules_loaded_by(code: str, *, site: bool = True) -> list[str]:
 # (``pycni.lockfile.LOCK_DIR``, in the host's /run/pycni) and the mount points of the runtime
 # sandbox's tmpfs (``runtime_support``), made on the host's file system before the sandbox
 # hides them. Deepest first.
+# Runs an executable as its shebang would (-IS) and writes, at exit, the modules it loaded and
+# the source texts it exec'd: a dataclass made outside pycni.codecache execs the source of each
+# of its methods (through the cache, ``exec`` gets compiled code).
+_RECORDING = (
+    "import atexit, builtins, json, sys\n"
+    "out, exe = sys.argv[1], sys.argv[2]\n"
+    "sources = []\n"
+    "real_exec = builtins.exec\n"
+    "def counting_exec(source, *args):\n"
+    "    if isinstance(source, str):\n"
+    "        sources.append(source)\n"
+    "    return real_exec(source, *args)\n"
+    "builtins.exec = counting_exec\n"
+    "def dump():\n"
+    "    with open(out, 'w') as f:\n"
+    "        json.dump({'modules': sorted(sys.modules), 'sources': sources}, f)\n"
+    "atexit.register(dump)\n"
+    "sys.argv = sys.argv[2:]\n"
+    "real_exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
+)
+
+
+def recording_argv(out: Path, executable: str, *args: str) -> list[str]:
+    """The argv that runs ``executable ARGS`` recording into ``out`` (``recorded``)."""
+    return [sys.executable, "-IS", "-c", _RECORDING, str(out), executable, *args]
+
+
+def recorded(out: Path) -> tuple[set[str], list[str]]:
+    """What a ``recording_argv`` run loaded and exec'd from source."""
+    doc = json.loads(out.read_text())
+    return set(doc["modules"]), list(doc["sources"])
+
+
 HOST_DIRS = ("/run/pycni/locks", "/run/pycni", "/run/netns", "/var/lib/cni", "/var/lib/pycni")
 
 

@@ -42,7 +42,9 @@ def preload(log: logging.Logger) -> float:
     started = time.monotonic()
     for name in (*_WARM_MODULES, *(info.module for info in PLUGINS.values())):
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            if name == "pyroute2":  # run its __init__ here even if it was deferred
+                getattr(module, "IPRoute", None)  # (pycni.net.pyroute2_import)
         except ImportError as err:
             log.warning("not preloaded: %s (%s)", name, err)
     try:

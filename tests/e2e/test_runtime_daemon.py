@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.runtime_support import RuntimeSandbox, comm, descendants
+from tests.support import recorded, recording_argv
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -180,6 +181,26 @@ def test_fallback_in_process_without_a_daemon(box: RuntimeSandbox) -> None:
                                     "exit 3"]), env=env, capture_output=True, text=True,
                          timeout=60, check=False)
     assert ran.returncode == 3, ran.stderr
+
+
+def test_in_process_makes_its_dataclasses_through_the_code_cache(box: RuntimeSandbox) -> None:
+    """A client that runs its command itself is a process of its own, as a plugin executable
+    in-process is: once a first run filled the code cache, a run compiles no dataclass method
+    and imports no inspect (``pycni.codecache``)."""
+    from pycni_run.executable import install_client
+
+    client = install_client(str(box.workdir / "client"))
+    for attempt in ("fills", "uses"):
+        out = box.workdir / f"recorded-{attempt}.json"
+        ran = subprocess.run(box._argv(recording_argv(out, client, "--rm", "--net=none",
+                                                      "busybox", "true")),
+                             env=box._env(), capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert ran.returncode == 0, ran.stderr
+    loaded, sources = recorded(out)
+    assert "pycni_run.cli" in loaded  # the command did run here
+    assert "inspect" not in loaded
+    assert [text.split("(")[0] for text in sources] == []
 
 
 def test_tty_stays_in_process(served: RuntimeSandbox) -> None:

@@ -10,33 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from pycni.net import netns
 from tests.e2e.bridge_support import bridge_conflist
-from tests.support import AUTOSTART_OFF
-
-# Runs the executable as its shebang would (-IS) and writes, at exit, the modules it loaded
-# and the source texts it exec'd: a dataclass made outside pycni.codecache execs the source
-# of each of its methods (through the cache, ``exec`` gets compiled code).
-_DRIVER = (
-    "import atexit, builtins, json, sys\n"
-    "out, exe = sys.argv[1], sys.argv[2]\n"
-    "sources = []\n"
-    "real_exec = builtins.exec\n"
-    "def counting_exec(source, *args):\n"
-    "    if isinstance(source, str):\n"
-    "        sources.append(source)\n"
-    "    return real_exec(source, *args)\n"
-    "builtins.exec = counting_exec\n"
-    "def dump():\n"
-    "    with open(out, 'w') as f:\n"
-    "        json.dump({'modules': sorted(sys.modules), 'sources': sources}, f)\n"
-    "atexit.register(dump)\n"
-    "sys.argv = [exe]\n"
-    "real_exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
-)
+from tests.support import AUTOSTART_OFF, recorded, recording_argv
 
 NOT_ON_THE_COLD_PATH = (
     "asyncio", "ssl", "unittest", "pyroute2.iproute", "pyroute2.netlink.nlsocket",
@@ -50,12 +28,10 @@ def _run(cni_bin: Path, tmp_path: Path, host_ns: str, env: dict[str, str],
     """The modules the call loaded and the source texts it exec'd."""
     out = tmp_path / f"run-{env['CNI_COMMAND']}.json"
     with netns.enter(host_ns):
-        ran = subprocess.run([sys.executable, "-IS", "-c", _DRIVER, str(out),
-                              str(cni_bin / "bridge")], input=conf, env=env,
+        ran = subprocess.run(recording_argv(out, str(cni_bin / "bridge")), input=conf, env=env,
                              capture_output=True, timeout=120, check=False)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    doc = json.loads(out.read_text())
-    return set(doc["modules"]), doc["sources"]
+    return recorded(out)
 
 
 def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
