@@ -33,6 +33,7 @@ __all__ = [
     "get_link",
     "get_link_by_index",
     "host_veth_name",
+    "link_exists",
     "link_message",
     "list_link_names",
     "nested_attr",
@@ -124,6 +125,12 @@ def link_message(ipr: IPR, what: str, **query: Any) -> Any:
 def get_link(ipr: IPR, name: str) -> LinkInfo | None:
     msg = link_message(ipr, name, ifname=name)
     return None if msg is None else _to_link_info(msg)
+
+
+def link_exists(ipr: IPR, name: str) -> bool:
+    """Whether link ``name`` exists (its message not decoded: for a yes or no)."""
+    with translate_netlink_error(f"get link {name}"):
+        return bool(ipr.link_exists(name))
 
 
 def get_link_by_index(ipr: IPR, index: int) -> LinkInfo | None:

@@ -28,6 +28,7 @@ The filters themselves (``pyroute2.requests``) and the message classes are pyrou
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
@@ -214,6 +215,18 @@ class SyncRtnl:
             kwarg["match"] = {"ifname": kwarg["match"]}
         return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg)
 
+    def link_exists(self, name: str) -> bool:
+        """Whether link ``name`` exists here. The kernel's answer is a whole link message
+        (~60 attributes): it is never decoded, only told from ENODEV."""
+        try:
+            self._request("link", ifinfmsg(), "get", _LINK_COMMANDS, {"ifname": name},
+                          keep=_nothing)
+        except NetlinkError as err:
+            if err.code == errno.ENODEV:
+                return False
+            raise
+        return True
+
     def addr(self, command: str, **kwarg: Any) -> Any:
         if command in ("get", "set"):
             return None  # pyroute2's addr() does nothing for these either
@@ -346,11 +359,17 @@ class SyncRtnl:
                     return out  # the ACK
                 if kind == NLMSG_DONE:
                     return out
+                if keep is not None and not keep(chunk):
+                    continue
                 cls = _reply_class(kind)
-                if cls is not None and (keep is None or keep(chunk)):
+                if cls is not None:
                     reply = cls(chunk)
                     reply.decode()
                     out.append(reply)
+
+
+def _nothing(_reply: bytes) -> bool:
+    return False
 
 
 def _of_link(index: int) -> Callable[[bytes], bool]:

@@ -100,9 +100,9 @@ def _name_clash(
 ) -> CNIError:
     """EEXIST does not say which end clashed: look both names up to tell the caller. The
     container end first: a taken CNI_IFNAME fails the ADD whatever the host side holds."""
-    if links.get_link(container_ipr, container) is not None:
+    if links.link_exists(container_ipr, container):
         return ContainerIfnameExists(container, str(ns))
-    if links.get_link(host_ipr, host) is not None:
+    if links.link_exists(host_ipr, host):
         return HostVethNameTaken(host)
     return CNIError(ErrorCode.INTERNAL, f"create veth {host}: name clash that went away")
 

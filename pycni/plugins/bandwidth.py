@@ -124,7 +124,7 @@ def _remove_leftover_ifb(host: IPR, args: CmdArgs, name: str) -> None:
     """A crashed ADD of this very attachment may have left its ifb: ours, so replace it."""
     existing = tc.get_ifb(host, name)
     if existing is None:
-        if links.get_link(host, name) is not None:
+        if links.link_exists(host, name):
             raise CNIError(ErrorCode.INTERNAL, f"link {name} exists and is not an ifb")
         return
     if not _ours_by_name(existing, args.network):

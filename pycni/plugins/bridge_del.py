@@ -47,7 +47,7 @@ def _delete_veth(args: CmdArgs) -> None:
 def _veth_gone(args: CmdArgs) -> bool:
     """The host end is not listed any more: the kernel unlists both ends at once."""
     with open_ipr() as host:
-        return links.get_link(host, host_veth_name(args)) is None
+        return not links.link_exists(host, host_veth_name(args))
 
 
 class _VethDeletion:
@@ -88,7 +88,7 @@ def _start_veth_deletion(args: CmdArgs) -> _VethDeletion | None:
     gone, starts no thread."""
     try:
         with open_ipr() as host:
-            if links.get_link(host, host_veth_name(args)) is None:
+            if not links.link_exists(host, host_veth_name(args)):
                 return None
     except CNIError:
         pass  # cannot tell: the deletion says what it finds

@@ -259,11 +259,11 @@ def test_create_veth_container_name_exists_told_by_eexist(
     """No look-up before the request: the kernel's EEXIST tells a clash, and only then are the
     names looked up, the container's first (a taken CNI_IFNAME wins over a taken host name)."""
     events: list[tuple[str, str]] = []
-    real_get_link, real_add_veth = links.get_link, veth_pair._add_veth
+    real_link_exists, real_add_veth = links.link_exists, veth_pair._add_veth
 
-    def get_link(ipr: Any, name: str) -> links.LinkInfo | None:
+    def link_exists(ipr: Any, name: str) -> bool:
         events.append(("get", name))
-        return real_get_link(ipr, name)
+        return real_link_exists(ipr, name)
 
     def add_veth(host_ipr: Any, **kwargs: Any) -> bool:
         events.append(("add", kwargs["host_ifname"]))
@@ -273,7 +273,7 @@ def test_create_veth_container_name_exists_told_by_eexist(
         veth_pair.create_veth(
             ipr, host_ifname="vethfirst000", container_ifname="eth0", container_netns=container_ns
         )
-        monkeypatch.setattr(links, "get_link", get_link)
+        monkeypatch.setattr(links, "link_exists", link_exists)
         monkeypatch.setattr(veth_pair, "_add_veth", add_veth)
         with open_ipr(container_ns) as cipr, pytest.raises(veth_pair.ContainerIfnameExists):
             veth_pair.create_veth(

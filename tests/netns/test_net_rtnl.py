@@ -153,6 +153,32 @@ def test_an_address_dump_of_one_link_decodes_that_links_replies_only(
         assert len(decoded) == len(everything)
 
 
+def test_link_exists_answers_without_decoding_the_link(
+    make_netns: MakeNetNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DEL asks twice whether its veth is still there: the kernel's answer, a whole link
+    message, is never decoded (nor is anything made of it in another netns's name)."""
+    a, b = make_netns("a"), make_netns("b")
+    with netns.enter(a):
+        rtnl = SyncRtnl()
+    try:
+        rtnl.link("add", ifname="br-x", kind="bridge")
+
+        def no_decoding(kind: int) -> Any:
+            raise AssertionError(f"reply of type {kind} decoded")
+
+        monkeypatch.setattr(rtnl_module, "_reply_class", no_decoding)
+        with netns.enter(b):  # called from elsewhere: still asks "a"
+            assert rtnl.link_exists("br-x")
+            assert not rtnl.link_exists("br-y")
+            assert rtnl.link_exists("lo")
+        with pytest.raises(NetlinkError) as err:
+            rtnl.link_exists("x" * 20)  # longer than IFNAMSIZ: not ENODEV, an error
+        assert err.value.code != errno.ENODEV
+    finally:
+        rtnl.close()
+
+
 def test_other_requests_use_a_full_iproute_in_the_handle_netns(make_netns: MakeNetNS) -> None:
     a, b = make_netns("a"), make_netns("b")
     with netns.enter(a):
