@@ -13,8 +13,8 @@ what it has not seen, as ``exec`` would (no inherited ``__future__`` flags, ``<s
 what it compiled is saved at exit. The cache is a marshal file in the package's
 ``__pycache__``, beside the ``.pyc`` files and trusted as they are, tagged with the
 interpreter's bytecode magic number; a file that is not the current user's (or root's) alone,
-is of another interpreter, or is damaged is ignored. Only the one-shot in-process path of a
-plugin executable enables it (as ``pycni.net.pyroute2_import`` defers pyroute2's package).
+is of another interpreter, or is damaged is ignored. Only one-shot processes enable it
+(``pycni.oneshot``: a plugin executable's in-process path, ``pycni-run`` without its daemon).
 
 ``enable`` also imports ``dataclasses`` without ``inspect`` when neither is imported yet:
 ``dataclasses`` needs it only to write the ``__doc__`` of a class that has none

@@ -83,14 +83,9 @@ def _start_server(path: bytes, name: str) -> None:
 def _in_process(name: str) -> "NoReturn":
     if posix.environ.get(b"CNI_COMMAND") == b"VERSION":
         _answer_version()
-    # A one-shot process: before the first dataclass (``pycni.plugins`` imports skel and the
-    # result types, ~20 of the ~50 an ADD makes), their methods come from the code cache and
-    # pyroute2's package __init__ is deferred.
-    from pycni import codecache
-    from pycni.net.pyroute2_import import defer_package_init
+    from pycni import oneshot
 
-    codecache.enable()
-    defer_package_init()
+    oneshot.prepare()  # before pycni.plugins: skel and the result types are dataclasses
     from pycni import plugins
 
     plugins.launch(name)

@@ -9,8 +9,9 @@ of its submodules, so ``defer_package_init`` registers the package module unexec
 itself (``from pyroute2 import IPRoute``): whoever needs the full package still gets it, only
 later. Submodules imported meanwhile are the same module objects the ``__init__`` then finds.
 
-Only the in-process path of a plugin executable calls this (a one-shot process); the server,
-the CLI and tests import pyroute2 the ordinary way.
+Only one-shot processes call this (``pycni.oneshot``: a plugin executable's in-process path,
+``pycni-run`` without its daemon); the servers preload the whole package, the CLI and tests
+import pyroute2 the ordinary way.
 """
 
 from __future__ import annotations

@@ -102,14 +102,9 @@ def _start_daemon(path: bytes) -> None:
 
 def _in_process() -> "NoReturn":
     try:
-        # A process of its own, as a plugin executable's in-process path: dataclass methods
-        # from the code cache, dataclasses without inspect (``pycni.codecache``), pyroute2's
-        # package __init__ (asyncio, ssl, NDB: ~50 ms) deferred until a name is asked of it.
-        from pycni import codecache
-        from pycni.net.pyroute2_import import defer_package_init
+        from pycni import oneshot
 
-        codecache.enable()
-        defer_package_init()
+        oneshot.prepare()  # a one-shot process, as a plugin executable's in-process path
         from pycni_run import entry
     except ImportError:
         if not sys.flags.no_site:
