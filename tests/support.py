@@ -30,13 +30,10 @@ def modules_loaded_by(code: str, *, site: bool = True) -> list[str]:
     return out.stdout.split()
 
 
-# Host directories a test session or a benchmark may make: the bridge plugin's flocks
-# (``pycni.lockfile.LOCK_DIR``, in the host's /run/pycni) and the mount points of the runtime
-# sandbox's tmpfs (``runtime_support``), made on the host's file system before the sandbox
-# hides them. Deepest first.
 # Runs an executable as its shebang would (-IS) and writes, at exit, the modules it loaded and
 # the source texts it exec'd: a dataclass made outside pycni.codecache execs the source of each
-# of its methods (through the cache, ``exec`` gets compiled code).
+# of its methods (through the cache, ``exec`` gets compiled code). To a file, not stdout as
+# ``modules_loaded_by`` does: an executable's stdout is its own (a plugin's result).
 _RECORDING = (
     "import atexit, builtins, json, sys\n"
     "out, exe = sys.argv[1], sys.argv[2]\n"
@@ -67,6 +64,10 @@ def recorded(out: Path) -> tuple[set[str], list[str]]:
     return set(doc["modules"]), list(doc["sources"])
 
 
+# Host directories a test session or a benchmark may make: the bridge plugin's flocks
+# (``pycni.lockfile.LOCK_DIR``, in the host's /run/pycni) and the mount points of the runtime
+# sandbox's tmpfs (``runtime_support``), made on the host's file system before the sandbox
+# hides them. Deepest first.
 HOST_DIRS = ("/run/pycni/locks", "/run/pycni", "/run/netns", "/var/lib/cni", "/var/lib/pycni")
 
 
