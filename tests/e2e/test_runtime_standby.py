@@ -26,12 +26,16 @@ pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
 
 def _standbys(box: RuntimeSandbox) -> dict[str, set[int]]:
-    """Every standby cgroup directory under the box's parent and the pids in it (ours)."""
+    """Every standby cgroup directory under the box's parent and the pids in it (ours). One
+    the daemon removes between the listing and the read (its sweep at start) is not one."""
     found: dict[str, set[int]] = {}
     for path in box.cgroup_dirs():
         if os.path.basename(path).startswith(PREFIX):
-            with open(os.path.join(path, "cgroup.procs")) as f:
-                found[path] = {int(p) for p in f.read().split()}
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as f:
+                    found[path] = {int(p) for p in f.read().split()}
+            except FileNotFoundError:
+                continue
     return found
 
 
