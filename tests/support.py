@@ -262,3 +262,19 @@ def netfilter_sockets(ns: str) -> int:
         lines = Path("/proc/thread-self/net/netlink").read_text().splitlines()[1:]
     fields = (line.split() for line in lines)
     return sum(1 for f in fields if f[1] == "12" and f[2] != "0")
+
+
+def sched_policy(pid: int) -> int:
+    """``pid``'s scheduling policy (/proc/PID/stat field 41; 0 = SCHED_OTHER)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[38])
+
+
+def private_share(pid: int) -> float:
+    """The share of ``pid``'s resident memory that is its own (a fork's pages it copied)."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            fields[key] = int(rest.split()[0])
+    return (fields["Private_Dirty"] + fields.get("Private_Clean", 0)) / fields["Rss"]

@@ -11,7 +11,7 @@ from pycni.plugins.preload import preload
 from pycni.server.loop import DEFAULT_TIMEOUT, Server
 from pycni.warmfork import serving
 from pycni.warmfork.started import OnDemand
-from pycni.warmfork.warmup import populate_when_idle
+from pycni.warmfork.warmup import HotPages
 
 __all__ = ["DEFAULT_SOCKET", "serve"]
 
@@ -29,9 +29,7 @@ def serve(*, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT
     log.info("preloaded plugins %s in %.0f ms", sorted(PLUGINS), preload(log) * 1000)
     if os.geteuid() != 0:
         log.warning("not running as root: workers cannot join callers' namespaces")
-    # The spare copies its pages in the idle class: at normal priority, the ~30 MB it copies
-    # after every call took CPU from the runtime's next plugin executable starting up (a
-    # runtime calls a chain's plugins one after the other).
-    server = Server(socket_path, timeout=timeout, warm=populate_when_idle,
+    # Spares copy the pages calls write, learned from the calls, in the idle class.
+    server = Server(socket_path, timeout=timeout, warm=HotPages.of_this_heap().warm,
                     idle_timeout=None if started is None else started.idle_timeout)
     return serving.run(server, started=started, what="server")

@@ -28,6 +28,7 @@ from pycni.linux import nscalls
 from pycni.plugins import PLUGINS
 from pycni.server.call import Call
 from pycni.warmfork.caller import JoinError, become_caller
+from pycni.warmfork.warmup import learn_after_call
 from pycni.warmfork.wire import encode_status
 
 __all__ = ["TEST_LINGER_ENV", "TEST_SLEEP_ENV", "run_worker"]
@@ -58,6 +59,8 @@ def run_worker(call: Call, report: socket.socket) -> NoReturn:
         _report(err)
     finally:
         _finish(report, status)
+        with contextlib.suppress(BaseException):
+            learn_after_call()  # the caller has its status: off its clock
         os._exit(status)
 
 

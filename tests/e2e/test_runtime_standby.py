@@ -20,6 +20,7 @@ import pytest
 from pycni_run.standby import PREFIX
 
 from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups, until
+from tests.support import private_share, sched_policy
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -303,29 +304,22 @@ def _policy(stat_line: str) -> int:
     return int(stat_line.rsplit(")", 1)[1].split()[38])
 
 
-def _stat(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read()
-
-
-def _private_dirty_share(pid: int) -> float:
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                fields[key] = int(rest.split()[0])
-    return (fields["Private_Dirty"] + fields.get("Private_Clean", 0)) / fields["Rss"]
-
-
-def test_the_spare_copies_its_pages_while_idle_then_gets_its_policy_back(
+def test_the_spare_copies_the_pages_commands_write_then_gets_its_policy_back(
     served: RuntimeSandbox,
 ) -> None:
+    """The daemon's first spare has nothing to copy (no command has taught the map yet); once
+    a command ran, the next spare copies the pages it wrote in the idle class, and only
+    those: most of the daemon's heap stays shared with it."""
+    first = _ppid(_parked(served))
+    until("the first warm-up done", lambda: sched_policy(first) == os.SCHED_OTHER)
+    untaught = private_share(first)
+    ran = served.run("--rm", "--net=none", "busybox", "true")
+    assert ran.code == 0, ran.stderr
     spare = _ppid(_parked(served))
-    # Its copy-on-write pages copied ahead of the call (shared with the daemon before), and
-    # the idle class left once that is done.
-    until("the warm-up done", lambda: _private_dirty_share(spare) > 0.8
-           and _policy(_stat(spare)) == os.SCHED_OTHER)
+    assert spare != first
+    until("the warm-up done", lambda: private_share(spare) > untaught + 0.05
+           and sched_policy(spare) == os.SCHED_OTHER)
+    assert private_share(spare) < 0.6
 
 
 @pytest.mark.parametrize("detach", [False, True])

@@ -24,7 +24,15 @@ from pycni.net import netns
 from pycni.server import protocol
 from tests.e2e.autostart_support import gone_within
 from tests.e2e.bridge_support import bridge_conflist
-from tests.support import AUTOSTART_OFF, PluginRun, exec_plugin, netfilter_sockets
+from tests.e2e.runtime_support import until
+from tests.support import (
+    AUTOSTART_OFF,
+    PluginRun,
+    exec_plugin,
+    netfilter_sockets,
+    private_share,
+    sched_policy,
+)
 
 CALL_TIMEOUT = 3.0
 
@@ -452,6 +460,33 @@ def test_a_spare_worker_waits_and_is_replaced_if_it_dies(
     assert run.code == 0, run.stderr
     assert _wait_for_worker(server, log_offset) != spare
     assert server.alive()
+
+
+def test_spares_copy_the_pages_calls_write_and_leave_the_rest_shared(
+    tmp_path: Path, host_ns: str, container_ns: str, cni_bin: Path
+) -> None:
+    """A fresh server's first spare copies nothing (no call has taught it); the spare after a
+    call copies the pages that call wrote, in the idle class, and only those."""
+    with _start_server(tmp_path / "run" / "pycni.sock", tmp_path / "server.log") as proc:
+        first = _one_idle_spare(proc, set())
+        until("the first warm-up done", lambda: sched_policy(first) == os.SCHED_OTHER)
+        untaught = private_share(first)
+        run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                          env={**_env(container_ns, cni_bin), **_via(proc)}, run_in=host_ns)
+        assert run.code == 0, run.stderr
+        spare = _one_idle_spare(proc, {first})
+        until("the warm-up done", lambda: private_share(spare) > untaught + 0.05
+              and sched_policy(spare) == os.SCHED_OTHER)
+        assert private_share(spare) < 0.6
+
+
+def _one_idle_spare(server: ServerProc, not_these: set[int]) -> int:
+    deadline = time.monotonic() + 10
+    while not (spares := _idle_spares(server) - not_these):
+        assert time.monotonic() < deadline, "no spare worker"
+        time.sleep(0.02)
+    (spare,) = spares
+    return spare
 
 
 def test_stopping_the_server_leaves_no_spare_behind(tmp_path: Path) -> None:

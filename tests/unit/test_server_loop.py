@@ -34,17 +34,3 @@ def test_a_handler_unregistered_earlier_in_the_batch_is_not_called(tmp_path: Pat
         for sock in (a_ours, a_theirs, b_ours, b_theirs):
             sock.close()
 
-
-def test_the_spare_warm_up_stops_when_a_call_arrives() -> None:
-    """populate_private_memory asks between chunks whether to stop, and stops at once."""
-    from pycni.warmfork.warmup import populate_private_memory
-
-    asked: list[int] = []
-
-    def interrupted() -> bool:
-        asked.append(1)
-        return len(asked) >= 3
-
-    populate_private_memory(interrupted)
-    assert len(asked) == 3  # more than 3 chunks exist (the heap alone is > 6 MB)
-    populate_private_memory()  # uninterrupted: runs through every mapping

@@ -3,8 +3,8 @@
 A spare is forked ahead of time (while nothing runs) in the daemon's own pid namespace, so a
 caller in that pid namespace (the usual case: the daemon runs on the host, or in the same
 sandbox) gets a worker without waiting for a fork. While it waits it parks the next container's
-init (``standby``), then warms up (``pycni.warmfork.warmup``: its pages copied in the idle
-class, ~40 MB, so the command takes almost no copy-on-write faults). A caller in another pid
+init (``standby``), then warms up (``pycni.warmfork.warmup``: the pages commands write copied
+in the idle class, so the command takes almost no copy-on-write faults). A caller in another pid
 namespace gets a worker forked for it after the daemon joined that namespace for its children
 (``setns(CLONE_NEWPID)`` then back), so the worker's pids are the caller's.
 
@@ -21,7 +21,7 @@ from typing import Final
 
 from pycni.linux import nscalls
 from pycni.warmfork.peer import receive_packet
-from pycni.warmfork.warmup import populate_when_idle
+from pycni.warmfork.warmup import Warm
 from pycni.warmfork.workers import SpareRecipe, Worker, fork_for_call, fork_spare
 from pycni_run import standby, wire
 from pycni_run.daemon.worker import Call, run_call
@@ -32,15 +32,16 @@ _MAX_TEXT: Final = 64 * 1024  # a /proc/PID/cgroup text
 
 
 def fork_spare_with_standby(close_inherited: Callable[[], None],
-                            standby_parent: str | None) -> Worker:
-    """A worker forked now, warm, waiting on its channel for a command (``hand``) or EOF; with
-    a standby init parked under ``standby_parent`` (``standby``) unless that is None."""
+                            standby_parent: str | None, warm: Warm) -> Worker:
+    """A worker forked now, warming up (``warm``), waiting on its channel for a command
+    (``hand``) or EOF; with a standby init parked under ``standby_parent`` (``standby``)
+    unless that is None."""
 
     def park(chan: socket.socket) -> None:
         if standby_parent is not None:
             standby.park(standby_parent, chan.close)
 
-    recipe = SpareRecipe(warm=populate_when_idle, receive=_receive_call, run=run_call,
+    recipe = SpareRecipe(warm=warm, receive=_receive_call, run=run_call,
                          prepare=park, abandon=standby.discard)
     return fork_spare(recipe, close_inherited=close_inherited)
 

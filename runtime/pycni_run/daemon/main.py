@@ -18,6 +18,7 @@ from typing import Final
 
 from pycni.plugins.preload import preload
 from pycni.warmfork import serving, started
+from pycni.warmfork.warmup import HotPages
 from pycni_run.daemon.service import DEFAULT_SOCKET, Daemon, log
 
 __all__ = ["preload_runtime", "serve"]
@@ -92,7 +93,7 @@ def serve(argv: list[str]) -> int:
     serving.ensure_std_fds()
     serving.log_to_stderr(log, "pycni-run-daemon", ns.log_level)
     log.info("preloaded in %.0f ms", preload_runtime() * 1000)
-    daemon = Daemon(ns.socket, _standby_parent(),
+    daemon = Daemon(ns.socket, _standby_parent(), warm=HotPages.of_this_heap().warm,
                     idle_timeout=None if on_demand is None else on_demand.idle_timeout)
     return serving.run(daemon, started=on_demand, what="daemon")
 

@@ -22,6 +22,7 @@ from typing import Final
 from pycni.warmfork.listener import ListenError, SocketInUse
 from pycni.warmfork.loop import Pending, Running, WarmServer
 from pycni.warmfork.peer import PeerError, ns_id, peer_pidfd, pidfd_ns_id, receive_packet
+from pycni.warmfork.warmup import Warm
 from pycni.warmfork.workers import Worker
 from pycni_run import cli, pidfds, standby, wire
 from pycni_run.daemon import handoff
@@ -44,17 +45,18 @@ class _Running(Running):
 
 
 class Daemon(WarmServer[Call, _Running]):
-    """Serve ``socket_path``; spares park their standby init under ``standby_parent``."""
+    """Serve ``socket_path``; spares park their standby init under ``standby_parent``, then
+    warm up (``warm``)."""
 
     noun = "command"
     same_pid_ns = False  # a caller in another pid namespace gets a worker forked into it
 
-    def __init__(self, socket_path: str, standby_parent: str | None = None, *,
+    def __init__(self, socket_path: str, standby_parent: str | None = None, *, warm: Warm,
                  idle_timeout: float | None = None) -> None:
         super().__init__(
             socket_path, log=log, idle_timeout=idle_timeout,
             fork_spare=lambda: handoff.fork_spare_with_standby(self.close_inherited,
-                                                               standby_parent),
+                                                               standby_parent, warm),
             spare_gone=lambda worker: self._sweep(worker.pid), spare_grace=SPARE_EXIT_TIMEOUT)
         self._standby_parent = standby_parent
         self._own = {ns: ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}

@@ -23,6 +23,7 @@ from typing import Final, NoReturn
 from pycni.firewall.nftables import engine as nft_engine
 from pycni.linux import nscalls
 from pycni.warmfork.caller import become_caller
+from pycni.warmfork.warmup import learn_after_call
 from pycni_run import cgroups, cli, standby, watchdog, wire
 from pycni_run.errors import EXIT_RUNTIME
 
@@ -74,6 +75,8 @@ def run_call(call: Call, chan: socket.socket) -> NoReturn:
         code = _report(call.conn, status)
         with contextlib.suppress(BaseException):
             standby.discard()  # the command did not use it (after the report: off its clock)
+        with contextlib.suppress(BaseException):
+            learn_after_call()  # what the command wrote, for the next spares (off its clock)
         with contextlib.suppress(BaseException):
             nft_engine.release_held_contexts()  # the kernel's wait, off its clock too
         os._exit(code)
