@@ -8,9 +8,10 @@ builtins only), ``listener`` (the root-only listening socket, dispatch, idle exi
 and ``privileges`` (who is calling, and whether it may be served), ``loop`` (the
 single-threaded loop: requests within a deadline, the hand-over to a worker, workers watched
 through pidfds, signals, stop and drain), ``workers`` (a spare forked ahead, or a worker
-forked for the call at hand), ``warmup`` (a spare's pages copied in the idle class),
-``relay`` (a worker's status passed on to its caller as soon as it reports), ``child``
-(what every fork does first: one signal reset), ``caller`` (a worker becomes its caller),
+forked for the call at hand), ``warmup`` (the pages calls write, learned from them, copied by
+a spare in the idle class), ``relay`` (a worker's status passed on to its caller as soon as it
+reports), ``child`` (what every fork does first: one signal reset), ``caller`` (a worker
+becomes its caller),
 ``ondemand`` (starting a server for a caller that found none) and ``started`` (a
 server started so: its idle exit, giving way to a supervised one), and ``serving`` (a
 server's process: standard descriptors, logging, the warm heap frozen). Nothing is imported
