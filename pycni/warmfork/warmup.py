@@ -4,10 +4,10 @@ the warm heap, taken before a call arrives instead of during it, for the pages c
 A forked worker writes to some of its server's pages as it runs (reference counts of every
 object it uses): ~1000 of the plugin server's ~7800 private pages for a bridge ADD or DEL, each
 first write a fault of ~3-4 us here (a DEL took 3.6-4.9 ms in a worker that took ~50 faults,
-7-9 ms in one that took ~1000). Copying all of its pages ahead (``MADV_POPULATE_WRITE``) took a
-spare ~20 ms of CPU for the ~85% no call writes, so a runtime calling a chain's plugins one
-after the other usually found the spare still copying (it had copied 760-7800 pages when its
-call came) and each spare held a private copy of the whole heap (~30 MB).
+7-9 ms in one that took ~1000). Copying all of its pages ahead (``MADV_POPULATE_WRITE``) took
+a spare ~20 ms of CPU, ~70% of it for pages no call writes, so a runtime calling a chain's
+plugins one after the other usually found the spare still copying (it had copied 760-7800
+pages when its call came) and each spare held a private copy of the whole heap (~30 MB).
 
 So a server learns which pages its calls write (``HotPages``): a byte per page of its heap as it
 was once warm, in memory shared with every process it forks. A worker that came from a spare
