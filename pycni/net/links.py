@@ -111,11 +111,25 @@ def _to_link_info(msg: Any) -> LinkInfo:
     )
 
 
+# What ``_to_link_info`` reads of a link: decoded alone (``pycni.net.nlattrs``), a lookup
+# costs ~0.3 ms less than with all ~40 attributes of the kernel's answer.
+_LINK_INFO_ATTRIBUTES: Final = (
+    ("IFLA_IFNAME", ()), ("IFLA_ADDRESS", ()), ("IFLA_MTU", ()), ("IFLA_MASTER", ()),
+    ("IFLA_LINK", ()), ("IFLA_OPERSTATE", ()), ("IFLA_LINKINFO", ("IFLA_INFO_KIND",)),
+)
+
+
 def link_message(ipr: IPR, what: str, **query: Any) -> Any:
     """The RTM_NEWLINK message for one link, or None when the kernel says ENODEV."""
+    return _link_message(ipr, what, None, query)
+
+
+def _link_message(ipr: IPR, what: str, attributes: Any, query: dict[str, Any]) -> Any:
     with translate_netlink_error(f"get link {what}"):
         try:
-            return ipr.link("get", **query)[0]
+            if attributes is None:
+                return ipr.link("get", **query)[0]
+            return ipr.link_with(attributes, "get", **query)[0]
         except NetlinkError as err:
             if err.code == errno.ENODEV:
                 return None
@@ -123,7 +137,7 @@ def link_message(ipr: IPR, what: str, **query: Any) -> Any:
 
 
 def get_link(ipr: IPR, name: str) -> LinkInfo | None:
-    msg = link_message(ipr, name, ifname=name)
+    msg = _link_message(ipr, name, _LINK_INFO_ATTRIBUTES, {"ifname": name})
     return None if msg is None else _to_link_info(msg)
 
 
@@ -134,7 +148,7 @@ def link_exists(ipr: IPR, name: str) -> bool:
 
 
 def get_link_by_index(ipr: IPR, index: int) -> LinkInfo | None:
-    msg = link_message(ipr, f"#{index}", index=index)
+    msg = _link_message(ipr, f"#{index}", _LINK_INFO_ATTRIBUTES, {"index": index})
     return None if msg is None else _to_link_info(msg)
 
 

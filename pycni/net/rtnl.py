@@ -71,6 +71,7 @@ from pyroute2.requests.main import RequestProcessor
 from pyroute2.requests.route import RouteFieldFilter, RouteIPRouteFilter
 
 from pycni.net import netns
+from pycni.net.nlattrs import Wanted, attribute_types, trimmed
 
 __all__ = ["SyncRtnl"]
 
@@ -82,6 +83,7 @@ _HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, pid
 _ERRNO: Final = struct.Struct("=i")
 _U32: Final = struct.Struct("=I")
 _IFADDRMSG_INDEX: Final = _HEADER.size + 4  # after family, prefixlen, flags, scope (u8 each)
+_IFINFMSG_END: Final = _HEADER.size + 16  # family, pad, type, index, flags, change
 _REPLY_CLASSES: Final[dict[int, Any]] = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
@@ -215,6 +217,16 @@ class SyncRtnl:
             kwarg["match"] = {"ifname": kwarg["match"]}
         return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg)
 
+    def link_with(self, names: tuple[tuple[str, tuple[str, ...]], ...], command: str,
+                  **kwarg: Any) -> Any:
+        """``link(command, ...)`` with its replies decoded for the attributes ``names`` only
+        (each with the nested ones to keep, none: all of it): ``nlattrs``."""
+        wanted = _WANTED.get(names)
+        if wanted is None:
+            wanted = _WANTED[names] = attribute_types(ifinfmsg, dict(names))
+        return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg,
+                             trim=lambda reply: trimmed(reply, _IFINFMSG_END, wanted))
+
     def link_exists(self, name: str) -> bool:
         """Whether link ``name`` exists here. The kernel's answer is a whole link message
         (~60 attributes): it is never decoded, only told from ENODEV."""
@@ -306,6 +318,7 @@ class SyncRtnl:
         *,
         parameters: dict[str, Any] | None = None,
         keep: Callable[[bytes], bool] | None = None,
+        trim: Callable[[bytes], bytes] | None = None,
     ) -> Any:
         if command not in command_map:
             return getattr(self._full_handle(), mode)(command, **kwarg)
@@ -313,7 +326,7 @@ class SyncRtnl:
         arguments = _arguments(mode, command, kwarg, parameters or {})
         seq = self._build(msg, command_map[command], arguments)
         self._sock.send(msg.data)
-        replies = self._replies(seq, keep)
+        replies = self._replies(seq, keep, trim)
         if command in ("dump", "show"):
             return (m for m in replies if _matches(dump_filter, m))
         return replies
@@ -337,9 +350,11 @@ class SyncRtnl:
         msg.encode()
         return seq
 
-    def _replies(self, seq: int, keep: Callable[[bytes], bool] | None = None) -> list[Any]:
+    def _replies(self, seq: int, keep: Callable[[bytes], bool] | None = None,
+                 trim: Callable[[bytes], bytes] | None = None) -> list[Any]:
         """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises.
-        ``keep``: a test of a reply's raw bytes; the others are never decoded."""
+        ``keep``: a test of a reply's raw bytes; the others are never decoded. ``trim``: what
+        of a reply's raw bytes is decoded."""
         out: list[Any] = []
         while True:
             data = self._sock.recv(_RECV_SIZE)
@@ -363,9 +378,13 @@ class SyncRtnl:
                     continue
                 cls = _reply_class(kind)
                 if cls is not None:
-                    reply = cls(chunk)
+                    reply = cls(chunk if trim is None else trim(chunk))
                     reply.decode()
                     out.append(reply)
+
+
+# ``link_with``'s attribute names, as ``nlattrs`` wants them (worked out once per set).
+_WANTED: dict[tuple[tuple[str, tuple[str, ...]], ...], Wanted] = {}
 
 
 def _nothing(_reply: bytes) -> bool:

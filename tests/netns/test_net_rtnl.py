@@ -179,6 +179,50 @@ def test_link_exists_answers_without_decoding_the_link(
         rtnl.close()
 
 
+def test_a_link_lookup_decodes_only_what_link_info_reads_and_reads_the_same(
+    make_netns: MakeNetNS,
+) -> None:
+    """``links.get_link`` has the kernel's answer cut to the attributes a ``LinkInfo`` reads
+    before pyroute2 decodes it: the same ``LinkInfo`` as from the whole message, for every kind
+    of link a plugin meets (a bridge with a port or none, up or down, both veth ends, lo)."""
+    from pycni.net import links
+
+    host, other = make_netns("host"), make_netns("other")
+    with netns.enter(host):
+        rtnl = SyncRtnl()
+    try:
+        rtnl.link("add", ifname="br-t", kind="bridge", address="02:00:00:00:00:0a")
+        with netns.held(other) as other_fd:
+            rtnl.link("add", ifname="vh-t", kind="veth", mtu=1400,
+                      peer={"ifname": "eth0", "net_ns_fd": other_fd, "mtu": 1400})
+        rtnl.link("add", ifname="vp-t", kind="veth", peer={"ifname": "vq-t"})
+        (bridge,) = rtnl.link("get", ifname="br-t")
+        rtnl.link("set", ifname="vp-t", master=bridge["index"], state="up")
+        rtnl.link("set", ifname="br-t", state="up", promisc=1)
+        rtnl.link("add", ifname="br-d", kind="bridge")  # down, with no port
+        for name in ("br-t", "vh-t", "vp-t", "vq-t", "lo", "br-d"):
+            (whole,) = rtnl.link("get", ifname=name)
+            (cut,) = rtnl.link_with(links._LINK_INFO_ATTRIBUTES, "get", ifname=name)
+            assert len(cut["attrs"]) < len(whole["attrs"]) / 3, name
+            assert links._to_link_info(cut) == links._to_link_info(whole), name
+            assert links.get_link(rtnl, name) == links._to_link_info(whole), name
+            assert links.get_link_by_index(rtnl, whole["index"]) == links._to_link_info(whole)
+        assert links.get_link(rtnl, "nope") is None
+        assert links.get_link(rtnl, "vp-t").master == bridge["index"]  # type: ignore[union-attr]
+        with netns.enter(other):
+            inner = SyncRtnl()
+        try:  # the container end names its peer by index, in the other netns
+            peer = links.get_link(inner, "eth0")
+            host_end = links.get_link(rtnl, "vh-t")
+            assert peer is not None
+            assert host_end is not None
+            assert (peer.kind, peer.mtu, peer.peer_index) == ("veth", 1400, host_end.index)
+        finally:
+            inner.close()
+    finally:
+        rtnl.close()
+
+
 def test_other_requests_use_a_full_iproute_in_the_handle_netns(make_netns: MakeNetNS) -> None:
     a, b = make_netns("a"), make_netns("b")
     with netns.enter(a):
