@@ -112,7 +112,7 @@ def _to_link_info(msg: Any) -> LinkInfo:
 
 
 # What ``_to_link_info`` reads of a link: decoded alone (``pycni.net.nlattrs``), a lookup
-# costs ~0.3 ms less than with all ~40 attributes of the kernel's answer.
+# took ~0.3 ms instead of ~0.5 ms with all ~40 attributes of the kernel's answer.
 _LINK_INFO_ATTRIBUTES: Final = (
     ("IFLA_IFNAME", ()), ("IFLA_ADDRESS", ()), ("IFLA_MTU", ()), ("IFLA_MASTER", ()),
     ("IFLA_LINK", ()), ("IFLA_OPERSTATE", ()), ("IFLA_LINKINFO", ("IFLA_INFO_KIND",)),

@@ -28,26 +28,27 @@ Wanted: TypeAlias = Mapping[int, frozenset[int] | None]
 def attribute_types(cls: Any, names: Mapping[str, tuple[str, ...]]) -> Wanted:
     """``Wanted`` from attribute names of pyroute2 message class ``cls`` (its ``nla_map``), each
     with the names of the nested attributes to keep (empty: all of it)."""
-    numbers = _numbers(cls)
+    table = _table(cls)
     wanted: dict[int, frozenset[int] | None] = {}  # a Wanted being built
     for name, inner in names.items():
+        number, form = table[name]
         if inner:
-            nested = _numbers(getattr(cls, cls.nla_map[numbers[name]][1]))
-            wanted[numbers[name]] = frozenset(nested[n] for n in inner)
+            nested = _table(getattr(cls, form))  # a nested attribute's class is named by it
+            wanted[number] = frozenset(nested[n][0] for n in inner)
         else:
-            wanted[numbers[name]] = None
+            wanted[number] = None
     return wanted
 
 
-def _numbers(cls: Any) -> dict[str, int]:
-    """Attribute name -> type of a pyroute2 class: ``nla_map`` entries are ``(name, format)``
-    at their type's position, or ``(type, name, format)``."""
+def _table(cls: Any) -> dict[str, tuple[int, str]]:
+    """Attribute name -> (type, format) of a pyroute2 class: ``nla_map`` entries are
+    ``(name, format)`` at their type's position, or ``(type, name, format)``."""
     out = {}
     for position, entry in enumerate(cls.nla_map):
         if isinstance(entry[0], int):
-            out[entry[1]] = entry[0]
+            out[entry[1]] = (entry[0], entry[2])
         else:
-            out[entry[0]] = position
+            out[entry[0]] = (position, entry[1])
     return out
 
 

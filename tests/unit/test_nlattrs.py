@@ -47,3 +47,20 @@ def test_nothing_wanted_leaves_the_fixed_part_and_a_truncated_tail_is_dropped() 
     wanted = attribute_types(ifinfmsg, {"IFLA_MASTER": ()})
     cut = trimmed(data[:-3], _HEADER_AND_IFINFMSG, wanted)  # the last attribute cut short
     assert len(cut) == _HEADER_AND_IFINFMSG
+
+
+def test_attribute_types_read_both_forms_of_a_pyroute2_attribute_table() -> None:
+    """``(name, format)`` at the type's position, or ``(type, name, format)``; a nested
+    attribute's inner names come from the class its format names."""
+
+    class Inner:
+        nla_map = ((1, "IN_KIND", "asciiz"), (2, "IN_DATA", "hex"))
+
+    class Explicit:
+        nla_map = ((5, "A_MTU", "uint32"), (9, "A_INFO", "inner"))
+        inner = Inner
+
+    assert attribute_types(Explicit, {"A_MTU": (), "A_INFO": ("IN_KIND",)}) == {
+        5: None, 9: frozenset({1})}
+    assert attribute_types(ifinfmsg, {"IFLA_IFNAME": (), "IFLA_LINKINFO": ("IFLA_INFO_KIND",)}) == {
+        3: None, 18: frozenset({1})}
