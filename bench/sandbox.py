@@ -95,19 +95,38 @@ class Sandbox:
         return elapsed
 
     def call_parallel(self, variant: Variant, command: str, cids: list[str], conf: bytes) -> float:
-        """All calls at once; the wall time until the last one exits, in ms."""
+        """All calls at once; the wall time until the last one exits, in ms. Each one's stdin
+        is a pipe that holds the whole config already (and its EOF): handed over one process
+        at a time (``communicate(conf)`` in turn), each call would wait for the ones before
+        it to exit, and the calls ran one after the other once started."""
         envs = [self.env(variant, command, cid) for cid in cids]
-        with netns.enter(self.host):
-            started = time.perf_counter()
-            procs = [subprocess.Popen([str(variant.bin_dir / "bridge")], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-                     for env in envs]
-        outs = [(p, *p.communicate(conf, timeout=120)) for p in procs]
+        stdins = [_filled_pipe(conf) for _ in envs]
+        try:
+            with netns.enter(self.host):
+                started = time.perf_counter()
+                procs = [subprocess.Popen([str(variant.bin_dir / "bridge")], stdin=stdin,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          env=env)
+                         for env, stdin in zip(envs, stdins, strict=True)]
+        finally:
+            for stdin in stdins:
+                os.close(stdin)
+        outs = [(p, *p.communicate(timeout=120)) for p in procs]
         elapsed = (time.perf_counter() - started) * 1000
         failed = [(out, err) for p, out, err in outs if p.returncode != 0]
         if failed:
             raise RuntimeError(f"{variant.label} parallel {command}: {failed[0]!r}")
         return elapsed
+
+
+def _filled_pipe(data: bytes) -> int:
+    """The read end of a pipe holding ``data`` and then EOF (``data`` fits its buffer)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
 
 
 @contextlib.contextmanager
