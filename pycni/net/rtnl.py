@@ -33,7 +33,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from pyroute2.netlink import (
     NLM_F_ACK,
@@ -84,6 +84,9 @@ _ERRNO: Final = struct.Struct("=i")
 _U32: Final = struct.Struct("=I")
 _IFADDRMSG_INDEX: Final = _HEADER.size + 4  # after family, prefixlen, flags, scope (u8 each)
 _IFINFMSG_END: Final = _HEADER.size + 16  # family, pad, type, index, flags, change
+# What of a reply's raw bytes is decoded (None: nothing): a test or a cut before pyroute2's
+# message class decodes it (``_of_link``, ``_nothing``, ``nlattrs.trimmed``).
+_Decode: TypeAlias = Callable[[bytes], bytes | None]
 _REPLY_CLASSES: Final[dict[int, Any]] = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
@@ -225,14 +228,14 @@ class SyncRtnl:
         if wanted is None:
             wanted = _WANTED[names] = attribute_types(ifinfmsg, dict(names))
         return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg,
-                             trim=lambda reply: trimmed(reply, _IFINFMSG_END, wanted))
+                             decode=lambda reply: trimmed(reply, _IFINFMSG_END, wanted))
 
     def link_exists(self, name: str) -> bool:
         """Whether link ``name`` exists here. The kernel's answer is a whole link message
         (~60 attributes): it is never decoded, only told from ENODEV."""
         try:
             self._request("link", ifinfmsg(), "get", _LINK_COMMANDS, {"ifname": name},
-                          keep=_nothing)
+                          decode=_nothing)
         except NetlinkError as err:
             if err.code == errno.ENODEV:
                 return False
@@ -243,8 +246,8 @@ class SyncRtnl:
         if command in ("get", "set"):
             return None  # pyroute2's addr() does nothing for these either
         index = kwarg.get("index")
-        keep = _of_link(index) if command == "dump" and isinstance(index, int) else None
-        return self._request("addr", ifaddrmsg(), command, _ADDR_COMMANDS, kwarg, keep=keep)
+        decode = _of_link(index) if command == "dump" and isinstance(index, int) else None
+        return self._request("addr", ifaddrmsg(), command, _ADDR_COMMANDS, kwarg, decode=decode)
 
     def route(self, command: str, **kwarg: Any) -> Any:
         if command in ("add", "set", "replace", "change", "append"):
@@ -317,8 +320,7 @@ class SyncRtnl:
         kwarg: dict[str, Any],
         *,
         parameters: dict[str, Any] | None = None,
-        keep: Callable[[bytes], bool] | None = None,
-        trim: Callable[[bytes], bytes] | None = None,
+        decode: _Decode | None = None,
     ) -> Any:
         if command not in command_map:
             return getattr(self._full_handle(), mode)(command, **kwarg)
@@ -326,7 +328,7 @@ class SyncRtnl:
         arguments = _arguments(mode, command, kwarg, parameters or {})
         seq = self._build(msg, command_map[command], arguments)
         self._sock.send(msg.data)
-        replies = self._replies(seq, keep, trim)
+        replies = self._replies(seq, decode)
         if command in ("dump", "show"):
             return (m for m in replies if _matches(dump_filter, m))
         return replies
@@ -350,11 +352,9 @@ class SyncRtnl:
         msg.encode()
         return seq
 
-    def _replies(self, seq: int, keep: Callable[[bytes], bool] | None = None,
-                 trim: Callable[[bytes], bytes] | None = None) -> list[Any]:
+    def _replies(self, seq: int, decode: _Decode | None = None) -> list[Any]:
         """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises.
-        ``keep``: a test of a reply's raw bytes; the others are never decoded. ``trim``: what
-        of a reply's raw bytes is decoded."""
+        ``decode``: what of a reply's raw bytes is decoded (None: none of it)."""
         out: list[Any] = []
         while True:
             data = self._sock.recv(_RECV_SIZE)
@@ -374,11 +374,12 @@ class SyncRtnl:
                     return out  # the ACK
                 if kind == NLMSG_DONE:
                     return out
-                if keep is not None and not keep(chunk):
+                wanted = chunk if decode is None else decode(chunk)
+                if wanted is None:
                     continue
                 cls = _reply_class(kind)
                 if cls is not None:
-                    reply = cls(chunk if trim is None else trim(chunk))
+                    reply = cls(wanted)
                     reply.decode()
                     out.append(reply)
 
@@ -387,21 +388,22 @@ class SyncRtnl:
 _WANTED: dict[tuple[tuple[str, tuple[str, ...]], ...], Wanted] = {}
 
 
-def _nothing(_reply: bytes) -> bool:
-    return False
+def _nothing(_reply: bytes) -> None:
+    return None
 
 
-def _of_link(index: int) -> Callable[[bytes], bool]:
+def _of_link(index: int) -> _Decode:
     """An address dump's reply for link ``index``, read from its ifaddrmsg before decoding.
     The kernel answers an address dump with every address of the namespace (its per-link
     filter needs NETLINK_GET_STRICT_CHK, which changes how every other request is checked),
     and decoding one costs pyroute2 ~25 us: with 1000 veths up, each with its fe80::
     address, one link's listing took 26-59 ms (2.4-2.9 ms when only its own are decoded)."""
-    def keep(chunk: bytes) -> bool:
-        return len(chunk) >= _IFADDRMSG_INDEX + 4 and _U32.unpack_from(
+    def of_link(chunk: bytes) -> bytes | None:
+        ours = len(chunk) >= _IFADDRMSG_INDEX + 4 and _U32.unpack_from(
             chunk, _IFADDRMSG_INDEX)[0] == index
+        return chunk if ours else None
 
-    return keep
+    return of_link
 
 
 def _reply_class(kind: int) -> Any:
