@@ -264,10 +264,14 @@ def netfilter_sockets(ns: str) -> int:
     return sum(1 for f in fields if f[1] == "12" and f[2] != "0")
 
 
+def policy_in(stat_line: str) -> int:
+    """The scheduling policy in a /proc/PID/stat line (field 41; 0 = SCHED_OTHER)."""
+    return int(stat_line.rsplit(")", 1)[1].split()[38])
+
+
 def sched_policy(pid: int) -> int:
-    """``pid``'s scheduling policy (/proc/PID/stat field 41; 0 = SCHED_OTHER)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[38])
+    """``pid``'s scheduling policy (``policy_in`` its /proc/PID/stat)."""
+    return policy_in(Path(f"/proc/{pid}/stat").read_text())
 
 
 def private_share(pid: int) -> float:

@@ -30,6 +30,7 @@ from tests.e2e.autostart_support import (
     wait_gone,
 )
 from tests.e2e.runtime_support import Ran, RuntimeSandbox, descendants, sweep_cgroups, until
+from tests.support import sched_policy
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -54,11 +55,6 @@ def _spawn_add(starts: Starts, cwd: Path, container: str, **env: str) -> subproc
                             str(starts.cni_bin / "loopback"), env=call_env, input=LO_CONFIG)
 
 
-def _policy(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[38])
-
-
 def _lo_is_up(box: RuntimeSandbox, container: str) -> bool:
     (lo,) = box.ip_json("-n", container, "link", "show", "lo")
     return "UP" in lo["flags"]
@@ -80,7 +76,7 @@ def test_the_first_calls_start_one_server_and_later_calls_use_it(
     server = starts.listening()
     until("no other server left", lambda: starts.servers() == [server])
     assert starts.starts_logged() == 1, starts.log.read_text()
-    assert _policy(server) == 0  # it warmed up in SCHED_IDLE (5); it serves in SCHED_OTHER
+    assert sched_policy(server) == 0  # it warmed up in SCHED_IDLE (5); it serves in SCHED_OTHER
 
     call = _spawn_add(starts, tmp_path / "later", "c1", PYCNI_TEST_SLEEP="5")
     until("the later call running in one of the server's workers",

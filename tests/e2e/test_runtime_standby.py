@@ -20,7 +20,7 @@ import pytest
 from pycni_run.standby import PREFIX
 
 from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups, until
-from tests.support import private_share, sched_policy
+from tests.support import policy_in, private_share, sched_policy
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -299,11 +299,6 @@ def test_a_spare_that_cannot_park_runs_the_usual_way(
     assert "exited while idle" not in served.daemon_log.read_text()
 
 
-def _policy(stat_line: str) -> int:
-    """The scheduling policy from a /proc/PID/stat line (field 41; 0 = SCHED_OTHER)."""
-    return int(stat_line.rsplit(")", 1)[1].split()[38])
-
-
 def test_the_spare_copies_the_pages_commands_write_then_gets_its_policy_back(
     served: RuntimeSandbox,
 ) -> None:
@@ -330,15 +325,15 @@ def test_commands_never_run_in_the_idle_class(served: RuntimeSandbox, detach: bo
     if not detach:
         ran = served.run("--rm", *args)
         assert ran.code == 0, ran.stderr
-        assert _policy(ran.stdout) == os.SCHED_OTHER
+        assert policy_in(ran.stdout) == os.SCHED_OTHER
         return
     served.ok("-d", *args)
     try:
         pid = served.inspect("pol")["State"]["Pid"]
         line = served.sh("cat", f"/proc/{pid}/stat").stdout
-        assert _policy(line) == os.SCHED_OTHER
+        assert policy_in(line) == os.SCHED_OTHER
         monitor = served.state("pol")["monitor"]["pid"]
-        assert _policy(served.sh("cat", f"/proc/{monitor}/stat").stdout) == os.SCHED_OTHER
+        assert policy_in(served.sh("cat", f"/proc/{monitor}/stat").stdout) == os.SCHED_OTHER
     finally:
         served.run("rm", "-f", "pol")
 
