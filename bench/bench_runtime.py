@@ -1,6 +1,7 @@
 """Container start-up: `pycni-run --rm busybox /bin/true` on the default bridge network and with
 `--net=none`, against `runc run` of the same rootfs and `unshare`, and `--net=bridge` against
-`podman run` with its CNI backend, in one run.
+`podman run` with its CNI backend, in one run; and `pycni-run exec` against `runc exec`, each
+into a detached busybox of its own.
 
 pycni-run is measured as users run it: the `pycni-run install-client` executable (``-IS``)
 with the defaults, so its first command starts the runtime daemon on demand
@@ -43,10 +44,16 @@ NONE = "pycni-run --rm --net=none busybox /bin/true (daemon)"
 BRIDGE = "pycni-run --rm busybox /bin/true (default bridge network, daemon)"
 PODMAN = "podman run --rm --network pycni (CNI backend)"
 RUNC = "runc run (runc spec bundle, busybox rootfs)"
+EXEC = "pycni-run exec NAME /bin/true (daemon; a detached busybox)"
+RUNC_EXEC = "runc exec NAME /bin/true (a detached runc container of that bundle)"
+EXEC_NAME = "bench-exec"
 UNSHARE = "unshare --fork --pid --mount-proc --net --uts --ipc --mount /bin/true"
 TMPFS_DIRS = ("/run/netns", "/run/pycni", "/var/lib/cni", "/var/lib/pycni")
 RUNC_CGROUP = "/pycni-bench-runc"
+RUNC_EXEC_CGROUP = "/pycni-bench-runc-exec"
 DAEMON_SOCKET = "/run/pycni/run.sock"  # the default, in the sandbox's own /run
+# label -> (argv, env: None for the benchmark's own)
+Commands = dict[str, tuple[Sequence[str], dict[str, str] | None]]
 
 
 def _median_ms(
@@ -55,9 +62,7 @@ def _median_ms(
     return _interleaved_ms({"": (argv, env)}, runs=runs)[""]
 
 
-def _interleaved_ms(
-    commands: dict[str, tuple[Sequence[str], dict[str, str] | None]], *, runs: int = RUNS
-) -> dict[str, float]:
+def _interleaved_ms(commands: Commands, *, runs: int = RUNS) -> dict[str, float]:
     """Median wall ms of each command, run in turns (one of each per round): this VM's speed
     drifts by 30% within a minute, and turns give every command the same moments."""
     for _ in range(WARMUP):
@@ -90,24 +95,26 @@ def _ensure_runc() -> str | None:
     return shutil.which("runc") if ok else None
 
 
-def _runc_bundle(runc: str, work: Path, rootfs: Path) -> Path:
-    bundle = work / "bundle"
+def _runc_bundle(runc: str, work: Path, rootfs: Path, *, name: str = "bundle",
+                 args: Sequence[str] = ("/bin/true",), cgroup: str = RUNC_CGROUP) -> Path:
+    bundle = work / name
     bundle.mkdir()
     subprocess.run([runc, "spec"], cwd=bundle, check=True)
     config = json.loads((bundle / "config.json").read_text())
     config["root"]["path"] = str(rootfs)
     config["process"]["terminal"] = False
-    config["process"]["args"] = ["/bin/true"]
-    config["linux"]["cgroupsPath"] = RUNC_CGROUP
+    config["process"]["args"] = list(args)
+    config["linux"]["cgroupsPath"] = cgroup
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 
 
 def _remove_runc_cgroups() -> None:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        leftover = hierarchy / RUNC_CGROUP.lstrip("/")
-        if leftover.is_dir():
-            leftover.rmdir()
+        for cgroup in (RUNC_CGROUP, RUNC_EXEC_CGROUP):
+            leftover = hierarchy / cgroup.lstrip("/")
+            if leftover.is_dir():
+                leftover.rmdir()
 
 
 @contextlib.contextmanager
@@ -187,6 +194,8 @@ def _measure(
         **_runc_command(work),
         UNSHARE: ([*UNSHARE.split()], None),
     }))
+    with _exec_targets(work, client, env) as commands:
+        results.update(_interleaved_ms(commands))
     local = {**env, "PYCNI_RUN_NO_DAEMON": "1"}
     results["pycni-run --net=none (in-process)"] = _median_ms(
         [client, "--rm", "--net=none", "busybox", "/bin/true"], env=local, runs=10
@@ -216,6 +225,35 @@ def _runc_command(work: Path) -> dict[str, tuple[list[str], None]]:
     bundle = _runc_bundle(runc, work, work / "images" / "busybox" / "rootfs")
     return {RUNC: ([runc, "--root", str(work / "runc-state"), "run", "--bundle", str(bundle),
                     "bench"], None)}
+
+
+def _quietly(argv: Sequence[str], env: dict[str, str] | None = None, *,
+             check: bool = True) -> None:
+    subprocess.run(argv, env=env, check=check, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def _exec_targets(work: Path, client: str, env: dict[str, str]) -> Iterator[Commands]:
+    """A detached busybox of pycni-run's and one of runc's (the same rootfs, sleeping), and
+    the command that execs /bin/true in each; both removed on the way out."""
+    _quietly([client, "run", "-d", "--name", EXEC_NAME, "--net=none", "busybox", "sleep",
+              "3600"], env)
+    commands: Commands = {EXEC: ([client, "exec", EXEC_NAME, "/bin/true"], env)}
+    runc = shutil.which("runc")
+    root = str(work / "runc-state")
+    try:
+        if runc is not None:
+            bundle = _runc_bundle(runc, work, work / "images" / "busybox" / "rootfs",
+                                  name="exec-bundle", args=("sleep", "3600"),
+                                  cgroup=RUNC_EXEC_CGROUP)
+            _quietly([runc, "--root", root, "run", "-d", "--bundle", str(bundle), EXEC_NAME])
+            commands[RUNC_EXEC] = ([runc, "--root", root, "exec", EXEC_NAME, "/bin/true"], None)
+        yield commands
+    finally:
+        if runc is not None:
+            _quietly([runc, "--root", root, "delete", "--force", EXEC_NAME], check=False)
+        _quietly([client, "rm", "-f", EXEC_NAME], env, check=False)
 
 
 def _podman(work: Path) -> float | str:
@@ -271,6 +309,9 @@ def _print(results: dict[str, float | str]) -> None:
             verdict = "met" if mine / theirs <= target else "NOT met"
             print(f"  {ours} / {name} = {mine / theirs:.2f}x "
                   f"(target <= {target}x: {verdict})")
+    mine, theirs = results.get(EXEC), results.get(RUNC_EXEC)
+    if isinstance(mine, float) and isinstance(theirs, float):
+        print(f"  pycni-run exec / runc exec = {mine / theirs:.2f}x (no target)")
     _print_steps(results)
 
 
