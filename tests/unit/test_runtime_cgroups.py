@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pycni_run import cgroups
+from pycni_run import cgroupfs, cgroups
 from pycni_run.cgroups import _V1, _V2, Cgroup, _layout, detect_version
 from pycni_run.errors import RunError
 from pycni_run.spec import Limits
@@ -87,7 +87,7 @@ def test_unset_limits_write_nothing(tmp_path: Path) -> None:
 
 def test_write_errors_surface_as_run_errors(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="cannot write"):
-        cgroups.write_file(str(tmp_path / "missing" / "pids.max"), "5")
+        cgroupfs.write_file(str(tmp_path / "missing" / "pids.max"), "5")
 
 
 def test_state_round_trip() -> None:
@@ -107,7 +107,7 @@ def test_procs_of_a_cgroup_being_removed_is_empty(
     def gone(path: str) -> str:
         raise OSError(errno_value, os.strerror(errno_value), path)
 
-    monkeypatch.setattr(cgroups, "_read", gone)
+    monkeypatch.setattr(cgroupfs, "read_file", gone)
     assert cgroups.procs(cg) == []
     cgroups.kill_all(cg)  # returns at once: nothing to kill
 
@@ -118,7 +118,7 @@ def test_procs_reports_other_read_errors(tmp_path: Path, monkeypatch: pytest.Mon
     def denied(path: str) -> str:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(cgroups, "_read", denied)
+    monkeypatch.setattr(cgroupfs, "read_file", denied)
     with pytest.raises(PermissionError):
         cgroups.procs(cg)
 
