@@ -65,6 +65,11 @@ def _median_ms(
 def _interleaved_ms(commands: Commands, *, runs: int = RUNS) -> dict[str, float]:
     """Median wall ms of each command, run in turns (one of each per round): this VM's speed
     drifts by 30% within a minute, and turns give every command the same moments."""
+    return {label: statistics.median(t) for label, t in _interleaved(commands, runs).items()}
+
+
+def _interleaved(commands: Commands, runs: int) -> dict[str, list[float]]:
+    """Each command's wall ms, round by round (see ``_interleaved_ms``)."""
     for _ in range(WARMUP):
         for argv, env in commands.values():
             subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -74,7 +79,30 @@ def _interleaved_ms(commands: Commands, *, runs: int = RUNS) -> dict[str, float]
             start = time.perf_counter()
             subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
             times[label].append((time.perf_counter() - start) * 1000)
-    return {label: statistics.median(t) for label, t in times.items()}
+    return times
+
+
+# The ratios against runc, also as the median of each round's own ratio: the two commands of a
+# round ran moments apart, so the drift between rounds (runc's median went from 35 to 57 ms
+# between runs of the same code) cancels out of it, and no command's slow round is paired
+# with another's quick one.
+PAIRS = ((BRIDGE, RUNC), (NONE, RUNC), (EXEC, RUNC_EXEC))
+
+
+PAIRED = "per-round ratio: "
+
+
+def paired_label(ours: str, theirs: str) -> str:
+    return f"{PAIRED}{ours} / {theirs}"
+
+
+def _medians_and_pairs(times: dict[str, list[float]]) -> dict[str, float]:
+    out = {label: statistics.median(t) for label, t in times.items()}
+    for ours, theirs in PAIRS:
+        if ours in times and theirs in times:
+            out[paired_label(ours, theirs)] = statistics.median(
+                a / b for a, b in zip(times[ours], times[theirs], strict=True))
+    return out
 
 
 def _ensure_runc() -> str | None:
@@ -186,16 +214,16 @@ def _measure(
     wait_listening(Path(DAEMON_SOCKET), timeout=120)
     # In turns with runc, unshare and a bare interpreter: every ratio and every step below
     # is taken at the same moments.
-    results.update(_interleaved_ms({
+    results.update(_medians_and_pairs(_interleaved({
         PYTHON: ([sys.executable, "-IS", "-c", "pass"], None),
         PS: ([client, "ps", "-a"], env),
         NONE: ([client, "--rm", "--net=none", "busybox", "/bin/true"], env),
         BRIDGE: ([client, "--rm", "busybox", "/bin/true"], env),
         **_runc_command(work),
         UNSHARE: ([*UNSHARE.split()], None),
-    }))
+    }, RUNS)))
     with _exec_targets(work, client, env) as commands:
-        results.update(_interleaved_ms(commands))
+        results.update(_medians_and_pairs(_interleaved(commands, RUNS)))
     local = {**env, "PYCNI_RUN_NO_DAEMON": "1"}
     results["pycni-run --net=none (in-process)"] = _median_ms(
         [client, "--rm", "--net=none", "busybox", "/bin/true"], env=local, runs=10
@@ -293,26 +321,34 @@ def _print(results: dict[str, float | str]) -> None:
     print(f"\nContainer start-up, median of {RUNS} runs after {WARMUP} warm-up runs, the daemon's "
           "commands, runc, unshare and python in turns "
           f"(in-process: 5-10, podman: {PODMAN_RUNS} after 1) (wall ms):")
-    width = max(len(k) for k in results)
-    for label, value in results.items():
+    paired = {k: v for k, v in results.items() if k.startswith(PAIRED)}
+    timed = {k: v for k, v in results.items() if k not in paired}
+    width = max(len(k) for k in timed)
+    for label, value in timed.items():
         shown = f"{value:8.2f}" if isinstance(value, float) else f"  {value}"
         print(f"  {label.ljust(width)}  {shown}")
-    runc = results.get(RUNC)
-    pairs: tuple[tuple[str, float | str | None, str, float], ...] = (
-        (BRIDGE, runc, "runc", 1.5),
-        (NONE, runc, "runc", 1.0),
-        (BRIDGE, results.get(PODMAN), "podman", 0.5),
+    pairs: tuple[tuple[str, str, str, float], ...] = (
+        (BRIDGE, RUNC, "runc", 1.5),
+        (NONE, RUNC, "runc", 1.0),
+        (BRIDGE, PODMAN, "podman", 0.5),
     )
     for ours, theirs, name, target in pairs:
-        mine = results.get(ours)
-        if isinstance(mine, float) and isinstance(theirs, float):
-            verdict = "met" if mine / theirs <= target else "NOT met"
-            print(f"  {ours} / {name} = {mine / theirs:.2f}x "
+        mine, their = results.get(ours), results.get(theirs)
+        if isinstance(mine, float) and isinstance(their, float):
+            verdict = "met" if mine / their <= target else "NOT met"
+            print(f"  {ours} / {name} = {mine / their:.2f}x{_paired(results, ours, theirs)} "
                   f"(target <= {target}x: {verdict})")
-    mine, theirs = results.get(EXEC), results.get(RUNC_EXEC)
-    if isinstance(mine, float) and isinstance(theirs, float):
-        print(f"  pycni-run exec / runc exec = {mine / theirs:.2f}x (no target)")
+    mine, their = results.get(EXEC), results.get(RUNC_EXEC)
+    if isinstance(mine, float) and isinstance(their, float):
+        print(f"  pycni-run exec / runc exec = {mine / their:.2f}x"
+              f"{_paired(results, EXEC, RUNC_EXEC)} (no target)")
     _print_steps(results)
+
+
+def _paired(results: dict[str, float | str], ours: str, theirs: str) -> str:
+    """The per-round ratio of ``ours`` to ``theirs``, if it was taken (not podman's)."""
+    value = results.get(paired_label(ours, theirs))
+    return f", per round {value:.2f}x" if isinstance(value, float) else ""
 
 
 def _print_steps(results: dict[str, float | str]) -> None:
