@@ -255,6 +255,27 @@ def test_stopping_the_daemon_leaves_nothing(served: RuntimeSandbox) -> None:
     assert served.cgroup_dirs() == []
 
 
+def test_a_container_in_the_foreground_does_not_hold_up_the_next_spare(
+    served: RuntimeSandbox,
+) -> None:
+    """A foreground run holds its worker for the container's life. Once it has run
+    ``LONG_COMMAND`` seconds the daemon forks the next spare beside it (with its standby), so
+    another terminal's commands (an ``exec`` into it) are not left to plain forks."""
+    first = _parked(served)
+    long = served.spawn(str(served.client), "run", "--rm", "--name", "long", "--net=none",
+                        "busybox", "sleep", "120", env=served._env())
+    try:
+        until("the long run's container started from the parked standby",
+              lambda: first not in set().union(*_standbys(served).values()))
+        spare = _parked(served)
+        assert spare != first
+        assert long.poll() is None  # still running: its worker is busy all along
+        assert served.run("exec", "long", "true").code == 0
+    finally:
+        served.run("rm", "-f", "long")
+        long.communicate(timeout=60)
+
+
 def test_a_killed_spare_is_swept(served: RuntimeSandbox) -> None:
     pid = _parked(served)
     parked_in = set(_standbys(served))

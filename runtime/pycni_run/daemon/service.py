@@ -34,6 +34,7 @@ __all__ = ["DEFAULT_SOCKET", "Daemon", "log"]
 DEFAULT_SOCKET: Final = "/run/pycni/run.sock"
 MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client falls back)
 SPARE_EXIT_TIMEOUT: Final = 2.0  # a spare told to stop discards its standby within this
+LONG_COMMAND: Final = 0.5  # seconds; a command running this long does not hold up the spare
 
 log = logging.getLogger("pycni_run.daemon")
 
@@ -92,9 +93,23 @@ class Daemon(WarmServer[Call, _Running]):
             standby.sweep(self._standby_parent, owner)
 
     def may_refill(self) -> bool:
-        """Only while nothing runs: a spare's page copying would compete for the CPUs with the
-        command it was forked for (2 vCPUs here); idle time is free."""
-        return not self._running
+        """While nothing runs, or only long commands: a spare's fork and its standby's set-up
+        (a netns, cgroups) beside a short command slowed it (``--net=none`` runs 4-8 ms, see
+        the README), but a command that has run ``LONG_COMMAND`` seconds is a container's life
+        in the foreground, and commands from other terminals (``exec`` into it) must not go
+        without a spare until it ends."""
+        now = time.monotonic()
+        return all(now - running.started >= LONG_COMMAND for running in self._running.values())
+
+    def deadlines(self) -> list[float]:
+        """Also when the youngest running command becomes a long one (``may_refill``)."""
+        turns_long = max((r.started for r in self._running.values()), default=0.0) + LONG_COMMAND
+        return [*super().deadlines(), *([turns_long] if turns_long > time.monotonic() else [])]
+
+    def expire(self, now: float) -> None:
+        super().expire(now)
+        if self._running:
+            self.refill()  # a no-op while a spare waits or a short command runs
 
     # ------------------------------------------------------------------ a command
 
