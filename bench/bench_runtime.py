@@ -64,8 +64,9 @@ def _median_ms(
 
 def _interleaved_ms(commands: Commands, *, runs: int = RUNS) -> dict[str, float]:
     """Median wall ms of each command, run in turns (one of each per round): this VM's speed
-    drifts by 30% within a minute, and turns give every command the same moments."""
-    return {label: statistics.median(t) for label, t in _interleaved(commands, runs).items()}
+    drifts by 30% within a minute, and turns give every command the same moments. With them,
+    the per-round ratios of the ``PAIRS`` among ``commands``."""
+    return _medians_and_pairs(_interleaved(commands, runs))
 
 
 def _interleaved(commands: Commands, runs: int) -> dict[str, list[float]]:
@@ -87,8 +88,6 @@ def _interleaved(commands: Commands, runs: int) -> dict[str, list[float]]:
 # between runs of the same code) cancels out of it, and no command's slow round is paired
 # with another's quick one.
 PAIRS = ((BRIDGE, RUNC), (NONE, RUNC), (EXEC, RUNC_EXEC))
-
-
 PAIRED = "per-round ratio: "
 
 
@@ -214,16 +213,16 @@ def _measure(
     wait_listening(Path(DAEMON_SOCKET), timeout=120)
     # In turns with runc, unshare and a bare interpreter: every ratio and every step below
     # is taken at the same moments.
-    results.update(_medians_and_pairs(_interleaved({
+    results.update(_interleaved_ms({
         PYTHON: ([sys.executable, "-IS", "-c", "pass"], None),
         PS: ([client, "ps", "-a"], env),
         NONE: ([client, "--rm", "--net=none", "busybox", "/bin/true"], env),
         BRIDGE: ([client, "--rm", "busybox", "/bin/true"], env),
         **_runc_command(work),
         UNSHARE: ([*UNSHARE.split()], None),
-    }, RUNS)))
+    }))
     with _exec_targets(work, client, env) as commands:
-        results.update(_medians_and_pairs(_interleaved(commands, RUNS)))
+        results.update(_interleaved_ms(commands))
     local = {**env, "PYCNI_RUN_NO_DAEMON": "1"}
     results["pycni-run --net=none (in-process)"] = _median_ms(
         [client, "--rm", "--net=none", "busybox", "/bin/true"], env=local, runs=10
