@@ -85,11 +85,10 @@ def _in_process(name: str) -> "NoReturn":
         _answer_version()
     from pycni import oneshot
 
-    oneshot.prepare()  # before pycni.plugins: skel and the result types are dataclasses
+    oneshot.prepare(one_call=True)  # before pycni.plugins: skel and the results are dataclasses
     from pycni import plugins
 
-    plugins.launch(name)
-    sys.exit(0)  # launch exits with the plugin's status; this is only a backstop
+    oneshot.finish(plugins.launch(name))
 
 
 def _answer_version() -> None:

@@ -30,12 +30,13 @@ def modules_loaded_by(code: str, *, site: bool = True) -> list[str]:
     return out.stdout.split()
 
 
-# Runs an executable as its shebang would (-IS) and writes, at exit, the modules it loaded and
-# the source texts it exec'd: a dataclass made outside pycni.codecache execs the source of each
-# of its methods (through the cache, ``exec`` gets compiled code). To a file, not stdout as
-# ``modules_loaded_by`` does: an executable's stdout is its own (a plugin's result).
+# Runs an executable as its shebang would (-IS) and writes, at exit, the modules it loaded,
+# the source texts it exec'd (a dataclass made outside pycni.codecache execs the source of each
+# of its methods; through the cache, ``exec`` gets compiled code) and whether the cyclic
+# collector was on. To a file, not stdout as ``modules_loaded_by`` does: an executable's stdout
+# is its own (a plugin's result).
 _RECORDING = (
-    "import atexit, builtins, json, sys\n"
+    "import atexit, builtins, gc, json, sys\n"
     "out, exe = sys.argv[1], sys.argv[2]\n"
     "sources = []\n"
     "real_exec = builtins.exec\n"
@@ -46,7 +47,8 @@ _RECORDING = (
     "builtins.exec = counting_exec\n"
     "def dump():\n"
     "    with open(out, 'w') as f:\n"
-    "        json.dump({'modules': sorted(sys.modules), 'sources': sources}, f)\n"
+    "        json.dump({'modules': sorted(sys.modules), 'sources': sources,\n"
+    "                   'collector': gc.isenabled()}, f)\n"
     "atexit.register(dump)\n"
     "sys.argv = sys.argv[2:]\n"
     "real_exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
@@ -58,10 +60,19 @@ def recording_argv(out: Path, executable: str, *args: str) -> list[str]:
     return [sys.executable, "-IS", "-c", _RECORDING, str(out), executable, *args]
 
 
-def recorded(out: Path) -> tuple[set[str], list[str]]:
-    """What a ``recording_argv`` run loaded and exec'd from source."""
+@dataclass(frozen=True)
+class Recording:
+    """What a ``recording_argv`` run loaded, exec'd from source, and whether it collected."""
+
+    modules: set[str]
+    sources: list[str]
+    collector: bool
+
+
+def recorded(out: Path) -> Recording:
+    """What a ``recording_argv`` run wrote at its exit."""
     doc = json.loads(out.read_text())
-    return set(doc["modules"]), list(doc["sources"])
+    return Recording(set(doc["modules"]), list(doc["sources"]), bool(doc["collector"]))
 
 
 # Host directories a test session or a benchmark may make: the bridge plugin's flocks

@@ -352,8 +352,7 @@ def run(
     return 0
 
 
-def main(info: PluginInfo) -> None:
-    """Entry point of a plugin executable run in-process."""
-    sys.exit(
-        run(info, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)
-    )
+def main(info: PluginInfo) -> int:
+    """A plugin executable's call run in-process, on this process's environment and stdio:
+    its exit status (the launcher exits with it)."""
+    return run(info, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)

@@ -46,9 +46,10 @@ PLUGINS: Final[dict[str, PluginInfo]] = {
 }
 
 
-def launch(name: str) -> None:
-    """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout (the
-    launcher has made it a one-shot process first: ``pycni.launcher._in_process``)."""
+def launch(name: str) -> int:
+    """Run plugin ``name`` for this process's CNI_* environment, stdin and stdout: its exit
+    status (the launcher has made it a one-shot process first and exits with it:
+    ``pycni.launcher._in_process``)."""
     from pycni.cni import skel
 
-    skel.main(PLUGINS[name])
+    return skel.main(PLUGINS[name])

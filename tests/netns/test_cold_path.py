@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pycni.net import netns
 from tests.e2e.bridge_support import bridge_conflist
-from tests.support import AUTOSTART_OFF, recorded, recording_argv
+from tests.support import AUTOSTART_OFF, Recording, recorded, recording_argv
 
 NOT_ON_THE_COLD_PATH = (
     "asyncio", "ssl", "unittest", "pyroute2.iproute", "pyroute2.netlink.nlsocket",
@@ -24,8 +24,8 @@ NOT_ON_THE_COLD_PATH = (
 
 
 def _run(cni_bin: Path, tmp_path: Path, host_ns: str, env: dict[str, str],
-         conf: bytes) -> tuple[set[str], list[str]]:
-    """The modules the call loaded and the source texts it exec'd."""
+         conf: bytes) -> Recording:
+    """The modules the call loaded, the source texts it exec'd, whether it collected."""
     out = tmp_path / f"run-{env['CNI_COMMAND']}.json"
     with netns.enter(host_ns):
         ran = subprocess.run(recording_argv(out, str(cni_bin / "bridge")), input=conf, env=env,
@@ -44,12 +44,14 @@ def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
             "CNI_NETNS": container_ns, "CNI_IFNAME": "eth0", "CNI_PATH": str(cni_bin),
             "PYCNI_NO_SERVER": "1", **AUTOSTART_OFF}
     for command in ("ADD", "DEL"):
-        loaded, _ = _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": command},
-                         json.dumps(conf).encode())
-        assert "pycni.plugins.bridge" in loaded  # the call did run here
-        heavy = sorted(m for m in loaded for p in NOT_ON_THE_COLD_PATH
+        record = _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": command},
+                      json.dumps(conf).encode())
+        assert "pycni.plugins.bridge" in record.modules  # the call did run here
+        heavy = sorted(m for m in record.modules for p in NOT_ON_THE_COLD_PATH
                        if m == p or m.startswith(p + "."))
         assert heavy == [], f"{command}: {heavy}"
+        # One call, then the exit: the collector's passes over what it imported buy nothing.
+        assert not record.collector, command
 
 
 def test_every_dataclass_of_an_in_process_add_takes_its_methods_from_the_code_cache(
@@ -65,10 +67,10 @@ def test_every_dataclass_of_an_in_process_add_takes_its_methods_from_the_code_ca
             "CNI_IFNAME": "eth0", "CNI_PATH": str(cni_bin), "PYCNI_NO_SERVER": "1",
             **AUTOSTART_OFF}
     for command, cid in (("ADD", "warm1"), ("DEL", "warm1"), ("ADD", "cached2")):
-        loaded, sources = _run(cni_bin, tmp_path, host_ns,
-                               {**base, "CNI_COMMAND": command, "CNI_CONTAINERID": cid}, conf)
-    assert "pycni.cni.types" in loaded
-    made_here = [text.split("(")[0] for text in sources]
+        record = _run(cni_bin, tmp_path, host_ns,
+                      {**base, "CNI_COMMAND": command, "CNI_CONTAINERID": cid}, conf)
+    assert "pycni.cni.types" in record.modules
+    made_here = [text.split("(")[0] for text in record.sources]
     assert made_here == []
     _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "cached2"},
          conf)
