@@ -45,16 +45,18 @@ REFERENCE, DEFAULT, IN_PROCESS = "reference", "default", "in-process"
 FLOOR = "floor"
 # The floor under an in-process ADD: the interpreter and what it imports from outside pycni
 # (the standard library's share, pyroute2's message classes and request filters, libnftables'
-# ctypes), as the executable imports them (pyroute2's package __init__ deferred, dataclasses
-# without inspect: ``pycni.codecache``).
+# ctypes), as the executable imports them (``pycni.oneshot``: no cyclic collector, pyroute2's
+# package __init__ deferred and its config without platform and multiprocessing, dataclasses
+# without inspect, no interpreter teardown at the exit).
 FLOOR_IMPORTS = (
-    "import sys; sys.path[:0] = {path!r}; "
+    "import gc; gc.disable(); import sys; sys.path[:0] = {path!r}; "
     "from pycni.codecache import import_dataclasses; import_dataclasses(); "
-    "from pycni.net.pyroute2_import import defer_package_init; defer_package_init(); "
+    "from pycni.net import pyroute2_import; pyroute2_import.defer_package_init(); "
+    "pyroute2_import.import_config(); "
     "import typing, dataclasses, json, traceback, logging, socket, ipaddress, ctypes, fcntl; "
     "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg; "
     "import pyroute2.netlink.rtnl.rtmsg, pyroute2.requests.link, pyroute2.requests.address; "
-    "import pyroute2.requests.route, pyroute2.netlink.exceptions"
+    "import pyroute2.requests.route, pyroute2.netlink.exceptions; import os; os._exit(0)"
 )
 
 

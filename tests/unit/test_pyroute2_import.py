@@ -70,3 +70,57 @@ def test_already_imported_pyroute2_is_left_alone() -> None:
         "print(json.dumps({'same': sys.modules['pyroute2'] is pyroute2}))"
     )
     assert seen == {"same": True}
+
+
+_CONFIG_SEEN = (
+    "from pyroute2 import config\n"
+    "seen = {'uname': list(config.uname), 'machine': config.machine, 'arch': config.arch,\n"
+    "        'kernel': config.kernel, 'platform': 'platform' in sys.modules,\n"
+    "        'multiprocessing': 'multiprocessing' in sys.modules}\n"
+)
+
+
+def test_config_comes_without_platform_and_multiprocessing_and_reads_the_same() -> None:
+    """What pyroute2's config reads from ``platform`` is the same through the stand-in; its
+    ``multiprocessing`` names import the real module when called; either name imported later
+    is the real module."""
+    real = _run(_CONFIG_SEEN + "print(json.dumps(seen))")
+    assert real["platform"]
+    assert real["multiprocessing"]
+    light = _run(
+        "from pycni.net.pyroute2_import import defer_package_init, import_config\n"
+        "defer_package_init()\n"
+        "import_config()\n" + _CONFIG_SEEN +
+        "reader, writer = config.MpPipe()\n"
+        "import multiprocessing.connection, platform\n"
+        "seen['pipe'] = isinstance(reader, multiprocessing.connection.Connection)\n"
+        "seen['real_platform'] = platform.python_version() == '%d.%d.%d' % sys.version_info[:3]\n"
+        "print(json.dumps(seen))"
+    )
+    assert light == {**real, "platform": False, "multiprocessing": False, "pipe": True,
+                     "real_platform": True}
+
+
+def test_a_stand_in_answers_what_it_lacks_from_the_real_module() -> None:
+    seen = _run(
+        "from pycni import standin\n"
+        "fake = standin.make('colorsys', 'a stand-in', rgb_to_hsv=lambda *a: 'stand-in')\n"
+        "module = standin.importing('json', fake)\n"
+        "sys.modules['colorsys'] = fake  # a dependency holding the stand-in, as config does\n"
+        "asked = fake.rgb_to_hsv(0, 0, 0)\n"
+        "real = fake.hls_to_rgb(0, 0, 0)\n"
+        "import colorsys\n"
+        "print(json.dumps({'asked': asked, 'real': list(real),\n"
+        "  'now_real': colorsys is not fake and sys.modules['colorsys'] is colorsys}))"
+    )
+    assert seen == {"asked": "stand-in", "real": [0, 0, 0], "now_real": True}
+
+
+def test_a_stand_in_is_gone_after_the_import() -> None:
+    seen = _run(
+        "from pycni import standin\n"
+        "fake = standin.make('colorsys', 'a stand-in')\n"
+        "standin.importing('json', fake)\n"
+        "print(json.dumps({'left': 'colorsys' in sys.modules}))"
+    )
+    assert seen == {"left": False}
