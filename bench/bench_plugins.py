@@ -46,13 +46,14 @@ FLOOR = "floor"
 # The floor under an in-process ADD: the interpreter and what it imports from outside pycni
 # (the standard library's share, pyroute2's message classes and request filters, libnftables'
 # ctypes), as the executable imports them (``pycni.oneshot``: no cyclic collector, pyroute2's
-# package __init__ deferred and its config without platform and multiprocessing, dataclasses
-# without inspect, no interpreter teardown at the exit).
+# package __init__ deferred and its config and request filters without platform,
+# multiprocessing and rt_files, dataclasses without inspect, no interpreter teardown at the
+# exit).
 FLOOR_IMPORTS = (
     "import gc; gc.disable(); import sys; sys.path[:0] = {path!r}; "
     "from pycni.codecache import import_dataclasses; import_dataclasses(); "
     "from pycni.net import pyroute2_import; pyroute2_import.defer_package_init(); "
-    "pyroute2_import.import_config(); "
+    "pyroute2_import.stand_in_on_import(); "
     "import typing, dataclasses, json, traceback, logging, socket, ipaddress, ctypes, fcntl; "
     "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg; "
     "import pyroute2.netlink.rtnl.rtmsg, pyroute2.requests.link, pyroute2.requests.address; "

@@ -10,7 +10,8 @@ cost it more than the call's own work and serve it nothing:
   ``dataclasses`` in without ``inspect``);
 - pyroute2's package ``__init__`` (asyncio, ssl, NDB, every netlink family: ~40 ms):
   ``pycni.net.pyroute2_import`` defers it until a name is asked of the package itself, and
-  brings pyroute2's ``config`` in without ``platform`` and ``multiprocessing`` (~5.5 ms).
+  has pyroute2's ``config`` and request filters imported without ``platform``,
+  ``multiprocessing`` and ``rt_files`` (~10 ms).
 Both must come before ``pycni.plugins`` (skel and the result types are dataclasses) and before
 any of pyroute2's modules. Warm servers do neither: they import everything once, on purpose.
 
@@ -39,7 +40,7 @@ def prepare(*, one_call: bool = False) -> None:
     """Make this process's imports a one-shot process's (idempotent); ``one_call``: it runs
     one plugin call and exits (``finish``), so it needs no cyclic collector."""
     from pycni import codecache
-    from pycni.net.pyroute2_import import defer_package_init, import_config
+    from pycni.net.pyroute2_import import defer_package_init, stand_in_on_import
 
     if one_call:
         import gc
@@ -47,7 +48,7 @@ def prepare(*, one_call: bool = False) -> None:
         gc.disable()
     codecache.enable()
     defer_package_init()
-    import_config()
+    stand_in_on_import()
 
 
 def finish(status: int) -> NoReturn:

@@ -9,12 +9,17 @@ of its submodules, so ``defer_package_init`` registers the package module unexec
 itself (``from pyroute2 import IPRoute``): whoever needs the full package still gets it, only
 later. Submodules imported meanwhile are the same module objects the ``__init__`` then finds.
 
-``import_config`` then imports pyroute2's ``config`` without the ``platform`` and
-``multiprocessing`` it imports at its top (2.0-2.5 and 3.1-3.6 ms here): from ``platform`` it
-reads the kernel's uname, the machine and the pointer size, which a stand-in answers from
-``os.uname()`` (``pycni.standin``); of ``multiprocessing`` it keeps ``Pipe``, ``Queue`` and
-``Process`` for the netns helpers of pyroute2's ``IPRoute``, which a plugin's call never
-reaches: the stand-in's import the real ones when called.
+``stand_in_on_import`` then has three of pyroute2's imports made by stand-ins
+(``pycni.standin``), whenever something imports the modules that make them:
+- ``config`` imports ``platform`` and ``multiprocessing`` at its top (2.0-2.5 and 3.1-3.6 ms
+  here). From ``platform`` it reads the kernel's uname, the machine and the pointer size,
+  which the stand-in answers from ``os.uname()``; of ``multiprocessing`` it keeps ``Pipe``,
+  ``Queue`` and ``Process`` for the netns helpers of pyroute2's ``IPRoute``, which a plugin's
+  call never reaches: the stand-in's import the real ones when called.
+- the request filters (``requests.link``, ``address``, ``route``, ``tc``) and tc's ematch
+  import ``netlink.rt_files`` (its dataclasses and ``pathlib``: ~5 ms) for the iproute2 files
+  that turn a name given for a number (a table, a scope, a protocol) into the number. pycni
+  passes numbers; the stand-in's classes import the real ones when a name is looked up.
 
 Only one-shot processes call these (``pycni.oneshot``: a plugin executable's in-process path,
 ``pycni-run`` without its daemon); the servers preload the whole package, the CLI and tests
@@ -33,7 +38,7 @@ from typing import Any
 
 from pycni import standin
 
-__all__ = ["defer_package_init", "import_config"]
+__all__ = ["defer_package_init", "stand_in_on_import"]
 
 _PACKAGE = "pyroute2"
 
@@ -66,12 +71,15 @@ def defer_package_init() -> None:
     sys.modules[_PACKAGE] = module
 
 
-def import_config() -> None:
-    """Import ``pyroute2.config`` with stand-ins for ``platform`` and ``multiprocessing``
-    (no-op if it is imported already, or if pyroute2 is not there: its importer reports it)."""
-    if f"{_PACKAGE}.config" in sys.modules or importlib.util.find_spec(_PACKAGE) is None:
-        return
-    standin.importing(f"{_PACKAGE}.config", _platform(), _multiprocessing())
+def stand_in_on_import() -> None:
+    """From now on, pyroute2's ``config`` and request filters are loaded with stand-ins for
+    ``platform``, ``multiprocessing`` and ``pyroute2.netlink.rt_files`` (see the module)."""
+    config = (_platform, _multiprocessing)
+    tables = (_rt_files,)
+    standin.on_import({
+        f"{_PACKAGE}.config": lambda: [make() for make in config],
+        **{f"{_PACKAGE}.{name}": lambda: [make() for make in tables] for name in _RT_FILES_USERS},
+    })
 
 
 class _Uname(tuple[str, str, str, str, str]):
@@ -123,9 +131,9 @@ def _platform() -> ModuleType:
                         uname=_uname, machine=_machine, architecture=_architecture)
 
 
-def _deferred(attr: str) -> Callable[..., Any]:
+def _deferred(attr: str, module: str = "multiprocessing") -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(standin.real("multiprocessing"), attr)(*args, **kwargs)
+        return getattr(standin.real(module), attr)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = attr
     return call
@@ -136,3 +144,17 @@ def _multiprocessing() -> ModuleType:
                         "(pycni.net.pyroute2_import)",
                         Pipe=_deferred("Pipe"), Queue=_deferred("Queue"),
                         Process=_deferred("Process"))
+
+
+_RT_FILES_USERS = ("requests.link", "requests.address", "requests.route", "requests.tc",
+                   "netlink.rtnl.tcmsg.common_ematch")
+_RT_FILES_CLASSES = ("EmatchMapFile", "NlProtosFile", "RtAddrProtosFile", "RtDsfieldFile",
+                     "GroupFile", "RtProtosFile", "RtRealmsFile", "RtScopesFile", "RtTablesFile",
+                     "TcClsFile")
+
+
+def _rt_files() -> ModuleType:
+    name = f"{_PACKAGE}.netlink.rt_files"
+    return standin.make(name, "iproute2's name files, read when a name is looked up "
+                        "(pycni.net.pyroute2_import)",
+                        **{cls: _deferred(cls, name) for cls in _RT_FILES_CLASSES})

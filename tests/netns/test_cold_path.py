@@ -19,7 +19,8 @@ from tests.support import AUTOSTART_OFF, Recording, recorded, recording_argv
 NOT_ON_THE_COLD_PATH = (
     "asyncio", "ssl", "unittest", "pyroute2.iproute", "pyroute2.netlink.nlsocket",
     "pyroute2.netlink.rtnl.tcmsg", "subprocess", "hashlib", "_hashlib", "shutil", "bz2",
-    "lzma", "secrets", "inspect", "ast", "dis", "platform", "multiprocessing",
+    "lzma", "secrets", "inspect", "ast", "dis", "platform", "multiprocessing", "pathlib",
+    "pyroute2.netlink.rt_files",
 )
 
 

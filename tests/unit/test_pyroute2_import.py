@@ -78,6 +78,11 @@ _CONFIG_SEEN = (
     "        'kernel': config.kernel, 'platform': 'platform' in sys.modules,\n"
     "        'multiprocessing': 'multiprocessing' in sys.modules}\n"
 )
+_STAND_INS = (
+    "from pycni.net.pyroute2_import import defer_package_init, stand_in_on_import\n"
+    "defer_package_init()\n"
+    "stand_in_on_import()\n"
+)
 
 
 def test_config_comes_without_platform_and_multiprocessing_and_reads_the_same() -> None:
@@ -88,9 +93,7 @@ def test_config_comes_without_platform_and_multiprocessing_and_reads_the_same() 
     assert real["platform"]
     assert real["multiprocessing"]
     light = _run(
-        "from pycni.net.pyroute2_import import defer_package_init, import_config\n"
-        "defer_package_init()\n"
-        "import_config()\n" + _CONFIG_SEEN +
+        _STAND_INS + _CONFIG_SEEN +
         "reader, writer = config.MpPipe()\n"
         "import multiprocessing.connection, platform\n"
         "seen['pipe'] = isinstance(reader, multiprocessing.connection.Connection)\n"
@@ -99,6 +102,28 @@ def test_config_comes_without_platform_and_multiprocessing_and_reads_the_same() 
     )
     assert light == {**real, "platform": False, "multiprocessing": False, "pipe": True,
                      "real_platform": True}
+
+
+def test_request_filters_come_without_rt_files_and_read_names_through_it() -> None:
+    """pycni's requests (numbers) never read iproute2's name files; a name given for a number
+    still is one, through the real rt_files imported then."""
+    seen = _run(
+        _STAND_INS +
+        "import pycni.net.rtnl\n"
+        "from pyroute2.requests.route import RouteFieldFilter\n"
+        "from pyroute2.requests.main import RequestProcessor\n"
+        "before = {m: m in sys.modules for m in ('pyroute2.netlink.rt_files', 'pathlib')}\n"
+        "query = {'table': 'main'}\n"
+        "request = RequestProcessor(context=query, prime=query)\n"
+        "request.add_filter(RouteFieldFilter())\n"
+        "request.finalize()\n"
+        "loader = type(sys.modules['pyroute2.requests.route'].__loader__).__name__\n"
+        "print(json.dumps({'before': before, 'table': request['table'],\n"
+        "  'loaded': 'pyroute2.netlink.rt_files' in sys.modules, 'loader': loader}))"
+    )
+    assert seen == {"before": {"pyroute2.netlink.rt_files": False, "pathlib": False},
+                    "table": 254, "loaded": True,
+                    "loader": "SourceFileLoader"}  # its own: tracebacks read its source there
 
 
 def test_a_stand_in_answers_what_it_lacks_from_the_real_module() -> None:
