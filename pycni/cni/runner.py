@@ -18,7 +18,8 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Final, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from pycni.cni.errors import CNIError, ErrorCode
 
@@ -27,9 +28,12 @@ __all__ = ["EXEC", "ExecRunner", "Outcome", "PluginRunner", "PluginTimeout", "fi
 TEXT_BUSY_RETRIES: Final = 6  # libcni retries "text file busy" (a plugin being installed) too
 
 
-class Outcome(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Outcome:
     """What running a plugin gave: its exit status (negative: killed by that signal, as
-    subprocess reports it), its stdout, and its stderr (b"" if it went to ours)."""
+    subprocess reports it), its stdout, and its stderr (b"" if it went to ours). (Not a
+    ``NamedTuple``: with string annotations that compiles each field's type, ~1 ms of a
+    one-shot plugin's start; a dataclass's methods come from ``pycni.codecache``.)"""
 
     status: int
     stdout: bytes

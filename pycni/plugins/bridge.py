@@ -24,9 +24,7 @@ from pycni.lockfile import network_lock
 from pycni.net import addrs, bridge_ports, links, sysctl, veth_pair
 from pycni.net.configure import configure_interface
 from pycni.net.ipr import IPR, open_ipr
-from pycni.plugins import bridge_check
 from pycni.plugins.bridge_conf import BridgeConfig, parse_bridge_config
-from pycni.plugins.bridge_del import cmd_del
 from pycni.plugins.bridge_keys import attachment, collect, delegate_ipam, host_veth_name
 from pycni.plugins.runner import DELEGATES
 
@@ -314,7 +312,19 @@ def _refresh_macs(host: IPR, result: Result) -> Result:
 # ---------------------------------------------------------------------------- CHECK, STATUS, GC
 
 
+# DEL and CHECK live in modules of their own, imported by the verb that runs them: an ADD run
+# in-process (a one-shot process) does not pay for them. The servers preload both.
+
+
+def cmd_del(args: CmdArgs) -> None:
+    from pycni.plugins import bridge_del
+
+    bridge_del.cmd_del(args)
+
+
 def cmd_check(args: CmdArgs) -> None:
+    from pycni.plugins import bridge_check
+
     conf = parse_bridge_config(args)
     if conf.ipam_type:
         delegate_ipam(conf, args, "CHECK")

@@ -27,6 +27,8 @@ _WARM_MODULES: Final = (
     "pycni.cni.runner",
     "pycni.plugins.runner",
     "pycni.plugins.forked",
+    "pycni.plugins.bridge_del",
+    "pycni.plugins.bridge_check",
     "pycni.firewall.nftables.engine",
     "pycni.firewall.nftables.masquerade",
     "pycni.firewall.nftables.forward",

@@ -51,6 +51,9 @@ def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
         heavy = sorted(m for m in record.modules for p in NOT_ON_THE_COLD_PATH
                        if m == p or m.startswith(p + "."))
         assert heavy == [], f"{command}: {heavy}"
+        other_verbs = sorted({"pycni.plugins.bridge_del", "pycni.plugins.bridge_check"}
+                             - {f"pycni.plugins.bridge_{command.lower()}"} & record.modules)
+        assert other_verbs == [], f"{command}: {other_verbs}"
         # One call, then the exit: the collector's passes over what it imported buy nothing.
         assert not record.collector, command
 

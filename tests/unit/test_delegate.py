@@ -115,10 +115,10 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
     for thread in threads:
         thread.join()
     assert len(results) == 8
-    for status, stdout, stderr in results:
-        assert status == -9, (stdout, stderr)
-        assert stdout == b""
-        assert b"failpoint hostlocal.add.after_reserve: SIGKILL" in stderr
+    for outcome in results:
+        assert outcome.status == -9, (outcome.stdout, outcome.stderr)
+        assert outcome.stdout == b""
+        assert b"failpoint hostlocal.add.after_reserve: SIGKILL" in outcome.stderr
     reap_forked()
 
 
@@ -130,10 +130,9 @@ def test_reported_children_are_reaped_by_reap_forked(tmp_path: Path) -> None:
 
     env = {"CNI_COMMAND": "VERSION"}
     for _ in range(3):
-        status, stdout, _ = run_forked("none", stdin=b'{"cniVersion":"1.0.0"}', env=env,
-                                       timeout=30)
-        assert status == 0
-        assert b"supportedVersions" in stdout
+        outcome = run_forked("none", stdin=b'{"cniVersion":"1.0.0"}', env=env, timeout=30)
+        assert outcome.status == 0
+        assert b"supportedVersions" in outcome.stdout
     reap_forked()
     try:  # other children of pytest (a session's fork server) may be alive, not zombies
         zombie, _ = os.waitpid(-1, os.WNOHANG)
