@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.ratios import per_round
 from bench.sandbox import (
     REFERENCE_BIN,
     Sandbox,
@@ -246,6 +247,14 @@ def _row(name: str, vals: dict[str, float], target: str = "") -> str:
             f" {_ratio(inp, ref):>8}   {target}")
 
 
+def _per_round_row(rounds: dict[str, list[float]]) -> str:
+    """Each variant against the reference, the median of each round's own ratio
+    (``bench.ratios``): the drift between rounds cancels out of it."""
+    ref = rounds[REFERENCE]
+    cells = [f"{per_round(rounds[label], ref):7.2f}x" for label in (DEFAULT, IN_PROCESS)]
+    return f"{'  per-round ratio':<28}{'':>10}{'':>10}{'':>12}   {cells[0]} {cells[1]}"
+
+
 def report(seq: dict[str, tuple[list[float], list[float]]],
            par: dict[str, tuple[list[float], list[float]]], version: dict[str, float],
            first: dict[str, list[float]]) -> None:
@@ -253,12 +262,14 @@ def report(seq: dict[str, tuple[list[float], list[float]]],
           f"{'def/ref':>8} {'inp/ref':>8}   targets")
     print(_row("ADD median", {k: median(v[0]) for k, v in seq.items()},
                "default <= 0.6x, in-process <= 3x"))
+    print(_per_round_row({k: v[0] for k, v in seq.items()}))
     floor, ref_add = median(seq[FLOOR][0]), median(seq[REFERENCE][0])
     print(f"{'  in-process floor':<28}{'':>10}{'':>10}{floor:>12.1f}   {'':>8} "
           f"{_ratio(floor, ref_add):>8}   the interpreter + the modules an ADD needs from "
           "outside pycni")
     print(_row("ADD p90", {k: p90(v[0]) for k, v in seq.items()}))
     print(_row("DEL median", {k: median(v[1]) for k, v in seq.items()}, "default <= 0.3x"))
+    print(_per_round_row({k: v[1] for k, v in seq.items()}))
     print(_row("DEL p90", {k: p90(v[1]) for k, v in seq.items()}))
     print(_row(f"{PARALLEL} parallel ADDs (wall)", {k: median(v[0]) for k, v in par.items()},
                "default <= 0.7x"))
@@ -267,6 +278,7 @@ def report(seq: dict[str, tuple[list[float], list[float]]],
     if first:
         print(_row("first ADD after a boot", {k: median(v) for k, v in first.items()},
                    "default (it starts the server) <= 3x"))
+        print(_per_round_row(first))
     bare = version["python -IS -c pass"]
     print(_row("VERSION (start-up)", version,
                f"bare python -IS: {bare:.1f} ms; in-process {version[IN_PROCESS] / bare:.2f}x "

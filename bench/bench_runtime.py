@@ -34,6 +34,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.ratios import per_round
+
 RUNS = 20
 WARMUP = 3
 PODMAN_RUNS = 5
@@ -83,10 +85,7 @@ def _interleaved(commands: Commands, runs: int) -> dict[str, list[float]]:
     return times
 
 
-# The ratios against runc, also as the median of each round's own ratio: the two commands of a
-# round ran moments apart, so the drift between rounds (runc's median went from 35 to 57 ms
-# between runs of the same code) cancels out of it, and no command's slow round is paired
-# with another's quick one.
+# The ratios against runc, also as the median of each round's own ratio (``bench.ratios``).
 PAIRS = ((BRIDGE, RUNC), (NONE, RUNC), (EXEC, RUNC_EXEC))
 PAIRED = "per-round ratio: "
 
@@ -99,8 +98,7 @@ def _medians_and_pairs(times: dict[str, list[float]]) -> dict[str, float]:
     out = {label: statistics.median(t) for label, t in times.items()}
     for ours, theirs in PAIRS:
         if ours in times and theirs in times:
-            out[paired_label(ours, theirs)] = statistics.median(
-                a / b for a, b in zip(times[ours], times[theirs], strict=True))
+            out[paired_label(ours, theirs)] = per_round(times[ours], times[theirs])
     return out
 
 

@@ -27,3 +27,11 @@ def test_the_per_round_ratio_is_not_the_ratio_of_medians() -> None:
 def test_a_pair_missing_a_side_is_left_out() -> None:
     out = _medians_and_pairs({EXEC: [1.0, 2.0, 3.0]})
     assert out == {EXEC: 2.0}
+
+
+def test_the_plugin_benchmark_pairs_each_variant_with_the_reference_round_by_round() -> None:
+    from bench.bench_plugins import DEFAULT, IN_PROCESS, REFERENCE, _per_round_row
+
+    rounds = {REFERENCE: [10.0, 20.0, 20.0], DEFAULT: [5.0, 10.0, 14.0],
+              IN_PROCESS: [30.0, 50.0, 40.0]}
+    assert _per_round_row(rounds).split()[-2:] == ["0.50x", "2.50x"]
