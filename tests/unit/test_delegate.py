@@ -90,6 +90,7 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
     import io
     import threading
 
+    from pycni.cni.runner import Outcome
     from pycni.plugins.forked import reap as reap_forked
     from pycni.plugins.forked import run_forked
 
@@ -100,7 +101,7 @@ def test_a_forked_plugin_writes_its_stderr_to_fd_2_whatever_sys_stderr_is(
         "ipam": {"type": "host-local", "subnet": "10.5.0.0/24",
                  "dataDir": str(tmp_path / "ipam")},
     }).encode()
-    results: list[tuple[int, bytes, bytes]] = []
+    results: list[Outcome] = []
 
     def call(cid: str) -> None:
         env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid,

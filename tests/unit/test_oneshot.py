@@ -37,9 +37,9 @@ oneshot.finish(int(sys.argv[1]))
 """
 
 
-def _end(status: int, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _end(status: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-IS", "-c", _ENDING, str(status)],
-                          capture_output=True, text=True, timeout=30, check=False, **kwargs)
+                          capture_output=True, text=True, timeout=30, check=False)
 
 
 def test_finish_exits_with_the_status_after_threads_atexit_and_flushing() -> None:
