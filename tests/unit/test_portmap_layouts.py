@@ -126,12 +126,14 @@ class FakeNft:
         tables = [{"table": {"family": npm.FAMILY, "name": npm.TABLE}}] if st["table"] else []
         return {"nftables": tables}
 
-    def _list_table(self, st: dict[str, Any], obj: Doc) -> Doc:
+    def _list_maps(self, st: dict[str, Any], obj: Doc) -> Doc:
         self._need_table(st)
-        items: list[Any] = []
-        for name, m in st["maps"].items():
-            items.append({"map": {**m["head"], "name": name,
-                                  "elem": [list(e) for e in m["elems"].values()]}})
+        return {"nftables": [{"map": {**m["head"], "name": name,
+                                      "elem": [list(e) for e in m["elems"].values()]}}
+                             for name, m in st["maps"].items()]}
+
+    def _list_table(self, st: dict[str, Any], obj: Doc) -> Doc:
+        items: list[Any] = self._list_maps(st, obj)["nftables"]
         for name, c in st["chains"].items():
             items.append({"chain": c["head"]})
             items += [{"rule": {"chain": name, "expr": r}} for r in c["rules"]]

@@ -261,8 +261,9 @@ class NftTable:
             return str(err)
         return None
 
-    def read(self) -> nj.TableState:
-        """The whole table; empty if it does not exist (nothing was ever set up).
+    def read(self, listing: nj.Cmd | None = None) -> nj.TableState:
+        """The whole table, or what ``listing`` lists of it; empty if it does not exist
+        (nothing was ever set up).
 
         libnftables gives no errno for a failed listing, so a failure asks whether the table
         exists. If it does, it may have been created by a concurrent ADD between the listing
@@ -270,7 +271,8 @@ class NftTable:
         """
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return nj.parse_table(self.run([nj.list_table(self.table)]))
+                return nj.parse_table(self.run([listing or nj.list_table(self.table)]),
+                                      self.table)
             except NftError:
                 if not nj.table_in(self.run([nj.list_tables()]), self.table):
                     return nj.TableState()
@@ -279,10 +281,11 @@ class NftTable:
                 log.debug("listing failed but the table exists, listing again", exc_info=True)
         raise AssertionError("unreachable")
 
-    def apply(self, build: Build) -> None:
-        """Read, build the commands from what is there, write; again while the write fails."""
+    def apply(self, build: Build, *, listing: nj.Cmd | None = None) -> None:
+        """Read (the whole table, or what ``listing`` lists), build the commands from what is
+        there, write; again while the write fails."""
         for attempt in range(ATTEMPTS):
-            commands = build(self.read())
+            commands = build(self.read(listing))
             if not commands:
                 return
             try:

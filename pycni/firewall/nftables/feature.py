@@ -95,13 +95,18 @@ class Layout(Generic[S]):
     spec (``entries``). Its methods build commands only (pure, unit-tested). A plain class, as
     ``nftjson.Table`` is, for the same reason."""
 
-    __slots__ = ("chain_prefix", "containers", "ensure", "entries", "table")
+    __slots__ = ("chain_prefix", "containers", "ensure", "entries", "kind", "table")
 
     def __init__(self, table: nj.Table, containers: frozenset[str], *,
                  ensure: Callable[[S], list[nj.Cmd]], entries: Callable[[S], list[Entry]],
-                 chain_prefix: str = "") -> None:
+                 chain_prefix: str = "", kind: str = "maps") -> None:
         self.table, self.containers, self.chain_prefix = table, containers, chain_prefix
-        self.ensure, self.entries = ensure, entries
+        self.ensure, self.entries, self.kind = ensure, entries, kind
+
+    def listing(self) -> nj.Cmd:
+        """What lists the containers (``kind``: all maps, or all sets) with their elements:
+        all a teardown reads."""
+        return nj.list_containers(self.kind, self.table)
 
     def element(self, verb: str, entry: Entry, label: str | None = None) -> nj.Cmd:
         container, key, value = entry
@@ -214,7 +219,10 @@ class NftFacet(Generic[S]):
                         informed=lambda state: layout.setup_informed(spec, state))
 
     def teardown(self, key: AttachmentKey) -> None:
-        self._nft.apply(lambda state: self._layout.teardown_commands(state, key.label))
+        # The elements alone: the table's chains and rules, one set per network, are not
+        # listed (0.47 against 1.16 ms with a few containers, and they grow with networks).
+        self._nft.apply(lambda state: self._layout.teardown_commands(state, key.label),
+                        listing=self._layout.listing())
 
     def gc(self, network: str, valid: Collection[tuple[str, str]]) -> list[str]:
         return self._nft.gc(f"nftables {self._what}", network, valid,

@@ -83,7 +83,8 @@ def _entries(m: MacSpoofCheck) -> list[Entry]:
     return [(PORTS, m.port, None), (ALLOWED, m.allowed_key, None)]
 
 
-_LAYOUT: Final = Layout(MACSPOOF, frozenset(_SETS), ensure=lambda _: layout(), entries=_entries)
+_LAYOUT: Final = Layout(MACSPOOF, frozenset(_SETS), ensure=lambda _: layout(), entries=_entries,
+                        kind="sets")
 teardown_commands, gc_commands = _LAYOUT.teardown_commands, _LAYOUT.gc_commands
 
 

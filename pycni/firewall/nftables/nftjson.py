@@ -35,6 +35,7 @@ __all__ = [
     "delete_element",
     "element",
     "flush_chain",
+    "list_containers",
     "list_table",
     "list_tables",
     "parse_table",
@@ -87,6 +88,13 @@ def list_table(table: Table = PYCNI) -> Cmd:
 
 def list_tables() -> Cmd:
     return {"list": {"tables": None}}
+
+
+def list_containers(kind: str, table: Table = PYCNI) -> Cmd:
+    """``list maps`` or ``list sets``: those with their elements, none of the chains and
+    rules. nftables 1.0.6 takes the table's name but lists every table of the family:
+    ``parse_table(..., table=table)`` keeps this table's."""
+    return {"list": {kind: {"family": table.family, "table": table.name}}}
 
 
 def add_chain(name: str, *, table: Table = PYCNI) -> Cmd:
@@ -237,13 +245,24 @@ def _parse_elements(container: str, items: Any) -> list[Element]:
     return out
 
 
-def parse_table(doc: Mapping[str, Any]) -> TableState:
-    """Sets/maps with their elements, chains with their rules' expressions, in listed order."""
+def _of(obj: Mapping[str, Any], table: Table) -> bool:
+    """Whether a listed set, map, chain or rule is ``table``'s (one without a table is)."""
+    body = next((v for v in obj.values() if isinstance(v, Mapping)), None)
+    if body is None or "table" not in body:
+        return True
+    return body.get("table") == table.name and body.get("family", table.family) == table.family
+
+
+def parse_table(doc: Mapping[str, Any], table: Table | None = None) -> TableState:
+    """Sets/maps with their elements, chains with their rules' expressions, in listed order;
+    with ``table``, only that table's (a listing may hold other tables')."""
     elements: list[Element] = []
     containers: set[str] = set()
     heads: dict[str, Mapping[str, Any]] = {}
     rules: dict[str, list[tuple[Any, ...]]] = {}
     for obj in objects(doc):
+        if table is not None and not _of(obj, table):
+            continue
         for kind in ("set", "map"):
             if isinstance(obj.get(kind), Mapping):
                 containers.add(str(obj[kind].get("name")))
