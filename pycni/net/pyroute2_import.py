@@ -33,6 +33,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
+from operator import itemgetter
 from types import ModuleType
 from typing import Any
 
@@ -86,26 +87,11 @@ class _Uname(tuple[str, str, str, str, str]):
     """``platform.uname()``'s fields, by name and by index (its lazy ``processor`` aside)."""
 
     __slots__ = ()
-
-    @property
-    def system(self) -> str:
-        return self[0]
-
-    @property
-    def node(self) -> str:
-        return self[1]
-
-    @property
-    def release(self) -> str:
-        return self[2]
-
-    @property
-    def version(self) -> str:
-        return self[3]
-
-    @property
-    def machine(self) -> str:
-        return self[4]
+    system = property(itemgetter(0))
+    node = property(itemgetter(1))
+    release = property(itemgetter(2))
+    version = property(itemgetter(3))
+    machine = property(itemgetter(4))
 
 
 def _uname() -> _Uname:
