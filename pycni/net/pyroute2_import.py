@@ -75,11 +75,9 @@ def defer_package_init() -> None:
 def stand_in_on_import() -> None:
     """From now on, pyroute2's ``config`` and request filters are loaded with stand-ins for
     ``platform``, ``multiprocessing`` and ``pyroute2.netlink.rt_files`` (see the module)."""
-    config = (_platform, _multiprocessing)
-    tables = (_rt_files,)
     standin.on_import({
-        f"{_PACKAGE}.config": lambda: [make() for make in config],
-        **{f"{_PACKAGE}.{name}": lambda: [make() for make in tables] for name in _RT_FILES_USERS},
+        f"{_PACKAGE}.config": lambda: [_platform(), _multiprocessing()],
+        **{f"{_PACKAGE}.{name}": lambda: [_rt_files()] for name in _RT_FILES_USERS},
     })
 
 
