@@ -46,19 +46,15 @@ REFERENCE, DEFAULT, IN_PROCESS = "reference", "default", "in-process"
 FLOOR = "floor"
 # The floor under an in-process ADD: the interpreter and what it imports from outside pycni
 # (the standard library's share, pyroute2's message classes and request filters, libnftables'
-# ctypes), as the executable imports them (``pycni.oneshot``: no cyclic collector, pyroute2's
-# package __init__ deferred and its config and request filters without platform,
-# multiprocessing and rt_files, dataclasses without inspect, no interpreter teardown at the
-# exit).
+# ctypes), in a process made one-shot as the executable makes it (``pycni.oneshot``'s
+# ``prepare`` and ``finish``: what they do is the executable's cost, not pycni's call).
 FLOOR_IMPORTS = (
-    "import gc; gc.disable(); import sys; sys.path[:0] = {path!r}; "
-    "from pycni.codecache import import_dataclasses; import_dataclasses(); "
-    "from pycni.net import pyroute2_import; pyroute2_import.defer_package_init(); "
-    "pyroute2_import.stand_in_on_import(); "
+    "import sys; sys.path[:0] = {path!r}; "
+    "from pycni import oneshot; oneshot.prepare(one_call=True); "
     "import typing, dataclasses, json, traceback, logging, socket, ipaddress, ctypes, fcntl; "
     "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg; "
     "import pyroute2.netlink.rtnl.rtmsg, pyroute2.requests.link, pyroute2.requests.address; "
-    "import pyroute2.requests.route, pyroute2.netlink.exceptions; import os; os._exit(0)"
+    "import pyroute2.requests.route, pyroute2.netlink.exceptions; oneshot.finish(0)"
 )
 
 

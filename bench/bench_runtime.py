@@ -324,21 +324,20 @@ def _print(results: dict[str, float | str]) -> None:
     for label, value in timed.items():
         shown = f"{value:8.2f}" if isinstance(value, float) else f"  {value}"
         print(f"  {label.ljust(width)}  {shown}")
-    pairs: tuple[tuple[str, str, str, float], ...] = (
-        (BRIDGE, RUNC, "runc", 1.5),
-        (NONE, RUNC, "runc", 1.0),
-        (BRIDGE, PODMAN, "podman", 0.5),
+    pairs: tuple[tuple[str, str, str, str, float | None], ...] = (
+        (BRIDGE, BRIDGE, RUNC, "runc", 1.5),
+        (NONE, NONE, RUNC, "runc", 1.0),
+        (BRIDGE, BRIDGE, PODMAN, "podman", 0.5),
+        (EXEC, "pycni-run exec", RUNC_EXEC, "runc exec", None),
     )
-    for ours, theirs, name, target in pairs:
+    for ours, our_name, theirs, name, target in pairs:
         mine, their = results.get(ours), results.get(theirs)
         if isinstance(mine, float) and isinstance(their, float):
-            verdict = "met" if mine / their <= target else "NOT met"
-            print(f"  {ours} / {name} = {mine / their:.2f}x{_paired(results, ours, theirs)} "
-                  f"(target <= {target}x: {verdict})")
-    mine, their = results.get(EXEC), results.get(RUNC_EXEC)
-    if isinstance(mine, float) and isinstance(their, float):
-        print(f"  pycni-run exec / runc exec = {mine / their:.2f}x"
-              f"{_paired(results, EXEC, RUNC_EXEC)} (no target)")
+            ratio = mine / their
+            verdict = ("no target" if target is None else
+                       f"target <= {target}x: {'met' if ratio <= target else 'NOT met'}")
+            print(f"  {our_name} / {name} = {ratio:.2f}x{_paired(results, ours, theirs)} "
+                  f"({verdict})")
     _print_steps(results)
 
 

@@ -115,7 +115,9 @@ def _platform() -> ModuleType:
                         uname=_uname, machine=_machine, architecture=_architecture)
 
 
-def _deferred(attr: str, module: str = "multiprocessing") -> Callable[..., Any]:
+def _deferred(module: str, attr: str) -> Callable[..., Any]:
+    """``module.attr``, imported when first called (the stand-ins' names for classes and
+    functions a call never reaches)."""
     def call(*args: Any, **kwargs: Any) -> Any:
         return getattr(standin.real(module), attr)(*args, **kwargs)
 
@@ -126,8 +128,9 @@ def _deferred(attr: str, module: str = "multiprocessing") -> Callable[..., Any]:
 def _multiprocessing() -> ModuleType:
     return standin.make("multiprocessing", "Pipe, Queue, Process, imported when called "
                         "(pycni.net.pyroute2_import)",
-                        Pipe=_deferred("Pipe"), Queue=_deferred("Queue"),
-                        Process=_deferred("Process"))
+                        Pipe=_deferred("multiprocessing", "Pipe"),
+                        Queue=_deferred("multiprocessing", "Queue"),
+                        Process=_deferred("multiprocessing", "Process"))
 
 
 _RT_FILES_USERS = ("requests.link", "requests.address", "requests.route", "requests.tc",
@@ -141,4 +144,4 @@ def _rt_files() -> ModuleType:
     name = f"{_PACKAGE}.netlink.rt_files"
     return standin.make(name, "iproute2's name files, read when a name is looked up "
                         "(pycni.net.pyroute2_import)",
-                        **{cls: _deferred(cls, name) for cls in _RT_FILES_CLASSES})
+                        **{cls: _deferred(name, cls) for cls in _RT_FILES_CLASSES})
