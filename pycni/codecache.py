@@ -10,14 +10,11 @@ compiled code can be kept like a ``.pyc``.
 ``enable`` gives the ``dataclasses`` module an ``exec`` of its own (a module global shadows
 the builtin) that looks each source text up in a cache of code objects and compiles only
 what it has not seen, as ``exec`` would (no inherited ``__future__`` flags, ``<string>``);
-what it compiled is saved at exit. The cache is a marshal file in the package's
-``__pycache__``, beside the ``.pyc`` files and trusted as they are, tagged with the
-interpreter's bytecode magic number; a file that is not the current user's (or root's) alone,
-is of another interpreter, or is damaged is ignored. Each entry stays marshalled until a
-class asks for it: the file holds every one-shot program's classes (~600 methods, 650 KB),
-and unmarshalling all of their code took 2.3-2.6 ms of which a bridge ADD uses a third;
-reading the entries as bytes takes ~0.3 ms. Only one-shot processes enable it
-(``pycni.oneshot``: a plugin executable's in-process path, ``pycni-run`` without its daemon).
+what it compiled is added to the code file at exit. The code file (``pycni.codefile``, a
+table of it) holds every one-shot program's classes (~600 methods), and each stays marshalled
+until a class asks for it: unmarshalling all of them took 2.3-2.6 ms, of which a bridge ADD
+uses a third. Only one-shot processes enable it (``pycni.oneshot``: a plugin executable's
+in-process path, ``pycni-run`` without its daemon).
 
 ``enable`` also imports ``dataclasses`` without ``inspect`` when neither is imported yet:
 ``dataclasses`` needs it only to write the ``__doc__`` of a class that has none
@@ -29,37 +26,33 @@ of a one-shot plugin's start, more than a bridge ADD's kernel work. Such a class
 
 from __future__ import annotations
 
-import atexit
 import builtins
-import contextlib
 import marshal
-import os
 import sys
-from importlib.util import MAGIC_NUMBER
 from types import CodeType, ModuleType
 from typing import Any, Final
 
-from pycni import atomicfile, standin
+from pycni import standin
+from pycni.codefile import CodeFile
 
-__all__ = ["CACHE_PATH", "enable", "import_dataclasses"]
+__all__ = ["enable", "import_dataclasses"]
 
-CACHE_PATH: Final = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "__pycache__",
-    f"dataclass-methods.{sys.implementation.cache_tag}.marshal")
-_MAX_ENTRIES: Final = 4096
+_METHODS: Final = "dataclass methods"
 
 
-def enable(path: str = CACHE_PATH) -> None:
-    """Compile dataclass methods through the cache at ``path`` (once per process)."""
+def enable(codes: CodeFile) -> None:
+    """Compile dataclass methods through ``codes`` (once per process)."""
     dataclasses = import_dataclasses()
     if "exec" in vars(dataclasses):
         return
-    cache = _load(path)
+    methods = codes.table(_METHODS)
     compiled: dict[str, CodeType] = {}
 
     def cached_exec(source: Any, globals: Any = None, locals: Any = None) -> None:
         if isinstance(source, str):
-            code = compiled.get(source) or _code(cache.get(source))
+            code = compiled.get(source)
+            if code is None and (entry := methods.get(source)) is not None:
+                code = codes.code(entry)
             if code is None:
                 code = compile(source, "<string>", "exec", dont_inherit=True)
                 compiled[source] = code
@@ -67,7 +60,8 @@ def enable(path: str = CACHE_PATH) -> None:
         builtins.exec(source, globals, locals)  # noqa: S102 - dataclasses' own call
 
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]
-    atexit.register(_save, path, cache, compiled)
+    codes.learn(_METHODS, lambda: {source: (marshal.dumps(code),)
+                                   for source, code in compiled.items()})
 
 
 class _Signature:
@@ -86,46 +80,3 @@ def import_dataclasses() -> ModuleType:
     return standin.importing("dataclasses", standin.make(
         "inspect", "the part of inspect dataclasses uses (pycni.codecache)",
         signature=_Signature))
-
-
-def _code(entry: bytes | None) -> CodeType | None:
-    """An entry's code, None if there is no entry or it is not code after all."""
-    if entry is None:
-        return None
-    try:
-        code = marshal.loads(entry)  # noqa: S302 - ours, as a .pyc is
-    except (EOFError, ValueError, TypeError):
-        return None
-    return code if isinstance(code, CodeType) else None
-
-
-def _load(path: str) -> dict[str, bytes]:
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                return {}
-            data = f.read()
-    except OSError:
-        return {}
-    if not data.startswith(MAGIC_NUMBER):
-        return {}
-    try:
-        cache = marshal.loads(data[len(MAGIC_NUMBER):])  # noqa: S302 - ours, as a .pyc is
-    except (EOFError, ValueError, TypeError):
-        return {}
-    if not isinstance(cache, dict):
-        return {}
-    return {k: v for k, v in cache.items() if isinstance(k, str) and isinstance(v, bytes)}
-
-
-def _save(path: str, cache: dict[str, bytes], compiled: dict[str, CodeType]) -> None:
-    """Write the cache with what this process compiled (atomically; best effort: a read-only
-    package simply compiles every time)."""
-    if not compiled:
-        return
-    new = {source: marshal.dumps(code) for source, code in compiled.items()}
-    merged = {**cache, **new} if len(cache) + len(new) <= _MAX_ENTRIES else new
-    data = MAGIC_NUMBER + marshal.dumps(merged)
-    with contextlib.suppress(OSError):  # the temp file is already removed on failure
-        atomicfile.write(path, data, mode=0o644)

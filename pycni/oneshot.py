@@ -3,8 +3,11 @@ substance, and at its end: a plugin executable running its call in-process
 (``pycni.launcher``) and ``pycni-run`` running its command without the daemon
 (``pycni_run.client``).
 
-Such a process pays for every module and every class it makes, on every call. Two things
+Such a process pays for every module and every class it makes, on every call. Three things
 cost it more than the call's own work and serve it nothing:
+- searching ``sys.path`` and reading a ``.pyc`` for each of the ~150 modules a bridge ADD
+  imports: ``pycni.importcache`` serves them from one mapped file (``pycni.codefile``) that
+  earlier processes filled, first of all, so that everything after comes from it too;
 - the methods ``dataclasses`` writes and compiles for each of the ~50 classes a bridge ADD
   defines: ``pycni.codecache`` takes them from a cache of compiled code instead (and brings
   ``dataclasses`` in without ``inspect``);
@@ -12,8 +15,8 @@ cost it more than the call's own work and serve it nothing:
   ``pycni.net.pyroute2_import`` defers it until a name is asked of the package itself, and
   has pyroute2's ``config`` and request filters imported without ``platform``,
   ``multiprocessing`` and ``rt_files`` (~10 ms).
-Both must come before ``pycni.plugins`` (skel and the result types are dataclasses) and before
-any of pyroute2's modules. Warm servers do neither: they import everything once, on purpose.
+The last two must come before ``pycni.plugins`` (skel and the result types are dataclasses)
+and before any of pyroute2's modules. Warm servers do neither: they import everything once, on purpose.
 
 A plugin call is one call, so two more costs serve it nothing either (measured on a bridge ADD
 in-process, ~100 ms; ``prepare(one_call=True)`` and ``finish``):
@@ -39,14 +42,18 @@ FLUSH_FAILED = 120  # what CPython's own exit returns when flushing stdout or st
 def prepare(*, one_call: bool = False) -> None:
     """Make this process's imports a one-shot process's (idempotent); ``one_call``: it runs
     one plugin call and exits (``finish``), so it needs no cyclic collector."""
-    from pycni import codecache
-    from pycni.net.pyroute2_import import defer_package_init, stand_in_on_import
-
     if one_call:
         import gc
 
         gc.disable()
-    codecache.enable()
+    from pycni import codefile, importcache
+
+    codes = codefile.shared()
+    importcache.enable(codes)  # first: the imports below come from it too
+    from pycni import codecache
+    from pycni.net.pyroute2_import import defer_package_init, stand_in_on_import
+
+    codecache.enable(codes)
     defer_package_init()
     stand_in_on_import()
 

@@ -30,11 +30,12 @@ def modules_loaded_by(code: str, *, site: bool = True) -> list[str]:
     return out.stdout.split()
 
 
-# Runs an executable as its shebang would (-IS) and writes, at exit, the modules it loaded,
-# the source texts it exec'd (a dataclass made outside pycni.codecache execs the source of each
-# of its methods; through the cache, ``exec`` gets compiled code) and whether the cyclic
-# collector was on. To a file, not stdout as ``modules_loaded_by`` does: an executable's stdout
-# is its own (a plugin's result).
+# Runs an executable as its shebang would (-IS) and writes, at exit: the modules it loaded; the
+# source texts it exec'd (a dataclass made outside pycni.codecache execs the source of each of
+# its methods; through the cache, ``exec`` gets compiled code); whether the cyclic collector
+# was on; the modules imported the usual way (searched on ``sys.path``, code from their
+# ``.pyc``), not from the code file (``pycni.importcache``). To a file, not stdout as
+# ``modules_loaded_by`` does: an executable's stdout is its own (a plugin's result).
 _RECORDING = (
     "import atexit, builtins, gc, json, sys\n"
     "out, exe = sys.argv[1], sys.argv[2]\n"
@@ -45,10 +46,15 @@ _RECORDING = (
     "        sources.append(source)\n"
     "    return real_exec(source, *args)\n"
     "builtins.exec = counting_exec\n"
+    "def searched(module):\n"
+    "    loader = getattr(getattr(module, '__spec__', None), 'loader', None)\n"
+    "    return type(loader).__name__ == 'SourceFileLoader'\n"
     "def dump():\n"
     "    with open(out, 'w') as f:\n"
     "        json.dump({'modules': sorted(sys.modules), 'sources': sources,\n"
-    "                   'collector': gc.isenabled()}, f)\n"
+    "                   'collector': gc.isenabled(),\n"
+    "                   'searched': sorted(n for n, m in list(sys.modules.items())\n"
+    "                                      if searched(m))}, f)\n"
     "atexit.register(dump)\n"
     "sys.argv = sys.argv[2:]\n"
     "real_exec(compile(open(exe).read(), exe, 'exec'), {'__name__': '__main__'})\n"
@@ -62,17 +68,20 @@ def recording_argv(out: Path, executable: str, *args: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Recording:
-    """What a ``recording_argv`` run loaded, exec'd from source, and whether it collected."""
+    """What a ``recording_argv`` run loaded, exec'd from source, whether it collected, and
+    which modules it searched for and read as usual."""
 
     modules: set[str]
     sources: list[str]
     collector: bool
+    searched: set[str]  # imported the usual way, not from pycni's code file
 
 
 def recorded(out: Path) -> Recording:
     """What a ``recording_argv`` run wrote at its exit."""
     doc = json.loads(out.read_text())
-    return Recording(set(doc["modules"]), list(doc["sources"]), bool(doc["collector"]))
+    return Recording(set(doc["modules"]), list(doc["sources"]), bool(doc["collector"]),
+                     set(doc["searched"]))
 
 
 # Host directories a test session or a benchmark may make: the bridge plugin's flocks

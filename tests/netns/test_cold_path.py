@@ -58,12 +58,24 @@ def test_a_bridge_add_and_del_in_process_import_only_what_they_use(
         assert not record.collector, command
 
 
+# Imported before the launcher opens the code file: by the recording harness (json), by the
+# launcher to choose its path, and by oneshot to open the file.
+RECORDING_AND_LAUNCHER = {
+    "json", "json.decoder", "json.encoder", "json.scanner", "re", "re._casefix", "re._compiler",
+    "re._constants", "re._parser", "enum", "functools", "collections", "keyword", "operator",
+    "reprlib", "copyreg", "types", "__future__",
+    "pycni", "pycni.launcher", "pycni.server", "pycni.server.protocol", "pycni.warmfork",
+    "pycni.warmfork.wire", "pycni.oneshot", "pycni.codefile", "pycni.importcache",
+}
+
+
 def test_every_dataclass_of_an_in_process_add_takes_its_methods_from_the_code_cache(
     cni_bin: Path, tmp_path: Path, host_ns: str, container_ns: str
 ) -> None:
     """The launcher enables the cache before it imports anything that makes a dataclass (skel
     and the result types come with the plugin registry); after one ADD and DEL filled the
-    cache, a second ADD compiles no dataclass method at all."""
+    cache, a second ADD compiles no dataclass method at all, and imports its modules from
+    the code file."""
     conflist = bridge_conflist(data_dir=tmp_path / "ipam", bridge="coldbr1")
     conf = json.dumps({"cniVersion": conflist["cniVersion"], "name": conflist["name"],
                        **conflist["plugins"][0]}).encode()
@@ -76,6 +88,13 @@ def test_every_dataclass_of_an_in_process_add_takes_its_methods_from_the_code_ca
     assert "pycni.cni.types" in record.modules
     made_here = [text.split("(")[0] for text in record.sources]
     assert made_here == []
+    # Nor did it search sys.path or read a .pyc for any module it imported once the code file
+    # was open: pycni's, pyroute2's and the standard library's came from it (pycni.importcache).
+    # What comes before is the interpreter's start, the recording's own imports and the
+    # launcher's (it decides between server and in-process before it opens anything).
+    searched = {m for m in record.searched if m.split(".")[0] != "encodings"}
+    assert "pycni.plugins.bridge" in record.modules
+    assert searched <= RECORDING_AND_LAUNCHER, sorted(searched - RECORDING_AND_LAUNCHER)
     _run(cni_bin, tmp_path, host_ns, {**base, "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "cached2"},
          conf)
 

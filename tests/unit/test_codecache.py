@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 _PROBE = """
 import builtins, dataclasses, sys
 sys.path[:0] = [{repo!r}]
-from pycni import codecache
-codecache.enable(sys.argv[1])
+from pycni import codecache, codefile
+codecache.enable(codefile.shared(sys.argv[1]))
 compiles = []
 real = builtins.compile
 def counting(*args, **kwargs):
@@ -74,8 +74,8 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path) -> None:
 _WITHOUT_INSPECT = """
 import sys
 sys.path[:0] = [{repo!r}]
-from pycni import codecache
-codecache.enable(sys.argv[1])
+from pycni import codecache, codefile
+codecache.enable(codefile.shared(sys.argv[1]))
 import dataclasses
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +117,8 @@ def counting(data):
         codes.append(value)
     return value
 marshal.loads = counting
-from pycni import codecache
-codecache.enable(sys.argv[1])
+from pycni import codecache, codefile
+codecache.enable(codefile.shared(sys.argv[1]))
 
 @dataclasses.dataclass(frozen=True)
 class First:
