@@ -16,7 +16,8 @@ cost it more than the call's own work and serve it nothing:
   has pyroute2's ``config`` and request filters imported without ``platform``,
   ``multiprocessing`` and ``rt_files`` (~10 ms).
 The last two must come before ``pycni.plugins`` (skel and the result types are dataclasses)
-and before any of pyroute2's modules. Warm servers do neither: they import everything once, on purpose.
+and before any of pyroute2's modules. Warm servers do none of it: they import everything
+once, on purpose.
 
 A plugin call is one call, so two more costs serve it nothing either (measured on a bridge ADD
 in-process, ~100 ms; ``prepare(one_call=True)`` and ``finish``):

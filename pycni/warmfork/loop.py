@@ -82,6 +82,7 @@ class WarmServer(Generic[C, R]):
         fork_spare: Callable[[], Worker] | None = None,
         spare_gone: Callable[[Worker], None] = lambda _worker: None,
         spare_grace: float = 0.0,
+        spare_depth: int = 1,
     ) -> None:
         """``fork_spare``: a new spare (None: a fork per call); ``spare_gone``: after a spare
         ended; ``spare_grace``: how long a dropped spare may take to see its EOF."""
@@ -95,7 +96,7 @@ class WarmServer(Generic[C, R]):
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self.spares = SpareKeeper(self._sel, fork_spare, log=log, gone=spare_gone,
-                                  grace=spare_grace)
+                                  grace=spare_grace, depth=spare_depth)
         self.spares.died = self.refill
         self._myself = privileges.myself_or_none()  # None: every caller runs its call
         if self._myself is None:

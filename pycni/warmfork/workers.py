@@ -25,6 +25,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
@@ -154,7 +155,8 @@ def fork_for_call(
 
 
 class SpareKeeper:
-    """At most one idle spare, watched through its pidfd in the server's selector."""
+    """Up to ``depth`` idle spares, oldest first, each watched through its pidfd in the
+    server's selector."""
 
     def __init__(
         self,
@@ -164,49 +166,65 @@ class SpareKeeper:
         log: logging.Logger,
         gone: Callable[[Worker], None] = lambda _worker: None,
         grace: float = 0.0,
+        depth: int = 1,
     ) -> None:
         """``fork``: a new spare (None keeps none at all); ``gone``: after a spare ended;
-        ``grace``: how long a dropped spare may take to see its EOF before it is killed."""
+        ``grace``: how long a dropped spare may take to see its EOF before it is killed;
+        ``depth``: how many may wait."""
         self._sel = sel
         self._fork = fork
         self._log = log
         self._gone = gone
         self._grace = grace
-        self._spare: Worker | None = None
+        self._depth = depth
+        self._spares: list[Worker] = []
         self.died: Callable[[], None] = lambda: None  # after a spare exited while idle
 
     def refill(self) -> None:
-        if self._fork is None or self._spare is not None:
-            return
-        try:
-            spare = self._fork()
-        except OSError as err:
-            self._log.warning("cannot fork a spare worker: %s", err)
-            return
-        self._spare = spare
-        self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(spare))
+        while self._fork is not None and len(self._spares) < self._depth:
+            try:
+                spare = self._fork()
+            except OSError as err:
+                self._log.warning("cannot fork a spare worker: %s", err)
+                return
+            self._spares.append(spare)
+            self._sel.register(spare.pidfd, selectors.EVENT_READ,
+                               lambda _, spare=spare: self._on_exit(spare))
 
     def take(self) -> Worker | None:
-        """The idle spare, if there is one: the caller's from now on."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            self._sel.unregister(spare.pidfd)
+        """The oldest idle spare (the warmest), if there is one: the caller's from now on."""
+        if not self._spares:
+            return None
+        spare = self._spares.pop(0)
+        self._sel.unregister(spare.pidfd)
         return spare
 
+    def _take_all(self) -> list[Worker]:
+        spares = []
+        while (spare := self.take()) is not None:
+            spares.append(spare)
+        return spares
+
     def drop(self) -> None:
-        """EOF tells the spare to let go of what it prepared and exit; SIGKILL if it does not
-        within the grace time (at once without one)."""
-        spare = self.take()
-        if spare is None:
-            return
-        if self._grace:
-            wake(spare.pid)  # an idle-class warm-up could wait long for a CPU to see the EOF
-            spare.chan.close()
+        """EOF tells the spares to let go of what they prepared and exit; SIGKILL for any
+        that does not within the grace time (at once without one)."""
+        spares = self._take_all()
+        if self._grace and spares:
             exited = select.poll()
-            exited.register(spare.pidfd, select.POLLIN)
-            if not exited.poll(int(self._grace * 1000)):
+            for spare in spares:
+                wake(spare.pid)  # an idle-class warm-up could wait long for a CPU to see the EOF
+                spare.chan.close()
+                exited.register(spare.pidfd, select.POLLIN)
+            deadline = time.monotonic() + self._grace
+            waiting = {spare.pidfd: spare for spare in spares}
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                for fd, _ in exited.poll(int(left * 1000) + 1):
+                    exited.unregister(fd)
+                    waiting.pop(fd, None)
+            for spare in waiting.values():
                 self._log.warning("spare worker %d ignored its EOF: killed", spare.pid)
-        self.discard(spare)
+        for spare in spares:
+            self.discard(spare)
 
     def discard(self, worker: Worker) -> None:
         """Kill and reap a worker that holds no call (a spare, or one whose call was not
@@ -216,11 +234,12 @@ class SpareKeeper:
 
     def close_in_child(self) -> None:
         """In a freshly forked worker or spare: close our descriptors, touch nothing else."""
-        if self._spare is not None:
-            self._spare.close()
+        for spare in self._spares:
+            spare.close()
 
     def _on_exit(self, spare: Worker) -> None:
         self._log.warning("spare worker %d exited while idle", spare.pid)
-        self.take()
+        self._spares.remove(spare)
+        self._sel.unregister(spare.pidfd)
         self.discard(spare)
         self.died()

@@ -1,8 +1,9 @@
-"""The runtime daemon's spare on the real kernel: its standby init (``pycni_run.standby``)
-and its warm-up.
+"""The runtime daemon's spares on the real kernel: their standby inits
+(``pycni_run.standby``) and their warm-up.
 
-A spare parks the next container's init in ``.standby-<pid>`` under the cgroup parent; a run
-adopts it (its cgroup renamed, its namespaces made ahead of time), a caller whose cgroup is
+The daemon keeps ``SPARES`` spares; a command takes the oldest. A spare parks the next
+container's init in ``.standby-<pid>`` under the cgroup parent; a run adopts it (its cgroup
+renamed, its namespaces made ahead of time), a caller whose cgroup is
 elsewhere gets it moved, and every other ending leaves no standby cgroup or process behind.
 Then the spare copies its pages in the idle scheduling class; nothing it runs keeps that class.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pycni_run.daemon.service import SPARES
 from pycni_run.standby import PREFIX
 
 from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups, until
@@ -59,19 +61,42 @@ def _made_its_namespaces(pid: int) -> bool:
         return False
 
 
-def _parked(box: RuntimeSandbox) -> int:
-    """The pid (ours) of the one parked standby init, once it is in all its cgroups and has
-    made its namespaces."""
+def _spare_started(pid: int) -> tuple[int, int]:
+    """When the spare of standby init ``pid`` was forked (clock ticks since boot), then its
+    pid: the daemon forks its spares one after the other (their standbys may come in either
+    order), so this sorts them oldest first."""
+    spare = _ppid(pid)
+    with open(f"/proc/{spare}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19]), spare
 
-    def one() -> int:
+
+def _parked(box: RuntimeSandbox) -> list[int]:
+    """The pids (ours) of the daemon's ``SPARES`` parked standby inits, oldest first, once each
+    is in all its cgroups and has made its namespaces."""
+
+    def all_parked() -> list[int] | None:
         dirs = _standbys(box)
-        pids = set().union(*dirs.values()) if dirs else set()
-        complete = len(dirs) == len(CGROUP_CONTROLLERS) and all(len(p) == 1 for p in dirs.values())
-        pid = pids.pop() if complete and len(pids) == 1 else 0
-        return pid if pid and _made_its_namespaces(pid) else 0
+        by_standby: dict[str, set[int]] = {}
+        for path, pids in dirs.items():
+            by_standby.setdefault(os.path.basename(path), set()).update(pids)
+        complete = (len(by_standby) == SPARES and len(dirs) == SPARES * len(CGROUP_CONTROLLERS)
+                    and all(len(p) == 1 for p in dirs.values())
+                    and all(len(p) == 1 for p in by_standby.values()))
+        pids = [p for group in by_standby.values() for p in group] if complete else []
+        try:
+            if pids and all(_made_its_namespaces(pid) for pid in pids):
+                return sorted(pids, key=_spare_started)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        return None
 
-    pid: int = until("a parked standby init", one)
-    return pid
+    pids: list[int] = until(f"{SPARES} parked standby inits", all_parked)
+    return pids
+
+
+def _parked_in(box: RuntimeSandbox, pid: int) -> set[str]:
+    """The standby cgroup directories standby init ``pid`` is in."""
+    return {path for path, pids in _standbys(box).items() if pid in pids}
 
 
 def _gone(pid: int) -> bool:
@@ -95,6 +120,7 @@ def sleeper(served: RuntimeSandbox) -> Iterator[Any]:
 
     def start(name: str, *args: str, preexec: Any = None) -> dict[str, Any]:
         assert served.client is not None
+        oldest = _parked(served)[0]
         proc = subprocess.Popen(
             served._argv([str(served.client), "--rm", "--name", name, *args, "busybox",
                           "sleep", "60"]),
@@ -102,9 +128,9 @@ def sleeper(served: RuntimeSandbox) -> Iterator[Any]:
             preexec_fn=preexec,  # noqa: PLW1509 - this test process runs no threads
         )
         started.append((name, proc))
-        # Its call takes the spare before anything else is sent to the daemon (an inspect
-        # first would get the spare, and the run a worker forked for it, without a standby).
-        until(f"{name} taking the standby", lambda: _standbys(served) == {})
+        # Its call takes the oldest spare before anything else is sent to the daemon (an
+        # inspect first would get that spare, and the run the next one).
+        until(f"{name} taking the oldest standby", lambda: not _parked_in(served, oldest))
 
         def running() -> dict[str, Any] | None:
             ran = served.run("inspect", name)
@@ -125,10 +151,10 @@ def _pid_in(path: str) -> set[int]:
         return {int(p) for p in f.read().split()}
 
 
-def test_a_run_adopts_the_parked_init(served: RuntimeSandbox, sleeper: Any) -> None:
-    pid = _parked(served)
+def test_a_run_adopts_the_oldest_parked_init(served: RuntimeSandbox, sleeper: Any) -> None:
+    pid, younger = _parked(served)
     parked_net = os.readlink(f"/proc/{pid}/ns/net")
-    parked_in = {os.stat(path).st_ino for path in _standbys(served)}
+    parked_in = {os.stat(path).st_ino for path in _parked_in(served, pid)}
     doc = sleeper("adopted", "--net=none", "-m", "64m", "--pids-limit", "20")
     # The container's init is the parked process: its netns, made while parked, is the
     # container's, and its cgroup directories were renamed to the container's name.
@@ -141,7 +167,10 @@ def test_a_run_adopts_the_parked_init(served: RuntimeSandbox, sleeper: Any) -> N
     assert {os.stat(path).st_ino for path in paths.values()} == parked_in  # renamed, not made
     assert doc["Cgroup"]["Files"]["memory"] == str(64 << 20)
     assert doc["Cgroup"]["Files"]["pids"] == "20"
-    assert _standbys(served) == {}  # adopted, and no spare is forked while a command runs
+    # Adopted; the younger spare went to the inspects (which discard its standby), and no
+    # spare is forked while a short command runs.
+    until("the younger spare's standby discarded", lambda: _gone(younger))
+    until("no standby left", lambda: _standbys(served) == {})
     # Confined as a forked init is: Docker's capabilities and seccomp, its device allowlist
     # written to the renamed cgroup.
     with open(f"/proc/{pid}/status") as f:
@@ -173,7 +202,7 @@ def test_a_caller_elsewhere_gets_the_init_moved(
 ) -> None:
     """A caller in another cgroup: its container's cgroup is under the caller's, made as
     usual; the standby init is moved into it and its standby directories go away."""
-    pid = _parked(served)
+    pid = _parked(served)[0]
 
     def into_caller_cgroup() -> None:
         for path in caller_cgroup.values():
@@ -184,7 +213,7 @@ def test_a_caller_elsewhere_gets_the_init_moved(
     for ctrl, path in doc["Cgroup"]["Paths"].items():
         assert path == os.path.join(caller_cgroup[ctrl], served.cgroup_parent, "moved")
         assert pid in _pid_in(path)
-    assert _standbys(served) == {}
+    until("no standby left", lambda: _standbys(served) == {})  # the younger: the inspects'
     served.ok("rm", "-f", "moved")
     until("the moved container's cgroup removed",
            lambda: not any(os.path.exists(p) for p in doc["Cgroup"]["Paths"].values()))
@@ -228,17 +257,18 @@ def test_the_callers_umask_reaches_the_command(served: RuntimeSandbox) -> None:
 
 
 def test_other_commands_discard_it(served: RuntimeSandbox) -> None:
-    first = _parked(served)
+    first, second = _parked(served)
     assert served.run("ps", "-a").code == 0
     until("the unused standby ended", lambda: _gone(first))
-    second = _parked(served)  # the next spare's, in a directory of its own
-    assert second != first
-    assert len(_standbys(served)) == len(CGROUP_CONTROLLERS)
+    now = _parked(served)  # the next spare's, in a directory of its own
+    assert now[0] == second
+    assert first not in now
+    assert len(_standbys(served)) == SPARES * len(CGROUP_CONTROLLERS)
 
 
 def test_detached_runs_leave_it_to_the_worker(served: RuntimeSandbox) -> None:
     """``-d``: the init must be the monitor's child, so the worker discards its standby."""
-    first = _parked(served)
+    first = _parked(served)[0]
     served.ok("-d", "--name", "bg", "--net=none", "busybox", "sleep", "60")
     try:
         doc = served.inspect("bg")
@@ -249,9 +279,9 @@ def test_detached_runs_leave_it_to_the_worker(served: RuntimeSandbox) -> None:
 
 
 def test_stopping_the_daemon_leaves_nothing(served: RuntimeSandbox) -> None:
-    pid = _parked(served)
+    pids = _parked(served)
     served.stop_daemon()
-    assert _gone(pid)
+    assert all(_gone(pid) for pid in pids)
     assert served.cgroup_dirs() == []
 
 
@@ -261,14 +291,13 @@ def test_a_container_in_the_foreground_does_not_hold_up_the_next_spare(
     """A foreground run holds its worker for the container's life. Once it has run
     ``LONG_COMMAND`` seconds the daemon forks the next spare beside it (with its standby), so
     another terminal's commands (an ``exec`` into it) are not left to plain forks."""
-    first = _parked(served)
+    first = _parked(served)[0]
     long = served.spawn(str(served.client), "run", "--rm", "--name", "long", "--net=none",
                         "busybox", "sleep", "120", env=served._env())
     try:
-        until("the long run's container started from the parked standby",
-              lambda: first not in set().union(*_standbys(served).values()))
-        spare = _parked(served)
-        assert spare != first
+        until("the long run's container started from the oldest parked standby",
+              lambda: not _parked_in(served, first))
+        assert first not in _parked(served)
         assert long.poll() is None  # still running: its worker is busy all along
         assert served.run("exec", "long", "true").code == 0
     finally:
@@ -277,12 +306,12 @@ def test_a_container_in_the_foreground_does_not_hold_up_the_next_spare(
 
 
 def test_a_killed_spare_is_swept(served: RuntimeSandbox) -> None:
-    pid = _parked(served)
-    parked_in = set(_standbys(served))
+    pid = _parked(served)[0]
+    parked_in = _parked_in(served, pid)
     os.kill(_ppid(pid), signal.SIGKILL)  # the spare: the daemon's child, started by this test
     until("the killed spare's standby gone", lambda: _gone(pid))
     until("its standby cgroup swept", lambda: not parked_in & set(_standbys(served)))
-    assert _parked(served) != pid  # the daemon forked a new spare with its own standby
+    assert pid not in _parked(served)  # the daemon forked a new spare with its own standby
     assert served.run("--rm", "--net=none", "busybox", "true").code == 0
 
 
@@ -323,16 +352,17 @@ def test_a_spare_that_cannot_park_runs_the_usual_way(
 def test_the_spare_copies_the_pages_commands_write_then_gets_its_policy_back(
     served: RuntimeSandbox,
 ) -> None:
-    """The daemon's first spare has nothing to copy (no command has taught the map yet); once
-    a command ran, the next spare copies the pages it wrote in the idle class, and only
+    """The daemon's first spares have nothing to copy (no command has taught the map yet);
+    once a command ran, the next spare copies the pages it wrote in the idle class, and only
     those: most of the daemon's heap stays shared with it."""
-    first = _ppid(_parked(served))
-    until("the first warm-up done", lambda: sched_policy(first) == os.SCHED_OTHER)
+    first, second = (_ppid(pid) for pid in _parked(served))
+    until("the first warm-ups done", lambda: sched_policy(first) == sched_policy(second)
+          == os.SCHED_OTHER)
     untaught = private_share(first)
     ran = served.run("--rm", "--net=none", "busybox", "true")
     assert ran.code == 0, ran.stderr
-    spare = _ppid(_parked(served))
-    assert spare != first
+    spare = _ppid(_parked(served)[-1])
+    assert spare not in (first, second)
     until("the warm-up done", lambda: private_share(spare) > untaught + 0.05
            and sched_policy(spare) == os.SCHED_OTHER)
     assert private_share(spare) < 0.6

@@ -29,11 +29,19 @@ from pycni_run.daemon import handoff
 from pycni_run.daemon.worker import Call
 from pycni_run.errors import EXIT_RUNTIME, RunError
 
-__all__ = ["DEFAULT_SOCKET", "Daemon", "log"]
+__all__ = ["DEFAULT_SOCKET", "SPARES", "Daemon", "log"]
 
 DEFAULT_SOCKET: Final = "/run/pycni/run.sock"
 MAX_RUNNING: Final = 1024  # beyond this, commands run in-process (the client falls back)
 SPARE_EXIT_TIMEOUT: Final = 2.0  # a spare told to stop discards its standby within this
+# Spares kept waiting, each with its standby, the oldest taken first. With one, a command that
+# came right after another found the spare forked at that one's end still copying its pages
+# (~12 ms before it was needed), and took the rest of its copy-on-write faults itself: a bridge
+# run back-to-back took 67-73 ms, against 58-60 ms after a pause. The second spare had a whole
+# command's time to warm up: bench_runtime, bridge/runc 1.15x-1.34x against 1.47x-1.57x,
+# --net=none/runc 0.94x-1.02x against 1.08x-1.11x (three runs each, in turns). A third
+# bought nothing more (two runs).
+SPARES: Final = 2
 LONG_COMMAND: Final = 0.5  # seconds; a command running this long does not hold up the spare
 
 log = logging.getLogger("pycni_run.daemon")
@@ -58,7 +66,8 @@ class Daemon(WarmServer[Call, _Running]):
             socket_path, log=log, idle_timeout=idle_timeout,
             fork_spare=lambda: handoff.fork_spare_with_standby(self.close_inherited,
                                                                standby_parent, warm),
-            spare_gone=lambda worker: self._sweep(worker.pid), spare_grace=SPARE_EXIT_TIMEOUT)
+            spare_gone=lambda worker: self._sweep(worker.pid), spare_grace=SPARE_EXIT_TIMEOUT,
+            spare_depth=SPARES)
         self._standby_parent = standby_parent
         self._own = {ns: ns_id(f"/proc/self/ns/{ns}") for ns in ("pid", "user")}
 
