@@ -11,8 +11,9 @@ in its pid namespace if the service needs that: ``privileges``) -> one request p
 the call handed to it (``run``). Anything wrong before the ACK drops the connection and the
 caller runs its call itself. Nothing a peer sends can stop the loop. A running worker is
 watched through its pidfd until it exits, and killed with its process group if it outlives
-its deadline. At most one spare waits (``workers.SpareKeeper``), forked again whenever the
-service's ``refill`` policy allows.
+its deadline. Up to the service's number of spares wait (``workers.SpareKeeper``: one for
+the plugin server, two for the runtime daemon), forked again whenever the service's
+``refill`` policy allows; a call takes the oldest.
 
 Stopping (SIGTERM/SIGINT, or ``idle_timeout`` seconds without a call for a server started on
 demand: ``listener.IdleExit``) closes the socket first (nothing is accepted after), drops the
@@ -338,7 +339,7 @@ class WarmServer(Generic[C, R]):
         return worker
 
     def refill(self) -> None:
-        """Fork the next spare if there is none and the service's policy allows it."""
+        """Fork spares up to the service's number if its policy allows it now."""
         if not self._stopping and self.may_refill():
             self.spares.refill()
 
