@@ -77,15 +77,15 @@ def _parked(box: RuntimeSandbox) -> list[int]:
     def all_parked() -> list[int] | None:
         dirs = _standbys(box)
         by_standby: dict[str, set[int]] = {}
-        for path, pids in dirs.items():
-            by_standby.setdefault(os.path.basename(path), set()).update(pids)
+        for path, in_it in dirs.items():
+            by_standby.setdefault(os.path.basename(path), set()).update(in_it)
         complete = (len(by_standby) == SPARES and len(dirs) == SPARES * len(CGROUP_CONTROLLERS)
                     and all(len(p) == 1 for p in dirs.values())
                     and all(len(p) == 1 for p in by_standby.values()))
-        pids = [p for group in by_standby.values() for p in group] if complete else []
+        inits = [p for group in by_standby.values() for p in group] if complete else []
         try:
-            if pids and all(_made_its_namespaces(pid) for pid in pids):
-                return sorted(pids, key=_spare_started)
+            if inits and all(_made_its_namespaces(pid) for pid in inits):
+                return sorted(inits, key=_spare_started)
         except (FileNotFoundError, ProcessLookupError):
             pass
         return None
