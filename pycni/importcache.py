@@ -52,11 +52,19 @@ _PYC_HEADER: Final = 16  # magic, flags, source mtime, source size (PEP 552)
 
 
 def enable(codes: CodeFile) -> None:
-    """Import modules through ``codes`` from now on, and teach it the others at exit."""
-    if not any(isinstance(finder, ModuleCode) for finder in sys.meta_path):
-        modules = ModuleCode(codes)
-        modules.install()
-        codes.learn(modules.table_name, modules.learned)
+    """Import modules through ``codes`` from now on (once per process), and teach it the
+    others at exit. The finder goes before the path finder: after the builtin and frozen
+    modules' finders, and behind any finder put first (``pycni.standin``'s wraps what it
+    finds)."""
+    if any(isinstance(finder, ModuleCode) for finder in sys.meta_path):
+        return
+    modules = ModuleCode(codes)
+    try:
+        at = sys.meta_path.index(PathFinder)
+    except ValueError:
+        at = len(sys.meta_path)
+    sys.meta_path.insert(at, modules)
+    codes.learn(modules.table_name, modules.learned)
 
 
 class _CachedLoader(SourceFileLoader):
@@ -80,16 +88,6 @@ class ModuleCode:
         self._codes = codes
         self._entries = codes.table(self.table_name)
         self._served: set[str] = set()
-
-    def install(self) -> None:
-        """Go before the path finder (after the builtin and frozen modules' finders, and
-        behind any finder put first: ``pycni.standin``'s wraps what we find)."""
-        if self not in sys.meta_path:
-            try:
-                at = sys.meta_path.index(PathFinder)
-            except ValueError:
-                at = len(sys.meta_path)
-            sys.meta_path.insert(at, self)
 
     def find_spec(self, name: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:

@@ -284,9 +284,15 @@ def netfilter_sockets(ns: str) -> int:
     return sum(1 for f in fields if f[1] == "12" and f[2] != "0")
 
 
+def stat_field(stat_line: str, field: int) -> int:
+    """Field ``field`` (numbered from 1, as in proc(5)) of a /proc/PID/stat line; the fields
+    are counted after the command name, which may hold spaces and parentheses."""
+    return int(stat_line.rsplit(")", 1)[1].split()[field - 3])
+
+
 def policy_in(stat_line: str) -> int:
     """The scheduling policy in a /proc/PID/stat line (field 41; 0 = SCHED_OTHER)."""
-    return int(stat_line.rsplit(")", 1)[1].split()[38])
+    return stat_field(stat_line, 41)
 
 
 def sched_policy(pid: int) -> int:

@@ -22,7 +22,7 @@ from pycni_run.daemon.service import SPARES
 from pycni_run.standby import PREFIX
 
 from tests.e2e.runtime_support import CGROUP_CONTROLLERS, RuntimeSandbox, sweep_cgroups, until
-from tests.support import policy_in, private_share, sched_policy
+from tests.support import policy_in, private_share, sched_policy, stat_field
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime_sandbox]
 
@@ -66,8 +66,7 @@ def _spare_started(pid: int) -> tuple[int, int]:
     pid: the daemon forks its spares one after the other (their standbys may come in either
     order), so this sorts them oldest first."""
     spare = _ppid(pid)
-    with open(f"/proc/{spare}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[19]), spare
+    return stat_field(Path(f"/proc/{spare}/stat").read_text(), 22), spare
 
 
 def _parked(box: RuntimeSandbox) -> list[int]:
