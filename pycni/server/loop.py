@@ -1,6 +1,6 @@
 """`pycni serve`'s service on the warm-fork kit (``pycni.warmfork.loop``): plugin calls.
 
-A call goes: the request (a plugin of ``PLUGINS``) -> a worker (the idle spare, or a fork) ->
+A call goes: the request (a plugin of ``PLUGINS``) -> a worker (an idle one, or a fork) ->
 ACK carrying its pidfd and the call timeout -> the call handed to it -> (the worker reports
 its status on its channel, or exits without one | call timeout: SIGKILL | caller hangs up:
 SIGKILL) -> the status, relayed as soon as the worker reports it (``pycni.warmfork.relay``).
@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +37,15 @@ MAX_WORKERS: Final = 256  # beyond this, calls run in-process (the launcher fall
 # A spare is kept ready only while fewer calls than this run: under a burst its warm-up would
 # compete for the CPUs with the calls themselves, and a plain fork is as good.
 SPARE_BELOW: Final = max(1, os.cpu_count() or 1)
+# Idle workers kept: the one back from the last call (``pycni.warmfork.reuse``) and a forked
+# spare for a call that comes before it is back (a DEL's worker waits for the kernel's grace
+# period at its nft contexts' release first).
+SPARES: Final = 2
+# Under a burst, a call that finds no idle worker while this many run waits (at most
+# ``WAIT_FOR_WORKER`` s) for one to be back rather than forking another: on a busy machine a
+# fresh fork's copy-on-write faults and teardown cost twice the CPU of the call itself.
+BUSY_WORKERS: Final = 2 * max(1, os.cpu_count() or 1)
+WAIT_FOR_WORKER: Final = 0.5
 
 log = logging.getLogger("pycni.server")
 
@@ -45,10 +55,25 @@ class _Running(Relayed):
     stdout: int  # our copy of the caller's stdout, for the 999 report if the worker dies
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A call received and not yet ACKed, waiting for a worker to be back."""
+
+    pending: Pending
+    call: Call
+    until: float
+
+    def close(self) -> None:
+        self.call.close()
+        self.pending.sock.close()
+
+
 class Server(RelayServer[Call, _Running]):
     """Serve plugin calls on ``socket_path``; ``warm``: what a spare worker runs while it
-    waits (None: no spare, a fork per call); ``idle_timeout``: stop after that long without a
-    call (then finish running calls)."""
+    waits (None: no forked spare, a fork per call unless a worker is back from its last);
+    ``idle_timeout``: stop after that long without a call (then finish running calls)."""
+
+    reuses_workers = True
 
     def __init__(self, socket_path: str, *, timeout: float = DEFAULT_TIMEOUT,
                  warm: Warm | None = None, idle_timeout: float | None = None) -> None:
@@ -57,9 +82,11 @@ class Server(RelayServer[Call, _Running]):
             own_group=True)
         super().__init__(socket_path, log=log, idle_timeout=idle_timeout,
                          fork_spare=None if recipe is None else lambda: fork_spare(
-                             recipe, close_inherited=self.close_inherited))
+                             recipe, close_inherited=self.close_inherited),
+                         spare_depth=SPARES)
         self.timeout = timeout
         self._answers = VersionAnswers(self._sel, timeout=timeout)
+        self._waiting: deque[_Waiting] = deque()
 
     def listening_note(self) -> str:
         return f"call timeout {self.timeout:.1f}s, "
@@ -74,22 +101,36 @@ class Server(RelayServer[Call, _Running]):
         return len(self._running) < SPARE_BELOW
 
     def busy(self) -> bool:
-        return super().busy() or self._answers.busy
+        return super().busy() or self._answers.busy or bool(self._waiting)
 
     def draining(self) -> bool:
         return bool(self._running or self._answers.busy)
 
     def deadlines(self) -> list[float]:
-        return super().deadlines() + self._answers.deadlines()
+        waited = [self._waiting[0].until] if self._waiting else []
+        return super().deadlines() + self._answers.deadlines() + waited
 
     def expire(self, now: float) -> None:
         self._answers.expire(now)
         super().expire(now)
+        while self._waiting and self._waiting[0].until <= now:
+            self._start(self._waiting.popleft())  # waited long enough: a fork then
+
+    def worker_free(self) -> None:
+        while self._waiting and (self.spares.idle() or len(self._running) < BUSY_WORKERS):
+            self._start(self._waiting.popleft())
+
+    def stopping(self) -> None:
+        super().stopping()
+        while self._waiting:  # not ACKed: their callers run them themselves
+            self._waiting.popleft().close()
 
     def close_in_child(self) -> None:
         for running in self._running.values():
             if running.stdout >= 0:
                 os.close(running.stdout)
+        for waiting in self._waiting:
+            waiting.close()
         self._answers.close_in_child()
         super().close_in_child()
 
@@ -106,16 +147,33 @@ class Server(RelayServer[Call, _Running]):
         call.close()
 
     def take(self, pending: Pending, call: Call) -> None:
-        if len(self._running) >= MAX_WORKERS:
+        if len(self._running) + len(self._waiting) >= MAX_WORKERS:
             raise PeerError(f"{MAX_WORKERS} calls already running")
-        what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"
         if call.env_value(b"CNI_COMMAND") == "VERSION":  # answered here, by no worker
             try:
                 self.ack(pending.sock, protocol.encode_ack(self.timeout), None)
             except OSError as err:  # the launcher gave up first: it runs the call itself
-                raise PeerError(f"{what}: ACK failed ({err})") from err
+                raise PeerError(f"{call.request.name} VERSION: ACK failed ({err})") from err
             self._answers.start(pending.sock, pending.pid, call)
             return
+        waiting = _Waiting(pending, call, time.monotonic() + WAIT_FOR_WORKER)
+        if self._waiting or (not self.spares.idle() and len(self._running) >= BUSY_WORKERS):
+            self._waiting.append(waiting)  # in order: a worker back takes the first
+            return
+        self._start(waiting)
+
+    def _start(self, waiting: _Waiting) -> None:
+        """``waiting``'s call to a worker; refused (PeerError) like a request, its caller
+        then runs it."""
+        pending, call = waiting.pending, waiting.call
+        try:
+            self._hand_over(pending, call)
+        except PeerError as err:
+            self.log.warning("request from pid %d: %s", pending.pid, err)
+            waiting.close()
+
+    def _hand_over(self, pending: Pending, call: Call) -> None:
+        what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"
 
         def close_inherited() -> None:
             self.close_inherited()

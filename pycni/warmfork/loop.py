@@ -1,4 +1,4 @@
-"""The loop of a warm server: single-threaded, one selector, one forked worker per call.
+"""The loop of a warm server: single-threaded, one selector, one worker per running call.
 
 No threads anywhere: a worker must join its caller's mount namespace, which the kernel allows
 only to a single-threaded process. Everything is an event of the one selector: a connection,
@@ -11,9 +11,10 @@ in its pid namespace if the service needs that: ``privileges``) -> one request p
 the call handed to it (``run``). Anything wrong before the ACK drops the connection and the
 caller runs its call itself. Nothing a peer sends can stop the loop. A running worker is
 watched through its pidfd until it exits, and killed with its process group if it outlives
-its deadline. Up to the service's number of spares wait (``workers.SpareKeeper``: one for
-the plugin server, two for the runtime daemon), forked again whenever the service's
-``refill`` policy allows; a call takes the oldest.
+its deadline. Up to the service's number of spares wait (``workers.SpareKeeper``: two for
+each service), forked again whenever the service's ``refill`` policy allows; a call takes a
+worker back from its last call first (``back_to_spares``: the plugin server's), then the
+oldest.
 
 Stopping (SIGTERM/SIGINT, or ``idle_timeout`` seconds without a call for a server started on
 demand: ``listener.IdleExit``) closes the socket first (nothing is accepted after), drops the
@@ -367,6 +368,22 @@ class WarmServer(Generic[C, R]):
             running.killed = why
         running.worker.kill_group()
 
+    def back_to_spares(self, running: R) -> None:
+        """``running``'s worker served its call and waits for another: an idle spare again
+        (discarded if the server is stopping)."""
+        self._sel.unregister(running.worker.pidfd)
+        del self._running[running.worker.pid]
+        if self._stopping:
+            self.spares.settle(None)
+            self.spares.discard(running.worker)
+            return
+        self.spares.settle(running.worker)
+        self.refill()
+        self.worker_free()
+
+    def worker_free(self) -> None:
+        """A worker is idle again, or gone: a service may start a call that waited."""
+
     def _on_exit(self, running: R) -> None:
         self._sel.unregister(running.worker.pidfd)
         running.worker.close_pidfd()  # before ``finished`` forks a spare: not inherited
@@ -374,3 +391,4 @@ class WarmServer(Generic[C, R]):
         _, wait_status = os.waitpid(running.worker.pid, 0)
         self.finished(running, os.waitstatus_to_exitcode(wait_status))
         running.worker.close()
+        self.worker_free()

@@ -33,11 +33,13 @@ from typing import Generic, NoReturn, TypeVar
 from pycni.warmfork.child import die_with_parent, fork_with_channel, reset_child
 from pycni.warmfork.warmup import Warm, wake, warm_until_readable
 
-__all__ = ["SpareKeeper", "SpareRecipe", "Worker", "fork_for_call", "fork_spare"]
+__all__ = ["READY", "SpareKeeper", "SpareRecipe", "Worker", "fork_for_call", "fork_spare"]
 
 C = TypeVar("C")
 
 _GO = b"go"
+# A worker that served its call and can take another says so on its channel (after its status).
+READY = b"ready"
 
 
 @dataclass(slots=True, eq=False)
@@ -155,8 +157,10 @@ def fork_for_call(
 
 
 class SpareKeeper:
-    """Up to ``depth`` idle spares, oldest first, each watched through its pidfd in the
-    server's selector."""
+    """Up to ``depth`` idle spares, each watched through its pidfd in the server's selector:
+    workers back from a call first (``settle``: their pages are their own already), then the
+    forked ones, oldest first. A worker expected back (``expect``) counts as one: no spare is
+    forked for it to replace."""
 
     def __init__(
         self,
@@ -178,21 +182,44 @@ class SpareKeeper:
         self._grace = grace
         self._depth = depth
         self._spares: list[Worker] = []
+        self._expected = 0
         self.died: Callable[[], None] = lambda: None  # after a spare exited while idle
 
     def refill(self) -> None:
-        while self._fork is not None and len(self._spares) < self._depth:
+        while self._fork is not None and len(self._spares) + self._expected < self._depth:
             try:
                 spare = self._fork()
             except OSError as err:
                 self._log.warning("cannot fork a spare worker: %s", err)
                 return
-            self._spares.append(spare)
-            self._sel.register(spare.pidfd, selectors.EVENT_READ,
-                               lambda _, spare=spare: self._on_exit(spare))
+            self._keep(spare, len(self._spares))
+
+    def expect(self) -> None:
+        """A worker whose call is done may come back (``settle`` says whether it did)."""
+        self._expected += 1
+
+    def settle(self, worker: Worker | None) -> None:
+        """An expected worker is back (idle, ``worker``) or will not be (None). Kept first;
+        beyond ``depth`` the last spare goes."""
+        self._expected = max(0, self._expected - 1)
+        if worker is None:
+            return
+        self._keep(worker, 0)
+        while len(self._spares) > self._depth:
+            extra = self._spares.pop()
+            self._sel.unregister(extra.pidfd)
+            self.discard(extra)
+
+    def _keep(self, spare: Worker, index: int) -> None:
+        self._spares.insert(index, spare)
+        self._sel.register(spare.pidfd, selectors.EVENT_READ, lambda _: self._on_exit(spare))
+
+    def idle(self) -> int:
+        """How many wait for a call."""
+        return len(self._spares)
 
     def take(self) -> Worker | None:
-        """The oldest idle spare (the warmest), if there is one: the caller's from now on."""
+        """The first idle spare (the warmest), if there is one: the caller's from now on."""
         if not self._spares:
             return None
         spare = self._spares.pop(0)

@@ -22,6 +22,7 @@ import pytest
 
 from pycni.net import netns
 from pycni.server import protocol
+from pycni.server.loop import BUSY_WORKERS, SPARES
 from tests.e2e.autostart_support import gone_within
 from tests.e2e.bridge_support import bridge_conflist
 from tests.e2e.runtime_support import until
@@ -35,6 +36,7 @@ from tests.support import (
 )
 
 CALL_TIMEOUT = 3.0
+BURST = 12
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,8 @@ def test_a_worker_lets_go_of_its_nftables_sockets_only_after_its_report(
 ) -> None:
     """Closing a netfilter socket after a deletion waits for a grace period
     (``pycni.firewall.nftables.engine``): a bridge DEL's worker keeps its libnftables contexts
-    open past its report, and the kernel closes them when the worker exits."""
+    open past its report, and lets go of them before it takes another call (the ADD's worker,
+    back for the next call, holds none) or when it exits."""
     conflist = bridge_conflist(data_dir=tmp_path / "ipam", bridge="heldbr0")  # ipMasq on
     conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"],
             **conflist["plugins"][0]}
@@ -372,8 +375,9 @@ def test_a_worker_lets_go_of_its_nftables_sockets_only_after_its_report(
     log_offset = len(server.log_text())
     added = exec_plugin(cni_bin / "bridge", command="ADD", config=conf, env=env, run_in=host_ns)
     assert added.code == 0, added.stdout
-    assert gone_within(_wait_for_worker(server, log_offset), 10)
-    assert netfilter_sockets(host_ns) == 0
+    adder = _wait_for_worker(server, log_offset)
+    until("the ADD's contexts freed", lambda: netfilter_sockets(host_ns) == 0)
+    assert Path(f"/proc/{adder}").exists()  # back for the next call
     log_offset = len(server.log_text())
     deleted = exec_plugin(cni_bin / "bridge", command="DEL", config=conf,
                           env={**env, "PYCNI_TEST_LINGER": "60"}, run_in=host_ns,
@@ -449,7 +453,7 @@ def test_a_spare_worker_waits_and_is_replaced_if_it_dies(
     while not _idle_spares(server):
         assert time.monotonic() < deadline, "no spare worker"
         time.sleep(0.02)
-    (spare,) = _idle_spares(server)
+    spare = min(_idle_spares(server))
     os.kill(spare, signal.SIGKILL)
     while f"spare worker {spare} exited while idle" not in server.log_text():
         assert time.monotonic() < deadline, server.log_text()
@@ -462,31 +466,108 @@ def test_a_spare_worker_waits_and_is_replaced_if_it_dies(
     assert server.alive()
 
 
+def _namespaces(pid: int) -> tuple[str, str]:
+    return os.readlink(f"/proc/{pid}/ns/net"), os.readlink(f"/proc/{pid}/ns/mnt")
+
+
+def _back(server: ServerProc, worker: int) -> None:
+    """Until ``worker`` is in the server's namespaces again, waiting for its next call."""
+    until(f"worker {worker} back", lambda: _namespaces(worker) == _namespaces(server.pid))
+
+
+def test_a_worker_serves_the_next_call_from_where_it_started(
+    server: ServerProc, host_ns: str, make_netns: object, cni_bin: Path
+) -> None:
+    """A worker whose call succeeded goes back to the server's namespaces and takes the next
+    call (``pycni.warmfork.reuse``), which it runs in that caller's namespaces."""
+    assert callable(make_netns)
+    workers = []
+    for i in range(3):
+        container = make_netns(f"again{i}", lo_up=False)
+        log_offset = len(server.log_text())
+        run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                          env={**_env(container, cni_bin), **_via(server)}, run_in=host_ns)
+        assert (run.code, run.stderr) == (0, ""), run.stdout
+        assert run.json()["interfaces"][0]["sandbox"] == container
+        workers.append(_wait_for_worker(server, log_offset))
+        _back(server, workers[-1])
+    assert workers[1] == workers[2] or workers[0] in workers[1:]
+
+
+def test_a_failed_calls_worker_exits(server: ServerProc, host_ns: str, cni_bin: Path) -> None:
+    log_offset = len(server.log_text())
+    run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
+                      env={**_env(host_ns, cni_bin), **_via(server)}, run_in=host_ns)
+    assert run.code == 1
+    assert gone_within(_wait_for_worker(server, log_offset), 10)
+
+
+def _most_at_once(log: str) -> int:
+    """The most workers running calls at once, from the server's log (one thread writes it,
+    in the order things happened)."""
+    running = most = 0
+    for started, _ in re.findall(r"(: worker pid \d+)|(\(pid \d+\): exit )", log):
+        running += 1 if started else -1
+        most = max(most, running)
+    return most
+
+
+def test_a_burst_is_served_by_a_few_workers(
+    server: ServerProc, host_ns: str, container_ns: str, cni_bin: Path, tmp_path: Path
+) -> None:
+    """Calls that find every worker busy wait for one to be back rather than forking more:
+    at most ``BUSY_WORKERS`` run, or the idle ones when a call takes them. Each call sleeps
+    0.1 s first, so that without the wait they would all have run at once."""
+    config = tmp_path / "lo.json"  # each stdin whole at once: no call waits on the test
+    config.write_text(json.dumps(LO_CONFIG))
+    log_offset = len(server.log_text())
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", **_env(container_ns, cni_bin),
+           **_via(server), "PYCNI_TEST_SLEEP": "0.1"}
+    with netns.enter(host_ns):
+        procs = []
+        for _ in range(BURST):
+            with config.open("rb") as stdin:
+                procs.append(subprocess.Popen([str(cni_bin / "loopback")], stdin=stdin,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              env=env))
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * BURST, outs
+    log = server.log_text()[log_offset:]
+    named = re.findall(r": worker pid (\d+)", log)
+    assert len(named) == BURST
+    assert _most_at_once(log) <= BUSY_WORKERS + SPARES, log
+    assert len(set(named)) <= BUSY_WORKERS + SPARES + 2, log
+
+
 def test_spares_copy_the_pages_calls_write_and_leave_the_rest_shared(
     tmp_path: Path, host_ns: str, container_ns: str, cni_bin: Path
 ) -> None:
-    """A fresh server's first spare copies nothing (no call has taught it); the spare after a
+    """A fresh server's spares copy nothing (no call has taught them); a spare forked after a
     call copies the pages that call wrote, in the idle class, and only those."""
     with _start_server(tmp_path / "run" / "pycni.sock", tmp_path / "server.log") as proc:
-        first = _one_idle_spare(proc, set())
-        until("the first warm-up done", lambda: sched_policy(first) == os.SCHED_OTHER)
-        untaught = private_share(first)
+        first = _idle_spares_of(proc, SPARES, set())
+        until("the first warm-ups done",
+              lambda: all(sched_policy(pid) == os.SCHED_OTHER for pid in first))
+        untaught = max(private_share(pid) for pid in first)
         run = exec_plugin(cni_bin / "loopback", command="ADD", config=LO_CONFIG,
                           env={**_env(container_ns, cni_bin), **_via(proc)}, run_in=host_ns)
         assert run.code == 0, run.stderr
-        spare = _one_idle_spare(proc, {first})
+        (worker,) = {int(p) for p in re.findall(r": worker pid (\d+)", proc.log_text())}
+        _back(proc, worker)  # it taught the map before it came back
+        os.kill(worker, signal.SIGKILL)  # its replacement is forked now
+        (spare,) = _idle_spares_of(proc, 1, first)
         until("the warm-up done", lambda: private_share(spare) > untaught + 0.05
               and sched_policy(spare) == os.SCHED_OTHER)
         assert private_share(spare) < 0.6
 
 
-def _one_idle_spare(server: ServerProc, not_these: set[int]) -> int:
+def _idle_spares_of(server: ServerProc, count: int, not_these: set[int]) -> set[int]:
     deadline = time.monotonic() + 10
-    while not (spares := _idle_spares(server) - not_these):
+    while len(spares := _idle_spares(server) - not_these) < count:
         assert time.monotonic() < deadline, "no spare worker"
         time.sleep(0.02)
-    (spare,) = spares
-    return spare
+    assert len(spares) == count, spares
+    return spares
 
 
 def test_stopping_the_server_leaves_no_spare_behind(tmp_path: Path) -> None:
