@@ -292,3 +292,30 @@ def test_held_contexts_are_bounded(host_ns: str) -> None:
         engine.release_held_contexts()
     assert held == engine.HELD_MAX
     assert netfilter_sockets(host_ns) == 0
+
+
+def _without_handles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{kind: {k: v for k, v in body.items() if k != "handle"}}
+            for obj in objs for kind, body in obj.items()]
+
+
+def test_the_first_write_on_a_fresh_host_makes_what_the_rewrite_makes(
+    make_netns: Callable[..., str], runner: NftRunner
+) -> None:
+    """On a fresh host the layout is made from nothing, additions only (no flush, no
+    replaced element: nothing queued for destruction), and it is exactly what the rewrite
+    makes; on a table that exists that write fails whole and changes nothing."""
+    m = masq("c1", "10.88.0.2", "fd00:88::2")
+    fresh, rewritten = make_netns("fresh"), make_netns("rewritten")
+    table = engine.NftTable(runner=runner)
+    with netns.enter(fresh):
+        table.run(nft_masq.setup_fresh(m))
+    with netns.enter(rewritten):
+        table.run(nft_masq.setup_blind(m))
+    assert _without_handles(ruleset(fresh)) == _without_handles(ruleset(rewritten))
+    assert elements(fresh) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m)),
+                               "fd00:88::2": (m.key.label, nft_masq.chain_name(m))}
+    before = ruleset(fresh)
+    with netns.enter(fresh), pytest.raises(engine.NftError):
+        table.run(nft_masq.setup_fresh(masq("c2", "10.88.0.3")))
+    assert ruleset(fresh) == before

@@ -67,6 +67,9 @@ class FakeNft:
 
     def _chain(self, m: _Model, verb: str, body: Doc) -> None:
         name = body["name"]
+        if verb == "create":
+            self._need(name not in m.chains, "File exists (chain)")
+            verb = "add"
         if verb == "add":
             m.chains.setdefault(name, {"head": body, "rules": []})
             return
@@ -88,6 +91,7 @@ class FakeNft:
             return None
         self._need(m.table, "No such file or directory (table)")
         if kind == "map":
+            self._need(verb != "create" or obj["name"] not in m.maps, "File exists (map)")
             m.maps.setdefault(obj["name"], {})
         elif kind == "chain":
             self._chain(m, verb, obj)
@@ -149,9 +153,26 @@ def test_first_setup_builds_layout_after_the_insert_fails(
         fake: FakeNft, backend: NftMasquerade) -> None:
     m = masq("c1", "10.88.0.2", "fd00::2")
     backend.setup(m)
-    assert len(fake.calls) == 2  # insert refused (no chain yet), then the full rewrite
+    # insert refused (no table yet), then the layout made from nothing: additions only
+    assert len(fake.calls) == 2
+    verbs = {next(iter(c)) for c in fake.calls[1]}
+    assert "create" in verbs
+    assert not {"flush", "delete"} & verbs
     assert elements(fake) == {"10.88.0.2": (m.key.label, nft_masq.chain_name(m)),
                               "fd00::2": (m.key.label, nft_masq.chain_name(m))}
+    assert backend.check(m) == []
+
+
+def test_a_new_network_in_the_table_is_the_rewrite(
+        fake: FakeNft, backend: NftMasquerade) -> None:
+    backend.setup(masq("c1", "10.88.0.2"))
+    fake.calls.clear()
+    m = masq("c2", "10.88.0.3", network="other")
+    backend.setup(m)
+    # insert refused (no chain of that network), made from nothing refused (the maps and
+    # the base chain exist), then the rewrite
+    assert len(fake.calls) == 3
+    assert fake.calls[2] == nft_masq.setup_blind(m)
     assert backend.check(m) == []
 
 
@@ -186,8 +207,9 @@ def test_setup_takes_over_a_leftover_of_another_network(
     fake.calls.clear()
     m = masq("c2", "10.88.0.2")
     backend.setup(m)
-    # insert, blind replace (refused: another value), read, informed replace
-    assert len(fake.calls) == 4
+    # insert, from nothing (refused: the table exists), blind replace (refused: another
+    # value), read, informed replace
+    assert len(fake.calls) == 5
     assert elements(fake)["10.88.0.2"] == (m.key.label, nft_masq.chain_name(m))
 
 

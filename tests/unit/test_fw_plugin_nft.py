@@ -188,17 +188,26 @@ def test_first_write_is_inserts_plus_the_missing_holes() -> None:
     assert [next(iter(c)) for c in write] == ["create", "insert", "insert"]
 
 
-def test_escalates_to_the_layout_when_the_insert_fails() -> None:
+def test_escalates_to_the_layout_from_nothing_when_the_insert_fails() -> None:
     runner = Runner(fail=1)
     nf.NftForward(runner).setup(fwd())
     assert len(runner.writes) == 2
     assert runner.writes[1][0] == nj.add_table()
+    assert {"create"} <= {next(iter(c)) for c in runner.writes[1]}
+    assert not {"flush", "delete"} & {next(iter(c)) for c in runner.writes[1]}
 
 
-def test_then_to_the_informed_write() -> None:
+def test_then_to_the_rewrite() -> None:
     runner = Runner(fail=2)
     nf.NftForward(runner).setup(fwd())
     assert len(runner.writes) == 3
+    assert "flush" in {next(iter(c)) for c in runner.writes[2]}
+
+
+def test_then_to_the_informed_write() -> None:
+    runner = Runner(fail=3)
+    nf.NftForward(runner).setup(fwd())
+    assert len(runner.writes) == 4
 
 
 def test_teardown_of_nothing_writes_nothing() -> None:

@@ -298,19 +298,25 @@ class NftTable:
                 return
 
     def setup(self, what: str, label: str, *, insert: Callable[[], list[nj.Cmd]],
-              replace: Callable[[], list[nj.Cmd]], informed: Build) -> None:
-        """Three writes, each complete on its own, so the common case is the cheapest
+              replace: Callable[[], list[nj.Cmd]], informed: Build,
+              fresh: Callable[[], list[nj.Cmd]] | None = None) -> None:
+        """Up to four writes, each complete on its own, so the common case is the cheapest
         (measured on this kernel: a pure insert commits in ~0.5 ms and queues nothing for
         destruction, while after any transaction that deletes or re-adds a chain the context's
         free waits ~13 ms for an RCU grace period, unless it is held: see the module docstring):
 
         1. ``insert`` the elements (``create``): done for any new container of a known network;
-        2. if that failed (a key is already there: a retried ADD; or the network's chain is
-           new), ``replace``: the layout rewritten and the elements replaced without reading;
-        3. if that failed too (a key still holds another value, a leftover of a crash), read
+        2. if that failed, ``fresh``: the layout made from nothing (``nftjson.first_write``),
+           pure additions too: done for the first container on a fresh host;
+        3. if that failed too (a key is already there: a retried ADD; or the network's chain
+           is new), ``replace``: the layout rewritten and the elements replaced without reading;
+        4. if that failed too (a key still holds another value, a leftover of a crash), read
            the table and write what ``informed`` builds from it.
         """
-        for step, build in (("insert", insert), ("replace", replace)):
+        steps = (("insert", insert), ("fresh", fresh), ("replace", replace))
+        for step, build in steps:
+            if build is None:
+                continue
             try:
                 self.run(build())
             except NftError as err:

@@ -126,6 +126,12 @@ class Layout(Generic[S]):
         Pure inserts queue nothing for destruction: no RCU grace period at the context's free."""
         return [self.element("create", e, spec.key.label) for e in self.entries(spec)]
 
+    def setup_fresh(self, spec: S) -> list[nj.Cmd]:
+        """The layout made from nothing and the elements added: on a fresh host (or this
+        feature's first use of its table) the cheap write; fails if any of it exists."""
+        return [*nj.first_write(self.ensure(spec)),
+                *(self.element("add", e, spec.key.label) for e in self.entries(spec))]
+
     def setup_blind(self, spec: S) -> list[nj.Cmd]:
         """The layout, then add-delete-add per element: replaces a same-valued element
         whatever its comment (a retried ADD, a crashed attachment's leftover) without reading."""
@@ -215,6 +221,7 @@ class NftFacet(Generic[S]):
     def _escalate(self, spec: S) -> None:
         layout = self._layout
         self._nft.setup(self._what, spec.key.label, insert=lambda: layout.create_elements(spec),
+                        fresh=lambda: layout.setup_fresh(spec),
                         replace=lambda: layout.setup_blind(spec),
                         informed=lambda state: layout.setup_informed(spec, state))
 

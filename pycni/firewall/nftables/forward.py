@@ -67,6 +67,7 @@ __all__ = [
     "insert_holes",
     "network_rules",
     "setup_blind",
+    "setup_fresh",
     "setup_informed",
     "teardown_commands",
 ]
@@ -150,6 +151,7 @@ _LAYOUT: Final = address_layout(maps=MAPS, base_chain=BASE_CHAIN, hook=_HOOK,
                                 chain_name=chain_name, network_rules=network_rules)
 (ensure_layout, create_elements, setup_blind, setup_informed, teardown_commands,
  gc_commands) = _LAYOUT.builders()
+setup_fresh = _LAYOUT.setup_fresh
 
 
 def _check_chains(state: nj.TableState, f: Forward) -> list[str]:
@@ -293,6 +295,7 @@ class NftForward(NftFacet[Forward]):
             return
         self._nft.setup(
             "forward", f.key.label, insert=lambda: create_elements(f) + holes,
+            fresh=lambda: setup_fresh(f) + holes,
             replace=lambda: setup_blind(f) + holes,
             informed=lambda state: setup_informed(f, state) + insert_holes(self.foreign_chains()))
 

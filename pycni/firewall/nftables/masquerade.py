@@ -49,6 +49,7 @@ __all__ = [
     "gc_commands",
     "network_rules",
     "setup_blind",
+    "setup_fresh",
     "setup_informed",
     "teardown_commands",
 ]
@@ -87,6 +88,7 @@ _LAYOUT: Final = address_layout(maps=MAPS, base_chain=BASE_CHAIN, hook=_HOOK,
                                 chain_name=chain_name, network_rules=network_rules)
 (ensure_layout, create_elements, setup_blind, setup_informed, teardown_commands,
  gc_commands) = _LAYOUT.builders()
+setup_fresh = _LAYOUT.setup_fresh
 
 
 def check_layout(state: nj.TableState) -> list[str]:
