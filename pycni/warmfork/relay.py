@@ -5,9 +5,9 @@ server: its launcher is a thin client). The worker sends its status on the chann
 carried the call as soon as the call is done, and the server passes it on at once, before
 anything else the worker does: its exit (tearing down the process and noticing the exit took
 ~3.5 ms of every call), or going back to where it started and saying ``READY`` on the same
-channel, for the next call. A worker that exits without reporting is still seen through its pidfd
-(the service's ``unreported`` makes its status); a caller that hangs up has its worker killed
-with its process group. The runtime daemon's workers report to their clients themselves: it
+channel, for the next call. A worker that exits without reporting is still seen through its
+pidfd (the service's ``unreported`` makes its status); a caller that hangs up has its worker
+killed with its process group. The runtime daemon's workers report to their clients themselves: it
 needs no relay.
 """
 

@@ -8,10 +8,10 @@ whose call succeeded goes back to its server's namespaces, cwd and environment a
 the next call, its pages already its own.
 
 Only a worker that left nothing behind: ``restore`` waits a little for the threads a call
-left (they end on their own), then refuses (and the worker exits, as every
-worker did before) when the call left another thread, a descriptor that was not there
-before, a process it started (even one it waited for: what that one started may live on in
-the worker's process group), or other credentials. Signal handlers, the signal mask and the
+left (they end on their own), then refuses (and the worker exits, as every worker did
+before) when the call left another thread, a descriptor that was not there before, a process
+it started (even one it waited for: what that one started may live on in the worker's
+process group), or other credentials. Signal handlers, the signal mask and the
 umask are put back. What a call leaves in Python's memory (imported modules, the firewall
 backend probed once per process) is what the in-process path keeps across the calls of one
 runtime command too.
@@ -34,8 +34,8 @@ from pycni.linux import nscalls
 __all__ = ["Baseline"]
 
 _NAMESPACES = (("net", nscalls.CLONE_NEWNET), ("mnt", nscalls.CLONE_NEWNS))
+THREADS_WITHIN = 1.0  # seconds the threads a call left get to end
 # Every catchable signal: a handler a call installed must not run in the next caller's call.
-THREADS_WITHIN = 1.0
 _SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 
 
