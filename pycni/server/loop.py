@@ -156,21 +156,18 @@ class Server(RelayServer[Call, _Running]):
                 raise PeerError(f"{call.request.name} VERSION: ACK failed ({err})") from err
             self._answers.start(pending.sock, pending.pid, call)
             return
-        waiting = _Waiting(pending, call, time.monotonic() + WAIT_FOR_WORKER)
         if self._waiting or (not self.spares.idle() and len(self._running) >= BUSY_WORKERS):
-            self._waiting.append(waiting)  # in order: a worker back takes the first
+            # in order: a worker back takes the first
+            self._waiting.append(_Waiting(pending, call, time.monotonic() + WAIT_FOR_WORKER))
             return
-        self._start(waiting)
+        self._hand_over(pending, call)
 
     def _start(self, waiting: _Waiting) -> None:
-        """``waiting``'s call to a worker; refused (PeerError) like a request, its caller
-        then runs it."""
-        pending, call = waiting.pending, waiting.call
+        """A call that waited, to a worker; refused as a request would be."""
         try:
-            self._hand_over(pending, call)
+            self._hand_over(waiting.pending, waiting.call)
         except PeerError as err:
-            self.log.warning("request from pid %d: %s", pending.pid, err)
-            waiting.close()
+            self.refuse(waiting.pending, waiting.call, err)
 
     def _hand_over(self, pending: Pending, call: Call) -> None:
         what = f"{call.request.name} {call.env_value(b'CNI_COMMAND') or '?'}"

@@ -290,9 +290,13 @@ class WarmServer(Generic[C, R]):
         try:
             self.take(pending, call)
         except PeerError as err:
-            self.log.warning("request from pid %d: %s", pending.pid, err)
-            self.discard(call)
-            pending.sock.close()
+            self.refuse(pending, call, err)
+
+    def refuse(self, pending: Pending, call: C, err: PeerError) -> None:
+        """Drop ``call`` unACKed (``err`` says why): its caller runs it itself."""
+        self.log.warning("request from pid %d: %s", pending.pid, err)
+        self.discard(call)
+        pending.sock.close()
 
     def ack(self, sock: socket.socket, data: bytes, worker: Worker | None) -> None:
         """Send the ACK ``data``, with ``worker``'s pidfd (the caller waits on it before it
