@@ -24,7 +24,8 @@ that is missing, empty or (after a reuse) someone else's, all handled on read, b
 misses one. Nothing is fsynced (nor is it by the reference): the state describes veths and
 containers that do not outlive the machine either. On the default tmpfs it is moot; on disk,
 what a power cut loses only frees addresses whose containers the reboot ended, and temp +
-rename already keeps every file whole for the crash that matters, a killed process.
+rename already keeps every file whole for the crash that matters, a killed process (all but
+the round-robin hint, which is only a hint: ``set_last_reserved``).
 
 Every method assumes the lock is held: a ``Store`` is only handed out by ``open_store``.
 OSError becomes ``CNIError`` code 5 (I/O failure); a lock not obtained in time is code 11.
@@ -199,9 +200,21 @@ class Store:
         return None if text is None else _parse_ip_name(text.strip())
 
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
+        """Overwrite the hint in place. Replacing it (temp file + rename over it, or a
+        truncate to empty) made ext4 start writing the new file out at once (auto_da_alloc):
+        ~0.25 ms of every ADD on disk, against ~0.01 ms here. It is read under the same lock
+        and a torn one (a writer killed between the write and the truncate) only restarts
+        the walk, or starts it elsewhere: a hint, never a reservation."""
         path = os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{index}")
+        data = str(ip).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         with io_failure(f"write {path}"):
-            atomicfile.write(path, str(ip).encode())
+            fd = os.open(path, flags, 0o600)
+            try:
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
 
     # -- per-attachment index ----------------------------------------------------------
 

@@ -196,3 +196,17 @@ def test_owner_content_helpers() -> None:
     assert owned_by("cid", "cid", "eth0")  # legacy content matches any ifname
     assert not owned_by("cid\r\neth1", "cid", "eth0")
     assert not owned_by("cid2", "cid", "eth0")
+
+
+def test_last_reserved_is_overwritten_in_place_and_exactly(tmp_path: Path) -> None:
+    """The hint is rewritten in its own file (a rename over it cost ext4 an immediate
+    write-out on every ADD), and a shorter address leaves no tail of the longer one."""
+    with open_store(str(tmp_path), NET) as store:
+        store.set_last_reserved(0, ip_address("10.1.0.100"))
+        hint = tmp_path / NET / "last_reserved_ip.0"
+        inode = hint.stat().st_ino
+        store.set_last_reserved(0, ip_address("10.1.0.9"))
+        assert hint.read_bytes() == b"10.1.0.9"
+        assert hint.stat().st_ino == inode
+        assert _mode(hint) == 0o600
+        assert store.last_reserved(0) == ip_address("10.1.0.9")
