@@ -141,6 +141,14 @@ def get_link(ipr: IPR, name: str) -> LinkInfo | None:
     return None if msg is None else _to_link_info(msg)
 
 
+def add_link(ipr: IPR, **request: Any) -> LinkInfo | None:
+    """Create a link (RTM_NEWLINK, exclusive) and return it as the kernel echoes it back, made
+    and configured but before ``master`` applies; None from a kernel that does not echo a new
+    link (before 6.3: read it back). ``NetlinkError`` as the kernel raised it."""
+    replies = ipr.link_created(_LINK_INFO_ATTRIBUTES, **request)
+    return _to_link_info(replies[0]) if replies else None
+
+
 def link_exists(ipr: IPR, name: str) -> bool:
     """Whether link ``name`` exists (its message not decoded: for a yes or no)."""
     with translate_netlink_error(f"get link {name}"):

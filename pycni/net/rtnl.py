@@ -2,33 +2,31 @@
 
 pyroute2 0.9's synchronous ``IPRoute`` runs every request through an asyncio event loop of
 its own: ~0.43 ms a request and ~0.38 ms to open a handle on this VM, where the kernel's own
-work is a few microseconds. A bridge ADD makes ~10 requests on two handles, so that was
-~5 ms of a ~12 ms ADD. ``SyncRtnl`` keeps everything that is pyroute2's job, pyroute2's: the
-same argument processing and request filters (``get_arguments_processor``,
-``get_dump_filter``), the same ``NetlinkRequest`` building the message, the same message
-classes encoding it and decoding the replies, the same ``NetlinkError``. Only the transport
-differs: one ``send`` and blocking ``recv`` calls until the kernel's ACK, error or
-``NLMSG_DONE`` (~0.15 ms a request, ~0.01 ms to open).
+work is a few microseconds. A bridge ADD makes ~10 requests on two handles, so that was ~5 ms
+of a ~12 ms ADD. ``SyncRtnl`` leaves pyroute2's job to pyroute2: the same argument processing
+and request filters (``get_arguments_processor``, ``get_dump_filter``), the same
+``NetlinkRequest`` building the message, the same message classes encoding it and decoding
+the replies, the same ``NetlinkError``. Only the transport differs: one ``send`` and blocking
+``recv`` calls until the ACK, error or ``NLMSG_DONE`` (~0.15 ms a request, ~0.01 ms to open).
 
-``link``, ``addr`` and ``route`` (what the plugins' hot paths use) go this way, and ``qdisc``
-(one qdisc by its place, which pyroute2 can only dump for). Anything else
-(``tc``, ``brport``, ``vlan_filter``, ``get_links``, ...) goes to a full ``IPRoute`` opened on
-first use in the handle's own network namespace, so both halves always act on the same one.
+``link``, ``addr`` and ``route`` (the plugins' hot paths) go this way, and ``qdisc`` (one qdisc
+by its place, which pyroute2 can only dump for). Anything else (``tc``, ``brport``, ``get_links``
+...) goes to a full ``IPRoute`` opened on first use in the handle's own network namespace.
 
 Nothing here imports ``pyroute2.iproute`` or ``pyroute2.netlink.nlsocket`` until that full
 handle is asked for: they bring asyncio, ssl, multiprocessing and unittest (~55 ms of a plugin
-executable's start-up). What this module takes of them instead is a few lines each, in
-pyroute2's own terms: the request filters ``IPRoute`` applies per kind of object
-(``get_default_request_filters``), its argument and dump-filter processing
-(``get_arguments_processor``, ``get_dump_filter``) and the header set-up of its
-``NetlinkRequest`` (flags per command, fields and attributes from the processed arguments).
-The filters themselves (``pyroute2.requests``) and the message classes are pyroute2's.
+executable's start-up). This module takes a few lines of each instead, in pyroute2's terms: the
+request filters ``IPRoute`` applies per kind of object (``get_default_request_filters``), its
+argument and dump-filter processing (``get_arguments_processor``, ``get_dump_filter``) and
+``NetlinkRequest``'s header set-up. The filters (``pyroute2.requests``) and message classes
+are pyroute2's. ``link_created`` asks for the kernel's echo of a new link (``NLM_F_ECHO``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import socket
 import struct
@@ -71,7 +69,7 @@ from pyroute2.requests.main import RequestProcessor
 from pyroute2.requests.route import RouteFieldFilter, RouteIPRouteFilter
 
 from pycni.net import netns
-from pycni.net.nlattrs import Wanted, attribute_types, trimmed
+from pycni.net.nlattrs import attribute_types, trimmed
 
 __all__ = ["SyncRtnl"]
 
@@ -87,6 +85,8 @@ _IFINFMSG_END: Final = _HEADER.size + 16  # family, pad, type, index, flags, cha
 # What of a reply's raw bytes is decoded (None: nothing): a test or a cut before pyroute2's
 # message class decodes it (``_of_link``, ``_nothing``, ``nlattrs.trimmed``).
 _Decode: TypeAlias = Callable[[bytes], bytes | None]
+# Link attributes to decode, each with the nested ones to keep (none: all of it): ``nlattrs``.
+_Names: TypeAlias = tuple[tuple[str, tuple[str, ...]], ...]
 _REPLY_CLASSES: Final[dict[int, Any]] = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
@@ -98,6 +98,7 @@ _REQUEST_FLAGS: Final = {
     "get": NLM_F_REQUEST | NLM_F_ACK,
     "req": NLM_F_REQUEST | NLM_F_ACK,
     "create": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    "create_echo": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
     "append": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
     "change": NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE,
     "replace": NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
@@ -114,6 +115,7 @@ _LINK_COMMANDS: Final = {
     "dump": (RTM_GETLINK, "dump"),
     "get": (RTM_GETLINK, "get"),
 }
+_LINK_ADD_ECHO: Final = {"add": (RTM_NEWLINK, "create_echo")}  # SyncRtnl.link_created
 _ADDR_COMMANDS: Final = {
     "add": (RTM_NEWADDR, "create"),
     "del": (RTM_DELADDR, "req"),
@@ -220,15 +222,16 @@ class SyncRtnl:
             kwarg["match"] = {"ifname": kwarg["match"]}
         return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg)
 
-    def link_with(self, names: tuple[tuple[str, tuple[str, ...]], ...], command: str,
-                  **kwarg: Any) -> Any:
-        """``link(command, ...)`` with its replies decoded for the attributes ``names`` only
-        (each with the nested ones to keep, none: all of it): ``nlattrs``."""
-        wanted = _WANTED.get(names)
-        if wanted is None:
-            wanted = _WANTED[names] = attribute_types(ifinfmsg, dict(names))
+    def link_with(self, names: _Names, command: str, **kwarg: Any) -> Any:
+        """``link(command, ...)`` with its replies decoded for the attributes ``names`` only."""
         return self._request("link", ifinfmsg(), command, _LINK_COMMANDS, kwarg,
-                             decode=lambda reply: trimmed(reply, _IFINFMSG_END, wanted))
+                             decode=_link_attributes(names))
+
+    def link_created(self, names: _Names, **kwarg: Any) -> Any:
+        """``link("add", ...)`` with NLM_F_ECHO: the new link (decoded as by ``link_with``) as
+        ``rtnl_configure_link`` left it (before IFLA_MASTER); [] before Linux 6.3 (no echo)."""
+        return self._request("link", ifinfmsg(), "add", _LINK_ADD_ECHO, kwarg,
+                             decode=_link_attributes(names))
 
     def link_exists(self, name: str) -> bool:
         """Whether link ``name`` exists here. The kernel's answer is a whole link message
@@ -384,8 +387,11 @@ class SyncRtnl:
                     out.append(reply)
 
 
-# ``link_with``'s attribute names, as ``nlattrs`` wants them (worked out once per set).
-_WANTED: dict[tuple[tuple[str, tuple[str, ...]], ...], Wanted] = {}
+@functools.cache  # the attribute types ``nlattrs`` wants: worked out once per set of names
+def _link_attributes(names: _Names) -> _Decode:
+    """A link message decoded for the attributes ``names`` only (``link_with``)."""
+    wanted = attribute_types(ifinfmsg, dict(names))
+    return lambda reply: trimmed(reply, _IFINFMSG_END, wanted)
 
 
 def _nothing(_reply: bytes) -> None:

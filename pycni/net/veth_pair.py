@@ -1,5 +1,6 @@
 """A veth pair across namespaces: created in one request with its peer born in the
-container's netns, and found again from the container's end.
+container's netns (and nothing read back: ``create_veth``), and found again from the
+container's end.
 
 Every function takes ``IPRoute`` handles from ``pycni.net.ipr.open_ipr`` bound to the
 namespace they act in, and raises ``CNIError`` (never a pyroute2 error).
@@ -53,17 +54,20 @@ class ContainerIfnameExists(CNIError):
 
 
 def _veth_request(
-    *, host_ifname: str, container_ifname: str, ns_fd: int, mtu: int | None, mac: str | None
+    *, host_ifname: str, container_ifname: str, ns_fd: int, mtu: int | None, mac: str,
+    master: int | None, up: bool,
 ) -> dict[str, Any]:
     # The peer is born inside the container netns (IFLA_NET_NS_FD): no window where it
     # sits in the host netns under a name that might clash there.
-    peer: dict[str, Any] = {"ifname": container_ifname, "net_ns_fd": ns_fd}
+    peer: dict[str, Any] = {"ifname": container_ifname, "net_ns_fd": ns_fd, "address": mac}
     request: dict[str, Any] = {"ifname": host_ifname, "kind": "veth", "peer": peer}
     if mtu is not None:
         peer["mtu"] = mtu
         request["mtu"] = mtu
-    if mac is not None:
-        peer["address"] = mac.lower()
+    if master is not None:
+        request["master"] = master
+    if up:
+        request["state"] = "up"
     return request
 
 
@@ -74,25 +78,22 @@ def _add_veth(
     container_ifname: str,
     container_netns: NetNSRef,
     mtu: int | None,
-    mac: str | None,
-) -> bool:
-    """Send the one RTM_NEWLINK; False if the kernel said EEXIST (for one end or the other)."""
+    mac: str,
+    master: int | None,
+    up: bool,
+) -> tuple[bool, LinkInfo | None]:
+    """Send the one RTM_NEWLINK: (False, None) if the kernel said EEXIST (for one end or the
+    other), else (True, the host end as the kernel echoed it, None if it did not)."""
     with netns.held(container_netns) as ns_fd:
-        request = _veth_request(
-            host_ifname=host_ifname,
-            container_ifname=container_ifname,
-            ns_fd=ns_fd,
-            mtu=mtu,
-            mac=mac,
-        )
+        request = _veth_request(host_ifname=host_ifname, container_ifname=container_ifname,
+                                ns_fd=ns_fd, mtu=mtu, mac=mac, master=master, up=up)
         with translate_netlink_error(f"create veth {host_ifname}"):
             try:
-                host_ipr.link("add", **request)
+                return True, links.add_link(host_ipr, **request)
             except NetlinkError as err:
                 if err.code == errno.EEXIST:
-                    return False
+                    return False, None
                 raise
-    return True
 
 
 def _name_clash(
@@ -123,67 +124,59 @@ def create_veth(
     mtu: int | None = None,
     container_mac: str | None = None,
     container_ipr: IPR | None = None,
+    master: int | None = None,
+    up: bool = False,
 ) -> VethPair:
     """Create a veth pair in one request: ``host_ifname`` in ``host_ipr``'s netns and its peer
-    ``container_ifname`` directly in ``container_netns``. Both ends are left down.
+    ``container_ifname`` directly in ``container_netns``, left down. The host end is made a
+    port of bridge ``master`` and up, if asked, in that same request.
 
-    ``container_ipr``, a handle already bound to ``container_netns``, saves opening one.
-    ``ContainerIfnameExists`` if the container already has that name; ``HostVethNameTaken``
-    if only the host name is in use (retry with another name): the kernel's EEXIST tells a
-    clash, the names are looked up only then. ``NetNSNotFound`` if the container netns is gone.
+    The container end gets ``container_mac`` or a random MAC of ours (the kernel's would be
+    just as random), so that nothing of it has to be read back: its index is the host end's
+    IFLA_LINK, its MTU the host end's (``mtu`` or the default, the same for both ends). The
+    host end is the kernel's echo of the request (``links.add_link``), read back only from a
+    kernel that does not echo; either way its ``master`` is as before the request's.
+
+    ``container_ipr``, a handle already bound to ``container_netns``, saves opening one when a
+    name clashes: ``ContainerIfnameExists`` if the container already has that name;
+    ``HostVethNameTaken`` if only the host name is in use (retry with another name): the
+    kernel's EEXIST tells a clash, the names are looked up only then. ``NetNSNotFound`` if the
+    container netns is gone.
     """
     _validate_veth_args(host_ifname, container_ifname, container_mac)
-
-    def create_with(cipr: IPR) -> VethPair:
-        return _create_veth_with(
-            host_ipr,
-            cipr,
-            host_ifname=host_ifname,
-            container_ifname=container_ifname,
-            container_netns=container_netns,
-            mtu=mtu,
-            mac=container_mac,
-        )
-
-    if container_ipr is not None:
-        return create_with(container_ipr)
-    with open_ipr(container_netns) as cipr:
-        return create_with(cipr)
-
-
-def _create_veth_with(
-    host_ipr: IPR,
-    cipr: IPR,
-    *,
-    host_ifname: str,
-    container_ifname: str,
-    container_netns: NetNSRef,
-    mtu: int | None,
-    mac: str | None,
-) -> VethPair:
-    created = _add_veth(
+    mac = container_mac.lower() if container_mac else links.random_mac()
+    created, host = _add_veth(
         host_ipr,
         host_ifname=host_ifname,
         container_ifname=container_ifname,
         container_netns=container_netns,
         mtu=mtu,
         mac=mac,
+        master=master,
+        up=up,
     )
     if not created:
-        raise _name_clash(
-            host_ipr, cipr, host=host_ifname, container=container_ifname, ns=container_netns
-        )
-    return _read_pair(host_ipr, cipr, host_ifname, container_ifname)
-
-
-def _read_pair(host_ipr: IPR, cipr: IPR, host_ifname: str, container_ifname: str) -> VethPair:
-    host = links.get_link(host_ipr, host_ifname)
-    container = links.get_link(cipr, container_ifname)
-    if host is None or container is None:
+        if container_ipr is not None:
+            raise _name_clash(host_ipr, container_ipr, host=host_ifname,
+                              container=container_ifname, ns=container_netns)
+        with open_ipr(container_netns) as cipr:
+            raise _name_clash(host_ipr, cipr, host=host_ifname, container=container_ifname,
+                              ns=container_netns)
+    if host is None:  # a kernel that does not echo a new link
+        host = links.get_link(host_ipr, host_ifname)
+    if host is None or host.peer_index is None:
         # Someone deleted an end under us; removing either end removes both.
         links.delete_link(host_ipr, host_ifname)
         raise CNIError(ErrorCode.INTERNAL, f"veth {host_ifname} vanished right after creation")
-    return VethPair(host=host, container=container)
+    return VethPair(host=host, container=_container_end(host, container_ifname, mac))
+
+
+def _container_end(host: LinkInfo, name: str, mac: str) -> LinkInfo:
+    """The container end as ``create_veth`` made it (see there), from the host end."""
+    assert host.peer_index is not None
+    return LinkInfo(index=host.peer_index, name=name, kind="veth", mac=mac, mtu=host.mtu,
+                    master=None, peer_index=host.index, up=False, promisc=False,
+                    operstate="DOWN")
 
 
 def find_veth_peer_in(host_ipr: IPR, container_link: LinkInfo) -> LinkInfo | None:

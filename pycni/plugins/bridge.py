@@ -40,10 +40,18 @@ class _Built:
 # ---------------------------------------------------------------------------- ADD steps
 
 
+def _plain_port(conf: BridgeConfig) -> bool:
+    """A port with hairpin and isolation off (the kernel's defaults for a fresh port) and no
+    VLAN: it joins the bridge, up, in the very request that makes it. Any other is
+    configured while down, then brought up (``_attach_port``)."""
+    return not (conf.hairpin_mode or conf.port_isolation or conf.vlan > 0)
+
+
 def _create_veth(
-    host: IPR, container: IPR, conf: BridgeConfig, args: CmdArgs
+    host: IPR, container: IPR, conf: BridgeConfig, args: CmdArgs, bridge: links.LinkInfo
 ) -> veth_pair.VethPair:
     name = host_veth_name(args)
+    plain = _plain_port(conf)
     for attempt in range(2):
         try:
             return veth_pair.create_veth(
@@ -54,6 +62,8 @@ def _create_veth(
                 mtu=conf.mtu,
                 container_mac=conf.mac,
                 container_ipr=container,
+                master=bridge.index if plain else None,
+                up=plain,
             )
         except veth_pair.HostVethNameTaken:
             if attempt:
@@ -70,13 +80,10 @@ def _attach_port(
     index = veth.host.index
     with contextlib.suppress(CNIError):  # no IPv6 on this host: nothing to turn off
         sysctl.ensure(sysctl.conf_key("ipv6", veth.host.name, "accept_ra"), "0")
-    # A new port starts with hairpin and isolation off (the kernel's defaults for a fresh
-    # port): only a port that wants either needs the extra request, or its VLAN set while down.
+    if _plain_port(conf):
+        return  # a port of the bridge, up, since its creation
     port_flags = conf.hairpin_mode or conf.port_isolation
-    configure_first = port_flags or conf.vlan > 0
-    links.set_master(host, index, bridge.index, up=not configure_first)
-    if not configure_first:
-        return
+    links.set_master(host, index, bridge.index, up=False)
     if conf.vlan:
         bridge_ports.set_bridge_port_vlan(host, index, conf.vlan)
     if port_flags:  # the flags and the up flag in one request
@@ -263,7 +270,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 pin_mac=True,
             )
         failpoint("bridge.add.after_bridge")
-        veth = _create_veth(host, container, conf, args)
+        veth = _create_veth(host, container, conf, args, bridge)
         undo.callback(links.delete_link, host, veth.host.name)
         failpoint("bridge.add.after_veth")
         _attach_port(host, conf, bridge, veth)

@@ -223,6 +223,52 @@ def test_create_veth_across_namespaces(host_ns: str, container_ns: str) -> None:
     assert "vethaaaabbbb" not in link_names(container_ns)
 
 
+@pytest.mark.parametrize(("mtu", "mac"), [(None, None), (1400, "C2:11:22:33:44:56")])
+def test_create_veth_reports_both_ends_as_the_kernel_has_them(
+    host_ns: str, container_ns: str, mtu: int | None, mac: str | None
+) -> None:
+    """Nothing is read back after the create (the host end is the kernel's echo, the container
+    end is worked out): both must still be what the kernel then reports, field by field."""
+    with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
+        pair = veth_pair.create_veth(ipr, host_ifname="vethecho0001", container_ifname="eth0",
+                                     container_netns=container_ns, mtu=mtu, container_mac=mac)
+        assert pair.host == must_get(ipr, "vethecho0001")
+        assert pair.container == must_get(cipr, "eth0")
+    assert pair.container.mtu == (mtu or 1500)
+    if mac is None:  # a random locally administered unicast address of ours
+        assert int(pair.container.mac[:2], 16) & 0x03 == 0x02
+    else:
+        assert pair.container.mac == mac.lower()
+
+
+def test_create_veth_joins_the_bridge_up_in_its_request(host_ns: str, container_ns: str) -> None:
+    with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
+        bridge = links.ensure_bridge(ipr, "cni0")
+        pair = veth_pair.create_veth(ipr, host_ifname="vethport0001", container_ifname="eth0",
+                                     container_netns=container_ns, master=bridge.index, up=True)
+        host = must_get(ipr, "vethport0001")
+        assert (host.master, host.up) == (bridge.index, True)
+        assert pair.host.up
+        assert pair.container == must_get(cipr, "eth0")  # the container end stays down
+    assert ip_link(host_ns, "vethport0001")["master"] == "cni0"
+
+
+def test_create_veth_reads_the_host_end_back_from_a_kernel_that_does_not_echo(
+    host_ns: str, container_ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before Linux 6.3 a new link is not echoed: the request without NLM_F_ECHO gets the
+    same ACK alone, as such a kernel answers."""
+    from pycni.net import rtnl
+
+    monkeypatch.setitem(rtnl._REQUEST_FLAGS, "create_echo", rtnl._REQUEST_FLAGS["create"])
+    with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
+        assert links.add_link(ipr, ifname="probe0", kind="veth", peer="probe1") is None
+        pair = veth_pair.create_veth(ipr, host_ifname="vethecho0002", container_ifname="eth0",
+                                     container_netns=container_ns)
+        assert pair.host == must_get(ipr, "vethecho0002")
+        assert pair.container == must_get(cipr, "eth0")
+
+
 def test_find_veth_peer_in(host_ns: str, container_ns: str) -> None:
     with open_ipr(host_ns) as ipr, open_ipr(container_ns) as cipr:
         pair = veth_pair.create_veth(
@@ -265,7 +311,7 @@ def test_create_veth_container_name_exists_told_by_eexist(
         events.append(("get", name))
         return real_link_exists(ipr, name)
 
-    def add_veth(host_ipr: Any, **kwargs: Any) -> bool:
+    def add_veth(host_ipr: Any, **kwargs: Any) -> tuple[bool, links.LinkInfo | None]:
         events.append(("add", kwargs["host_ifname"]))
         return real_add_veth(host_ipr, **kwargs)
 
