@@ -68,7 +68,7 @@ from pyroute2.requests.link import LinkFieldFilter, LinkIPRouteFilter
 from pyroute2.requests.main import RequestProcessor
 from pyroute2.requests.route import RouteFieldFilter, RouteIPRouteFilter
 
-from pycni.net import netns
+from pycni.net import encoded, netns
 from pycni.net.nlattrs import attribute_types, trimmed
 
 __all__ = ["SyncRtnl"]
@@ -166,8 +166,6 @@ def _dump_filter(mode: str, command: str, query: dict[str, Any],
     """What a dump's replies are matched against, and the arguments left for the request."""
     if "dump_filter" in query:
         return query.pop("dump_filter"), query
-    if command not in ("dump", "show"):
-        return RequestProcessor(parameters=parameters), query
     request: dict[str, Any] = {key: query.pop(key) for key in ("family", "ext_mask", "dump_flags")
                                if key in query}
     match = query.get("match", query)
@@ -314,33 +312,31 @@ class SyncRtnl:
         self._sequence = self._sequence % 0xFFFFFF + 1
         return self._sequence
 
-    def _request(
-        self,
-        mode: str,
-        msg: Any,
-        command: str,
-        command_map: dict[str, tuple[int, str]],
-        kwarg: dict[str, Any],
-        *,
-        parameters: dict[str, Any] | None = None,
-        decode: _Decode | None = None,
-    ) -> Any:
+    def _request(self, mode: str, msg: Any, command: str, command_map: dict[str, tuple[int, str]],
+                 kwarg: dict[str, Any], *, parameters: dict[str, Any] | None = None,
+                 decode: _Decode | None = None) -> Any:
+        """One request, its replies (a dump's: those that match). Any other request is encoded
+        once for its arguments in this process (``pycni.net.encoded``)."""
         if command not in command_map:
             return getattr(self._full_handle(), mode)(command, **kwarg)
-        dump_filter, kwarg = _dump_filter(mode, command, kwarg, parameters or {})
-        arguments = _arguments(mode, command, kwarg, parameters or {})
-        seq = self._build(msg, command_map[command], arguments)
-        self._sock.send(msg.data)
-        replies = self._replies(seq, decode)
+        request, seq = command_map[command], self._next_sequence()
         if command in ("dump", "show"):
-            return (m for m in replies if _matches(dump_filter, m))
-        return replies
+            dump_filter, kwarg = _dump_filter(mode, command, kwarg, parameters or {})
+            arguments = _arguments(mode, command, kwarg, parameters or {})
+            self._sock.send(self._build(msg, request, arguments, seq))
+            return (m for m in self._replies(seq, decode) if _matches(dump_filter, m))
+        kept = encoded.key(mode, request, kwarg, parameters)
+        data = encoded.lookup(kept, seq, self._port)
+        if data is None:
+            arguments = _arguments(mode, command, kwarg, parameters or {})
+            encoded.keep(kept, data := self._build(msg, request, arguments, seq))
+        self._sock.send(data)
+        return self._replies(seq, decode)
 
-    def _build(self, msg: Any, request: tuple[int, str], arguments: Any) -> int:
-        """Header, fields and attributes of ``msg`` from the processed ``arguments``, encoded
-        (as ``NetlinkRequest`` sets up a request); its sequence number."""
+    def _build(self, msg: Any, request: tuple[int, str], arguments: Any, seq: int) -> bytes:
+        """Header (sequence ``seq``), fields and attributes of ``msg`` from the processed
+        ``arguments``, encoded as ``NetlinkRequest`` sets up a request."""
         kind, flags = request
-        seq = self._next_sequence()
         msg["header"].update(type=kind, flags=_REQUEST_FLAGS[flags], sequence_number=seq,
                              pid=self._port)
         msg.reset()
@@ -353,7 +349,7 @@ class SyncRtnl:
         if "attrs" in arguments:
             msg["attrs"].extend(arguments["attrs"])
         msg.encode()
-        return seq
+        return bytes(msg.data)
 
     def _replies(self, seq: int, decode: _Decode | None = None) -> list[Any]:
         """Every reply to request ``seq`` up to its ACK or NLMSG_DONE; an error raises.

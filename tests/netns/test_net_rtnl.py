@@ -104,6 +104,61 @@ def test_address_and_route_requests_match_pyroute2(host_ns: str) -> None:
     assert shape("d1") == shape("d2")
 
 
+class _Sent:
+    """A SyncRtnl socket that records every request it sends."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.requests = sock, list[bytes]()
+
+    def send(self, data: bytes) -> int:
+        self.requests.append(bytes(data))
+        return int(self.sock.send(data))
+
+    def recv(self, size: int) -> bytes:
+        return bytes(self.sock.recv(size))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_request_again_is_sent_as_pyroute2_encodes_it(
+    host_ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second of two same requests is a kept copy (``pycni.net.encoded``): byte for byte
+    what pyroute2 encodes afresh for that sequence number, and the kernel acts on it."""
+    from pycni.net import encoded
+
+    processed: list[str] = []
+    real_arguments = rtnl_module._arguments
+
+    def arguments(mode: str, command: str, *rest: Any) -> Any:
+        processed.append(command)
+        return real_arguments(mode, command, *rest)
+
+    monkeypatch.setattr(rtnl_module, "_arguments", arguments)
+    with netns.enter(host_ns), SyncRtnl() as rtnl:
+        rtnl.link("add", ifname="d0", kind="bridge")
+        index = rtnl.link("get", ifname="d0")[0]["index"]
+        sent = _Sent(rtnl._sock)
+        rtnl._sock = sent  # type: ignore[assignment]
+        encoded._KEPT.clear()
+        rtnl.link("set", index=index, state="down")
+        rtnl.link("set", index=index, state="up")  # encoded afresh
+        processed.clear()
+        rtnl.link("set", index=index, state="down")  # kept from the first
+        assert processed == []  # pyroute2 was not asked again
+        assert _links(host_ns)["d0"]["flags"].count("UP") == 0
+        sequence = rtnl._sequence
+        encoded._KEPT.clear()
+        rtnl._sequence = sequence - 1
+        rtnl.link("set", index=index, state="down")  # afresh again, with the same number
+    first, _up, kept, fresh = sent.requests
+    assert kept == fresh
+    assert kept[:8] == first[:8]  # all but its sequence
+    assert kept[16:] == first[16:]
+    assert kept[8:12] != first[8:12]
+
+
 def test_filtered_and_multipart_dumps(host_ns: str) -> None:
     """A dump larger than one receive buffer comes back whole; pyroute2's dump filters
     apply."""
