@@ -31,10 +31,11 @@ _SEQUENCE_OFFSET: Final = 8
 _KEPT: dict[Hashable, bytes] = {}
 
 
-def key(mode: str, request: tuple[int, str], kwarg: Mapping[str, Any],
+def key(mode: str, request: tuple[int, int], kwarg: Mapping[str, Any],
         parameters: Mapping[str, Any] | None) -> Hashable | None:
-    """What the bytes of this request depend on; None for one not to keep. A value's type is
-    part of it: ``True`` and ``1`` are equal keys but not the same argument to pyroute2."""
+    """What the bytes of this request depend on (``request``: its message type and flags);
+    None for one not to keep. A value's type is part of it: ``True`` and ``1`` are equal keys
+    but not the same argument to pyroute2."""
     arguments = _plain(kwarg)
     options = _plain(parameters or {})
     if arguments is None or options is None:

@@ -325,7 +325,7 @@ class SyncRtnl:
             arguments = _arguments(mode, command, kwarg, parameters or {})
             self._sock.send(self._build(msg, request, arguments, seq))
             return (m for m in self._replies(seq, decode) if _matches(dump_filter, m))
-        kept = encoded.key(mode, request, kwarg, parameters)
+        kept = encoded.key(mode, (request[0], _REQUEST_FLAGS[request[1]]), kwarg, parameters)
         data = encoded.lookup(kept, seq, self._port)
         if data is None:
             arguments = _arguments(mode, command, kwarg, parameters or {})

@@ -9,7 +9,7 @@ import pytest
 
 from pycni.net import encoded
 
-REQUEST = (16, "req")  # RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK
+REQUEST = (16, 5)  # RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def test_plain_arguments_are_kept_by_value_and_type() -> None:
     assert a is not None
     assert a == encoded.key("link", REQUEST, {"state": "up", "index": 2}, {})  # order: same
     assert a != encoded.key("link", REQUEST, {"index": 3, "state": "up"}, None)
-    assert a != encoded.key("link", (16, "create"), {"index": 2, "state": "up"}, None)
+    assert a != encoded.key("link", (16, 0x605), {"index": 2, "state": "up"}, None)
     assert a != encoded.key("addr", REQUEST, {"index": 2, "state": "up"}, None)
     # True == 1 in Python, not to pyroute2's filters:
     assert encoded.key("link", REQUEST, {"x": True}, None) != encoded.key(
