@@ -129,24 +129,20 @@ class InitPlan:
 
 class CgroupMove:
     """The init's move into its cgroup, done from the runtime's side in a thread: it overlaps
-    the init's mounts and the runtime's CNI ADD instead of preceding them. ``leaving``: the
-    cgroup it is in now (a standby's), removed once it is out."""
+    the init's mounts and the runtime's CNI ADD instead of preceding them. (A standby init
+    moves itself: ``standby``.)"""
 
-    def __init__(self, cg: cgroups.Cgroup, pid: int, leaving: cgroups.Cgroup | None = None) -> None:
+    def __init__(self, cg: cgroups.Cgroup, pid: int) -> None:
         self._failure: OSError | None = None
-        self._thread = threading.Thread(target=self._run, args=(cg, pid, leaving), daemon=True,
+        self._thread = threading.Thread(target=self._run, args=(cg, pid), daemon=True,
                                         name="cgroup-move")
         self._thread.start()
 
-    def _run(self, cg: cgroups.Cgroup, pid: int, leaving: cgroups.Cgroup | None) -> None:
+    def _run(self, cg: cgroups.Cgroup, pid: int) -> None:
         try:
             cgroups.enter(cg, pid)
         except OSError as err:
             self._failure = err
-        finally:
-            if leaving is not None:
-                with contextlib.suppress(RunError, OSError):
-                    cgroups.remove(leaving)  # empty now, or the run fails: kill what is left
 
     def wait(self) -> None:
         self._thread.join()
