@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pycni import launcher_flat
 from pycni.plugins import PLUGINS
 from pycni.plugins.executable import render_executable
 
@@ -37,7 +38,9 @@ def _write_executable(path: Path, text: str) -> None:
 
 def ensure_executables(bin_dir: str, *, interpreter: str = sys.executable) -> list[str]:
     """Every plugin executable in ``bin_dir`` as `install` writes it, rewriting only those
-    missing or different (another interpreter, a moved checkout); the ones written."""
+    missing or different (another interpreter, a moved checkout); the ones written. The
+    launcher's flat module too (``pycni.launcher_flat``)."""
+    launcher_flat.ensure()
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     written = []
     for name in sorted(PLUGINS):
@@ -63,6 +66,7 @@ class InstallReport:
 def install(
     *, bin_dir: str, conf_dir: str | None, interpreter: str = sys.executable
 ) -> InstallReport:
+    launcher_flat.ensure()
     bin_path = Path(bin_dir)
     bin_path.mkdir(parents=True, exist_ok=True)
     written = []

@@ -30,8 +30,14 @@ import posix
 import select
 import sys
 
-from pycni.server import protocol
-from pycni.warmfork import wire
+from pycni.server.protocol import (
+    MAX_REQUEST,
+    ProtocolError,
+    decode_ack,
+    decode_status,
+    encode_request,
+)
+from pycni.warmfork.wire import UntrustedSocket, connect, note, received_fds, send_with_namespaces
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on every call
 if TYPE_CHECKING:
@@ -119,13 +125,13 @@ def _answer_version() -> None:
 
 def _connect(path: bytes) -> _socket.socket:
     try:
-        return wire.connect(path, CONNECT_TIMEOUT)
+        return connect(path, CONNECT_TIMEOUT)
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
             raise _NoServer from None
         raise _Fallback from None
-    except wire.UntrustedSocket as err:
-        wire.note(f"pycni: not using the pycni server socket: {err}; running it here")
+    except UntrustedSocket as err:
+        note(f"pycni: not using the pycni server socket: {err}; running it here")
         raise _Fallback from None
 
 
@@ -144,11 +150,11 @@ def _send_request(conn: _socket.socket, name: str) -> None:
         cwd = posix.getcwdb()
     except OSError:
         cwd = b"/"
-    data = protocol.encode_request(name, cwd, posix.environ)
-    if len(data) > protocol.MAX_REQUEST:
+    data = encode_request(name, cwd, posix.environ)
+    if len(data) > MAX_REQUEST:
         raise _Fallback
     try:
-        wire.send_with_namespaces(conn, data, ("net", "mnt"))
+        send_with_namespaces(conn, data, ("net", "mnt"))
     except OSError:
         raise _Fallback from None
 
@@ -164,15 +170,15 @@ def _wait_ack(conn: _socket.socket) -> tuple[float, int]:
     except OSError:
         raise _Fallback from None
     try:
-        return protocol.decode_ack(data), worker
-    except protocol.ProtocolError:
+        return decode_ack(data), worker
+    except ProtocolError:
         _end_worker(worker)  # not an ACK after all: nothing may run
         raise _Fallback from None
 
 
 def _receive_ack(conn: _socket.socket) -> tuple[bytes, int]:
     data, ancdata, _flags, _addr = conn.recvmsg(64, _socket.CMSG_SPACE(4))
-    fds = wire.received_fds(ancdata)
+    fds = received_fds(ancdata)
     for extra in fds[1:]:
         posix.close(extra)
     return data, fds[0] if fds else -1
@@ -204,8 +210,8 @@ def _wait_status(conn: _socket.socket, deadline: float, worker: int) -> int:
         _fail("lost the connection to the pycni server", "it closed before sending a status",
               worker)
     try:
-        return protocol.decode_status(data)
-    except protocol.ProtocolError as err:
+        return decode_status(data)
+    except ProtocolError as err:
         _fail("bad reply from the pycni server", str(err), worker)
 
 

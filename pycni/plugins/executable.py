@@ -2,7 +2,9 @@
 
 CNI runtimes exec plugins with a bare environment, so each executable names its interpreter
 by absolute path and carries its own import path; ``-I -S`` keeps start-up free of site
-processing (every plugin call pays it). It calls ``pycni.launcher``.
+processing (every plugin call pays it). It calls ``pycni.launcher``, imported as the one module
+``pycni install`` writes of it and what it imports (``pycni.launcher_flat``), or the usual way
+when that is missing or out of date.
 
 ``is_ours`` reads an executable found on CNI_PATH back: the very text rendered here for this
 code (its import path starts with this checkout). Such an executable would start an
@@ -15,16 +17,24 @@ from __future__ import annotations
 import os
 from typing import Final
 
-__all__ = ["OUR_ROOT", "is_ours", "render_executable"]
+__all__ = ["FLAT_NAME", "OUR_ROOT", "is_ours", "render_executable"]
 
 # The package root a rendered executable puts first on sys.path: ours, or not ours.
 OUR_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MAX_EXECUTABLE: Final = 4096
 _FORCE_EXEC_ENV: Final = "PYCNI_DELEGATE_EXEC"  # set: even ours are exec'd
+# The module `pycni install` writes at OUR_ROOT for the executables (``pycni.launcher_flat``).
+FLAT_NAME: Final = "pycni_launcher_flat"
 
 
 def _tail(name: str) -> str:
-    return f'\nfrom pycni.launcher import launch\n\nlaunch("{name}")\n'
+    return (
+        f"\ntry:  # pycni.launcher and what it imports, as one module (pycni/launcher_flat.py)\n"
+        f"    from {FLAT_NAME} import launch\n"
+        f"except Exception:  # not written, out of date, or broken: the modules themselves\n"
+        f"    from pycni.launcher import launch\n"
+        f'\nlaunch("{name}")\n'
+    )
 
 
 def render_executable(

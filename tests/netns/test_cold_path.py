@@ -64,8 +64,8 @@ RECORDING_AND_LAUNCHER = {
     "json", "json.decoder", "json.encoder", "json.scanner", "re", "re._casefix", "re._compiler",
     "re._constants", "re._parser", "enum", "functools", "collections", "keyword", "operator",
     "reprlib", "copyreg", "types", "__future__",
-    "pycni", "pycni.launcher", "pycni.server", "pycni.server.protocol", "pycni.warmfork",
-    "pycni.warmfork.wire", "pycni.oneshot", "pycni.codefile", "pycni.importcache",
+    "pycni_launcher_flat", "pycni", "pycni.launcher", "pycni.server", "pycni.server.protocol",
+    "pycni.warmfork", "pycni.warmfork.wire", "pycni.oneshot", "pycni.codefile", "pycni.importcache",
 }
 
 
