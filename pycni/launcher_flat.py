@@ -14,7 +14,6 @@ Nothing else imports it: the server and the tests use the three modules themselv
 
 from __future__ import annotations
 
-import ast
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Final
 from pycni import atomicfile
 from pycni.plugins.executable import FLAT_NAME
 
-__all__ = ["FLAT_NAME", "SOURCES", "ensure", "render"]
+__all__ = ["FLAT_NAME", "SOURCES", "TARGET", "ensure", "render"]
 
 _PACKAGE: Final = Path(__file__).resolve().parent
+TARGET: Final = _PACKAGE.parent / f"{FLAT_NAME}.py"  # what ``ensure`` writes by default
 # In order: each imports only the ones before it (and the standard library's builtins).
 SOURCES: Final = (
     _PACKAGE / "warmfork" / "wire.py",
@@ -53,6 +53,8 @@ def _body(source: Path, ours: Sequence[Path]) -> tuple[str, set[str]]:
     at its top level. ValueError for a ``from __future__`` import: besides what it tells the
     compiler it imports the module ``__future__`` (~0.25 ms of a start, measured), and none of
     the launcher's modules has one."""
+    import ast  # `pycni install`'s alone: ~2 ms to import
+
     text = source.read_text()
     tree = ast.parse(text)
     modules = {_module_name(path) for path in ours}

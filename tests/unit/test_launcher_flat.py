@@ -93,3 +93,30 @@ def test_an_installed_executable_imports_the_flat_module_only(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-IS", "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60).stdout.splitlines()
     assert out == [FLAT_NAME, FLAT_NAME]
+
+
+def test_ensure_executables_renders_it_only_when_missing_or_after_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime without installed plugins calls ``ensure_executables`` for every run:
+    rendering the flat module (~1.6 ms) is kept for when something changed."""
+    from pycni.install import ensure_executables
+
+    calls: list[None] = []
+    target = tmp_path / "flat.py"
+
+    def ensure() -> bool:
+        calls.append(None)
+        return True
+
+    monkeypatch.setattr(launcher_flat, "ensure", ensure)
+    monkeypatch.setattr(launcher_flat, "TARGET", target)
+    bin_dir = str(tmp_path / "bin")
+    assert ensure_executables(bin_dir)  # every executable written
+    assert len(calls) == 1
+    target.write_text("")
+    assert ensure_executables(bin_dir) == []
+    assert len(calls) == 1  # nothing written, the module there
+    target.unlink()
+    ensure_executables(bin_dir)
+    assert len(calls) == 2  # missing
