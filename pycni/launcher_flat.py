@@ -25,7 +25,7 @@ from pycni.plugins.executable import FLAT_NAME
 __all__ = ["FLAT_NAME", "SOURCES", "TARGET", "ensure", "render"]
 
 _PACKAGE: Final = Path(__file__).resolve().parent
-TARGET: Final = _PACKAGE.parent / f"{FLAT_NAME}.py"  # what ``ensure`` writes by default
+TARGET: Final = _PACKAGE.parent / f"{FLAT_NAME}.py"  # first on an executable's import path
 # In order: each imports only the ones before it (and the standard library's builtins).
 SOURCES: Final = (
     _PACKAGE / "warmfork" / "wire.py",
@@ -101,10 +101,9 @@ def render(sources: Sequence[Path] = SOURCES) -> str:
     return _HEADER.format(stamps=tuple(stamps)) + "".join(parts)
 
 
-def ensure(root: Path = _PACKAGE.parent, sources: Sequence[Path] = SOURCES) -> bool:
-    """Write ``root``/``FLAT_NAME``.py (and compile it) unless it is already this text; True if
-    written. Best effort: a checkout that cannot be written keeps the three modules."""
-    target = root / f"{FLAT_NAME}.py"
+def ensure(target: Path = TARGET, sources: Sequence[Path] = SOURCES) -> bool:
+    """Write ``target`` (and compile it) unless it is already this text; True if written.
+    Best effort: a checkout that cannot be written keeps the three modules."""
     try:
         text = render(sources)
         if target.exists() and target.read_text() == text:

@@ -40,8 +40,8 @@ def test_the_flat_module_is_the_launcher_in_one_module_without_its_packages(
 ) -> None:
     monkeypatch.setattr(launcher_flat, "_PACKAGE", tmp_path / "src" / "pycni")
     sources = _copies(tmp_path)
-    assert launcher_flat.ensure(tmp_path, sources) is True
-    assert launcher_flat.ensure(tmp_path, sources) is False  # already this text
+    assert launcher_flat.ensure(tmp_path / f"{FLAT_NAME}.py", sources) is True
+    assert launcher_flat.ensure(tmp_path / f"{FLAT_NAME}.py", sources) is False  # already this text
     out = _probe(tmp_path, f"from {FLAT_NAME} import launch, _quote\n"
                            "print(launch.__module__, _quote('a\"b'))\n"
                            "print(' '.join(sorted(m for m in sys.modules if 'pycni' in m)))")
@@ -56,7 +56,7 @@ def test_an_edited_source_makes_it_refuse_to_load(
 ) -> None:
     monkeypatch.setattr(launcher_flat, "_PACKAGE", tmp_path / "src" / "pycni")
     sources = _copies(tmp_path)
-    launcher_flat.ensure(tmp_path, sources)
+    launcher_flat.ensure(tmp_path / f"{FLAT_NAME}.py", sources)
     with sources[1].open("a") as f:
         f.write("\n# edited\n")
     out = _probe(tmp_path, f"try:\n    import {FLAT_NAME}\nexcept ImportError as err:\n"
@@ -77,7 +77,7 @@ def test_what_cannot_be_one_module_is_not_written(
     sources[2].write_text(original + "\n\ndef connect() -> None:\n    pass\n")  # wire's name
     with pytest.raises(ValueError, match="connect is defined in"):
         launcher_flat.render(sources)
-    assert launcher_flat.ensure(tmp_path, sources) is False
+    assert launcher_flat.ensure(tmp_path / f"{FLAT_NAME}.py", sources) is False
     assert not (tmp_path / f"{FLAT_NAME}.py").exists()
     sources[2].write_text("from __future__ import annotations\n" + original)
     with pytest.raises(ValueError, match="imports __future__"):
